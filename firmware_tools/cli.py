@@ -1,0 +1,324 @@
+"""The `microprop` command: one table of subcommands, one `do_<name>` handler each.
+
+Runs on: host.
+
+Lower layers raise their own errors (ValueError and its subclasses, OSError, RuntimeError);
+`main` turns them into `microprop: message` on stderr and exit status 1. `--traceback` shows
+the stack instead.
+"""
+
+import argparse
+import sys
+import time
+
+_EPILOG = {}
+
+
+class CommandError(Exception):
+    """A refused command: the message is shown as `microprop: message`."""
+
+
+def _csv_list(text, convert=str, what="list"):
+    try:
+        return [convert(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            "expected a comma-separated %s, found %r" % (what, text)
+        ) from None
+
+
+def _int_list(text):
+    return _csv_list(text, int, "list of integers")
+
+
+def _full_scale(text):
+    """`ax=8,gx=2000` -> {"ax": 8.0, "gx": 2000.0}"""
+    out = {}
+    for part in text.split(","):
+        name, eq, value = part.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            eq = ""
+        if not eq or not name.strip():
+            raise argparse.ArgumentTypeError(
+                "expected channel=full_scale pairs like ax=8,gx=2000, found %r" % part
+            )
+    return out
+
+
+def add_data_options(p, default="synth"):
+    g = p.add_argument_group("data")
+    g.add_argument(
+        "--data",
+        default=default,
+        metavar="SOURCE",
+        help="'synth' (built-in generator), 'shoulder' or 'basic_motions' (shared datasets), "
+        "or a sensor-log CSV file (default: %(default)s)",
+    )
+    g.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    g.add_argument("--window", type=int, help="window length in samples (default: 2 s)")
+    g.add_argument("--hop", type=int, help="hop between windows in samples (default: 1 s)")
+    g.add_argument("--channels", type=lambda t: _csv_list(t), help="CSV channel columns")
+    g.add_argument("--label-col", default="label", help="CSV label column (default: label)")
+    g.add_argument("--subject-col", default="subject", help="CSV subject column")
+    g.add_argument("--recording-col", default="recording", help="CSV recording column")
+    g.add_argument("--time-col", default="t_ms", help="CSV time column")
+    g.add_argument(
+        "--full-scale",
+        type=_full_scale,
+        metavar="CH=FS,...",
+        help="CSV values are physical units: full scale per channel, e.g. ax=8,gx=2000",
+    )
+    g.add_argument("--rate", type=float, help="CSV sample rate in Hz if not in its header")
+
+
+def _csv_options(args):
+    return {
+        "channels": args.channels,
+        "label_col": args.label_col,
+        "subject_col": args.subject_col,
+        "recording_col": args.recording_col,
+        "time_col": args.time_col,
+        "full_scale": args.full_scale,
+        "rate_hz": args.rate,
+    }
+
+
+def _load_dataset(args):
+    from host import pipeline
+
+    log = pipeline.load_log(args.data, seed=args.seed, **_csv_options(args))
+    return pipeline.make_dataset(log, args.window, args.hop, source=args.data)
+
+
+class Progress:
+    """Training progress on stderr: one line per epoch, rewritten in place on a terminal."""
+
+    def __init__(self, quiet=False, stream=None):
+        self.quiet = quiet
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.last = 0.0
+
+    def __call__(self, epoch, epochs, loss, val_loss, val_acc, seconds_left):
+        if self.quiet:
+            return
+        now = time.monotonic()
+        last_epoch = epoch + 1 >= epochs
+        if not self.tty and now - self.last < 1.0 and not last_epoch and epoch > 0:
+            return
+        self.last = now
+        line = "epoch %d/%d  loss %.4f" % (epoch + 1, epochs, loss)
+        if val_loss is not None:
+            line += "  val_loss %.4f  val_acc %.3f" % (val_loss, val_acc)
+        line += "  ~%ds left" % max(0, round(seconds_left))
+        if self.tty:
+            self.stream.write("\r" + line.ljust(78))
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def done(self):
+        if self.tty and not self.quiet:
+            self.stream.write("\n")
+
+
+def do_train(args):
+    from host import pipeline
+    from host.metrics import format_report, plot_training
+
+    ds = _load_dataset(args)
+    progress = Progress(args.quiet)
+    mlp, meta, report, history = pipeline.train_model(
+        ds,
+        hidden=args.hidden,
+        activation=args.activation,
+        test_subjects=args.test_subjects,
+        seed=args.seed,
+        progress=progress,
+        optimizer=args.optimizer,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        l2=args.l2,
+        patience=args.patience,
+        class_weight=args.class_weight,
+    )
+    progress.done()
+    mlp.save(args.out, meta)
+    sizes = "-".join(str(n) for n in [mlp.W[0].shape[1]] + [w.shape[0] for w in mlp.W])
+    print(
+        "trained %s MLP on %d windows in %.1f s (best epoch %d); saved %s"
+        % (
+            sizes,
+            int(sum(report["support"])) and len(ds.labels),
+            history["seconds"],
+            (history.get("best_epoch") or 0) + 1,
+            args.out,
+        )
+    )
+    title = "test subjects %s (float model)" % ",".join(meta["data"]["test_subjects"])
+    print(format_report(report, title))
+    if args.plot:
+        plot_training(history, report, args.plot)
+        print("plot written to %s" % args.plot)
+
+
+_EPILOG["train"] = """example:
+  microprop train --data synth --hidden 32,16 --out model.npz
+  microprop train --data shoulder --test-subjects 8,9,10 --plot curves.png
+  microprop train --data log.csv --channels ax,ay,az --full-scale ax=8,ay=8,az=8 --rate 50
+"""
+
+
+def do_eval(args):
+    from host import pipeline
+    from host.metrics import format_report, plot_training
+    from host.mlp import MLP
+
+    mlp, meta = MLP.load(args.model)
+    if args.data is None:
+        args.data = meta["data"]["source"] or "synth"
+        subjects = args.subjects or meta["data"]["test_subjects"]
+    else:
+        subjects = args.subjects
+    if args.window is None:
+        args.window = meta["features"]["window"]
+    if args.hop is None:
+        args.hop = meta["features"]["hop"]
+    ds = _load_dataset(args)
+    pipeline.check_compatible(meta, ds, args.data)
+    report = pipeline.evaluate_model(mlp, meta, ds, subjects)
+    title = "%s on %s%s (float model)" % (
+        args.model,
+        args.data,
+        (" subjects " + ",".join(map(str, subjects))) if subjects else "",
+    )
+    print(format_report(report, title))
+    if args.plot:
+        plot_training(meta.get("history", {}), report, args.plot)
+        print("plot written to %s" % args.plot)
+
+
+_EPILOG["eval"] = """example:
+  microprop eval model.npz                  (the data and test subjects it was trained with)
+  microprop eval model.npz --data log.csv --plot confusion.png
+"""
+
+
+def do_demo(args):
+    """Built-in data -> features -> train -> evaluate, with no board attached."""
+    import os
+    import tempfile
+
+    out = args.out or os.path.join(tempfile.mkdtemp(prefix="microprop-demo-"), "model.npz")
+    print(
+        "--- microprop demo: synthetic accelerometer data -> integer features -> MLP",
+        file=sys.stderr,
+    )
+    train_args = build_parser().parse_args(
+        ["train", "--data", "synth", "--seed", str(args.seed), "--out", out]
+        + (["--quiet"] if args.quiet else [])
+    )
+    do_train(train_args)
+
+
+_EPILOG["demo"] = """example:
+  microprop demo              (no board needed)
+"""
+
+
+COMMANDS = {
+    "train": (do_train, "train a float MLP on sensor windows (subject-wise split)"),
+    "eval": (do_eval, "evaluate a trained model on a dataset"),
+    "demo": (do_demo, "run the whole pipeline on built-in data, no board needed"),
+}
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="microprop",
+        description="Train small neural networks on the host, run and train them on "
+        "MicroPython boards.",
+    )
+    parser.add_argument("--traceback", action="store_true", help="show the stack on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_text) in COMMANDS.items():
+        p = sub.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            epilog=_EPILOG.get(name),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        p.add_argument("--traceback", action="store_true", help="show the stack on errors")
+        _ADD_OPTIONS[name](p)
+    return parser
+
+
+def _train_options(p):
+    add_data_options(p)
+    g = p.add_argument_group("model and training")
+    g.add_argument("--hidden", type=_int_list, default=[32, 16], help="hidden sizes (32,16)")
+    g.add_argument("--activation", default="relu", help="relu, sigmoid or tanh (relu)")
+    g.add_argument("--optimizer", default="adam", help="adam or sgd (momentum 0.9) (adam)")
+    g.add_argument("--lr", type=float, default=1e-3, help="learning rate (0.001)")
+    g.add_argument("--batch-size", type=int, default=32, help="mini-batch size (32)")
+    g.add_argument("--epochs", type=int, default=300, help="maximum epochs (300)")
+    g.add_argument("--l2", type=float, default=1e-4, help="L2 penalty on weights (0.0001)")
+    g.add_argument("--patience", type=int, default=30, help="early-stopping patience (30)")
+    g.add_argument("--class-weight", choices=["balanced"], help="weight classes by frequency")
+    g.add_argument("--test-subjects", type=lambda t: _csv_list(t), help="e.g. 8,9,10")
+    g.add_argument("--out", default="model.npz", help="float model file (model.npz)")
+    g.add_argument("--plot", metavar="FILE.png", help="draw training curves and confusion")
+    g.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+
+def _eval_options(p):
+    p.add_argument("model", help="float model file (.npz) from microprop train")
+    add_data_options(p, default=None)
+    p.add_argument("--subjects", type=lambda t: _csv_list(t), help="only these subjects")
+    p.add_argument("--plot", metavar="FILE.png", help="draw the confusion matrix")
+
+
+def _demo_options(p):
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--out", help="where to keep the model (default: a temporary folder)")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+
+_ADD_OPTIONS = {"train": _train_options, "eval": _eval_options, "demo": _demo_options}
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    handler = COMMANDS[args.command][0]
+    try:
+        handler(args)
+    except KeyboardInterrupt:
+        print("microprop: interrupted", file=sys.stderr)
+        return 130
+    except (CommandError, ValueError, OSError, RuntimeError) as e:
+        if args.traceback:
+            raise
+        print("microprop: %s" % _one_line(e), file=sys.stderr)
+        return 1
+    return 0
+
+
+def _one_line(e):
+    if isinstance(e, FileNotFoundError) and e.filename:
+        return "no such file: %s" % e.filename
+    if isinstance(e, PermissionError) and e.filename:
+        return "permission denied: %s" % e.filename
+    text = str(e) or e.__class__.__name__
+    return " ".join(text.split())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
