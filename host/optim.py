@@ -21,7 +21,7 @@ class SGD:
         self.v = [np.zeros_like(p) for p in params]
 
     def step(self, grads):
-        for p, v, g in zip(self.params, self.v, grads):
+        for p, v, g in zip(self.params, self.v, grads, strict=True):
             v *= self.momentum
             v -= self.lr * g
             if self.nesterov:
@@ -47,7 +47,7 @@ class Adam:
     def step(self, grads):
         self.t += 1
         lr_t = self.lr * np.sqrt(1 - self.beta2**self.t) / (1 - self.beta1**self.t)
-        for p, m, s, g in zip(self.params, self.m, self.s, grads):
+        for p, m, s, g in zip(self.params, self.m, self.s, grads, strict=True):
             m *= self.beta1
             m += (1 - self.beta1) * g
             s *= self.beta2

@@ -1,0 +1,558 @@
+"""Float multilayer perceptron: forward propagation, backpropagation, mini-batch training.
+
+Runs on: host (NumPy only).
+
+Each neuron j of a layer weighs its inputs, adds them up with a bias, and passes the sum
+through an activation:
+
+    z_j = sum_i w[j][i] * x_i + b_j,    a_j = act(z_j)
+
+so a layer's weights are a (n_out, n_in) matrix, as in the board's dense layer. Function
+signals flow forward layer by layer; error signals flow backward:
+
+    delta_L = (a_L - y) * weight / sum(weights)            output layer (see below)
+    delta_l = (delta_{l+1} @ W_{l+1}) * act'(a_l)           hidden layers
+    dW_l = delta_l^T a_{l-1} + l2 * W_l,    db_l = sum over samples of delta_l
+
+The output layer is either softmax with cross-entropy loss (classification) or linear with
+mean squared error (regression); both pairs give the same simple output error `a - y` (divided by
+the number of outputs for MSE). The loss of a batch is the weighted mean of the per-sample losses
+plus `l2 / 2 * sum(W**2)` over the weights (not the biases).
+"""
+
+import json
+import os
+import tempfile
+import time
+import zipfile
+import zlib
+
+import numpy as np
+
+from .optim import OPTIMIZERS
+
+HIDDEN_ACTIVATIONS = ("relu", "sigmoid", "tanh")
+OUTPUTS = ("softmax", "linear")
+_EPS = np.finfo(np.float64).eps  # log(p) is clipped at log(eps)
+_FORMAT = "microprop float mlp"
+_VERSION = 1
+
+
+# --- activations and their derivatives (written in terms of the output a = act(z)) ---
+
+
+def relu(z):
+    return np.maximum(z, 0.0)
+
+
+def sigmoid(z):
+    # Stable for any z: exp only ever sees -|z|.
+    e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def tanh(z):
+    return np.tanh(z)
+
+
+def identity(z):
+    return z
+
+
+def softmax(z):
+    e = np.exp(z - z.max(axis=1, keepdims=True))  # subtract the max: exp never overflows
+    return e / e.sum(axis=1, keepdims=True)
+
+
+ACTIVATIONS = {
+    "relu": relu,
+    "sigmoid": sigmoid,
+    "tanh": tanh,
+    "linear": identity,
+    "softmax": softmax,
+}
+
+DERIVATIVES = {
+    "relu": lambda a: (a > 0).astype(a.dtype),
+    "sigmoid": lambda a: a * (1.0 - a),
+    "tanh": lambda a: 1.0 - a * a,
+}
+
+
+# --- losses: per-sample loss of outputs `a` against targets `y`, shape (n,) ---
+
+
+def cross_entropy(y, a):
+    return -(y * np.log(np.clip(a, _EPS, 1.0))).sum(axis=1)
+
+
+def squared_error(y, a):
+    return 0.5 * ((a - y) ** 2).mean(axis=1)
+
+
+LOSSES = {"cross_entropy": cross_entropy, "mse": squared_error}
+OUTPUT_LOSS = {"softmax": "cross_entropy", "linear": "mse"}
+
+
+def _one_of(kind, name, choices):
+    if name not in choices:
+        raise ValueError(
+            "mlp: unknown %s %r, expected one of %s" % (kind, name, ", ".join(choices))
+        )
+
+
+class MLP:
+    """A multilayer perceptron with float64 weights.
+
+    sizes: [n_in, h1, ..., n_out]; hidden_activation: one of HIDDEN_ACTIVATIONS for every hidden
+    layer; output: "softmax" (cross-entropy loss) or "linear" (mean squared error).
+    Weights start Glorot-uniform for sigmoid, tanh and the output layer, He-normal for relu
+    layers; biases start at 0; `seed` seeds the generator.
+    """
+
+    def __init__(self, sizes, hidden_activation="relu", output="softmax", seed=0):
+        sizes = list(sizes)
+        if len(sizes) < 2:
+            raise ValueError(
+                "mlp: sizes need at least 2 entries [n_in, ..., n_out], found %r" % (sizes,)
+            )
+        if not all(isinstance(n, (int, np.integer)) and n > 0 for n in sizes):
+            raise ValueError("mlp: sizes must be positive integers, found %r" % (sizes,))
+        _one_of("activation", hidden_activation, HIDDEN_ACTIVATIONS)
+        _one_of("output", output, OUTPUTS)
+        if output == "softmax" and sizes[-1] < 2:
+            raise ValueError("mlp: a softmax output needs at least 2 units, found %d" % sizes[-1])
+        self.sizes = [int(n) for n in sizes]
+        self.hidden_activation, self.output = hidden_activation, output
+        self.activations = [hidden_activation] * (len(sizes) - 2) + [output]
+        self.loss = OUTPUT_LOSS[output]
+        rng = np.random.default_rng(seed)
+        self.W, self.b = [], []
+        for nin, nout, act in zip(self.sizes[:-1], self.sizes[1:], self.activations, strict=True):
+            if act == "relu":  # He: keeps the variance of z through ReLU layers
+                w = rng.normal(0.0, np.sqrt(2.0 / nin), size=(nout, nin))
+            else:  # Glorot
+                limit = np.sqrt(6.0 / (nin + nout))
+                w = rng.uniform(-limit, limit, size=(nout, nin))
+            self.W.append(w)
+            self.b.append(np.zeros(nout))
+
+    def __repr__(self):
+        return "MLP(%r, hidden_activation=%r, output=%r)" % (
+            self.sizes,
+            self.hidden_activation,
+            self.output,
+        )
+
+    # --- forward ---
+
+    def _check_X(self, X):
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != self.sizes[0]:
+            raise ValueError(
+                "mlp: expected X of shape (n, %d), found %s" % (self.sizes[0], X.shape)
+            )
+        return X
+
+    def logits(self, X):
+        """Inputs (n, n_in) -> the output layer's z (n, n_out), before softmax."""
+        a = self._check_X(X)
+        for W, b, act in zip(self.W[:-1], self.b[:-1], self.activations[:-1], strict=True):
+            a = ACTIVATIONS[act](a @ W.T + b)
+        return a @ self.W[-1].T + self.b[-1]
+
+    def forward(self, X):
+        """Inputs (n, n_in) -> outputs (n, n_out): probabilities (softmax) or values (linear)."""
+        return ACTIVATIONS[self.activations[-1]](self.logits(X))
+
+    def predict(self, X):
+        """Class indices (n,) by argmax of the logits, ties to the lower index (softmax);
+        the outputs for a linear model, shape (n,) when it has a single output."""
+        if self.output == "linear":
+            a = self.forward(X)
+            return a[:, 0] if a.shape[1] == 1 else a
+        return np.argmax(self.logits(X), axis=1)
+
+    # --- loss and backpropagation ---
+
+    def _check_targets(self, Y, n):
+        Y = np.asarray(Y, dtype=np.float64)
+        if Y.ndim == 1 and self.sizes[-1] == 1:
+            Y = Y[:, None]
+        if Y.shape != (n, self.sizes[-1]):
+            raise ValueError(
+                "mlp: expected Y of shape (%d, %d), found %s" % (n, self.sizes[-1], Y.shape)
+            )
+        return Y
+
+    def _weights(self, sample_weight, n):
+        """Per-sample weights normalised to sum to 1 (uniform when None)."""
+        if sample_weight is None:
+            return np.full(n, 1.0 / n)
+        w = np.asarray(sample_weight, dtype=np.float64)
+        if w.shape != (n,) or not np.all(np.isfinite(w)) or np.any(w < 0):
+            raise ValueError(
+                "mlp: expected sample_weight of %d finite values >= 0, found shape %s"
+                % (n, w.shape)
+            )
+        total = w.sum()
+        return w / total if total > 0 else w
+
+    def loss_value(self, X, Y, sample_weight=None, l2=0.0):
+        """Weighted mean loss of outputs against Y (one-hot or targets), plus the L2 term."""
+        X = self._check_X(X)
+        Y = self._check_targets(Y, len(X))
+        w = self._weights(sample_weight, len(X))
+        data_loss = w @ LOSSES[self.loss](Y, self.forward(X))
+        return data_loss + 0.5 * l2 * sum((W * W).sum() for W in self.W)
+
+    def loss_and_grads(self, X, Y, sample_weight=None, l2=0.0):
+        """Loss and its gradients (dW list, db list) by backpropagation of error signals.
+
+        Y: one-hot rows (softmax) or targets (linear, (n,) allowed for one output).
+        """
+        X = self._check_X(X)
+        Y = self._check_targets(Y, len(X))
+        w = self._weights(sample_weight, len(X))
+
+        # Forward: keep every layer's function signal a (a[0] is the input).
+        a = [X]
+        for W, b, act in zip(self.W, self.b, self.activations, strict=True):
+            a.append(ACTIVATIONS[act](a[-1] @ W.T + b))
+        loss = w @ LOSSES[self.loss](Y, a[-1]) + 0.5 * l2 * sum((W * W).sum() for W in self.W)
+
+        # Backward: the output error signal, then credit assigned back through the hidden layers.
+        delta = (a[-1] - Y) * w[:, None]
+        if self.loss == "mse":
+            delta /= Y.shape[1]
+        dW, db = [None] * len(self.W), [None] * len(self.W)
+        for k in reversed(range(len(self.W))):  # k: the layer
+            dW[k] = delta.T @ a[k] + l2 * self.W[k]
+            db[k] = delta.sum(axis=0)
+            if k > 0:
+                delta = (delta @ self.W[k]) * DERIVATIVES[self.activations[k - 1]](a[k])
+        return loss, dW, db
+
+    # --- files ---
+
+    def architecture(self):
+        return {
+            "format": _FORMAT,
+            "version": _VERSION,
+            "sizes": self.sizes,
+            "hidden_activation": self.hidden_activation,
+            "output": self.output,
+        }
+
+    def save(self, path, meta=None):
+        """Write an .npz file (W0, b0, W1, b1, ..., meta and architecture as JSON text in uint8
+        arrays; no pickle). It goes to a temporary file first, then replaces `path` at once."""
+        path = os.fspath(path)
+        try:
+            meta_text = json.dumps({} if meta is None else meta)
+        except (TypeError, ValueError) as e:
+            raise ValueError("float model: meta is not JSON-serialisable: %s" % e) from None
+        arrays = {
+            "architecture": _text_array(json.dumps(self.architecture())),
+            "meta": _text_array(meta_text),
+        }
+        for k, (W, b) in enumerate(zip(self.W, self.b, strict=True)):
+            arrays["W%d" % k], arrays["b%d" % k] = W, b
+        fd, tmp = tempfile.mkstemp(
+            prefix=os.path.basename(path) + ".", suffix=".tmp", dir=os.path.dirname(path) or "."
+        )
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **arrays)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+
+    @classmethod
+    def load(cls, path):
+        """Read a file written by `save`; returns (mlp, meta).
+
+        A missing file raises FileNotFoundError; anything else wrong raises
+        ValueError("float model: <path>: ...").
+        """
+        path = os.fspath(path)
+        if not os.path.exists(path):
+            raise FileNotFoundError("float model: %s: no such file" % path)
+        try:
+            with open(path, "rb") as f:
+                magic = f.read(4)
+            if magic != b"PK\x03\x04":  # every .npz is a zip archive
+                raise _LoadError(
+                    "not an .npz file, starts with %r, expected b'PK\\x03\\x04'" % magic
+                )
+            with np.load(path, allow_pickle=False) as npz:
+                return cls._from_npz(npz)
+        except _LoadError as e:
+            raise ValueError("float model: %s: %s" % (path, e)) from None
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as e:
+            reason = " ".join(str(e).split()) or type(e).__name__
+            raise ValueError(
+                "float model: %s: not a readable .npz file (%s)" % (path, reason)
+            ) from None
+
+    @classmethod
+    def _from_npz(cls, npz):
+        for key in ("architecture", "meta"):
+            if key not in npz.files:
+                raise _LoadError("missing %r" % key)
+        arch, meta = _text_json(npz["architecture"]), _text_json(npz["meta"])
+        if not isinstance(arch, dict) or arch.get("format") != _FORMAT:
+            raise _LoadError("not a %s file" % _FORMAT)
+        if arch.get("version") != _VERSION:
+            raise _LoadError("version %r, expected %d" % (arch.get("version"), _VERSION))
+        if not isinstance(meta, dict):
+            raise _LoadError("meta is %s, expected a JSON object" % type(meta).__name__)
+        sizes = arch.get("sizes")
+        if not isinstance(sizes, list) or len(sizes) < 2 or not all(type(n) is int for n in sizes):
+            raise _LoadError("bad sizes %r, expected a list of at least 2 integers" % (sizes,))
+        # Read and check the arrays before building the model: no allocation sized by an
+        # unchecked field (the arrays' own size is bounded by the file's).
+        arrays = []
+        for k, (nin, nout) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+            for name, shape in (("W%d" % k, (nout, nin)), ("b%d" % k, (nout,))):
+                if name not in npz.files:
+                    raise _LoadError("missing %r" % name)
+                x = npz[name]
+                if x.shape != shape or x.dtype != np.float64:
+                    raise _LoadError(
+                        "%s is %s %s, expected float64 %s" % (name, x.dtype, x.shape, shape)
+                    )
+                if not np.all(np.isfinite(x)):
+                    raise _LoadError("%s has NaN or inf values" % name)
+                arrays.append(x)
+        try:
+            mlp = cls(sizes, arch.get("hidden_activation"), arch.get("output"))
+        except ValueError as e:
+            raise _LoadError("bad architecture (%s)" % e) from None
+        mlp.W, mlp.b = arrays[0::2], arrays[1::2]
+        return mlp, meta
+
+
+class _LoadError(Exception):
+    """A file that reads but is not a valid float model (turned into ValueError by `load`)."""
+
+
+def _text_array(text):
+    return np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+
+
+def _text_json(x):
+    if x.dtype != np.uint8 or x.ndim != 1:
+        raise _LoadError("JSON field is %s %s, expected uint8 text" % (x.dtype, x.shape))
+    try:
+        return json.loads(x.tobytes().decode("utf-8"))
+    except ValueError as e:  # includes UnicodeDecodeError and JSONDecodeError
+        raise _LoadError("bad JSON text (%s)" % e) from None
+
+
+# --- training ---
+
+
+def _check_data(mlp, X, y, what="X"):
+    """Validate inputs and labels; returns X float64 and y (int classes or float targets)."""
+    X = mlp._check_X(X)
+    if len(X) == 0:
+        raise ValueError("mlp: %s has no rows" % what)
+    if not np.all(np.isfinite(X)):
+        raise ValueError("mlp: %s has NaN or inf values" % what)
+    y = np.asarray(y)
+    if len(y) != len(X):
+        raise ValueError("mlp: %s has %d rows but its labels have %d" % (what, len(X), len(y)))
+    if mlp.output == "linear":
+        y = mlp._check_targets(y, len(X))
+        if not np.all(np.isfinite(y)):
+            raise ValueError("mlp: targets of %s have NaN or inf values" % what)
+        return X, y
+    n_out = mlp.sizes[-1]
+    if y.ndim != 1 or y.dtype.kind not in "iuf" or np.any(y != np.floor(y)):
+        raise ValueError(
+            "mlp: expected integer class indices (n,), found %s %s" % (y.dtype, y.shape)
+        )
+    if len(y) and (y.min() < 0 or y.max() >= n_out):
+        raise ValueError(
+            "mlp: class indices must be in [0, %d), found %d..%d" % (n_out, y.min(), y.max())
+        )
+    return X, y.astype(np.int64)
+
+
+def split_validation(y, val_fraction, rng, stratify=True):
+    """Indices (train, val): `val_fraction` of the samples of each class (rounded to nearest,
+    at least one left for training), drawn with `rng`; plain random when not `stratify`."""
+    groups = [np.flatnonzero(y == c) for c in np.unique(y)] if stratify else [np.arange(len(y))]
+    val = []
+    for idx in groups:
+        k = min(int(np.floor(val_fraction * len(idx) + 0.5)), len(idx) - 1)
+        val.append(rng.permutation(idx)[:k])
+    val = np.sort(np.concatenate(val)).astype(np.int64)
+    return np.setdiff1d(np.arange(len(y)), val), val
+
+
+def _class_weights(class_weight, y, n_classes):
+    """Weight per class index: None -> 1, "balanced" -> n / (n_present_classes * count)."""
+    if class_weight is None:
+        return np.ones(n_classes)
+    if isinstance(class_weight, str):
+        if class_weight != "balanced":
+            raise ValueError("mlp: unknown class_weight %r, expected 'balanced'" % class_weight)
+        count = np.bincount(y, minlength=n_classes).astype(np.float64)
+        present = count > 0
+        return np.where(present, len(y) / (present.sum() * np.maximum(count, 1)), 1.0)
+    if not isinstance(class_weight, dict):
+        raise ValueError(
+            "mlp: class_weight must be None, 'balanced' or a dict, found %s"
+            % type(class_weight).__name__
+        )
+    cw = np.ones(n_classes)
+    for c, wc in class_weight.items():
+        ok = isinstance(c, (int, np.integer)) and 0 <= c < n_classes
+        if not ok or not isinstance(wc, (int, float, np.number)) or not wc >= 0 or wc == np.inf:
+            raise ValueError(
+                "mlp: class_weight needs classes in [0, %d) and weights >= 0, found %r: %r"
+                % (n_classes, c, wc)
+            )
+        cw[int(c)] = wc
+    return cw
+
+
+def _check_train_args(
+    mlp, optimizer, lr, momentum, batch_size, epochs, l2, val_fraction, patience, class_weight
+):
+    _one_of("optimizer", optimizer, tuple(OPTIMIZERS))
+    checks = [
+        ("lr", lr, lr > 0, "> 0"),
+        ("momentum", momentum, 0 <= momentum < 1, "in [0, 1)"),
+        ("batch_size", batch_size, batch_size >= 1, ">= 1"),
+        ("epochs", epochs, epochs >= 1, ">= 1"),
+        ("l2", l2, l2 >= 0, ">= 0"),
+        ("val_fraction", val_fraction, 0 <= val_fraction < 1, "in [0, 1)"),
+        ("patience", patience, patience >= 1, ">= 1"),
+    ]
+    for name, value, ok, expected in checks:
+        if not ok:
+            raise ValueError("mlp: %s must be %s, found %r" % (name, expected, value))
+    if mlp.output == "linear" and class_weight is not None:
+        raise ValueError("mlp: class_weight needs a softmax output, found 'linear'")
+
+
+def train(
+    mlp,
+    X,
+    y,
+    *,
+    optimizer="adam",
+    lr=1e-3,
+    momentum=0.9,
+    batch_size=32,
+    epochs=200,
+    l2=1e-4,
+    val_fraction=0.1,
+    X_val=None,
+    y_val=None,
+    patience=20,
+    class_weight=None,
+    seed=0,
+    progress=None,
+):
+    """Train `mlp` in place with shuffled mini-batches; returns the history.
+
+    y: class indices (softmax) or float targets (linear). optimizer: "sgd" (momentum),
+    "nesterov" or "adam" (`momentum` is for SGD only). l2 penalises weights, not biases.
+    Early stopping watches the validation loss (without the L2 term): X_val/y_val if given,
+    else a stratified `val_fraction` split of X drawn with `seed` (0 disables validation and
+    early stopping). Training stops after `patience` epochs without a strictly lower validation
+    loss and restores the best weights (ties keep the earlier). class_weight: None, "balanced"
+    or {class_index: weight}, applied as per-sample weights in the training and validation loss.
+    progress(epoch, epochs, train_loss, val_loss, val_acc, seconds_left) is called after each
+    epoch, with `epoch` counted from 0 and val_loss, val_acc None without a validation set (val_acc
+    NaN for a linear output). Same arguments and seed give bit-identical weights.
+
+    History: "loss", "val_loss", "val_acc" (float lists, one entry per epoch; NaN where there is
+    no validation set or no accuracy), "best_epoch" (index into those lists, from 0; the last
+    epoch without validation), "epochs_run", "seconds".
+    """
+    _check_train_args(
+        mlp, optimizer, lr, momentum, batch_size, epochs, l2, val_fraction, patience, class_weight
+    )
+    X, y = _check_data(mlp, X, y)
+    classify = mlp.output == "softmax"
+    if classify and len(np.unique(y)) < 2:
+        raise ValueError("mlp: need at least 2 classes in y, found %d" % len(np.unique(y)))
+    rng = np.random.default_rng(seed)
+    if (X_val is None) != (y_val is None):
+        raise ValueError("mlp: give both X_val and y_val, or neither")
+    if X_val is not None:
+        X_val, y_val = _check_data(mlp, X_val, y_val, "X_val")
+    elif val_fraction > 0:
+        tr, va = split_validation(y if classify else np.zeros(len(X)), val_fraction, rng, classify)
+        if len(va):
+            X, y, X_val, y_val = X[tr], y[tr], X[va], y[va]
+
+    n_out = mlp.sizes[-1]
+    if classify:
+        cw = _class_weights(class_weight, y, n_out)
+        Y, sw = np.eye(n_out)[y], cw[y]
+    else:
+        Y, sw = y, None
+    if X_val is not None:
+        Y_val = np.eye(n_out)[y_val] if classify else y_val
+        sw_val = cw[y_val] if classify else None
+
+    params = mlp.W + mlp.b
+    opt = OPTIMIZERS[optimizer](params, lr, momentum)
+    history = {"loss": [], "val_loss": [], "val_acc": []}
+    best_loss, best_epoch, best_params, wait = np.inf, 0, None, 0
+    n, start = len(X), time.perf_counter()
+    for epoch in range(epochs):
+        order = rng.permutation(n)
+        total = 0.0
+        for i in range(0, n, batch_size):
+            idx = order[i : i + batch_size]
+            loss, dW, db = mlp.loss_and_grads(X[idx], Y[idx], None if sw is None else sw[idx], l2)
+            opt.step(dW + db)
+            total += loss * len(idx)
+        train_loss = total / n
+        if not np.isfinite(train_loss):
+            raise ValueError(
+                "mlp: training diverged at epoch %d (loss %s), try a smaller lr"
+                % (epoch + 1, train_loss)
+            )
+
+        val_loss = val_acc = np.nan
+        if X_val is not None:
+            val_loss = float(mlp.loss_value(X_val, Y_val, sw_val))
+            if classify:
+                val_acc = float(np.mean(mlp.predict(X_val) == y_val))
+        history["loss"].append(float(train_loss))
+        history["val_loss"].append(val_loss)
+        history["val_acc"].append(val_acc)
+
+        if X_val is None or val_loss < best_loss:
+            best_loss, best_epoch, wait = val_loss, epoch, 0
+            if X_val is not None:
+                best_params = [p.copy() for p in params]
+        else:
+            wait += 1
+        if progress is not None:
+            seconds_left = (time.perf_counter() - start) / (epoch + 1) * (epochs - epoch - 1)
+            if X_val is None:
+                progress(epoch, epochs, float(train_loss), None, None, seconds_left)
+            else:
+                progress(epoch, epochs, float(train_loss), val_loss, val_acc, seconds_left)
+        if wait >= patience:
+            break
+
+    if best_params is not None:
+        for p, best in zip(params, best_params, strict=True):
+            p[...] = best
+    history.update(
+        best_epoch=best_epoch, epochs_run=epoch + 1, seconds=time.perf_counter() - start
+    )
+    return history
