@@ -229,10 +229,25 @@ _EPILOG["demo"] = """example:
 """
 
 
+def do_board(args):
+    from firmware_tools import virtualboard
+
+    code = virtualboard.run(args)
+    if code:
+        raise CommandError("virtual board stopped with status %d" % code)
+
+
+_EPILOG["board"] = """example:
+  microprop board --flash ./vboard --heap 256k      (prints its port, e.g. /dev/pts/5)
+  mpremote connect /dev/pts/5 exec "print(1 + 1)"
+"""
+
+
 COMMANDS = {
     "train": (do_train, "train a float MLP on sensor windows (subject-wise split)"),
     "eval": (do_eval, "evaluate a trained model on a dataset"),
     "demo": (do_demo, "run the whole pipeline on built-in data, no board needed"),
+    "board": (do_board, "run a virtual board (MicroPython Unix port on a pseudo-terminal)"),
 }
 
 
@@ -263,8 +278,8 @@ def _train_options(p):
     g.add_argument("--hidden", type=_int_list, default=[32, 16], help="hidden sizes (32,16)")
     g.add_argument("--activation", default="relu", help="relu, sigmoid or tanh (relu)")
     g.add_argument("--optimizer", default="adam", help="adam or sgd (momentum 0.9) (adam)")
-    g.add_argument("--lr", type=float, default=1e-3, help="learning rate (0.001)")
-    g.add_argument("--batch-size", type=int, default=32, help="mini-batch size (32)")
+    g.add_argument("--lr", type=float, default=2e-3, help="learning rate (0.002)")
+    g.add_argument("--batch-size", type=int, default=64, help="mini-batch size (64)")
     g.add_argument("--epochs", type=int, default=300, help="maximum epochs (300)")
     g.add_argument("--l2", type=float, default=1e-4, help="L2 penalty on weights (0.0001)")
     g.add_argument("--patience", type=int, default=30, help="early-stopping patience (30)")
@@ -288,7 +303,18 @@ def _demo_options(p):
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
 
-_ADD_OPTIONS = {"train": _train_options, "eval": _eval_options, "demo": _demo_options}
+def _board_options(p):
+    from firmware_tools import virtualboard
+
+    virtualboard.add_arguments(p)
+
+
+_ADD_OPTIONS = {
+    "train": _train_options,
+    "eval": _eval_options,
+    "demo": _demo_options,
+    "board": _board_options,
+}
 
 
 def main(argv=None):

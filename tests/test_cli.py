@@ -1,0 +1,155 @@
+"""The `microprop` command: training end to end, and one-line errors for bad input.
+
+Runs on: host (pytest).
+"""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from firmware_tools.cli import main
+
+HEADER = "subject,recording,label,ax,ay,az\n"
+
+
+def write_log(path, rows_per_class=300, classes=("still", "move"), subjects=("1", "2", "3")):
+    rng = np.random.default_rng(1)
+    lines = [HEADER]
+    for s in subjects:
+        for k, label in enumerate(classes):
+            for _ in range(rows_per_class):
+                a = rng.normal(0, 100 + 2000 * k, size=3).astype(int)
+                lines.append("%s,%s-%s,%s,%d,%d,%d\n" % (s, s, label, label, *a))
+    path.write_text("".join(lines))
+    return path
+
+
+def run(argv, capsys):
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code, err, *needles):
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("microprop: "), err
+    assert "Traceback" not in err
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+
+
+FAST = ["--epochs", "30", "--quiet", "--hidden", "8"]
+
+
+def test_train_and_eval_on_csv(tmp_path, capsys):
+    log = write_log(tmp_path / "log.csv")
+    out = tmp_path / "m.npz"
+    code, text, err = run(
+        ["train", "--data", str(log), "--window", "20", "--hop", "10", "--out", str(out)] + FAST,
+        capsys,
+    )
+    assert code == 0, err
+    assert "accuracy" in text and "confusion matrix" in text
+    code, text, err = run(["eval", str(out)], capsys)
+    assert code == 0, err
+    acc = float(text.split("accuracy ")[1].split()[0])
+    assert acc > 0.9
+
+
+def test_train_synth_shows_progress(tmp_path, capsys):
+    out = tmp_path / "m.npz"
+    code, text, err = run(["train", "--out", str(out), "--epochs", "3", "--hidden", "8"], capsys)
+    assert code == 0
+    assert "epoch 3/3" in err and "val_acc" in err
+    assert "precision" in text
+
+
+def test_missing_label_column(tmp_path, capsys):
+    p = tmp_path / "nolabel.csv"
+    p.write_text("subject,ax,ay\n1,2,3\n")
+    code, _, err = run(["train", "--data", str(p)] + FAST, capsys)
+    assert_one_line_error(code, err, str(p), "label")
+
+
+def test_non_numeric_cell(tmp_path, capsys):
+    p = write_log(tmp_path / "bad.csv")
+    lines = p.read_text().splitlines(True)
+    lines[7] = lines[7].replace(lines[7].split(",")[4], "abc")
+    p.write_text("".join(lines))
+    code, _, err = run(["train", "--data", str(p)] + FAST, capsys)
+    assert_one_line_error(code, err, str(p), "row 8", "ay")
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_nan_or_inf(tmp_path, capsys, value):
+    p = write_log(tmp_path / "nan.csv")
+    lines = p.read_text().splitlines(True)
+    parts = lines[11].rstrip("\n").split(",")
+    parts[5] = value
+    lines[11] = ",".join(parts) + "\n"
+    p.write_text("".join(lines))
+    code, _, err = run(["train", "--data", str(p)] + FAST, capsys)
+    assert_one_line_error(code, err, str(p), "row 12", "az")
+
+
+def test_empty_file(tmp_path, capsys):
+    p = tmp_path / "empty.csv"
+    p.write_text("")
+    code, _, err = run(["train", "--data", str(p)] + FAST, capsys)
+    assert_one_line_error(code, err, str(p), "empty")
+
+
+def test_single_class(tmp_path, capsys):
+    p = write_log(tmp_path / "one.csv", classes=("still",))
+    code, _, err = run(["train", "--data", str(p), "--window", "20"] + FAST, capsys)
+    assert_one_line_error(code, err, "class")
+
+
+def test_window_longer_than_every_recording(tmp_path, capsys):
+    p = write_log(tmp_path / "short.csv", rows_per_class=30)
+    code, _, err = run(["train", "--data", str(p), "--window", "100"] + FAST, capsys)
+    assert_one_line_error(code, err, str(p), "100", "30")
+
+
+def test_unknown_activation(tmp_path, capsys):
+    code, _, err = run(
+        ["train", "--activation", "swish", "--out", str(tmp_path / "m.npz")]
+        + ["--epochs", "1", "--quiet"],
+        capsys,
+    )
+    assert_one_line_error(code, err, "swish", "relu")
+    assert not (tmp_path / "m.npz").exists()
+
+
+def test_missing_file(tmp_path, capsys):
+    code, _, err = run(["train", "--data", str(tmp_path / "nope.csv")] + FAST, capsys)
+    assert_one_line_error(code, err, "nope.csv")
+    code, _, err = run(["eval", str(tmp_path / "nope.npz")], capsys)
+    assert_one_line_error(code, err, "nope.npz")
+
+
+def test_traceback_flag_shows_the_stack(tmp_path):
+    p = tmp_path / "empty.csv"
+    p.write_text("")
+    proc = subprocess.run(
+        [sys.executable, "-m", "firmware_tools.cli", "train", "--traceback", "--data", str(p)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode != 0
+    assert "Traceback" in proc.stderr
+
+
+def test_help_shows_examples():
+    for cmd in ("train", "eval"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "firmware_tools.cli", cmd, "--help"],
+            capture_output=True,
+            text=True,
+        )
+        assert proc.returncode == 0
+        assert "example:" in proc.stdout and "microprop %s" % cmd in proc.stdout
