@@ -80,6 +80,7 @@ class QModel:
     classes: list = field(default_factory=list)
     features: dict = field(default_factory=dict)  # window, hop, feature names, channels
     sensor: dict = field(default_factory=dict)  # sensor kind, channel units, full scale, rate
+    training: dict = field(default_factory=dict)  # on-board training defaults: str -> int or str
 
     @property
     def sizes(self):

@@ -1,0 +1,212 @@
+"""Inference on the board: model file -> input stage -> int8 dense layers -> class and scores.
+
+Runs on: board and host (MicroPython >= 1.22; the portable kernel also runs under CPython).
+
+    model = Model("model.mpm")             # or Model(bytes), kernel="portable" / "viper"
+    cls, scores = model.predict(raw)       # raw: the window's integer features
+
+Buffers are made once in the constructor; `predict`, `forward` and `input_stage` allocate
+nothing (they run inside `micropython.heap_lock()`). `predict` returns the same list
+[class_index, scores] on every call, `scores` being an array('B') of 0..255. Every layer's
+int8 output stays readable in `model.layer_outputs` (the logits, for a softmax layer).
+
+Two kernels give identical integers: `dense_portable` below (plain Python) and
+`kernel_viper.dense` (native code), picked when the port compiles viper.
+"""
+
+from array import array
+
+from . import modelfile
+from .fixedpoint import rounding_rshift
+
+try:
+    from . import kernel_viper
+except Exception:  # CPython (no `micropython`), or a port without the native emitter
+    kernel_viper = None
+
+_RELU = 1
+_SIGMOID = 2
+_TANH = 3
+_NO_TABLE = bytearray(1)
+
+
+def dense_portable(x, w, b, y, p, t):
+    """int8 x (n_in) -> int8 y (n_out): acc = w.(x - zp_x) + b, z = clamp(zp_z + R(acc, s)),
+    then the activation. TFLite rounding, saturated. Products are summed first, then the bias.
+
+    p: (n_in, n_out, zp_x, s, zp_z, act id); t: the 256-entry int8 table of sigmoid / tanh.
+    """
+    n_in = p[0]
+    zp_x = p[2]
+    s = p[3]
+    zp_z = p[4]
+    act = p[5]
+    k = 0
+    for j in range(p[1]):
+        acc = 0
+        for i in range(n_in):
+            acc += w[k + i] * (x[i] - zp_x)
+        k += n_in
+        z = zp_z + rounding_rshift(acc + b[j], s)
+        if z < -128:
+            z = -128
+        elif z > 127:
+            z = 127
+        if act == _RELU:
+            if z < zp_z:
+                z = zp_z
+        elif act == _SIGMOID or act == _TANH:
+            z = t[z + 128]
+        y[j] = z
+
+
+def _zeros(typecode, n, size):
+    return array(typecode, bytes(n * size))
+
+
+class Model:
+    """A quantized MLP loaded from a model file (a path, or its bytes)."""
+
+    def __init__(self, source, kernel=None):
+        if isinstance(source, str):
+            m = modelfile.load(source)
+        else:
+            m = modelfile.decode(source)
+        if kernel is None:
+            kernel = "portable" if kernel_viper is None else "viper"
+        if kernel not in ("portable", "viper"):
+            raise ValueError("infer: kernel %r, expected 'portable' or 'viper'" % (kernel,))
+        if kernel == "viper" and kernel_viper is None:
+            raise ValueError("infer: kernel 'viper' unavailable on this port, use 'portable'")
+        self.kernel = kernel
+        self._viper = kernel == "viper"
+        self.sensor = m["sensor"]
+        self.features = m["features"]
+        self.classes = m["classes"]
+        self.training = m["training"]
+        self.layers = m["layers"]
+        inp = m["input"]
+        self.f_in = inp["f_in"]
+        self.zp_in = inp["zp_in"]
+        self._offset = inp["offset"]
+        self._mult = inp["mult"]
+        self._shift = inp["shift"]
+        self.n_inputs = len(self._offset)
+        self.n_outputs = self.layers[-1]["n_out"]
+        self._exp = m["softmax_exp"]
+        self.x = _zeros("b", self.n_inputs, 1)
+        self.layer_outputs = []
+        self._params = []
+        self._tables = []
+        self._consts = []
+        widest = 1
+        for layer in self.layers:
+            self.layer_outputs.append(_zeros("b", layer["n_out"], 1))
+            s = layer["f_x"] + layer["f_w"] - layer["f_z"]
+            act = modelfile.ACTIVATIONS.index(layer["act"])
+            self._params.append(
+                array("h", [layer["n_in"], layer["n_out"], layer["zp_x"], s, layer["zp_z"], act])
+            )
+            self._tables.append(_NO_TABLE if layer["table"] is None else layer["table"])
+            if self._viper:
+                self._consts.append(_row_constants(layer))
+            widest = max(widest, layer["n_in"])
+        self._scratch = bytearray(widest)
+        self.scores = _zeros("B", self.n_outputs, 1)
+        self.result = [0, self.scores]
+
+    def input_stage(self, raw):
+        """int raw features -> int8 inputs in self.x: clamp(zp_in + R((r - offset) * mult,
+        shift)), TFLite rounding, saturated."""
+        n = self.n_inputs
+        if len(raw) != n:
+            raise ValueError("infer: %d raw features, expected %d" % (len(raw), n))
+        x = self.x
+        offset = self._offset
+        mult = self._mult
+        shift = self._shift
+        zp = self.zp_in
+        for i in range(n):
+            q = zp + rounding_rshift((raw[i] - offset[i]) * mult[i], shift[i])
+            if q < -128:
+                q = -128
+            elif q > 127:
+                q = 127
+            x[i] = q
+        return x
+
+    def forward(self, x_q=None):
+        """int8 layer-0 inputs (default: self.x, as set by input_stage) -> the last layer's
+        output array (the logits for softmax); every layer's output is in layer_outputs."""
+        x = self.x
+        if x_q is not None and x_q is not x:
+            if len(x_q) != self.n_inputs:
+                raise ValueError("infer: %d inputs, expected %d" % (len(x_q), self.n_inputs))
+            for i in range(self.n_inputs):
+                x[i] = x_q[i]
+        outs = self.layer_outputs
+        for k in range(len(outs)):
+            w = self.layers[k]["w"]
+            b = self.layers[k]["b"]
+            if self._viper:
+                kernel_viper.dense(
+                    x,
+                    w,
+                    b,
+                    self._consts[k],
+                    outs[k],
+                    self._params[k],
+                    self._scratch,
+                    self._tables[k],
+                )
+            else:
+                dense_portable(x, w, b, outs[k], self._params[k], self._tables[k])
+            x = outs[k]
+        return x
+
+    def classify(self):
+        """Last layer's output -> class index (argmax, ties to the lower index); fills scores:
+        softmax probabilities + 128 (or the int8 outputs + 128 without softmax)."""
+        z = self.layer_outputs[-1]
+        k = self.n_outputs
+        best = 0
+        m = z[0]
+        for j in range(1, k):
+            if z[j] > m:
+                m = z[j]
+                best = j
+        scores, e = self.scores, self._exp
+        if e is None:
+            for j in range(k):
+                scores[j] = z[j] + 128
+            return best
+        total = 0
+        for j in range(k):
+            total += e[m - z[j]]
+        half = total >> 1
+        for j in range(k):
+            # clamp((e*256 + S//2) // S - 128, -128, 127) + 128; the quotient is never < 0.
+            p = (e[m - z[j]] * 256 + half) // total
+            scores[j] = 255 if p > 255 else p
+        return best
+
+    def predict(self, raw):
+        """int raw features -> [class_index, scores]: the same list every call."""
+        self.input_stage(raw)
+        self.forward()
+        self.result[0] = self.classify()
+        return self.result
+
+
+def _row_constants(layer):
+    """array('i') of -(128 + zp_x) * sum_i w_ji per row, for the viper kernel."""
+    w, n_in = layer["w"], layer["n_in"]
+    c = _zeros("i", layer["n_out"], 4)
+    k = 0
+    for j in range(layer["n_out"]):
+        total = 0
+        for i in range(n_in):
+            total += w[k + i]
+        k += n_in
+        c[j] = -(128 + layer["zp_x"]) * total
+    return c
