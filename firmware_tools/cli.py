@@ -56,7 +56,12 @@ def add_data_options(p, default="synth"):
         help="'synth' (built-in generator), 'shoulder' or 'basic_motions' (shared datasets), "
         "or a sensor-log CSV file (default: %(default)s)",
     )
-    g.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    g.add_argument(
+        "--seed",
+        type=int,
+        default=0 if default else None,
+        help="random seed (default: 0, or the model's)",
+    )
     g.add_argument("--window", type=int, help="window length in samples (default: 2 s)")
     g.add_argument("--hop", type=int, help="hop between windows in samples (default: 1 s)")
     g.add_argument("--channels", type=lambda t: _csv_list(t), help="CSV channel columns")
@@ -146,6 +151,8 @@ def do_train(args):
         class_weight=args.class_weight,
     )
     progress.done()
+    meta["data"]["csv_options"] = _csv_options(args)
+    meta["data"]["seed"] = args.seed
     mlp.save(args.out, meta)
     sizes = "-".join(str(n) for n in [mlp.W[0].shape[1]] + [w.shape[0] for w in mlp.W])
     print(
@@ -172,28 +179,73 @@ _EPILOG["train"] = """example:
 """
 
 
-def do_eval(args):
+def _model_dataset(args, meta):
+    """The dataset for a trained model: --data if given, else the one it was trained on."""
     from host import pipeline
-    from host.metrics import format_report, plot_training
-    from host.mlp import MLP
 
-    mlp, meta = MLP.load(args.model)
+    data = meta.get("data", {})
+    subjects = getattr(args, "subjects", None)
     if args.data is None:
-        args.data = meta["data"]["source"] or "synth"
-        subjects = args.subjects or meta["data"]["test_subjects"]
-    else:
-        subjects = args.subjects
+        args.data = data.get("source") or "synth"
+        if args.seed is None:
+            args.seed = data.get("seed", 0)
+        for key, value in (data.get("csv_options") or {}).items():
+            if getattr(args, key, None) in (None, "label", "subject", "recording", "t_ms"):
+                setattr(args, key, value)
+        subjects = subjects or data.get("test_subjects")
+    if args.seed is None:
+        args.seed = 0
     if args.window is None:
         args.window = meta["features"]["window"]
     if args.hop is None:
         args.hop = meta["features"]["hop"]
     ds = _load_dataset(args)
     pipeline.check_compatible(meta, ds, args.data)
-    report = pipeline.evaluate_model(mlp, meta, ds, subjects)
-    title = "%s on %s%s (float model)" % (
+    return ds, subjects
+
+
+def _load_any_model(path):
+    """(kind, model, meta) for a float model (.npz) or a board model file (.mpm)."""
+    from host.mlp import MLP
+    from host.modelfile import read_model
+
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head == b"MPRP":
+        qm = read_model(path)
+        meta = {
+            "classes": list(qm.classes),
+            "features": dict(qm.features),
+            "data": {
+                "source": qm.training.get("data_source"),
+                "test_subjects": [
+                    v for v in str(qm.training.get("test_subjects", "")).split(",") if v
+                ],
+            },
+        }
+        meta["features"].setdefault("channels", list(qm.sensor.get("channels", [])))
+        return "int8", qm, meta
+    mlp, meta = MLP.load(path)
+    return "float", mlp, meta
+
+
+def do_eval(args):
+    from host import pipeline
+    from host.metrics import format_report, plot_training
+
+    kind, model, meta = _load_any_model(args.model)
+    ds, subjects = _model_dataset(args, meta)
+    if kind == "int8":
+        report = pipeline.evaluate_qmodel(model, ds, subjects)
+        what = "int8 model, the board's integer pipeline"
+    else:
+        report = pipeline.evaluate_model(model, meta, ds, subjects)
+        what = "float model"
+    title = "%s on %s%s (%s)" % (
         args.model,
         args.data,
         (" subjects " + ",".join(map(str, subjects))) if subjects else "",
+        what,
     )
     print(format_report(report, title))
     if args.plot:
@@ -203,7 +255,95 @@ def do_eval(args):
 
 _EPILOG["eval"] = """example:
   microprop eval model.npz                  (the data and test subjects it was trained with)
+  microprop eval model.mpm                  (int8: exactly the integers the board computes)
   microprop eval model.npz --data log.csv --plot confusion.png
+"""
+
+
+def do_export(args):
+    from host import pipeline
+    from host.mlp import MLP
+    from host.modelfile import write_model
+
+    mlp, meta = MLP.load(args.model)
+    ds, subjects = _model_dataset(args, meta)
+    info = {}
+    qat = {"auto": "auto", "on": True, "off": False}[args.qat]
+    qm = pipeline.quantize_model(mlp, meta, ds, qat=qat, info=info)
+    data = meta["data"]
+    if not data.get("csv_options") or data["source"] in pipeline.BUILTIN_SOURCES:
+        qm.training.update(
+            data_source=str(data["source"]), test_subjects=",".join(data["test_subjects"])
+        )
+    float_report = pipeline.evaluate_model(mlp, meta, ds, subjects)
+    int_report = pipeline.evaluate_qmodel(qm, ds, subjects)
+    out = args.out or _replace_suffix(args.model, ".mpm")
+    nbytes = write_model(out, qm)
+    print("wrote %s (%d bytes): %s" % (out, nbytes, _sizes(qm)))
+    if info.get("chosen"):
+        print(
+            "quantization: %s (float %.4f, post-training %.4f%s on training windows)"
+            % (
+                info["chosen"],
+                info.get("float_score", float("nan")),
+                info.get("ptq_score", float("nan")),
+                (", QAT %.4f" % info["qat_score"]) if info.get("qat_score") is not None else "",
+            )
+        )
+    print(
+        "test subjects %s: float accuracy %.4f, int8 accuracy %.4f (%+.2f points)"
+        % (
+            ",".join(map(str, subjects or [])),
+            float_report["accuracy"],
+            int_report["accuracy"],
+            100 * (int_report["accuracy"] - float_report["accuracy"]),
+        )
+    )
+    if args.tflite:
+        from host.tflite_export import to_tflite
+
+        _write_atomic(args.tflite, to_tflite(qm))
+        print("wrote %s (TFLite int8, input = the input stage's int8 output)" % args.tflite)
+
+
+_EPILOG["export"] = """example:
+  microprop export model.npz                    (writes model.mpm for the board)
+  microprop export model.npz --out m.mpm --tflite m.tflite --qat on
+"""
+
+
+def _replace_suffix(path, suffix):
+    import os
+
+    return os.path.splitext(path)[0] + suffix
+
+
+def _write_atomic(path, data):
+    import os
+
+    tmp = "%s.tmp%d" % (path, os.getpid())
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _sizes(qm):
+    return "-".join(str(n) for n in qm.sizes) + " " + ",".join(layer.act for layer in qm.layers)
+
+
+def do_info(args):
+    from host.modelfile import read_model
+    from host.modelinfo import describe
+
+    print(describe(read_model(args.model), args.model))
+
+
+_EPILOG["info"] = """example:
+  microprop info model.mpm
 """
 
 
@@ -247,6 +387,8 @@ COMMANDS = {
     "train": (do_train, "train a float MLP on sensor windows (subject-wise split)"),
     "eval": (do_eval, "evaluate a trained model on a dataset"),
     "demo": (do_demo, "run the whole pipeline on built-in data, no board needed"),
+    "export": (do_export, "quantize a float model to int8 and write the board's model file"),
+    "info": (do_info, "show a model file: layers, scales, flash and RAM, headroom"),
     "board": (do_board, "run a virtual board (MicroPython Unix port on a pseudo-terminal)"),
 }
 
@@ -303,6 +445,24 @@ def _demo_options(p):
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
 
+def _export_options(p):
+    p.add_argument("model", help="float model file (.npz) from microprop train")
+    p.add_argument("--out", help="model file to write (default: MODEL with .mpm)")
+    p.add_argument("--tflite", metavar="FILE", help="also write a .tflite of the int8 network")
+    p.add_argument(
+        "--qat",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="quantization-aware fine-tuning: auto (when post-training accuracy drops by "
+        "more than 1 point), on, off (default: auto)",
+    )
+    add_data_options(p, default=None)
+
+
+def _info_options(p):
+    p.add_argument("model", help="model file (.mpm)")
+
+
 def _board_options(p):
     from firmware_tools import virtualboard
 
@@ -313,6 +473,8 @@ _ADD_OPTIONS = {
     "train": _train_options,
     "eval": _eval_options,
     "demo": _demo_options,
+    "export": _export_options,
+    "info": _info_options,
     "board": _board_options,
 }
 

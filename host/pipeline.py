@@ -117,7 +117,7 @@ def feature_names(log):
     return [c + "_" + f for c in log.channels for f in features.FEATURES]
 
 
-def model_meta(ds, classes, input_stage, mlp, test_subjects, history, args=None):
+def model_meta(ds, classes, input_stage, mlp, test_subjects, history, args=None, csv_options=None):
     """The metadata stored beside the float weights (what export and eval need)."""
     log = ds.log
     return {
@@ -134,7 +134,11 @@ def model_meta(ds, classes, input_stage, mlp, test_subjects, history, args=None)
             "kind": (log.meta or {}).get("sensor", ""),
         },
         "input_stage": input_stage.to_dict(),
-        "data": {"source": ds.source, "test_subjects": list(test_subjects)},
+        "data": {
+            "source": ds.source,
+            "test_subjects": list(test_subjects),
+            "csv_options": dict(csv_options or {}),
+        },
         "training": dict(args or {}),
         "history": {
             "loss": [float(v) for v in history.get("loss", [])],
@@ -228,3 +232,59 @@ def save_json(path, obj):
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2))
     tmp.replace(path)
+
+
+def split_masks(meta, ds):
+    """(train, test) window masks from the test subjects the model was trained with."""
+    test = np.isin(ds.subjects, meta["data"]["test_subjects"])
+    known = np.isin(ds.labels, meta["classes"])
+    return (~test) & known, test & known
+
+
+def quantize_model(mlp, meta, ds, qat="auto", trainable_layers=None, info=None):
+    """Float model -> QModel, calibrated on the training subjects' windows, with the
+    worst-case bound proof of the whole pipeline (features, input stage, every layer; the
+    trainable layers with any int8 weight). Raises ValueError naming a stage that could
+    leave 31 bits.
+    """
+    from .bounds import check_bounds
+    from .quantize import quantize
+
+    stage = InputStage.from_dict(meta["input_stage"])
+    train_mask, _ = split_masks(meta, ds)
+    if not train_mask.any():
+        raise DataError("no training windows to calibrate the quantizer on", path=ds.source)
+    x_q = stage.apply(ds.X[train_mask])
+    y = class_indices(ds.labels[train_mask], meta["classes"])
+    qm = quantize(
+        mlp,
+        stage,
+        x_q,
+        y,
+        classes=meta["classes"],
+        features=meta["features"],
+        sensor=meta["sensor"],
+        qat=qat,
+        seed=int(meta.get("training", {}).get("seed", 0)),
+        info=info,
+    )
+    if trainable_layers is None:
+        trainable_layers = (len(qm.layers) - 1,)
+    lo, hi = features.feature_bounds(len(meta["features"]["channels"]))
+    check_bounds(qm, lo, hi, trainable_layers=trainable_layers)
+    return qm
+
+
+def evaluate_qmodel(qm, ds, subjects=None):
+    """Report of the board's integer pipeline (features, input stage, int8 forward) on `ds`."""
+    from . import reference
+
+    classes = list(qm.classes)
+    mask = np.isin(ds.labels, classes)
+    if subjects:
+        mask &= np.isin(ds.subjects, [str(s) for s in subjects])
+    if not mask.any():
+        raise DataError("no labelled windows of the model's classes to evaluate", path=ds.source)
+    y = class_indices(ds.labels[mask], classes)
+    pred, _ = reference.predict(qm, ds.X[mask])
+    return classification_report(y, pred, classes)
