@@ -1,0 +1,40 @@
+"""`microprop ports`: the serial ports, with the boards recognised by their USB VID:PID.
+
+Runs on: host.
+
+One port per line on stdout: device, USB VID:PID, and the recognised board or the port's own
+description. Recognised boards come first; `microprop monitor auto` takes the first of them.
+No ports is not an error: `--- no serial ports found` on stderr, status 0.
+"""
+
+import sys
+
+from .serialport import list_ports
+
+
+def add_arguments(parser):
+    """Options of `microprop ports` (none)."""
+
+
+def run(args):
+    ports = list_ports()
+    if not ports:
+        print("--- no serial ports found", file=sys.stderr)
+        return 0
+    width = max(len(p.device) for p in ports)
+    for p in ports:
+        what = p.board or p.description or "serial port"
+        if p.board and p.description:
+            what += " (%s)" % p.description
+        print(("%-*s  %-9s  %s" % (width, p.device, p.usb_id or "-", what)).rstrip())
+    return 0
+
+
+def main(argv=None):
+    from .serialport import command_main
+
+    return command_main(add_arguments, run, "microprop ports", __doc__, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
