@@ -383,6 +383,32 @@ _EPILOG["board"] = """example:
 """
 
 
+def _tool(module_name):
+    """A subcommand implemented by a firmware_tools module with add_arguments() and run()."""
+    import importlib
+
+    def handler(args):
+        code = importlib.import_module("firmware_tools." + module_name).run(args)
+        if code:
+            raise SystemExit(code)
+
+    def add_options(p):
+        importlib.import_module("firmware_tools." + module_name).add_arguments(p)
+
+    return handler, add_options
+
+
+_EPILOG["monitor"] = """example:
+  microprop monitor auto --log predictions.csv
+  microprop monitor /dev/ttyACM0 --seconds 30 --send "mode predict"
+"""
+_EPILOG["record"] = """example:
+  microprop record auto --label walking --seconds 60 --out walking.csv --subject 3
+"""
+_EPILOG["ports"] = """example:
+  microprop ports
+"""
+
 COMMANDS = {
     "train": (do_train, "train a float MLP on sensor windows (subject-wise split)"),
     "eval": (do_eval, "evaluate a trained model on a dataset"),
@@ -390,6 +416,9 @@ COMMANDS = {
     "export": (do_export, "quantize a float model to int8 and write the board's model file"),
     "info": (do_info, "show a model file: layers, scales, flash and RAM, headroom"),
     "board": (do_board, "run a virtual board (MicroPython Unix port on a pseudo-terminal)"),
+    "monitor": (_tool("monitor")[0], "watch a board's predictions live, log them, send commands"),
+    "record": (_tool("record")[0], "record labelled sensor samples from a board into a CSV"),
+    "ports": (_tool("ports")[0], "list serial ports and recognised boards"),
 }
 
 
@@ -476,6 +505,9 @@ _ADD_OPTIONS = {
     "export": _export_options,
     "info": _info_options,
     "board": _board_options,
+    "monitor": _tool("monitor")[1],
+    "record": _tool("record")[1],
+    "ports": _tool("ports")[1],
 }
 
 
