@@ -1,0 +1,716 @@
+"""The board app: sensor -> ring buffer -> window features -> prediction, spoken on the serial
+line of DESIGN.md ("The board app and the serial line").
+
+Runs on: board and host (MicroPython >= 1.22; the Unix port in tests; CPython can import it).
+
+    app = App(model, sensor, config)       # model: infer.Model, sensor: see device/sensors.py
+    app.run()                              # for ever; run(max_hops=, max_samples=) in tests
+    app.handle_line("mode record")         # one command, as if it came over the serial line
+
+board.json (every key optional; other keys go to `sensors.make_sensor` untouched)::
+
+    {"model": "model.mpm",    model file on the board
+     "sensor": "replay",      replay | rp2_temp | adc | esp32_adc | mpu6050, plus its options
+                              ("file": "data.csv" for replay, pins, I2C address, ...)
+     "rate_hz": 50,           must equal the model's sample rate (default: the model's; 50
+                              when the model file does not state one)
+     "smoothing": 1,          1..32: report the majority class of the last N windows
+     "mode": "predict",       predict | record | idle at start
+     "realtime": true,        false: no sleeping, t= advances by the nominal sample period
+     "kernel": null}          null (viper when the port has it) | "portable" | "viper"
+
+A bad value gets an `err config ...` line and its default. `device/board.py` reads the file,
+builds the model, sensor and app, and runs it (the board's main.py calls `board.main()`).
+
+The loop. One sensor read per sample period into an interleaved int16 ring buffer of `window`
+frames (window and hop come from the model file). Realtime deadlines advance by the period
+(`ticks_add`, no drift); a read more than one period late re-anchors the deadline (counted as
+an overrun). The first prediction comes once `window` samples are in, then every `hop`
+samples, so windows start at samples 0, hop, 2 hop, ... of the stream (`host/boardeval.py`
+cuts the same). A failed read (any exception from `sensor.read`) skips that sample, prints
+`err sensor <message>` at most once per second of samples and the loop goes on.
+
+Lines out: `pred t=<ms> class=<name> score=<0..255> us=<int> <name>:<0..255> ...` per hop (us:
+features + inference), `sample t=<ms> <channel>=<int> ...` per sample in record mode, `train
+step=<n> label=<name> correct=<0/1> acc=<0..100>`, `info <key>=<value> ...`, `err <code>
+<message>`. `t` is milliseconds since the app started (the read time in realtime; sample index
+times the nominal period otherwise), wrapping at 2**30 like `ticks_ms`.
+
+Commands in (each answered by one line; anything refused gets `err` and changes nothing):
+`mode predict|record|idle` (-> `info mode=...`; leaving or entering idle restarts the window),
+`label <class name>`, `save`, `reset-model` (-> `err <command> not available ...` without a
+trainer), `info`, `rate <hz>` (only the model's own rate is accepted). Empty lines are
+ignored. Error codes: config, model, sensor, app, line (too long, bad bytes), command
+(unknown), mode, label, save, reset-model, info, rate, internal.
+
+Smoothing: the reported class is the most frequent class of the last N windows; a tie goes to
+the tied class seen most recently. The score is that class's score in the latest window, and
+the `name:score` pairs are always the latest window's.
+
+The trainer hook: set `app.trainer` to an object like `device.train.Trainer`:
+`step(raw, label)` runs one training step on the last window's raw int features (an
+array('i'), recomputed from the ring) with the class index `label`, updates the app's model in
+place and returns [predicted class, correct 0/1] (or just correct); optional `steps` and
+`accuracy()` (else the app counts), `save()` (checkpoint now) and `reset()` (back to the
+exported weights); a missing method answers `err <command> not available`. `label` prints
+`train step=<n> label=<name> correct=<0/1> acc=<0..100>`; exceptions become `err` lines.
+
+Memory: everything is allocated in __init__. `step()` (sensor read into the ring, features and
+predict on a hop) and the `pred` and `sample` lines allocate nothing; neither does `run()`
+between commands with the sensor not allocating (tests run it under heap_lock). Commands,
+info and err lines build strings and allocate. Counters wrap at 2**30 to stay small ints.
+"""
+
+import gc
+import sys
+from array import array
+
+from . import protocol
+from .features import MAX_WINDOW, N_FEATURES, window_features
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
+
+try:
+    from time import sleep_us, ticks_add, ticks_diff, ticks_ms, ticks_us
+except ImportError:  # CPython: the same wrapping clocks from time.monotonic_ns
+    import time as _time
+
+    _TICKS = 1 << 30
+    _ns = getattr(_time, "monotonic_ns")  # noqa: B009 (not in MicroPython's stubs)
+
+    def ticks_us():
+        return (_ns() // 1000) % _TICKS
+
+    def ticks_ms():
+        return (_ns() // 1000000) % _TICKS
+
+    def ticks_add(t, d):
+        return (t + d) % _TICKS
+
+    def ticks_diff(a, b):
+        return (a - b + _TICKS // 2) % _TICKS - _TICKS // 2
+
+    def sleep_us(us):
+        _time.sleep(us / 1e6)
+
+
+APP_VERSION = "0.1.0"
+FEATURE_KINDS = ("mean", "std", "min", "max", "mad", "crossings", "energy")
+MODES = ("predict", "record", "idle")
+DEFAULTS = {
+    "model": "model.mpm",
+    "sensor": "replay",
+    "rate_hz": None,
+    "smoothing": 1,
+    "mode": "predict",
+    "realtime": True,
+    "kernel": None,
+}
+MAX_SMOOTHING = 32
+_PREDICT = const(0)
+_RECORD = const(1)
+_IDLE = const(2)
+_WRAP = const(0x40000000)  # counters and t wrap at 2**30: small ints on every port
+_JITTER_BLOCK = const(64)  # jitter stats cover the last complete block of this many samples
+_LATE_CAP = const(1000000)  # lateness counted at most 1 s in the stats
+_DEFAULT_MHZ = const(50000)
+_ECHO = const(24)  # longest piece of a refused line echoed in its err line
+
+
+def _wrap_add(t, d):
+    """t + d modulo 2**30 for 0 <= t < 2**30, 0 <= d < 2**30, never leaving small ints."""
+    if t >= _WRAP - d:
+        return t - (_WRAP - d)
+    return t + d
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_rate(v):
+    return v is None or ((_is_int(v) or isinstance(v, float)) and 0 < v <= 1000000)
+
+
+_CHECKS = (
+    ("model", lambda v: isinstance(v, str) and v != "", "a file name"),
+    ("sensor", lambda v: isinstance(v, str) and v != "", "a sensor kind"),
+    ("rate_hz", _is_rate, "a rate in Hz or null"),
+    ("smoothing", lambda v: _is_int(v) and 1 <= v <= MAX_SMOOTHING, "1..%d" % MAX_SMOOTHING),
+    ("mode", lambda v: v in MODES, "predict, record or idle"),
+    ("realtime", lambda v: isinstance(v, bool), "true or false"),
+    ("kernel", lambda v: v in (None, "portable", "viper"), 'null, "portable" or "viper"'),
+)
+
+
+def check_config(config):
+    """board.json dict -> (a copy with defaults filled in, list of problems found)."""
+    clean = dict(DEFAULTS)
+    if not isinstance(config, dict):
+        return clean, ["board.json holds %s, expected a JSON object; using defaults" % config]
+    clean.update(config)
+    problems = []
+    for key, ok, expected in _CHECKS:
+        if not ok(clean[key]):
+            problems.append(
+                "%s %r, expected %s; using %r" % (key, clean[key], expected, DEFAULTS[key])
+            )
+            clean[key] = DEFAULTS[key]
+    return clean, problems
+
+
+def _hz(mhz):
+    """Millihertz -> '50' or '12.5' (no float formatting)."""
+    if mhz % 1000 == 0:
+        return str(mhz // 1000)
+    return ("%d.%03d" % (mhz // 1000, mhz % 1000)).rstrip("0")
+
+
+def _token(name):
+    """A name as one protocol token: spaces and non-printable characters become '_'."""
+    return "".join(ch if "!" <= ch <= "~" else "_" for ch in name) or "_"
+
+
+def shorten(text):
+    """`text` cut to a length fit to echo in an err line."""
+    return text if len(text) <= _ECHO else text[:_ECHO] + "..."
+
+
+def _free_heap():
+    try:
+        return gc.mem_free(), gc.mem_alloc()
+    except AttributeError:  # CPython
+        return -1, -1
+
+
+class App:
+    """The board app: `run()` samples, predicts and answers commands (see the module doc)."""
+
+    def __init__(self, model, sensor, config=None, out=None, inp=None):
+        config, problems = check_config(config or {})
+        self.model = model
+        self.sensor = sensor
+        self.config = config
+        self.trainer = None
+        self._problems = problems
+        self._check_model(model)
+        channels = model.sensor["channels"]
+        c = len(channels)
+        n = getattr(sensor, "n", None)
+        if n != c:
+            raise ValueError(
+                "app: sensor gives %s channels, the model expects %d (%s)"
+                % (n, c, ",".join(channels))
+            )
+        names = getattr(sensor, "channels", None) or channels
+        if list(names) != list(channels):
+            problems.append(
+                "sensor channels %s differ from the model's %s; using them in that order"
+                % (",".join(names), ",".join(channels))
+            )
+        self.n_channels = c
+        self.window = model.features["window"]
+        self.hop = model.features["hop"]
+        self._set_rate(self._start_rate(config, model, problems))
+        self.realtime = config["realtime"]
+        self.mode = MODES.index(config["mode"])
+
+        k = model.n_outputs
+        self.ring = array("h", bytes(2 * c * self.window))
+        self.raw = array("i", bytes(4 * N_FEATURES * c))
+        self._frame = array("i", bytes(4 * c))
+        self._n_smooth = config["smoothing"]
+        self._hist = array("H", bytes(2 * self._n_smooth))  # last N classes, a ring
+        self._counts = array("H", bytes(2 * k))  # per class, over the last N
+        self.restart()
+
+        classes = model.classes or [str(j) for j in range(k)]
+        self.class_names = [_token(name) for name in classes]
+        self._class_tags = [(" class=%s score=" % s).encode() for s in self.class_names]
+        self._pair_tags = [(" %s:" % s).encode() for s in self.class_names]
+        self._channel_tags = [(" %s=" % _token(s)).encode() for s in names]
+
+        self.t_ms = 0
+        self.us = 0
+        self.cls = 0
+        self.samples = 0
+        self.hops = 0
+        self.overruns = 0
+        self.sensor_errors = 0
+        self.steps = 0
+        self.correct = 0
+        self.fault = None
+        self._quiet = 0
+        self._suppressed = 0
+        self._jn = self._jsum = self._jmax = 0
+        self.jitter_max_us = self.jitter_mean_us = 0
+        self._deadline = self._last_ms = 0
+        self._started = False
+
+        longest = 0
+        for s in self.class_names:
+            longest = max(longest, len(s))
+        size = 64 + longest + k * (longest + 6)
+        sample = 32
+        for tag in self._channel_tags:
+            sample += len(tag) + 6
+        size = max(size, sample)
+        self.writer = protocol.LineWriter(sys.stdout if out is None else out, size)
+        if inp is None:
+            inp = protocol.StdinSource()
+        self.reader = protocol.LineReader(inp, max(64, longest + 8), self._on_line, self._bad)
+
+    # -- setup ---------------------------------------------------------------------------------
+
+    def _check_model(self, model):
+        f = model.features
+        if list(f["names"]) != list(FEATURE_KINDS):
+            raise ValueError(
+                "app: model features %s, expected %s" % (",".join(f["names"]), FEATURE_KINDS)
+            )
+        c = len(model.sensor["channels"])
+        if c < 1 or model.n_inputs != N_FEATURES * c:
+            raise ValueError(
+                "app: model has %d inputs, expected %d features x %d channels"
+                % (model.n_inputs, N_FEATURES, c)
+            )
+        if not 1 <= f["window"] <= MAX_WINDOW or f["hop"] < 1:
+            raise ValueError(
+                "app: model window %d hop %d, expected window 1..%d and hop >= 1"
+                % (f["window"], f["hop"], MAX_WINDOW)
+            )
+
+    def _start_rate(self, config, model, problems):
+        """The sample rate in mHz: the model's; the config's or 50 Hz if the model has none."""
+        model_mhz = model.sensor["rate_mhz"]
+        want = config["rate_hz"]
+        want_mhz = None if want is None else int(want * 1000 + 0.5)
+        if not model_mhz:
+            return want_mhz or _DEFAULT_MHZ
+        if want_mhz is not None and want_mhz != model_mhz:
+            problems.append(
+                "rate_hz %s refused: the model was trained at %s Hz; using %s Hz"
+                % (want, _hz(model_mhz), _hz(model_mhz))
+            )
+        return model_mhz
+
+    def _set_rate(self, mhz):
+        self.rate_mhz = mhz
+        self._t_step, self._t_rem_step = divmod(1000000, mhz)  # ms per sample
+        self._p_step, self._p_rem_step = divmod(1000000000, mhz)  # us per sample
+        self._t_rem = self._p_rem = 0
+        self._per_second = max(1, mhz // 1000)
+
+    def restart(self):
+        """Empty the ring: the next prediction comes `window` samples from now."""
+        self.head = 0
+        self.filled = 0
+        self._until_hop = self.window
+        self._hist_len = 0
+        self._hist_pos = 0
+        for j in range(len(self._counts)):
+            self._counts[j] = 0
+
+    # -- compute (allocates nothing) -----------------------------------------------------------
+
+    def step(self):
+        """One sample: sensor -> ring; on a hop in predict mode, features + predict.
+
+        Returns 1 after a prediction, 0 after a plain sample, -1 when the read failed (the
+        exception is in `self.fault`, nothing entered the ring).
+        """
+        frame = self._frame
+        try:
+            self.sensor.read(frame)
+        except Exception as e:
+            self.fault = e
+            return -1
+        c = self.n_channels
+        ring = self.ring
+        k = self.head * c
+        for i in range(c):
+            v = frame[i]
+            if v > 32767:
+                v = 32767
+            elif v < -32768:
+                v = -32768
+            frame[i] = v
+            ring[k + i] = v
+        self.head += 1
+        if self.head == self.window:
+            self.head = 0
+        if self.filled < self.window:
+            self.filled += 1
+        self.samples = _wrap_add(self.samples, 1)
+        self._until_hop -= 1
+        if self._until_hop > 0:
+            return 0
+        self._until_hop = self.hop
+        if self.mode != _PREDICT:
+            return 0
+        t0 = ticks_us()
+        window_features(self.ring, c, self.window, self.head, self.window, self.raw)
+        cls = self.model.predict(self.raw)[0]
+        self.us = ticks_diff(ticks_us(), t0)
+        self.cls = self._smooth(cls) if self._n_smooth > 1 else cls
+        self.hops = _wrap_add(self.hops, 1)
+        return 1
+
+    def _smooth(self, cls):
+        """Majority class of the last N windows, ties to the most recently seen."""
+        hist, counts, n = self._hist, self._counts, self._n_smooth
+        k = self._hist_pos
+        if self._hist_len == n:
+            counts[hist[k]] -= 1
+        else:
+            self._hist_len += 1
+        hist[k] = cls
+        counts[cls] += 1
+        self._hist_pos = k + 1 if k + 1 < n else 0
+        best = cls
+        top = counts[cls]
+        for _ in range(self._hist_len):
+            j = hist[k]
+            if counts[j] > top:
+                best = j
+                top = counts[j]
+            k = k - 1 if k > 0 else n - 1
+        return best
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def tick(self):
+        """One sample period: step() as the mode says, then its output line (none in idle)."""
+        if self._quiet:
+            self._quiet -= 1
+        if self.mode == _IDLE:
+            return 0
+        r = self.step()
+        if r < 0:
+            self._report_fault()
+        elif self.mode == _RECORD:
+            self._write_sample()
+        elif r > 0:
+            self._write_pred()
+        return r
+
+    def run(self, max_hops=None, max_samples=None):
+        """Sample, predict and answer commands for ever (or for `max_samples` sample periods /
+        until `max_hops` predictions). Returns None; KeyboardInterrupt ends it."""
+        if not self._started:
+            self._started = True
+            self._hello()
+        hops = 0
+        periods = 0
+        gc.collect()
+        self._deadline = ticks_us()
+        self._last_ms = ticks_ms()
+        while True:
+            if max_samples is not None:
+                if periods >= max_samples:
+                    return
+                periods += 1
+            if max_hops is not None and hops >= max_hops:
+                return
+            self.reader.poll()
+            if self.realtime:
+                self._wait()
+            if self.tick() > 0:
+                hops += 1
+            if not self.realtime:
+                self._advance()
+
+    def _advance(self):
+        """Nominal time: t += 1000 / rate ms, the remainder carried (t = floor(i * period))."""
+        self.t_ms = _wrap_add(self.t_ms, self._t_step)
+        self._t_rem += self._t_rem_step
+        if self._t_rem >= self.rate_mhz:
+            self._t_rem -= self.rate_mhz
+            self.t_ms = _wrap_add(self.t_ms, 1)
+
+    def _wait(self):
+        """Sleep until the deadline, note the lateness, advance the deadline by one period."""
+        d = ticks_diff(self._deadline, ticks_us())
+        if d > 0:
+            sleep_us(d)
+        now = ticks_us()
+        late = ticks_diff(now, self._deadline)
+        if late < 0:
+            late = -late
+        period = self._p_step
+        if late >= period:
+            self.overruns = _wrap_add(self.overruns, 1)
+            self._deadline = now
+        if late > _LATE_CAP:
+            late = _LATE_CAP
+        self._jsum += late
+        if late > self._jmax:
+            self._jmax = late
+        self._jn += 1
+        if self._jn == _JITTER_BLOCK:
+            self.jitter_max_us = self._jmax
+            self.jitter_mean_us = self._jsum // _JITTER_BLOCK
+            self._jn = self._jsum = self._jmax = 0
+        self._p_rem += self._p_rem_step
+        if self._p_rem >= self.rate_mhz:
+            self._p_rem -= self.rate_mhz
+            period += 1
+        self._deadline = ticks_add(self._deadline, period)
+        now_ms = ticks_ms()
+        self.t_ms = _wrap_add(self.t_ms, ticks_diff(now_ms, self._last_ms))
+        self._last_ms = now_ms
+
+    # -- output --------------------------------------------------------------------------------
+
+    def _write_pred(self):
+        w = self.writer
+        scores = self.model.scores
+        c = self.cls
+        w.put(b"pred t=")
+        w.put_int(self.t_ms)
+        w.put(self._class_tags[c])
+        w.put_int(scores[c])
+        w.put(b" us=")
+        w.put_int(self.us)
+        tags = self._pair_tags
+        for j in range(len(tags)):
+            w.put(tags[j])
+            w.put_int(scores[j])
+        w.end()
+
+    def _write_sample(self):
+        w = self.writer
+        frame = self._frame
+        tags = self._channel_tags
+        w.put(b"sample t=")
+        w.put_int(self.t_ms)
+        for i in range(len(tags)):
+            w.put(tags[i])
+            w.put_int(frame[i])
+        w.end()
+
+    def _report_fault(self):
+        self.sensor_errors = _wrap_add(self.sensor_errors, 1)
+        if self._quiet:
+            self._suppressed += 1
+            return
+        more = ""
+        if self._suppressed:
+            more = " (%d more since the last report)" % self._suppressed
+        msg = str(self.fault) or type(self.fault).__name__
+        self.err("sensor", "read failed: %s%s" % (msg, more))
+        self._quiet = self._per_second
+        self._suppressed = 0
+
+    def err(self, code, message):
+        """Print `err <code> <message>`."""
+        self.writer.line("err %s %s" % (code, message))
+
+    def info(self, text):
+        """Print `info <text>` (key=value pairs)."""
+        self.writer.line("info " + text)
+
+    def info_text(self, state="running"):
+        """The key=value pairs of an `info` answer."""
+        free, used = _free_heap()
+        model = self.model
+        sizes = [str(model.n_inputs)]
+        for layer in model.layers:
+            sizes.append(str(layer["n_out"]))
+        v = sys.implementation.version
+        pairs = (
+            ("state", state),
+            ("mode", MODES[self.mode]),
+            ("rate_hz", _hz(self.rate_mhz)),
+            ("realtime", 1 if self.realtime else 0),
+            ("window", self.window),
+            ("hop", self.hop),
+            ("smoothing", self._n_smooth),
+            ("samples", self.samples),
+            ("hops", self.hops),
+            ("overruns", self.overruns),
+            ("sensor_errors", self.sensor_errors),
+            ("jitter_max_us", self.jitter_max_us),
+            ("jitter_mean_us", self.jitter_mean_us),
+            ("heap_free", free),
+            ("heap_used", used),
+            ("model", _token(self.config["model"])),
+            ("layers", "-".join(sizes)),
+            ("kernel", getattr(model, "kernel", "?")),
+            ("classes", ",".join(self.class_names)),
+            ("sensor", _token(self.config["sensor"])),
+            ("channels", ",".join([_token(s) for s in model.sensor["channels"]])),
+            ("trainer", "none" if self.trainer is None else "on"),
+            ("steps", self._train_counts()[0]),
+            ("app", APP_VERSION),
+            (sys.implementation.name, "%d.%d.%d" % (v[0], v[1], v[2])),
+        )
+        return " ".join(["%s=%s" % kv for kv in pairs])
+
+    def _hello(self):
+        self.info(self.info_text("start"))
+        for p in self._problems:
+            self.err("config", p)
+        self._problems = []
+
+    # -- commands ------------------------------------------------------------------------------
+
+    def _on_line(self, buf, n):
+        try:
+            line = bytes(buf[:n]).decode()
+        except Exception:
+            self.err("line", "undecodable bytes: dropped")
+            return
+        self.handle_line(line)
+
+    def _bad(self, text):
+        self.err("line", text[len("line ") :] if text.startswith("line ") else text)
+
+    def handle_line(self, line):
+        """Run one command line (str or bytes, newline optional); answer with one line."""
+        try:
+            if not isinstance(line, str):
+                line = bytes(line).decode()
+            words = line.split()
+            if not words:
+                return
+            handler = _COMMANDS.get(words[0])
+            if handler is None:
+                self.err(
+                    "command",
+                    "unknown %r, expected mode, label, save, reset-model, info or rate"
+                    % shorten(words[0]),
+                )
+                return
+            handler(self, words, line)
+        except Exception as e:  # never die on a command
+            self.err("internal", "%s: %s" % (type(e).__name__, shorten(str(e))))
+
+    def do_mode(self, words, line):
+        if len(words) != 2 or words[1] not in MODES:
+            self.err(
+                "mode",
+                "%r refused, expected mode predict, record or idle" % shorten(line.strip()),
+            )
+            return
+        new = MODES.index(words[1])
+        if new != self.mode and (new == _IDLE or self.mode == _IDLE):
+            self.restart()
+        self.mode = new
+        self.info("mode=" + words[1])
+
+    def do_label(self, words, line):
+        if self.trainer is None:
+            self.err("label", "not available: no on-device training on this board")
+            return
+        name = line.strip()[len("label") :].strip()
+        if not name:
+            self.err("label", "expected label <class name>")
+            return
+        if name in self.class_names:
+            k = self.class_names.index(name)
+        elif name in self.model.classes:
+            k = self.model.classes.index(name)
+        else:
+            self.err(
+                "label",
+                "unknown class %r, expected one of %s"
+                % (shorten(name), ",".join(self.class_names)),
+            )
+            return
+        if self.filled < self.window:
+            self.err("label", "no full window yet (%d of %d samples)" % (self.filled, self.window))
+            return
+        c = self.n_channels
+        window_features(self.ring, c, self.window, self.head, self.window, self.raw)
+        try:
+            r = self.trainer.step(self.raw, k)
+        except Exception as e:
+            self.err("label", "training step failed: %s" % shorten(str(e)))
+            return
+        correct = r[1] if isinstance(r, (list, tuple)) else (1 if r else 0)
+        self.steps += 1
+        self.correct += correct
+        steps, acc = self._train_counts()
+        self.writer.line(
+            "train step=%d label=%s correct=%d acc=%d" % (steps, self.class_names[k], correct, acc)
+        )
+
+    def _train_counts(self):
+        """(steps, accuracy %): the trainer's own when it keeps them, else the app's."""
+        t = self.trainer
+        if t is not None and hasattr(t, "steps") and hasattr(t, "accuracy"):
+            return t.steps, t.accuracy()
+        return self.steps, self.correct * 100 // self.steps if self.steps else 0
+
+    def _trainer_call(self, words, what, answer):
+        if len(words) != 1:
+            self.err(words[0], "takes no arguments, expected %s" % words[0])
+            return
+        if self.trainer is None:
+            self.err(words[0], "not available: no on-device training on this board")
+            return
+        method = getattr(self.trainer, what, None)
+        if method is None:
+            self.err(words[0], "not available: the trainer has no %s()" % what)
+            return
+        try:
+            method()
+        except Exception as e:
+            self.err(words[0], "failed: %s" % shorten(str(e)))
+            return
+        self.info(answer)
+
+    def do_save(self, words, line):
+        self._trainer_call(words, "save", "saved=1 steps=%d" % self._train_counts()[0])
+
+    def do_reset_model(self, words, line):
+        self._trainer_call(words, "reset", "model=reset")
+
+    def do_info(self, words, line):
+        if len(words) != 1:
+            self.err("info", "takes no arguments, expected info")
+            return
+        self.info(self.info_text())
+
+    def do_rate(self, words, line):
+        model_mhz = self.model.sensor["rate_mhz"]
+        try:
+            if len(words) != 2:
+                raise ValueError
+            hz = float(words[1])
+            if not 0 < hz <= 1000000:
+                raise ValueError
+        except ValueError:
+            self.err(
+                "rate", "%r refused, expected rate <hz>, 0 < hz <= 1e6" % shorten(line.strip())
+            )
+            return
+        mhz = int(hz * 1000 + 0.5)
+        if model_mhz and mhz != model_mhz:
+            self.err(
+                "rate",
+                "%s Hz refused: the model was trained at %s Hz"
+                % (shorten(words[1]), _hz(model_mhz)),
+            )
+            return
+        if mhz != self.rate_mhz:
+            self._set_rate(mhz)
+            self.restart()
+        self.info("rate_hz=" + _hz(self.rate_mhz))
+
+
+_COMMANDS = {
+    "mode": App.do_mode,
+    "label": App.do_label,
+    "save": App.do_save,
+    "reset-model": App.do_reset_model,
+    "info": App.do_info,
+    "rate": App.do_rate,
+}

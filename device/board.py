@@ -1,0 +1,96 @@
+"""Starting the board app: board.json -> model, sensor and App, run for ever, never dying.
+
+Runs on: board and host (MicroPython; the Unix port in tests).
+
+    from device.board import main
+    main()                                  # what the board's main.py does
+
+A missing or bad board.json, or a bad value in it, gets an `err config ...` line and the
+defaults (keys and defaults: device/app.py). Without a usable model or sensor the board stays
+halted, answering every command line with the `err model ...` / `err sensor ...` that says
+why, never a traceback loop; Ctrl-C (KeyboardInterrupt) still ends it for the REPL.
+"""
+
+import sys
+
+from . import protocol
+from .app import App, check_config, shorten, sleep_us
+
+
+def load_config(path="board.json"):
+    """Read board.json -> (config dict, problems): a missing or bad file gives the defaults."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return {}, ["%s missing; using defaults" % path]
+    try:
+        import json
+
+        return json.loads(text), []
+    except Exception as e:
+        return {}, ["%s is not valid JSON (%s); using defaults" % (path, shorten(str(e)))]
+
+
+def build(config, out=None, inp=None):
+    """Model, sensor and App from a checked config; raises RuntimeError(code, message)."""
+    from .infer import Model
+
+    stage = "model"
+    try:
+        model = Model(config["model"], kernel=config["kernel"])
+        stage = "sensor"
+        from .sensors import check_model, make_sensor
+
+        if config["sensor"] == "replay" and "channels" not in config:
+            config = dict(config)  # replay the columns the model was trained on
+            config["channels"] = list(model.sensor["channels"])
+        sensor = make_sensor(config)
+        check_model(sensor, model.sensor)
+        stage = "app"
+        return App(model, sensor, config, out, inp)
+    except Exception as e:
+        where = config["model"] if stage == "model" else config["sensor"]
+        raise RuntimeError(stage, "%s: %s" % (where, str(e) or type(e).__name__)) from None
+
+
+def halt(code, message, out=None, inp=None, max_samples=None):
+    """No app to run: answer every command line with `err <code> <message>`, for ever."""
+    writer = protocol.LineWriter(sys.stdout if out is None else out, 80)
+
+    def answer(*_):
+        writer.line("err %s %s" % (code, message))
+
+    reader = protocol.LineReader(
+        protocol.StdinSource() if inp is None else inp, 64, answer, answer
+    )
+    n = 0
+    while max_samples is None or n < max_samples:
+        n += 1
+        reader.poll()
+        sleep_us(50000)
+
+
+def main(path="board.json", out=None, inp=None, max_hops=None, max_samples=None):
+    """Read board.json, build the app and run it; report instead of raising (main.py)."""
+    writer = protocol.LineWriter(sys.stdout if out is None else out, 80)
+    raw, problems = load_config(path)
+    config, more = check_config(raw)
+    for p in problems + more:
+        writer.line("err config " + p)
+    try:
+        app = build(config, out, inp)
+    except RuntimeError as e:
+        writer.line("err %s %s" % e.args)
+        writer.line("info state=halted")
+        halt(e.args[0], e.args[1], out, inp, max_samples)
+        return
+    while True:
+        try:
+            app.run(max_hops, max_samples)
+            return
+        except Exception as e:  # a bug: say so, carry on after a pause
+            app.err("internal", "%s: %s" % (type(e).__name__, shorten(str(e))))
+            if max_hops is not None or max_samples is not None:
+                return
+            sleep_us(1000000)
