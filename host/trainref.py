@@ -1,0 +1,467 @@
+"""Bit-exact NumPy reference of the board's training step, its bound proof, and a float
+fine-tuning baseline of the same layers.
+
+Runs on: host.
+
+`TrainRef` is `device/train.py`'s Trainer in NumPy: the same forward (host/reference.py), the
+same int16 error signals, int32 gradient sums, stochastic rounding from the same xorshift16
+draws in the same order, the same int16 master weights and clamped int32 biases. Every value it
+computes is checked against the 31-bit small-int range (a BoundError if one leaves it). The
+integer formats, scales and shifts are written out in device/train.py's docstring; the
+functions here say which step they mirror.
+
+`check_train_bounds(qmodel, mode, batch)` is the worst-case proof for a mode and batch size,
+for ANY int8 weight: it raises ValueError naming the stage that could leave 31 bits, and
+returns the largest safe batch (the board computes the same number and refuses larger ones).
+
+`float_finetune` trains the same layers of the dequantized network in float64 with plain SGD
+at the same learning rate 2**-lr_shift on gradients summed over each mini-batch: the baseline
+the integer trainer is compared with.
+"""
+
+import copy
+
+import numpy as np
+
+from . import reference
+from .bounds import bias_limit
+from .fixedpoint import SMALL_INT_MAX, check_small, rounding_rshift
+from .mlp import ACTIVATIONS as FLOAT_ACTIVATIONS
+
+MODES = ("last", "bias", "all")
+DEFAULT_LR_SHIFT = 7
+F_DELTA_OUT = 8
+F_DELTA = 12
+DELTA_MAX = 32768
+MASTER_MAX = 32768
+DERIV_SHIFT = {"sigmoid": 16, "tanh": 14}
+
+# --- the random number generator (device/prng.py) ---
+
+DEFAULT_SEED = 0xACE1
+PRNG_VECTORS = {
+    1: [33153, 24609, 59801, 11787, 46494, 55715, 12071, 17913, 39973, 27874],
+    0xACE1: [54031, 61861, 5940, 65394, 5969],
+}
+
+
+def seed_state(seed):
+    """int seed -> state in [1, 65535]: its low 16 bits, or 0xACE1 for 0."""
+    x = int(seed) & 0xFFFF
+    return x if x else DEFAULT_SEED
+
+
+def xorshift16(x):
+    """16-bit state in [1, 65535] -> the next state (x ^= x << 7, x >> 9, x << 8; mod 2**16)."""
+    x ^= (x << 7) & 0xFFFF
+    x ^= x >> 9
+    x ^= (x << 8) & 0xFFFF
+    return x
+
+
+_CYCLE = None  # (states in generation order starting after 1, position of each state)
+
+
+def _cycle():
+    global _CYCLE
+    if _CYCLE is None:
+        states = np.empty(65535, dtype=np.int64)
+        x = 1
+        for i in range(65535):
+            x = xorshift16(x)
+            states[i] = x
+        if x != 1 or len(set(states.tolist())) != 65535:
+            raise AssertionError("xorshift16: period is not 65535")
+        pos = np.zeros(65536, dtype=np.int64)
+        pos[states] = np.arange(65535)
+        _CYCLE = (states, pos)
+    return _CYCLE
+
+
+def draws(state, n):
+    """The next n xorshift16 states after `state` -> (int64 array (n,), the new state)."""
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), state
+    states, pos = _cycle()
+    idx = (pos[state] + 1 + np.arange(n)) % 65535
+    r = states[idx]
+    return r, int(r[-1])
+
+
+# --- the plan: scales and shifts per layer (device/train.py, Trainer._set_scales) ---
+
+
+def _input_ranges(qmodel):
+    ranges, lo_hi = [], (-128, 127)
+    for layer in qmodel.layers:
+        ranges.append(lo_hi)
+        if layer.act == "relu":
+            lo_hi = (max(int(layer.zp_z), -128), 127)
+        elif layer.act in ("sigmoid", "tanh"):
+            t = np.asarray(layer.table, dtype=np.int64)
+            lo_hi = (int(t.min()), int(t.max()))
+        else:
+            lo_hi = (-128, 127)
+    return ranges
+
+
+def train_plan(qmodel, mode="last", lr_shift=DEFAULT_LR_SHIFT):
+    """Per layer: what learns, error-signal scale f_delta, backward shift sback (from the
+    layer above into this one), update shifts sw / sb, d = max|x - zp_x|, the bias limit."""
+    if mode not in MODES:
+        raise ValueError("trainref: mode %r, expected one of %s" % (mode, ", ".join(MODES)))
+    if not isinstance(lr_shift, (int, np.integer)) or not 0 <= lr_shift <= 30:
+        raise ValueError("trainref: lr_shift %r, expected an int in 0..30" % (lr_shift,))
+    layers = qmodel.layers
+    if layers[-1].act != "softmax":
+        raise ValueError("trainref: last layer %r, expected softmax" % layers[-1].act)
+    n = len(layers)
+    plan = [{} for _ in layers]
+    f_delta = F_DELTA_OUT
+    plan[-1].update(f_delta=F_DELTA_OUT, sback=0)
+    for k in range(n - 2, -1, -1):
+        f = int(layers[k + 1].f_w) + f_delta
+        s = min(max(f - F_DELTA, 0), 24)
+        f_delta = f - s
+        plan[k].update(f_delta=f_delta, sback=s)
+    for k, (layer, x_range) in enumerate(zip(layers, _input_ranges(qmodel), strict=True)):
+        p = plan[k]
+        f_x, f_w = int(layer.f_x), int(layer.f_w)
+        d = max(abs(x_range[0] - int(layer.zp_x)), abs(x_range[1] - int(layer.zp_x)))
+        big = int(np.abs(np.asarray(layer.b, dtype=np.int64)).max(initial=0))
+        p.update(
+            trains_w=mode == "all" or (mode == "last" and k == n - 1),
+            trains_b=mode != "last" or k == n - 1,
+            has_delta=mode != "last" or k == n - 1,
+            sw=lr_shift + p["f_delta"] + f_x - f_w - 8,
+            sb=lr_shift + p["f_delta"] - f_x - f_w,
+            dmax=d,
+            bias_limit=max(bias_limit(layer, x_range), big),
+            delta_max=256 if k == n - 1 else DELTA_MAX,
+        )
+    return plan
+
+
+def effective_lr(lr_shift):
+    """The float learning rate the integer update implements for every layer: 2**-lr_shift
+    on gradients summed over the mini-batch."""
+    return 2.0**-lr_shift
+
+
+def check_train_bounds(qmodel, mode="last", batch=1, lr_shift=None):
+    """Prove a training step in `mode` with mini-batches of `batch` stays within 31 bits for
+    any int8 weight, or raise ValueError naming the stage. Returns {"max_batch", "stage" (the
+    one limiting the batch), "stages": {name: worst value at this batch}}."""
+    if lr_shift is None:
+        lr_shift = (qmodel.training or {}).get("lr_shift", DEFAULT_LR_SHIFT)
+    if not isinstance(batch, (int, np.integer)) or batch < 1:
+        raise ValueError("train bounds: batch %r, expected an int >= 1" % (batch,))
+    plan = train_plan(qmodel, mode, lr_shift)
+    stages = {}
+
+    def prove(stage, value):
+        stages[stage] = int(value)
+        if value > SMALL_INT_MAX:
+            raise ValueError(
+                "train bounds: %s may reach %d (%s, batch %d), over 2**30 - 1"
+                % (stage, value, mode, batch)
+            )
+
+    max_batch, limiting = SMALL_INT_MAX, "no trainable parameter"
+    for k, (layer, p) in enumerate(zip(qmodel.layers, plan, strict=True)):
+        where = "layer %d " % k
+        if p["trains_w"] or p["trains_b"]:
+            acc = 127 * layer.n_in * p["dmax"] + p["bias_limit"]
+            prove(where + "accumulator", acc)
+            prove(where + "zp_z + R(acc, s)", 128 + (acc >> layer.shift) + 1)
+        if p["has_delta"] and k > 0 and plan[k - 1]["has_delta"]:
+            prove(where + "backward sum", 127 * layer.n_out * p["delta_max"])
+            prove(where + "backward product T * D", DELTA_MAX * 16384)
+        groups = []
+        if p["trains_w"]:
+            groups.append(("weight", p["delta_max"] * p["dmax"], p["sw"], MASTER_MAX))
+        if p["trains_b"]:
+            groups.append(("bias", p["delta_max"], p["sb"], p["bias_limit"]))
+        for name, g_max, s, base in groups:
+            per = g_max << max(-s, 0)
+            prove(where + name + " gradient sum", g_max * batch)
+            prove(where + name + " update", base + per * batch + 1)
+            cap = (SMALL_INT_MAX - base - 1) // per
+            if cap < max_batch:
+                max_batch, limiting = cap, where + name + " update"
+    return {"max_batch": int(max_batch), "stage": limiting, "stages": stages}
+
+
+# --- the training step (device/train.py, Trainer.step) ---
+
+
+class TrainRef:
+    """The board's Trainer in NumPy, on a private copy of `qmodel` (see the module docstring).
+
+    Attributes as on the board: qmodel (its w, b are the trained int8 weights and biases),
+    master_w (int16 values, (n_out, n_in) per trainable layer, else None), state (PRNG),
+    steps, n_correct, max_batch, plan.
+    """
+
+    def __init__(self, qmodel, mode=None, lr_shift=None, batch=None, seed=None):
+        defaults = qmodel.training or {}
+        mode = defaults.get("learn", "last") if mode is None else mode
+        lr_shift = defaults.get("lr_shift", DEFAULT_LR_SHIFT) if lr_shift is None else lr_shift
+        batch = defaults.get("batch", 1) if batch is None else batch
+        self.qmodel = copy.deepcopy(qmodel)
+        self.mode, self.lr_shift, self.batch = mode, int(lr_shift), int(batch)
+        proof = check_train_bounds(self.qmodel, mode, 1, lr_shift)
+        self.max_batch = proof["max_batch"]
+        if self.batch > self.max_batch:
+            raise ValueError(
+                "trainref: batch %d over the proven maximum %d (%s)"
+                % (self.batch, self.max_batch, proof["stage"])
+            )
+        self.plan = train_plan(self.qmodel, mode, lr_shift)
+        self.master_w, self.gw, self.gb = [], [], []
+        for layer, p in zip(self.qmodel.layers, self.plan, strict=True):
+            w = np.asarray(layer.w, dtype=np.int64)
+            self.master_w.append(w * 256 if p["trains_w"] else None)
+            self.gw.append(np.zeros_like(w) if p["trains_w"] else None)
+            self.gb.append(np.zeros(layer.n_out, dtype=np.int64) if p["trains_b"] else None)
+            layer.w = w.copy()
+            layer.b = np.asarray(layer.b, dtype=np.int64).copy()
+        self.state = seed_state(1 if seed is None else seed)
+        self.steps = 0
+        self.n_correct = 0
+        self._count = 0
+
+    def forward(self, raw):
+        """int raw features (F,) -> (inputs per layer, outputs per layer, scores, class)."""
+        q = self.qmodel
+        x = reference.input_stage(q, np.asarray(raw, dtype=np.int64)[None, :])
+        xs, ys = [], []
+        for k, layer in enumerate(q.layers):
+            xs.append(x[0])
+            _, x = reference.dense(layer, x, k)
+            ys.append(x[0])
+        scores = reference.softmax_q(q, x)[0] + 128
+        return xs, ys, scores, int(np.argmax(x[0]))
+
+    def errors(self, ys, scores, label):
+        """int16 error signals per layer (None where backprop does not reach)."""
+        plan = self.plan
+        n = len(plan)
+        deltas = [None] * n
+        e = np.asarray(scores, dtype=np.int64).copy()
+        e[label] -= 256
+        deltas[-1] = e
+        for k in range(n - 1, 0, -1):
+            if not plan[k - 1]["has_delta"]:
+                break
+            deltas[k - 1] = self._backward(k, deltas[k], ys[k - 1])
+        return deltas
+
+    def _backward(self, k, d, y):
+        """delta(k) -> delta(k - 1): S = W^T delta, T = clamp16(R(S, sback)), times D."""
+        w = self.qmodel.layers[k].w
+        below = self.qmodel.layers[k - 1]
+        where = "layer %d backward" % k
+        check_small(np.abs(d) @ np.abs(w), where + " partial sums")
+        s = check_small(d @ w, where + " sum")
+        t = np.clip(rounding_rshift(s, self.plan[k - 1]["sback"]), -32768, 32767)
+        act = below.act
+        if act == "relu":
+            return np.where(y > below.zp_z, t, 0)
+        if act in DERIV_SHIFT:
+            if act == "sigmoid":
+                deriv = (y + 128) * (128 - y)
+            else:
+                deriv = 16384 - y * y
+            prod = check_small(t * deriv, where + " T * D")
+            return rounding_rshift(prod, DERIV_SHIFT[act])
+        return t
+
+    def gradient_terms(self, xs, deltas):
+        """Per layer (gw, gb) of one sample: delta_j * (x_i - zp_x) and delta_j (or None)."""
+        out = []
+        for k, (layer, p) in enumerate(zip(self.qmodel.layers, self.plan, strict=True)):
+            d = deltas[k]
+            gw = gb = None
+            if p["trains_w"]:
+                gw = check_small(np.outer(d, xs[k] - layer.zp_x), "layer %d gradient" % k)
+            if p["trains_b"]:
+                gb = d.copy()
+            out.append((gw, gb))
+        return out
+
+    def step(self, raw, label):
+        """The board's Trainer.step: -> (predicted class, correct 0/1)."""
+        n_out = self.qmodel.layers[-1].n_out
+        if not 0 <= label < n_out:
+            raise ValueError("trainref: label %d, expected 0..%d" % (label, n_out - 1))
+        xs, ys, scores, cls = self.forward(raw)
+        deltas = self.errors(ys, scores, label)
+        for k, (gw, gb) in enumerate(self.gradient_terms(xs, deltas)):
+            if gw is not None:
+                self.gw[k] = check_small(self.gw[k] + gw, "layer %d weight gradient sum" % k)
+            if gb is not None:
+                self.gb[k] = check_small(self.gb[k] + gb, "layer %d bias gradient sum" % k)
+        self._count += 1
+        if self._count >= self.batch:
+            self._update()
+            self._count = 0
+        correct = int(cls == label)
+        self.steps += 1
+        self.n_correct += correct
+        return cls, correct
+
+    def _stochastic(self, g, s, what):
+        """SR(g, s): floor(g / 2**s) + [dropped top t bits > (draw - 1) >> (16 - t)] for s > 0
+        (one draw per value, in order), g << -s for s <= 0."""
+        g = np.asarray(g, dtype=np.int64)
+        if s <= 0:
+            return check_small(g << -s, what)
+        t = min(s, 16)
+        r, self.state = draws(self.state, g.size)
+        frac = (g >> (s - t)) & ((1 << t) - 1)
+        return (g >> s) + (frac > ((r - 1) >> (16 - t)))
+
+    def _update(self):
+        """Apply the summed gradients: layer by layer, weights row-major, then biases."""
+        for k, (layer, p) in enumerate(zip(self.qmodel.layers, self.plan, strict=True)):
+            where = "layer %d " % k
+            if p["trains_w"]:
+                u = self._stochastic(self.gw[k].ravel(), p["sw"], where + "weight step")
+                v = check_small(self.master_w[k].ravel() - u, where + "master weight update")
+                v = np.clip(v, -32768, 32767).reshape(layer.w.shape)
+                self.master_w[k] = v
+                layer.w = np.clip((v + 128) >> 8, -127, 127)
+                self.gw[k][:] = 0
+            if p["trains_b"]:
+                u = self._stochastic(self.gb[k], p["sb"], where + "bias step")
+                v = check_small(layer.b - u, where + "bias update")
+                lim = p["bias_limit"]
+                layer.b = np.clip(v, -lim, lim)
+                self.gb[k][:] = 0
+
+    def gradients(self, raw, labels):
+        """Integer gradients summed over the samples (n, F), without updating anything:
+        [(gw int (n_out, n_in) or None, gb int (n_out,) or None) per layer], and the scale
+        of each: the real gradient is gw * 2**-(f_delta + f_x), gb * 2**-f_delta."""
+        sums = [[None, None] for _ in self.plan]
+        for r, label in zip(np.asarray(raw), np.asarray(labels), strict=True):
+            xs, ys, scores, _ = self.forward(r)
+            deltas = self.errors(ys, scores, int(label))
+            for k, terms in enumerate(self.gradient_terms(xs, deltas)):
+                for i, g in enumerate(terms):
+                    if g is not None:
+                        total = g if sums[k][i] is None else sums[k][i] + g
+                        sums[k][i] = check_small(total, "layer %d gradient sum" % k)
+        return [tuple(s) for s in sums]
+
+
+def train_steps(qmodel, raw, labels, mode=None, lr_shift=None, batch=None, seed=None):
+    """Run TrainRef over the samples in order; returns the TrainRef (its qmodel is trained)."""
+    ref = TrainRef(qmodel, mode, lr_shift, batch, seed)
+    for r, label in zip(np.asarray(raw), np.asarray(labels), strict=True):
+        ref.step(r, int(label))
+    return ref
+
+
+# --- the float baseline: the same layers of the dequantized network, float64 SGD ---
+
+
+def dequantize(qmodel):
+    """QModel -> float network {"W", "b", "acts", "input_stage"}: W = w * 2**-f_w,
+    b = b * 2**-(f_x + f_w); the activations in float (softmax output)."""
+    Ws, bs, acts = [], [], []
+    for layer in qmodel.layers:
+        Ws.append(np.asarray(layer.w, dtype=np.float64) * 2.0**-layer.f_w)
+        bs.append(np.asarray(layer.b, dtype=np.float64) * 2.0 ** -(layer.f_x + layer.f_w))
+        acts.append(layer.act)
+    return {"W": Ws, "b": bs, "acts": acts, "input_stage": qmodel.input_stage}
+
+
+def float_inputs(net, raw):
+    """int raw features (n, F) -> the dequantized int8 network inputs (the board's input)."""
+    return net["input_stage"].transform(np.asarray(raw, dtype=np.int64))
+
+
+def _float_act(name, z):
+    return z if name == "linear" else FLOAT_ACTIVATIONS[name](z)
+
+
+def _float_deriv(name, a):
+    if name == "relu":
+        return (a > 0).astype(a.dtype)
+    if name == "sigmoid":
+        return a * (1.0 - a)
+    if name == "tanh":
+        return 1.0 - a * a
+    return np.ones_like(a)
+
+
+def float_forward(net, x):
+    """float inputs (n, n_in) -> every layer's output [x, a_1, ..., probabilities]."""
+    a = [np.asarray(x, dtype=np.float64)]
+    for W, b, act in zip(net["W"], net["b"], net["acts"], strict=True):
+        a.append(_float_act(act, a[-1] @ W.T + b))
+    return a
+
+
+def float_gradients(net, x, labels):
+    """Cross-entropy gradients summed over the samples: (dW list, db list), per layer."""
+    a = float_forward(net, x)
+    y = np.zeros_like(a[-1])
+    y[np.arange(len(y)), np.asarray(labels)] = 1.0
+    delta = a[-1] - y
+    n = len(net["W"])
+    dW, db = [None] * n, [None] * n
+    for k in reversed(range(n)):
+        dW[k] = delta.T @ a[k]
+        db[k] = delta.sum(axis=0)
+        if k > 0:
+            delta = (delta @ net["W"][k]) * _float_deriv(net["acts"][k - 1], a[k])
+    return dW, db
+
+
+def float_finetune(qmodel, raw, labels, mode="last", lr_shift=DEFAULT_LR_SHIFT, batch=1, lr=None):
+    """Fine-tune the layers `mode` names of the dequantized `qmodel` with float64 SGD, one
+    pass over the samples in order (as the board sees them), updating every `batch` samples
+    with lr * (gradient summed over the batch); lr defaults to 2**-lr_shift, the integer
+    trainer's rate. Returns (net, correct): the float network and, per sample, whether it was
+    predicted right before learning from it (0/1)."""
+    if mode not in MODES:
+        raise ValueError("trainref: mode %r, expected one of %s" % (mode, ", ".join(MODES)))
+    net = dequantize(qmodel)
+    net["W"] = [W.copy() for W in net["W"]]
+    net["b"] = [b.copy() for b in net["b"]]
+    lr = effective_lr(lr_shift) if lr is None else float(lr)
+    n = len(net["W"])
+    learn_w = [mode == "all" or (mode == "last" and k == n - 1) for k in range(n)]
+    learn_b = [mode != "last" or k == n - 1 for k in range(n)]
+    x = float_inputs(net, raw)
+    labels = np.asarray(labels, dtype=np.int64)
+    correct = np.zeros(len(x), dtype=np.int64)
+    sum_w = [np.zeros_like(W) for W in net["W"]]
+    sum_b = [np.zeros_like(b) for b in net["b"]]
+    count = 0
+    for i in range(len(x)):
+        probs = float_forward(net, x[i : i + 1])[-1]
+        correct[i] = int(np.argmax(probs[0]) == labels[i])
+        dW, db = float_gradients(net, x[i : i + 1], labels[i : i + 1])
+        for k in range(n):
+            sum_w[k] += dW[k]
+            sum_b[k] += db[k]
+        count += 1
+        if count == batch:
+            for k in range(n):
+                if learn_w[k]:
+                    net["W"][k] -= lr * sum_w[k]
+                if learn_b[k]:
+                    net["b"][k] -= lr * sum_b[k]
+                sum_w[k][:] = 0
+                sum_b[k][:] = 0
+            count = 0
+    return net, correct
+
+
+def float_predict(net, raw):
+    """int raw features (n, F) -> class indices (n,) of the float network (argmax)."""
+    return np.argmax(float_forward(net, float_inputs(net, raw))[-1], axis=1)

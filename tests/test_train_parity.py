@@ -1,0 +1,491 @@
+"""Board training (device/train.py) equals the NumPy reference (host/trainref.py) bit for bit.
+
+Runs on: host (pytest), plus the `micropython` binary and, when installed, the 32-bit
+WebAssembly port (tests/wasm_runner.py).
+
+One sweep: 1000 training steps for each mode ("last", "bias", "all"), hidden activation
+(relu, sigmoid, tanh) and mini-batch (1, 8) on quantized random MLPs with teacher labels,
+300 steps each on extreme random QModels (host.reference.random_qmodel, wild scales, random
+labels), and 1000 steps per mode and batch on a model trained and quantized on synthetic
+sensor data. After every 250 steps the int8 weights, biases, master weights, PRNG state and
+the count of correct predictions are compared. The Unix port runs the sweep once per kernel
+(the forward pass is the model's; the training step is plain Python); the WebAssembly port runs
+the portable path. Every step runs inside micropython.heap_lock().
+"""
+
+import binascii
+
+import numpy as np
+import pytest
+
+from device import prng as dprng
+from device import train as dtrain
+from device.infer import Model
+from host import modelfile, pipeline, quantize, reference, synth, trainref
+from host.inputstage import InputStage, fit_input_stage
+from host.mlp import MLP
+
+from .conftest import run_micropython
+from .wasm_runner import require_wasm, run_wasm
+
+SEED = 20240613
+MODES = ("last", "bias", "all")
+ACTS = ("relu", "sigmoid", "tanh")
+BATCHES = (1, 8)
+N_STEPS = 1000
+N_STEPS_EXTREME = 300
+CHECK_EVERY = 250
+# Per model kind and batch: update shifts from below 0 (exact left shifts) to above 16 (the
+# stochastic rounding keeps the top 16 dropped bits).
+LR_SHIFTS = {"mlp": {1: 6, 8: 13}, "rand": {1: 5, 8: 9}, "data": {1: 6, 8: 8}}
+
+# Runs each case in the manifest; prints one line per checkpoint. Steps run in heap_lock.
+SWEEP = """
+import binascii, micropython, sys
+from array import array
+from device.infer import Model
+from device.train import Trainer
+
+def crc(buf):
+    return binascii.crc32(buf) & 0xFFFFFFFF
+
+def locked_step(t, raw, label):
+    micropython.heap_lock()
+    try:
+        return t.step(raw, label)[0]
+    finally:
+        micropython.heap_unlock()
+
+def emit(case, kernel, t, m):
+    out = ["case", case, kernel, str(t.steps), str(t.n_correct), str(t.state)]
+    for k in range(len(m.layers)):
+        out.append("%08x" % crc(m.layers[k]["w"]))
+        out.append("%08x" % crc(m.layers[k]["b"]))
+        mw = t.master_w[k]
+        out.append("-" if mw is None else "%08x" % crc(mw))
+    print(" ".join(out))
+
+def run(d, kernels):
+    with open(d + "/manifest.txt") as f:
+        lines = f.read().split("\\n")
+    for line in lines:
+        if not line:
+            continue
+        case, model, mode, batch, lr_shift, seed, steps, every = line.split()
+        with open("%s/%s.raw" % (d, model), "rb") as f:
+            raw = array("i", f.read())
+        with open("%s/%s.lab" % (d, model), "rb") as f:
+            labels = bytearray(f.read())
+        for kernel in kernels:
+            m = Model("%s/%s.mpm" % (d, model), kernel=kernel)
+            t = Trainer(m, mode, int(lr_shift), int(batch), int(seed))
+            n_in = m.n_inputs
+            x = array("i", bytes(4 * n_in))
+            n_samples = len(labels)
+            every = int(every)
+            for s in range(int(steps)):
+                n = s % n_samples
+                for i in range(n_in):
+                    x[i] = raw[n * n_in + i]
+                locked_step(t, x, labels[n])
+                if (s + 1) % every == 0:
+                    emit(case, kernel, t, m)
+
+run(sys.argv[1], sys.argv[2].split(","))
+"""
+
+
+# --- models ---
+
+
+def mlp_model(rng, sizes, act, n=400):
+    """A quantized random float MLP (meaningful scales) with raw features and teacher labels."""
+    n_in = sizes[0]
+    spread = rng.integers(1, 30, size=n_in)
+    centre = rng.integers(-2000, 2000, size=n_in)
+    raw = centre + rng.integers(-1000, 1001, size=(n, n_in)) * spread
+    lo, hi = np.full(n_in, -(2**26)), np.full(n_in, 2**26)
+    stage = fit_input_stage(raw, lo, hi)
+    x_q = stage.apply(raw)
+    mlp = MLP(sizes, hidden_activation=act, seed=int(rng.integers(2**30)))
+    teacher = MLP(sizes, hidden_activation=act, seed=int(rng.integers(2**30)))
+    labels = teacher.predict(stage.to_float(x_q))
+    classes = ["c%d" % j for j in range(sizes[-1])]
+    q = quantize.quantize(mlp, stage, x_q, classes=classes)
+    return q, raw, labels
+
+
+def extreme_model(rng, act, lr_shift):
+    """A random_qmodel (wild scales and weights) whose hidden layers are all `act` and that
+    passes the training bound proof in every mode at batch 8."""
+    while True:
+        q = reference.random_qmodel(rng, n_layers=3, max_units=12, last="softmax")
+        if q.layers[-1].n_out < 2 or any(layer.act != act for layer in q.layers[:-1]):
+            continue
+        try:
+            for mode in MODES:
+                trainref.check_train_bounds(q, mode, 8, lr_shift)
+        except ValueError:
+            continue
+        raw = reference.random_raw(rng, q, 200)
+        return q, raw, rng.integers(0, q.layers[-1].n_out, size=len(raw))
+
+
+def data_model(seed=3):
+    """A model trained and quantized on synthetic sensor data; its samples: the windows of the
+    test subjects (unseen wearers: what on-board adaptation is for), with their labels."""
+    log = synth.generate(seed=seed, subjects=5, seconds_per_activity=30)
+    ds = pipeline.make_dataset(log, source="synth")
+    mlp, meta, _, _ = pipeline.train_model(
+        ds, hidden=(16, 8), activation="relu", epochs=40, patience=40, seed=seed
+    )
+    stage = InputStage.from_dict(meta["input_stage"])
+    test = np.isin(ds.subjects, meta["data"]["test_subjects"])
+    y = pipeline.class_indices(ds.labels, meta["classes"])
+    x_q = stage.apply(ds.X)
+    q = quantize.quantize(mlp, stage, x_q[~test], y[~test], classes=meta["classes"], qat=False)
+    order = np.random.default_rng(seed).permutation(int(test.sum()))
+    return q, ds.X[test][order], y[test][order]
+
+
+def _crc(a, dtype):
+    return "%08x" % (binascii.crc32(np.ascontiguousarray(a, dtype=dtype).tobytes()) & 0xFFFFFFFF)
+
+
+def expected_lines(case, kernel, q, raw, labels, mode, batch, lr_shift, seed, steps, every):
+    """The checkpoint lines the sweep must print, from host/trainref.TrainRef."""
+    ref = trainref.TrainRef(q, mode, lr_shift, batch, seed)
+    lines = []
+    for s in range(steps):
+        n = s % len(labels)
+        ref.step(raw[n], int(labels[n]))
+        if (s + 1) % every == 0:
+            out = ["case", case, kernel, str(ref.steps), str(ref.n_correct), str(ref.state)]
+            for k, layer in enumerate(ref.qmodel.layers):
+                out += [_crc(layer.w, "i1"), _crc(layer.b, "<i4")]
+                mw = ref.master_w[k]
+                out.append("-" if mw is None else _crc(mw, "<i2"))
+            lines.append(" ".join(out))
+    return lines
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """Models, samples and the manifest on disk; the expected lines per case (kernel-free)."""
+    d = tmp_path_factory.mktemp("train")
+    rng = np.random.default_rng(SEED)
+    models, cases = {}, []
+    for act in ACTS:
+        models["mlp-" + act] = mlp_model(rng, [8, 16, 12, 4], act)
+        models["rand-" + act] = extreme_model(rng, act, 5)
+    models["data"] = data_model()
+    for name, (q, raw, labels) in models.items():
+        modelfile.write_model(d / (name + ".mpm"), q)
+        (d / (name + ".raw")).write_bytes(np.asarray(raw, dtype="<i4").tobytes())
+        (d / (name + ".lab")).write_bytes(np.asarray(labels, dtype="u1").tobytes())
+    seeds = iter([0, 1, 7, 0xFFFF, 12345, 0x10001] * 20)
+    for name in models:
+        for mode in MODES:
+            for batch in BATCHES:
+                kind = name.split("-")[0]
+                steps = N_STEPS_EXTREME if kind == "rand" else N_STEPS
+                lr_shift = LR_SHIFTS[kind][batch]
+                cases.append((name, mode, batch, lr_shift, next(seeds), steps))
+    manifest = []
+    expected = {}
+    for i, (name, mode, batch, lr_shift, seed, steps) in enumerate(cases):
+        manifest.append(
+            "%d %s %s %d %d %d %d %d" % (i, name, mode, batch, lr_shift, seed, steps, CHECK_EVERY)
+        )
+        q, raw, labels = models[name]
+        args = (q, raw, labels, mode, batch, lr_shift, seed, steps, CHECK_EVERY)
+        expected[i] = expected_lines(str(i), "{kernel}", *args)
+    (d / "manifest.txt").write_text("\n".join(manifest) + "\n")
+    return d, models, cases, expected
+
+
+def _compare(out, sweep, kernels):
+    _, _, cases, expected = sweep
+    got = out.splitlines()
+    want = []
+    for kernel in kernels:
+        for i in range(len(cases)):
+            want += [line.replace("{kernel}", kernel) for line in expected[i]]
+    assert sorted(got) == sorted(want) or _first_difference(got, want, cases)
+    return len(got)
+
+
+def _first_difference(got, want, cases):
+    got_by_key = {tuple(line.split()[1:4]): line for line in got}
+    for line in want:
+        key = tuple(line.split()[1:4])
+        if got_by_key.get(key) != line:
+            name, mode, batch, lr_shift, seed, _ = cases[int(key[0])]
+            pytest.fail(
+                "case %s (%s, mode %s, batch %d, lr_shift %d, seed %d, kernel %s) at step %s:\n"
+                "  device:    %s\n  reference: %s\n  fields: case id kernel steps n_correct "
+                "state then per layer crc(w) crc(b) crc(master_w)"
+                % (key[0], name, mode, batch, lr_shift, seed, key[1], key[2],
+                   got_by_key.get(key), line)
+            )  # fmt: skip
+    pytest.fail("device printed lines the reference does not expect")
+
+
+def test_sweep_covers_the_contract(sweep):
+    _, models, cases, _ = sweep
+    assert {(c[1], c[2]) for c in cases} == {(m, b) for m in MODES for b in BATCHES}
+    shifts = set()
+    for name, mode, _, lr_shift, _, _ in cases:
+        for p in trainref.train_plan(models[name][0], mode, lr_shift):
+            shifts |= {p["sw"]} if p["trains_w"] else set()
+            shifts |= {p["sb"]} if p["trains_b"] else set()
+    assert min(shifts) < 0 and 0 in shifts and max(shifts) > 16, sorted(shifts)
+    for act in ACTS:
+        for kind in ("mlp-", "rand-"):
+            q = models[kind + act][0]
+            assert [layer.act for layer in q.layers[:-1]] == [act, act]
+            assert q.layers[-1].act == "softmax"
+    # The quantized MLPs learn their teacher: training is meaningful, not just exact.
+    q, raw, labels = models["mlp-relu"]
+    before = np.mean(reference.predict(q, raw)[0] == labels)
+    ref = trainref.train_steps(q, raw, labels, "all", 6, 1)
+    after = np.mean(reference.predict(ref.qmodel, raw)[0] == labels)
+    assert after > before + 0.1, (before, after)
+
+
+def test_training_under_micropython_equals_reference(sweep, micropython):
+    d = sweep[0]
+    out = run_micropython(micropython, SWEEP, args=(str(d), "portable,viper"))
+    assert _compare(out, sweep, ("portable", "viper")) == 2 * sum(
+        c[5] // CHECK_EVERY for c in sweep[2]
+    )
+
+
+def test_training_on_32bit_wasm_port_equals_reference(sweep):
+    require_wasm()
+    d = sweep[0]
+    files = {"/data/" + p.name: p.read_bytes() for p in d.iterdir()}
+    out = run_wasm(SWEEP, files=files, args=("/data", "portable"), timeout=1200)
+    assert _compare(out, sweep, ("portable",)) == sum(c[5] // CHECK_EVERY for c in sweep[2])
+
+
+def test_training_under_cpython_equals_reference(sweep):
+    _, models, _, _ = sweep
+    q, raw, labels = models["mlp-tanh"]
+    for mode in MODES:
+        m = Model(modelfile.to_bytes(q))
+        t = dtrain.Trainer(m, mode, 6, 4, 99)
+        ref = trainref.TrainRef(q, mode, 6, 4, 99)
+        for n in range(200):
+            got = t.step([int(v) for v in raw[n]], int(labels[n]))
+            assert tuple(got) == ref.step(raw[n], int(labels[n])), (mode, n)
+        for k, layer in enumerate(ref.qmodel.layers):
+            assert list(m.layers[k]["w"]) == layer.w.ravel().tolist(), (mode, k)
+            assert list(m.layers[k]["b"]) == layer.b.tolist(), (mode, k)
+        assert t.state == ref.state
+
+
+# --- heap_lock, memory per mode, defaults, refusals ---
+
+HEAP_LOCK = """
+import micropython
+from array import array
+from device.infer import Model
+from device.train import Trainer
+
+def allocates():
+    micropython.heap_lock()
+    try:
+        return [1, 2, 3]
+    finally:
+        micropython.heap_unlock()
+
+try:
+    allocates()
+    print("lock-effective no")
+except MemoryError:
+    print("lock-effective yes")
+for kernel in ("portable", "viper"):
+    for mode in ("last", "bias", "all"):
+        for batch in (1, 3):
+            m = Model(%r, kernel=kernel)
+            t = Trainer(m, mode, 6, batch, 5)
+            raw_list = [1000 * (i - 3) for i in range(m.n_inputs)]
+            raw_array = array("i", raw_list)
+            micropython.heap_lock()
+            try:
+                for n in range(7):
+                    r = t.step(raw_list if n %% 2 else raw_array, n %% m.n_outputs)
+                c = r[0]
+            finally:
+                micropython.heap_unlock()
+            print(kernel, mode, batch, t.steps, t.n_correct, t.state, c)
+"""
+
+
+def test_training_step_allocates_nothing_under_heap_lock(tmp_path, micropython):
+    rng = np.random.default_rng(11)
+    q, _, _ = mlp_model(rng, [7, 10, 6, 3], "tanh")
+    path = tmp_path / "m.mpm"
+    modelfile.write_model(path, q)
+    lines = run_micropython(micropython, HEAP_LOCK % str(path)).splitlines()
+    assert lines[0] == "lock-effective yes"
+    i = 1
+    for kernel in ("portable", "viper"):
+        for mode in MODES:
+            for batch in (1, 3):
+                ref = trainref.TrainRef(q, mode, 6, batch, 5)
+                raw = [1000 * (i - 3) for i in range(q.layers[0].n_in)]
+                for n in range(7):
+                    c, _ = ref.step(np.array(raw), n % 3)
+                want = "%s %s %d 7 %d %d %d" % (kernel, mode, batch, ref.n_correct, ref.state, c)
+                assert lines[i] == want
+                i += 1
+
+
+def test_memory_only_for_what_learns():
+    rng = np.random.default_rng(12)
+    q, _, _ = mlp_model(rng, [5, 9, 7, 3], "relu")
+    m = Model(modelfile.to_bytes(q))
+    last = dtrain.Trainer(m, "last", 6, 1)
+    assert [mw is None for mw in last.master_w] == [True, True, False]
+    assert len(last.master_w[2]) == 3 * 7 and last.master_w[2].typecode == "h"
+    assert [d is None for d in last.delta] == [True, True, False]
+    assert all(g is None for g in last._gw + last._gb)  # batch 1: no gradient sums
+    bias = dtrain.Trainer(Model(modelfile.to_bytes(q)), "bias", 6, 4)
+    assert all(mw is None for mw in bias.master_w) and all(g is None for g in bias._gw)
+    assert [len(g) for g in bias._gb] == [9, 7, 3]
+    full = dtrain.Trainer(Model(modelfile.to_bytes(q)), "all", 6, 4)
+    assert [len(mw) for mw in full.master_w] == [45, 63, 21]
+    assert [g.typecode for g in full._gw] == ["i", "i", "i"]
+
+
+def test_defaults_come_from_the_model_file():
+    rng = np.random.default_rng(13)
+    q, _, _ = mlp_model(rng, [5, 6, 3], "relu")
+    q.training = {"learn": "bias", "lr_shift": 9, "batch": 4}
+    t = dtrain.Trainer(Model(modelfile.to_bytes(q)))
+    assert (t.mode, t.lr_shift, t.batch) == ("bias", 9, 4)
+    q.training = {}
+    t = dtrain.Trainer(Model(modelfile.to_bytes(q)))
+    assert (t.mode, t.lr_shift, t.batch) == ("last", dtrain.DEFAULT_LR_SHIFT, 1)
+
+
+def test_device_and_host_prove_the_same_maximum_batch():
+    rng = np.random.default_rng(14)
+    n_checked = n_refused = 0
+    while n_checked < 60:
+        q = reference.random_qmodel(rng, n_layers=int(rng.integers(1, 4)), last="softmax")
+        if q.layers[-1].n_out < 2:
+            continue
+        for mode in MODES:
+            lr_shift = int(rng.integers(0, 12))
+            try:
+                host = trainref.check_train_bounds(q, mode, 1, lr_shift)
+            except ValueError as e:
+                assert str(e).startswith("train bounds: layer ")
+                with pytest.raises(ValueError, match="^train: layer "):
+                    dtrain.Trainer(Model(modelfile.to_bytes(q)), mode, lr_shift, 1)
+                n_refused += 1
+                continue
+            t = dtrain.Trainer(Model(modelfile.to_bytes(q)), mode, lr_shift, 1)
+            assert t.max_batch == host["max_batch"], (mode, lr_shift)
+            if host["max_batch"] < 2**20:
+                with pytest.raises(ValueError, match="over the proven maximum"):
+                    dtrain.Trainer(Model(modelfile.to_bytes(q)), mode, lr_shift, t.max_batch + 1)
+                with pytest.raises(ValueError, match="train bounds: .* may reach"):
+                    trainref.check_train_bounds(q, mode, t.max_batch + 1, lr_shift)
+            n_checked += 1
+    assert n_refused > 0
+
+
+def test_bound_proof_names_the_stage():
+    rng = np.random.default_rng(15)
+    q, _, _ = mlp_model(rng, [4, 300, 40, 3], "relu")
+    # 300 hidden units feed 40 more: W^T delta over 40 units of |delta| <= 2**15 fits; the
+    # batch is limited by layer 1's weight gradients, |delta * (x - zp_x)| <= 2**15 * 255.
+    proof = trainref.check_train_bounds(q, "all", 8, 6)
+    assert proof["max_batch"] == 128 and proof["stage"] == "layer 1 weight update"
+    with pytest.raises(ValueError, match=r"layer 1 weight gradient sum may reach \d+ \(all, b"):
+        trainref.check_train_bounds(q, "all", 129, 6)
+    wide, _, _ = mlp_model(rng, [4, 20, 300, 3], "relu")  # 300 units above a hidden layer
+    assert trainref.check_train_bounds(wide, "last", 8, 6)["max_batch"] > 8
+    with pytest.raises(
+        ValueError, match="layer 1 backward sum may reach 1248460800"
+    ):  # 127*300*2**15
+        trainref.check_train_bounds(wide, "all", 1, 6)
+    with pytest.raises(ValueError, match="train: layer 1 backward sum"):
+        dtrain.Trainer(Model(modelfile.to_bytes(wide)), "all", 6, 1)
+
+
+def test_trainer_refuses_bad_arguments():
+    rng = np.random.default_rng(16)
+    q, _, _ = mlp_model(rng, [4, 5, 3], "relu")
+    m = Model(modelfile.to_bytes(q))
+    for kwargs, msg in (
+        ({"mode": "some"}, "mode 'some', expected one of last, bias, all"),
+        ({"batch": 0}, "batch 0, expected an int >= 1"),
+        ({"lr_shift": -1}, "lr_shift -1, expected an int in 0..30"),
+    ):
+        with pytest.raises(ValueError, match="^train: " + msg):
+            dtrain.Trainer(m, **kwargs)
+    t = dtrain.Trainer(m)
+    with pytest.raises(ValueError, match="label 3, expected 0..2"):
+        t.step([0] * 4, 3)
+    q.layers[-1].act = "linear"
+    with pytest.raises(ValueError, match="expected softmax"):
+        dtrain.Trainer(Model(modelfile.to_bytes(q)))
+
+
+# --- the random number generator ---
+
+PRNG_SCRIPT = """
+from device.prng import seed_state, xorshift16
+for seed in (1, 0):
+    x = seed_state(seed)
+    out = []
+    for _ in range(10):
+        x = xorshift16(x)
+        out.append(x)
+    print(" ".join(str(v) for v in out))
+x = 1
+n = 0
+while True:
+    x = xorshift16(x)
+    n += 1
+    if x == 1:
+        break
+print(n)
+"""
+
+
+def _prng_expected():
+    lines = []
+    for seed in (1, 0):
+        r, _ = trainref.draws(trainref.seed_state(seed), 10)
+        lines.append(" ".join(str(v) for v in r.tolist()))
+    return lines + ["65535"]
+
+
+def test_prng_test_vectors_on_host():
+    for seed, vector in trainref.PRNG_VECTORS.items():
+        x = y = seed
+        for want in vector:
+            x, y = trainref.xorshift16(x), dprng.xorshift16(y)
+            assert x == y == want
+        r, state = trainref.draws(seed, len(vector))
+        assert r.tolist() == vector and state == vector[-1]
+    # The docstring of device/prng.py lists the same vectors.
+    for vector in trainref.PRNG_VECTORS.values():
+        assert ", ".join(str(v) for v in vector) in dprng.__doc__
+    assert dprng.seed_state(0) == trainref.seed_state(0) == 0xACE1
+    assert dprng.seed_state(0x12345) == trainref.seed_state(0x12345) == 0x2345
+
+
+def test_prng_test_vectors_under_micropython(micropython):
+    assert run_micropython(micropython, PRNG_SCRIPT).splitlines() == _prng_expected()
+
+
+def test_prng_on_32bit_wasm_port():
+    require_wasm()
+    assert run_wasm(PRNG_SCRIPT).splitlines() == _prng_expected()
