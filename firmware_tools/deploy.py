@@ -1,0 +1,677 @@
+"""`microprop deploy`: put the device package, the model and the app on a board with mpremote.
+
+Runs on: host.
+
+    microprop deploy /dev/ttyACM0 --model model.mpm --sensor mpu6050 --i2c 0 --scl 5 --sda 4
+
+Steps, each an `mpremote connect PORT ...` subprocess under a timeout:
+
+1. Probe (one `exec`): `sys.implementation._mpy` (mpy version, sub-version, architecture; see
+   `firmware_tools/mpy.py`), MicroPython version, free flash, and the size and hash (sha256, or
+   binascii.crc32 where hashlib lacks it) of every target file that exists.
+2. Build: device modules compiled with mpy-cross, cached by (mpy format, arch, source hash).
+   Bytecode-only `.mpy` (no -march) where a module has no native code: it loads on any 6.x
+   board. A module with `@micropython.viper` / `native` is compiled for the board's
+   architecture when the board's sub-version is mpy-cross's, and shipped as `.py` source
+   (compiled on the board at import) when it is not.
+3. Copy (one `fs` chain): only files whose size and hash differ; stale `.py`/`.mpy` files in
+   /lib/device are removed first (MicroPython imports `x.py` before `x.mpy`).
+4. Verify (one `exec`): hash every target file again.
+5. Soft reset in the friendly REPL (Ctrl-D, as a terminal would), so main.py starts the app;
+   `--no-reset` skips it.
+
+Layout on the board:
+
+    /lib/device/__init__.mpy, fixedpoint.mpy, ...   the device package (kernel_viper: .mpy or .py)
+    /main.py                                         device/main.py, as source
+    /model.mpm                                       --model
+    /data.csv                                        --data (sensor log replayed by the app)
+    /board.json                                      sensor and app settings from the flags
+"""
+
+import binascii
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from firmware_tools import mpy
+
+DEVICE_DIR = Path(__file__).resolve().parent.parent / "device"
+LIB_DIR = "/lib/device"
+MAIN_TARGET = "/main.py"
+MODEL_TARGET = "/model.mpm"
+DATA_TARGET = "/data.csv"
+BOARD_JSON_TARGET = "/board.json"
+SENSORS = ("replay", "rp2_temp", "adc", "esp32_adc", "mpu6050")
+HINT = "is the board running MicroPython? is another program holding the port?"
+
+_TIMEOUT = 30.0  # seconds for one mpremote call; for a copy, without progress
+_SECONDS_PER_BYTE = 1 / 1000  # copies without a pty (Windows): a slow UART bridge, 1 kB/s
+_RESET_TIMEOUT = 5.0
+_BLOCK = 4096  # flash block size assumed per file when checking free space
+
+
+class DeployError(RuntimeError):
+    """A refused or failed deploy: the message is one line, with a hint where one helps."""
+
+
+# -- what goes on the board -----------------------------------------------------------------
+
+
+def is_test_only(name):
+    """Device files that stay on the host: test_*.py and *_test.py."""
+    return name.startswith("test_") or name.endswith("_test.py")
+
+
+def package_files(device_dir=None):
+    """The device package's modules, sorted: every device/*.py except main.py and tests."""
+    return [
+        p
+        for p in sorted(Path(device_dir or DEVICE_DIR).glob("*.py"))
+        if p.name != "main.py" and not is_test_only(p.name)
+    ]
+
+
+def package_json(device_dir=None):
+    """The `mpremote mip install` manifest of the device package, as a dict.
+
+    Every device module (main.py included, test-only files not) goes to `device/` under the
+    mip target (/lib by default); sources are relative to the manifest, so that both
+    `mpremote mip install ./device/package.json` and `github:OWNER/REPO/device/package.json`
+    work.
+    """
+    device_dir = Path(device_dir or DEVICE_DIR)
+    names = [p.name for p in sorted(device_dir.glob("*.py")) if not is_test_only(p.name)]
+    return {"urls": [["device/" + n, n] for n in names], "version": _project_version()}
+
+
+def write_package_json(device_dir=None):
+    """Rewrite device/package.json from the device files; returns its path."""
+    path = Path(device_dir or DEVICE_DIR) / "package.json"
+    manifest = package_json(device_dir)
+    rows = ",\n".join("        " + json.dumps(pair) for pair in manifest["urls"])
+    path.write_text(
+        '{\n    "urls": [\n%s\n    ],\n    "version": %s\n}\n'
+        % (rows, json.dumps(manifest["version"]))
+    )
+    return path
+
+
+def _project_version():
+    text = (DEVICE_DIR.parent / "pyproject.toml").read_text()
+    m = re.search(r'^version\s*=\s*"([^"]+)"', text, re.M)
+    return m.group(1) if m else "0.0.0"
+
+
+def module_form(native, board, cross_sub):
+    """How one module ships: ("mpy", None) bytecode, ("mpy", arch) native, ("py", reason).
+
+    `native`: the module has native code; `board`: the board's mpy.MpyFormat; `cross_sub`:
+    the sub-version mpy-cross emits.
+    """
+    if not native:
+        return "mpy", None
+    if board.arch is None:
+        return "py", "no native emitter on the board"
+    if board.sub_version != cross_sub:
+        return "py", "board reads mpy 6.%d, mpy-cross emits 6.%d" % (board.sub_version, cross_sub)
+    return "mpy", board.arch
+
+
+def board_config(args):
+    """The /board.json dict from the flags (keys read by the board app)."""
+    sensor = args.sensor or "replay"
+    if sensor in ("adc", "esp32_adc") and not args.pins:
+        raise DeployError("deploy: --sensor %s needs --pins, e.g. --pins 26,27" % sensor)
+    cfg = {"model": MODEL_TARGET, "sensor": sensor}
+    if sensor == "replay":
+        cfg["file"] = DATA_TARGET
+    if args.pins:
+        cfg["pins"] = args.pins
+    if sensor == "mpu6050" or args.i2c is not None:
+        cfg["i2c"] = 0 if args.i2c is None else args.i2c
+    for key in ("scl", "sda"):
+        if getattr(args, key) is not None:
+            cfg[key] = getattr(args, key)
+    if sensor == "mpu6050" or args.addr is not None:
+        cfg["addr"] = 0x68 if args.addr is None else args.addr
+    if args.accel_fs is not None:
+        cfg["accel_fs_g"] = args.accel_fs
+    if args.gyro_fs is not None:
+        cfg["gyro_fs_dps"] = args.gyro_fs
+    if args.rate is not None:
+        cfg["rate_hz"] = int(args.rate) if args.rate == int(args.rate) else args.rate
+    if not 1 <= args.smoothing <= 32:
+        raise DeployError("deploy: --smoothing %d, expected 1..32 windows" % args.smoothing)
+    cfg["smoothing"] = args.smoothing
+    cfg["realtime"] = not args.no_realtime
+    return cfg
+
+
+class Item:
+    """One file for the board: where it goes, where its bytes are, and what it is."""
+
+    def __init__(self, target, local, note):
+        self.target = target
+        self.local = Path(local)
+        self.note = note
+        data = self.local.read_bytes()
+        self.size = len(data)
+        self.sha256 = hashlib.sha256(data).hexdigest()
+        self.crc32 = "%08x" % (binascii.crc32(data) & 0xFFFFFFFF)
+
+    def digest(self, algo):
+        return {"sha256": self.sha256, "crc32": self.crc32}.get(algo)
+
+
+def build(args, board, build_dir):
+    """The board's files as a list of Items (compiling what needs compiling)."""
+    items = []
+    cross_sub = mpy.mpy_cross_version()[1] if not args.source else None
+    for src in package_files():
+        if args.source:
+            form, how = "py", "source (--source)"
+        else:
+            native = mpy.has_native_code(src.read_text())
+            form, how = module_form(native, board, cross_sub)
+        if form == "py":
+            items.append(Item("%s/%s" % (LIB_DIR, src.name), src, how))
+        else:
+            out = mpy.compile_file(src, build_dir, how, "device/" + src.name)
+            note = "native " + how if how else "bytecode"
+            items.append(Item("%s/%s.mpy" % (LIB_DIR, src.stem), out, note))
+    if args.model:
+        items.append(Item(MODEL_TARGET, _checked_model(args.model), "model"))
+    if args.data:
+        items.append(Item(DATA_TARGET, _existing(args.data, "--data"), "replay data"))
+    items.append(Item(BOARD_JSON_TARGET, _write_board_json(args, build_dir), "settings"))
+    main = DEVICE_DIR / "main.py"
+    if main.exists():
+        items.append(Item(MAIN_TARGET, main, "app entry"))
+    return items
+
+
+def _existing(path, flag):
+    p = Path(path)
+    if not p.is_file():
+        raise DeployError("deploy: %s %s: no such file" % (flag, path))
+    return p
+
+
+def _checked_model(path):
+    from device import modelfile
+
+    p = _existing(path, "--model")
+    try:
+        modelfile.decode(p.read_bytes())
+    except ValueError as e:
+        raise DeployError(
+            "deploy: %s is not a model file microprop export wrote: %s" % (path, e)
+        ) from None
+    return p
+
+
+def _write_board_json(args, build_dir):
+    text = json.dumps(board_config(args), indent=1, sort_keys=True) + "\n"
+    folder = Path(build_dir) / "json"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / ("board-%s.json" % hashlib.sha256(text.encode()).hexdigest()[:16])
+    path.write_text(text)
+    return path
+
+
+# -- talking to the board -------------------------------------------------------------------
+
+# Prints `I <_mpy> <free bytes> <hash algorithm> <platform> <version>`, `H <size> <hash> <path>`
+# for each existing file of ROOT_FILES and of /lib/device, `D <path>` for /lib and /lib/device
+# if they are folders.
+# Reads in 512-byte chunks into one buffer: it runs on a 64 kB heap.
+_PROBE = """\
+import os, sys, binascii
+try:
+    from hashlib import sha256 as _h
+    _a = 'sha256'
+except ImportError:
+    _h = None
+    _a = 'crc32' if hasattr(binascii, 'crc32') else 'none'
+_b = bytearray(512)
+_m = memoryview(_b)
+def _hash(p):
+    try:
+        f = open(p, 'rb')
+    except OSError:
+        return
+    n = 0
+    c = 0
+    d = _h() if _h else None
+    with f:
+        while True:
+            k = f.readinto(_b)
+            if not k:
+                break
+            n += k
+            if d:
+                d.update(_m[:k])
+            elif _a == 'crc32':
+                c = binascii.crc32(_m[:k], c)
+    print('H', n, binascii.hexlify(d.digest()).decode() if d else '%08x' % (c & 0xffffffff), p)
+_s = os.statvfs('/')
+print('I', getattr(sys.implementation, '_mpy', -1), _s[0] * _s[4], _a, sys.platform,
+      '.'.join(str(v) for v in sys.implementation.version[:3]))
+for _p in ROOT_FILES:
+    _hash(_p)
+try:
+    _l = list(os.ilistdir(LIB_DIR))
+except OSError:
+    _l = ()
+for _e in _l:
+    if _e[1] == 0x8000:
+        _hash(LIB_DIR + '/' + _e[0])
+for _p in ('/lib', LIB_DIR):
+    try:
+        if os.stat(_p)[0] & 0x4000:
+            print('D', _p)
+    except OSError:
+        pass
+"""
+
+
+class BoardState:
+    """What the probe found: format, versions, free flash and the files present."""
+
+    def __init__(self, mpy_value, free, algo, platform, version, files=None, dirs=()):
+        self.mpy_value = mpy_value
+        self.free = free
+        self.algo = algo
+        self.platform = platform
+        self.version = version
+        self.files = files or {}  # path -> (size, hash)
+        self.dirs = set(dirs)  # which of /lib and /lib/device exist
+
+
+def probe_script(root_files):
+    return _PROBE.replace("ROOT_FILES", repr(list(root_files))).replace("LIB_DIR", repr(LIB_DIR))
+
+
+def parse_probe(text):
+    """mpremote exec output of the probe -> BoardState."""
+    info = None
+    files = {}
+    dirs = []
+    for line in text.splitlines():
+        parts = line.strip().split(" ", 3)
+        if parts[0] == "I" and len(parts) == 4:
+            rest = parts[3].split(" ")
+            if len(rest) == 3:
+                info = (int(parts[1]), int(parts[2]), rest[0], rest[1], rest[2])
+        elif parts[0] == "H" and len(parts) == 4:
+            files[parts[3]] = (int(parts[1]), parts[2])
+        elif parts[0] == "D" and len(parts) == 2:
+            dirs.append(parts[1])
+    if info is None:
+        text = " ".join(text.split())[-200:]
+        raise DeployError("deploy: the board did not answer the probe: %r (%s)" % (text, HINT))
+    return BoardState(*info, files=files, dirs=dirs)
+
+
+def mpremote(port, args, what, timeout, stall=False):
+    """Run `mpremote connect PORT args...`; stdout, or a one-line DeployError.
+
+    `timeout` bounds the whole call; with `stall`, it bounds the time without output instead
+    (copies: mpremote draws a progress bar on a terminal, so it runs on a pty here).
+    """
+    cmd = [sys.executable, "-m", "mpremote", "connect", port, *args]
+    try:
+        if stall and os.name == "posix":
+            status, out = _run_on_pty(cmd, timeout)
+            err = ""
+        else:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+            status, out, err = proc.returncode, proc.stdout, proc.stderr
+    except subprocess.TimeoutExpired:
+        how = "stalled for" if stall else "timed out after"
+        raise DeployError(
+            "deploy: %s on %s %s %.0f s (%s)" % (what, port, how, timeout, HINT)
+        ) from None
+    if status != 0:
+        lines = [ln.strip() for ln in re.split(r"[\r\n]", err + out) if ln.strip()]
+        detail = lines[-1] if lines else "exit status %d" % status
+        detail = detail.removeprefix("mpremote: ").replace(
+            " (it may be in use by another program)", ""
+        )
+        raise DeployError("deploy: %s on %s failed: %s (%s)" % (what, port, detail, HINT))
+    return out
+
+
+def _run_on_pty(cmd, stall):
+    """Run `cmd` with its output on a pty; (status, output). TimeoutExpired after `stall`
+    seconds without output."""
+    import pty
+    import select
+
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave)
+    finally:
+        os.close(slave)
+    out = bytearray()
+    last = time.monotonic()
+    try:
+        while True:
+            ready, _, _ = select.select([master], [], [], 0.1)
+            if ready:
+                try:
+                    data = os.read(master, 4096)
+                except OSError:  # EIO: the program has ended and closed the pty
+                    data = b""
+                if not data:
+                    break
+                out += data
+                last = time.monotonic()
+            elif proc.poll() is not None:
+                break
+            elif time.monotonic() - last > stall:
+                raise subprocess.TimeoutExpired(cmd, stall)
+        return proc.wait(), out.decode("utf-8", "replace")
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def probe(port, root_files, timeout):
+    out = mpremote(port, ["exec", probe_script(root_files)], "reading the board", timeout)
+    return parse_probe(out)
+
+
+def soft_reset(port, timeout=_RESET_TIMEOUT):
+    """Ctrl-D at the friendly REPL: a soft reset that runs main.py. True once it is seen."""
+    from firmware_tools.serialport import ToolError, open_port
+
+    try:
+        ser = open_port(port, timeout=0.1)
+    except ToolError as e:
+        raise DeployError("deploy: reset: %s" % e) from None
+    with ser:
+        ser.write(b"\r\x03\x02")  # interrupt whatever runs, friendly REPL
+        time.sleep(0.1)
+        ser.write(b"\x04")
+        seen = b""
+        deadline = time.monotonic() + timeout
+        while b"soft reboot" not in seen and time.monotonic() < deadline:
+            seen = (seen + ser.read(256))[-200:]
+    return b"soft reboot" in seen
+
+
+def resolve_port(port):
+    """An mpremote port name (auto, a0, u0, c0, id:..., a path) -> the device path."""
+    from firmware_tools.serialport import ToolError
+    from firmware_tools.serialport import resolve_port as resolve
+
+    try:
+        device = resolve(port)
+    except ToolError as e:
+        raise DeployError("deploy: %s" % e) from None
+    if os.name == "posix" and "://" not in device and not os.path.exists(device):
+        raise DeployError(
+            "deploy: no port %s: is the board plugged in? (`microprop ports` lists the ports)"
+            % device
+        )
+    return device
+
+
+# -- the command ----------------------------------------------------------------------------
+
+
+def _board_format(state):
+    if state.mpy_value < 0:
+        raise DeployError(
+            "deploy: the board cannot load .mpy files (no sys.implementation._mpy); "
+            "deploy with --source"
+        )
+    try:
+        fmt = mpy.decode_mpy(state.mpy_value)
+    except mpy.MpyError as e:
+        raise DeployError("deploy: %s; deploy with --source" % e) from None
+    if fmt.version != mpy.MPY_VERSION:
+        raise DeployError(
+            "deploy: the board reads .mpy version %d, expected %d (MicroPython 1.19 or later); "
+            "update its firmware or deploy with --source" % (fmt.version, mpy.MPY_VERSION)
+        )
+    return fmt
+
+
+def _fake_format(args):
+    version, sub = mpy.mpy_cross_version()
+    if args.mpy_version:
+        m = re.fullmatch(r"(\d+)\.(\d)", args.mpy_version)
+        if not m:
+            raise DeployError(
+                "deploy: bad --mpy-version %r, expected like 6.2 or 6.3" % args.mpy_version
+            )
+        version, sub = int(m.group(1)), int(m.group(2))
+    if version != mpy.MPY_VERSION:
+        raise DeployError("deploy: --mpy-version %s, expected 6.x" % args.mpy_version)
+    return mpy.MpyFormat(version, sub, args.arch)
+
+
+def plan(items, state):
+    """(to copy, unchanged, stale paths to remove) against what the board holds."""
+    copy, same = [], []
+    for item in items:
+        have = state.files.get(item.target) if state else None
+        digest = item.digest(state.algo) if state else None
+        if have and digest and have == (item.size, digest):
+            same.append(item)
+        else:
+            copy.append(item)
+    targets = {item.target for item in items}
+    stale = []
+    if state:
+        stale = sorted(
+            p
+            for p in state.files
+            if p.startswith(LIB_DIR + "/") and p not in targets and p.endswith((".py", ".mpy"))
+        )
+    return copy, same, stale
+
+
+def _check_space(copy, stale, state):
+    def blocks(n):
+        return -(-n // _BLOCK) * _BLOCK
+
+    need = sum(blocks(i.size) for i in copy)
+    freed = sum(blocks(state.files[i.target][0]) for i in copy if i.target in state.files)
+    freed += sum(blocks(state.files[p][0]) for p in stale)
+    if need - freed > state.free:
+        raise DeployError(
+            "deploy: not enough flash: %d bytes to write, %d free (%d freed by replaced files)"
+            % (need, state.free, freed)
+        )
+
+
+def _fs_chain(copy, stale, state):
+    """mpremote arguments: mkdirs, removals and copies, `+`-separated, in one connection."""
+    args = []
+    for folder in ("/lib", LIB_DIR):
+        if folder not in state.dirs and any(i.target.startswith(folder + "/") for i in copy):
+            args += ["fs", "mkdir", ":" + folder, "+"]
+    for path in stale:
+        args += ["fs", "rm", ":" + path, "+"]
+    for item in copy:
+        args += ["fs", "cp", str(item.local), ":" + item.target, "+"]
+    return args[:-1]
+
+
+def _verify(port, items, timeout):
+    roots = [i.target for i in items if not i.target.startswith(LIB_DIR + "/")]
+    state = probe(port, roots, timeout)
+    for item in items:
+        have = state.files.get(item.target)
+        want = (item.size, item.digest(state.algo) if state.algo != "none" else None)
+        if have is None or (want[1] is not None and have != want) or have[0] != item.size:
+            raise DeployError(
+                "deploy: verify failed for %s: expected %d bytes %s, found %s; deploy again"
+                % (item.target, item.size, want[1] or "", "%d bytes %s" % have if have else "none")
+            )
+    return state
+
+
+def _print_items(copy, same, stale, dry_run):
+    verb = "would copy" if dry_run else "copy"
+    rows = [(verb, i.target, "%d bytes, %s" % (i.size, i.note)) for i in copy]
+    rows += [("unchanged", i.target, "%d bytes, %s" % (i.size, i.note)) for i in same]
+    rows += [("would remove" if dry_run else "remove", p, "stale") for p in stale]
+    width = max(len(r[1]) for r in rows) if rows else 0
+    for action, target, note in rows:
+        print("  %-12s %-*s  %s" % (action, width, target, note))
+
+
+def run(args):
+    """`microprop deploy`: returns 0, or raises DeployError (one line)."""
+    build_dir = Path(args.build_dir or _default_build_dir())
+    timeout = args.timeout
+    port = args.port
+    if args.arch and not args.dry_run:
+        raise DeployError(
+            "deploy: --arch is for --dry-run only (a deploy reads the arch from the board)"
+        )
+    board_config(args)  # flags and files are checked before the board is touched
+    if args.model:
+        _checked_model(args.model)
+    if args.data:
+        _existing(args.data, "--data")
+    root_files = [MODEL_TARGET, DATA_TARGET, BOARD_JSON_TARGET, MAIN_TARGET]
+    state = None
+    if args.arch:
+        fmt = _fake_format(args)
+        print("--- dry run for mpy %d.%d %s (no board read)" % (fmt[0], fmt[1], fmt.arch))
+    else:
+        port = resolve_port(port)
+        state = probe(port, root_files, timeout)
+        fmt = _board_format(state) if not args.source else None
+        print(
+            "--- board %s: MicroPython %s (%s), mpy %s%s, %d bytes free"
+            % (
+                port,
+                state.version,
+                state.platform,
+                "%d.%d " % (fmt[0], fmt[1]) if fmt else "",
+                (fmt.arch or "no native emitter") if fmt else "(--source)",
+                state.free,
+            )
+        )
+    try:
+        items = build(args, fmt, build_dir)
+    except mpy.MpyError as e:
+        raise DeployError("deploy: %s" % e) from None
+    copy, same, stale = plan(items, state)
+    _print_items(copy, same, stale, args.dry_run)
+    n_bytes = sum(i.size for i in copy)
+    if args.dry_run:
+        print(
+            "dry run: %d would be copied (%d bytes), %d unchanged, %d would be removed"
+            % (len(copy), n_bytes, len(same), len(stale))
+        )
+        return 0
+    _check_space(copy, stale, state)
+    if copy or stale:
+        chain = _fs_chain(copy, stale, state)
+        stall = os.name == "posix"
+        limit = timeout if stall else timeout + n_bytes * _SECONDS_PER_BYTE
+        mpremote(port, chain, "copying", limit, stall=stall)
+    after = _verify(port, items, timeout)
+    print(
+        "deployed: %d copied (%d bytes), %d unchanged, %d removed; verified by %s; "
+        "flash free %d bytes" % (len(copy), n_bytes, len(same), len(stale), after.algo, after.free)
+    )
+    if not args.no_reset:
+        if soft_reset(port):
+            print("--- soft reset: the board runs main.py")
+        else:
+            print("--- soft reset sent; no 'soft reboot' seen (reset the board by hand)")
+    return 0
+
+
+def _default_build_dir():
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(cache, "microprop", "build")
+
+
+# -- options --------------------------------------------------------------------------------
+
+
+def _int_list(text):
+    import argparse
+
+    try:
+        return [int(v, 0) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            "expected comma-separated integers like 26,27, found %r" % text
+        ) from None
+
+
+def _int_any_base(text):
+    import argparse
+
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            "expected an integer like 0x68, found %r" % text
+        ) from None
+
+
+def add_arguments(parser):
+    """Options of `microprop deploy`."""
+    parser.add_argument(
+        "port",
+        nargs="?",
+        default="auto",
+        help="board port as mpremote names it: a path, auto, id:SERIAL, a0, u0, c0 (auto)",
+    )
+    parser.add_argument("--model", metavar="FILE.mpm", help="model file, copied as /model.mpm")
+    parser.add_argument("--data", metavar="FILE.csv", help="sensor log to replay, as /data.csv")
+    g = parser.add_argument_group("board settings (written to /board.json)")
+    g.add_argument("--sensor", choices=SENSORS, help="sensor the app reads (default: replay)")
+    g.add_argument("--pins", type=_int_list, help="ADC pins, e.g. 26,27")
+    g.add_argument("--i2c", type=int, help="I2C bus id (mpu6050; default 0)")
+    g.add_argument("--scl", type=int, help="I2C SCL pin")
+    g.add_argument("--sda", type=int, help="I2C SDA pin")
+    g.add_argument("--addr", type=_int_any_base, help="I2C address (mpu6050; default 0x68)")
+    g.add_argument("--accel-fs", type=int, metavar="G", help="accelerometer full scale in g")
+    g.add_argument("--gyro-fs", type=int, metavar="DPS", help="gyroscope full scale in deg/s")
+    g.add_argument("--rate", type=float, metavar="HZ", help="sample rate (default: the model's)")
+    g.add_argument("--smoothing", type=int, default=1, help="majority of the last N windows (1)")
+    g.add_argument("--no-realtime", action="store_true", help="replay data as fast as possible")
+    g = parser.add_argument_group("deploy")
+    g.add_argument(
+        "--dry-run", action="store_true", help="show what would be copied, copy nothing"
+    )
+    g.add_argument("--no-reset", action="store_true", help="no soft reset at the end")
+    g.add_argument("--source", action="store_true", help="copy .py source, compile nothing")
+    g.add_argument("--build-dir", metavar="DIR", help="cache of compiled .mpy files")
+    g.add_argument(
+        "--timeout",
+        type=float,
+        default=_TIMEOUT,
+        metavar="S",
+        help="seconds per mpremote call, more for large copies (%(default)s)",
+    )
+    g.add_argument(
+        "--arch",
+        choices=[a for a in mpy.ARCHS if a],
+        help="with --dry-run: build for this architecture without reading a board (testing)",
+    )
+    g.add_argument(
+        "--mpy-version",
+        metavar="6.N",
+        help="with --arch: the board's .mpy version (default: what mpy-cross emits)",
+    )
