@@ -1,0 +1,356 @@
+"""Training checkpoints in two slots on the board's filesystem, safe against a power cut.
+
+Runs on: board and host (MicroPython >= 1.22 and CPython; imports only os, struct, binascii).
+
+The module knows nothing of the trainer: the caller's state is a list of arrays (typecodes
+'b', 'B', 'h', 'H', 'i', 'I') and a short list of ints (steps, counters, PRNG state, ...).
+
+    crc = model_crc_of("model.mpm")
+    seq = save("ckpt", crc, [master_w, b, w], [steps, n_correct, prng_state])
+    seq, ignored = load("ckpt", crc, [master_w, b, w], ints)   # seq None: nothing loaded
+    for path, reason in ignored:
+        print("info checkpoint=%s ignored=%s" % (path, reason))
+    clear("ckpt")                                                 # reset-model
+
+Two slots, `<prefix>.0` and `<prefix>.1`. `save` writes the slot that does NOT hold the newest
+valid checkpoint of this model, with the next sequence number, then flushes and syncs; until
+its last byte (the CRC) is on the filesystem that slot is invalid, so a power cut at any byte
+of a write leaves the previous checkpoint to `load`. `load` takes the newest slot that is
+intact (magic, version, size, CRC) and belongs to this model (model CRC) and this state
+(the same arrays and the same number of ints); every other slot that exists comes back in
+`ignored` with a reason.
+
+Slot file, little-endian (the arrays in native byte order: little-endian on every board and
+supported host):
+
+| offset    | field            | type                                          |
+|-----------|------------------|-----------------------------------------------|
+| 0         | magic            | 4 bytes b'MPCK'                               |
+| 4         | version          | u16, 1                                        |
+| 6         | n_arrays, n_ints | u8, u8                                        |
+| 8         | length           | u32, the file size, CRC included              |
+| 12        | seq              | u32, 1 for the first save, then +1 each save  |
+| 16        | model_crc        | u32, the CRC32 at the end of the model file   |
+| 20        | per array        | u8 typecode (ASCII), u32 item count           |
+|           | per int          | i32                                           |
+|           | array data       | each array's bytes, in order                  |
+| length-4  | crc32            | u32, binascii.crc32 of every byte before it   |
+
+`save` checks both slots first (it reads them, as `load` does) to pick the slot and the
+sequence number. Ints are stored as i32, sequence numbers and model CRCs as u32.
+
+Memory: save and load allocate a 256-byte buffer and a few small objects, never anything the
+size of the state. `load` first streams the whole slot through that buffer to check its CRC,
+and only then reads the array bytes straight into the caller's arrays (`readinto`), checking
+the CRC once more on the way: a corrupt slot never touches the live weights.
+"""
+
+import binascii
+import os
+import struct
+
+MAGIC = b"MPCK"
+VERSION = 1
+ITEMSIZE = {"b": 1, "B": 1, "h": 2, "H": 2, "i": 4, "I": 4}
+MAX_ITEMS = 255  # arrays, and ints, per checkpoint (u8 counts)
+_HEAD = "<4sHBBIII"  # magic, version, n_arrays, n_ints, length, seq, model_crc
+_HEAD_SIZE = 20
+_DESC = "<BI"  # typecode, item count
+_DESC_SIZE = 5
+_CRC_SIZE = 4
+_CHUNK = 256  # bytes per read while checking a slot's CRC
+
+
+def slot_paths(prefix="ckpt"):
+    """The two slot files of `prefix`."""
+    return (prefix + ".0", prefix + ".1")
+
+
+def model_crc_of(path):
+    """The CRC32 stored in the last 4 bytes of the model file at `path` (u32).
+
+    The model file's loader checks that CRC; a checkpoint records it to name its model."""
+    with open(path, "rb") as f:
+        n = f.seek(0, 2)
+        if n < _CRC_SIZE:
+            raise ValueError("checkpoint: model file %s has %d bytes, expected >= 4" % (path, n))
+        f.seek(n - _CRC_SIZE)
+        return struct.unpack("<I", f.read(_CRC_SIZE))[0]
+
+
+def _typecode(a):
+    """The typecode of array `a`; MicroPython's arrays have no .typecode, their repr names it."""
+    try:
+        tc = a.typecode
+    except AttributeError:
+        r = repr(a[:0])  # "array('h')": a constant-size allocation
+        tc = r[7] if r[:7] == "array('" else "?"
+    if tc not in ITEMSIZE:
+        raise ValueError("checkpoint: array typecode %r, expected one of bBhHiI" % (tc,))
+    return tc
+
+
+def _shape(arrays):
+    """[(typecode, item count), ...] of the caller's arrays."""
+    if len(arrays) > MAX_ITEMS:
+        raise ValueError("checkpoint: %d arrays, expected <= %d" % (len(arrays), MAX_ITEMS))
+    shape = []
+    for a in arrays:
+        shape.append((_typecode(a), len(a)))
+    return shape
+
+
+def _sizes(shape, n_ints):
+    """(header bytes, file bytes) of a checkpoint of this shape."""
+    head = _HEAD_SIZE + _DESC_SIZE * len(shape) + 4 * n_ints
+    total = head
+    for tc, n in shape:
+        total += n * ITEMSIZE[tc]
+    return head, total + _CRC_SIZE
+
+
+def _sync(f):
+    """Flush `f` to the filesystem: fsync where there is one (CPython); -> True if done."""
+    f.flush()
+    fsync = getattr(os, "fsync", None)
+    if fsync is None:
+        return False
+    fsync(f.fileno())
+    return True
+
+
+def _sync_all():
+    """os.sync() where there is one (the boards' ports have it; the Unix port has not)."""
+    sync = getattr(os, "sync", None)
+    if sync is not None:
+        sync()
+
+
+def _put(f, data, n):
+    k = f.write(data)
+    if k is not None and k != n:
+        raise OSError("checkpoint: wrote %d of %d bytes" % (k, n))
+
+
+def _write(path, seq, model_crc, shape, arrays, ints):
+    n_head, length = _sizes(shape, len(ints))
+    head = struct.pack(_HEAD, MAGIC, VERSION, len(shape), len(ints), length, seq, model_crc)
+    with open(path, "wb") as f:
+        crc = binascii.crc32(head)
+        _put(f, head, _HEAD_SIZE)
+        for tc, n in shape:
+            d = struct.pack(_DESC, ord(tc), n)
+            crc = binascii.crc32(d, crc)
+            _put(f, d, _DESC_SIZE)
+        for v in ints:
+            d = struct.pack("<i", v)
+            crc = binascii.crc32(d, crc)
+            _put(f, d, 4)
+        for k in range(len(shape)):
+            a = arrays[k]
+            crc = binascii.crc32(a, crc)  # over the array's own buffer: no copy
+            _put(f, a, shape[k][1] * ITEMSIZE[shape[k][0]])
+        _put(f, struct.pack("<I", crc & 0xFFFFFFFF), _CRC_SIZE)
+        synced = _sync(f)
+    if not synced:
+        _sync_all()
+
+
+def _read_exact(f, buf, n):
+    """Read n <= len(buf) bytes into buf (n == len(buf) makes no memoryview); False if short."""
+    if n == len(buf):
+        return f.readinto(buf) == n
+    return f.readinto(memoryview(buf)[:n]) == n
+
+
+def _crc_stream(f, buf, n):
+    """binascii.crc32 of the next n bytes of `f`, read through `buf`; None if the file ends."""
+    crc = 0
+    while n >= len(buf):
+        if not _read_exact(f, buf, len(buf)):
+            return None
+        crc = binascii.crc32(buf, crc)
+        n -= len(buf)
+    if n:
+        view = memoryview(buf)[:n]
+        if f.readinto(view) != n:
+            return None
+        crc = binascii.crc32(view, crc)
+    return crc & 0xFFFFFFFF
+
+
+def _check_file(f, model_crc, shape, n_ints, buf):
+    """(seq or None, reason or None) of the open slot `f`; see `_check`."""
+    n = f.seek(0, 2)
+    f.seek(0)
+    if n < _HEAD_SIZE + _CRC_SIZE or not _read_exact(f, buf, _HEAD_SIZE):
+        return None, "truncated, %d bytes" % n
+    magic, version, n_arrays, n_got, length, seq, crc_model = struct.unpack_from(_HEAD, buf, 0)
+    if magic != MAGIC:
+        return None, "bad magic %r, expected %r" % (magic, MAGIC)
+    if version != VERSION:
+        return None, "unknown version %d, expected %d" % (version, VERSION)
+    if length != n:
+        if n < length:
+            return None, "truncated, %d of %d bytes" % (n, length)
+        return None, "size %d bytes, header says %d" % (n, length)
+    f.seek(0)
+    crc = _crc_stream(f, buf, n - _CRC_SIZE)
+    if crc is None or not _read_exact(f, buf, _CRC_SIZE):
+        return None, "truncated while reading"
+    stored = struct.unpack_from("<I", buf, 0)[0]
+    if stored != crc:
+        return None, "crc mismatch: stored 0x%08x, computed 0x%08x" % (stored, crc)
+    if crc_model != model_crc:
+        return seq, "belongs to another model (crc 0x%08x, expected 0x%08x)" % (
+            crc_model,
+            model_crc,
+        )
+    if n_arrays != len(shape) or n_got != n_ints:
+        return seq, "different shape: %d arrays and %d ints, expected %d and %d" % (
+            n_arrays,
+            n_got,
+            len(shape),
+            n_ints,
+        )
+    f.seek(_HEAD_SIZE)
+    for k in range(n_arrays):
+        if not _read_exact(f, buf, _DESC_SIZE):
+            return None, "truncated while reading"
+        tc, count = struct.unpack_from(_DESC, buf, 0)
+        if tc != ord(shape[k][0]) or count != shape[k][1]:
+            return seq, "different shape: array %d is %s x %d, expected %s x %d" % (
+                k,
+                chr(tc),
+                count,
+                shape[k][0],
+                shape[k][1],
+            )
+    if _sizes(shape, n_ints)[1] != n:
+        return None, "size %d bytes, its arrays need %d" % (n, _sizes(shape, n_ints)[1])
+    return seq, None
+
+
+def _check(path, model_crc, shape, n_ints, buf):
+    """Check the slot at `path` without touching the caller's state.
+
+    -> (None, None) no such file; (None, reason) not an intact checkpoint; (seq, reason) an
+    intact checkpoint of another model or shape; (seq, None) a checkpoint `load` may use."""
+    try:
+        f = open(path, "rb")
+    except OSError as e:
+        try:
+            os.stat(path)  # ENOENT differs between ports (2, 44 on WebAssembly): ask again
+        except OSError:
+            return None, None
+        return None, "unreadable (%s)" % (e,)
+    try:
+        return _check_file(f, model_crc, shape, n_ints, buf)
+    except OSError as e:
+        return None, "unreadable (%s)" % (e,)
+    finally:
+        f.close()
+
+
+def _check_args(model_crc, ints):
+    if not 0 <= model_crc <= 0xFFFFFFFF:
+        raise ValueError("checkpoint: model crc %r, expected a u32" % (model_crc,))
+    if len(ints) > MAX_ITEMS:
+        raise ValueError("checkpoint: %d ints, expected <= %d" % (len(ints), MAX_ITEMS))
+
+
+def save(prefix, model_crc, arrays, ints):
+    """Write `arrays` and `ints` (each in [-2**31, 2**31 - 1]) as the newest checkpoint of
+    the model with CRC `model_crc`; return its sequence number.
+
+    The slot written is the one not holding the newest valid checkpoint of this model and
+    shape (or, if there is none, of any model), so that checkpoint survives a cut write."""
+    _check_args(model_crc, ints)
+    for v in ints:
+        if not -0x80000000 <= v <= 0x7FFFFFFF:
+            raise ValueError("checkpoint: int %r, expected an i32" % (v,))
+    shape = _shape(arrays)
+    buf = bytearray(_CHUNK)
+    paths = slot_paths(prefix)
+    top = 0  # the highest sequence number of any intact slot
+    keep = -1  # the slot to keep: newest of this model and shape ...
+    keep_any = -1  # ... else newest intact slot
+    best = -1
+    best_any = -1
+    for i in range(2):
+        seq, reason = _check(paths[i], model_crc, shape, len(ints), buf)
+        if seq is None:
+            continue
+        top = max(top, seq)
+        if seq > best_any:
+            best_any, keep_any = seq, i
+        if reason is None and seq > best:
+            best, keep = seq, i
+    if keep < 0:
+        keep = keep_any
+    if top >= 0xFFFFFFFF:
+        raise ValueError("checkpoint: sequence number exhausted; clear() the slots")
+    _write(paths[1] if keep == 0 else paths[0], top + 1, model_crc, shape, arrays, ints)
+    return top + 1
+
+
+def _read_into(path, shape, arrays, ints_out, buf):
+    """Read the checked slot `path` into the caller's arrays and ints_out; check its CRC again
+    (the file must not have changed since `_check`)."""
+    n_head, length = _sizes(shape, len(ints_out))
+    with open(path, "rb") as f:
+        crc = _crc_stream(f, buf, n_head)
+        if crc is None:
+            raise OSError("checkpoint: %s changed while it was loaded" % path)
+        f.seek(n_head - 4 * len(ints_out))
+        for k in range(len(ints_out)):
+            if not _read_exact(f, buf, 4):
+                raise OSError("checkpoint: %s changed while it was loaded" % path)
+            ints_out[k] = struct.unpack_from("<i", buf, 0)[0]
+        f.seek(n_head)
+        for k in range(len(shape)):
+            a = arrays[k]
+            n = shape[k][1] * ITEMSIZE[shape[k][0]]
+            if n and f.readinto(a) != n:
+                crc = None
+                break
+            crc = binascii.crc32(a, crc)
+        ok = crc is not None and _read_exact(f, buf, _CRC_SIZE)
+        if not ok or struct.unpack_from("<I", buf, 0)[0] != crc & 0xFFFFFFFF:
+            raise OSError("checkpoint: %s changed while it was loaded" % path)
+
+
+def load(prefix, model_crc, arrays, ints_out):
+    """Load the newest valid checkpoint of the model with CRC `model_crc` into the caller's
+    preallocated `arrays` and the list `ints_out` (its length is the number of ints).
+
+    -> (seq, ignored): seq is the sequence number loaded, or None when no slot is valid (the
+    caller's arrays and ints are then untouched); ignored lists (path, reason) for each slot
+    file that exists and was not used (corrupt, truncated, another model or shape; an older
+    valid slot is not listed)."""
+    _check_args(model_crc, ints_out)
+    shape = _shape(arrays)
+    buf = bytearray(_CHUNK)
+    ignored = []
+    best = None
+    best_seq = -1
+    for path in slot_paths(prefix):
+        seq, reason = _check(path, model_crc, shape, len(ints_out), buf)
+        if reason is not None:
+            ignored.append((path, reason))
+        elif seq is not None and seq > best_seq:
+            best, best_seq = path, seq
+    if best is None:
+        return None, ignored
+    _read_into(best, shape, arrays, ints_out, buf)
+    return best_seq, ignored
+
+
+def clear(prefix="ckpt"):
+    """Remove both slots of `prefix` (missing ones are fine): back to the exported weights."""
+    for path in slot_paths(prefix):
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+    _sync_all()
