@@ -398,6 +398,11 @@ def _tool(module_name):
     return handler, add_options
 
 
+_EPILOG["deploy"] = """example:
+  microprop deploy auto --model model.mpm                      (replay sensor, data.csv)
+  microprop deploy /dev/ttyACM0 --model model.mpm --sensor mpu6050 --i2c 0 --scl 5 --sda 4
+  microprop deploy /dev/pts/5 --model model.mpm --data walk.csv --dry-run
+"""
 _EPILOG["monitor"] = """example:
   microprop monitor auto --log predictions.csv
   microprop monitor /dev/ttyACM0 --seconds 30 --send "mode predict"
@@ -409,6 +414,77 @@ _EPILOG["ports"] = """example:
   microprop ports
 """
 
+
+def do_adapt(args):
+    from host import adapt
+    from host.mlp import MLP
+
+    mlp, meta = MLP.load(args.model)
+    ds, subjects = _model_dataset(args, meta)
+    test = args.test_subjects or subjects or meta.get("data", {}).get("test_subjects")
+    if not test:
+        raise CommandError("no test subjects: give --test-subjects (the model has none)")
+    train = sorted(set(ds.subjects.tolist()) - set(map(str, test)), key=adapt.natural_key)
+
+    def progress(text):
+        if not args.quiet:
+            print("--- " + text, file=sys.stderr)
+
+    result = adapt.run_adaptation(
+        ds,
+        train,
+        test,
+        modes=args.modes,
+        epochs=args.epochs,
+        seed=args.seed,
+        per_class=args.per_class,
+        lr_shift=args.lr_shift,
+        lr=args.lr,
+        model=(mlp, meta),
+        progress=progress,
+    )
+    print(adapt.format_adaptation(result))
+
+
+_EPILOG["adapt"] = """example:
+  microprop adapt model.npz            (the data and test subjects it was trained with)
+  microprop adapt model.npz --modes last --epochs 20 --per-class 3
+  microprop adapt model.npz --lr-shift 6 --lr 0.02       (given rates: no selection)
+
+Each test subject's first windows of each class train the int8 model as the board would (bit
+for bit); a float SGD baseline trains the same layers on the same windows. Accuracy before and
+after on that subject's windows that share no sample with them. The rates are chosen
+leave-one-subject-out on the training subjects unless given.
+"""
+
+
+def _adapt_options(p):
+    from host import adapt
+
+    p.add_argument("model", help="float model file (.npz) from microprop train")
+    add_data_options(p, default=None)
+    g = p.add_argument_group("adaptation")
+    g.add_argument(
+        "--modes",
+        type=lambda t: _csv_list(t),
+        default=list(adapt.MODES),
+        help="what learns: last, bias, all, comma-separated (last,all)",
+    )
+    g.add_argument(
+        "--epochs",
+        type=int,
+        default=adapt.DEFAULT_EPOCHS,
+        help="passes over the adaptation set (10)",
+    )
+    g.add_argument(
+        "--per-class", type=int, default=adapt.PER_CLASS, help="adaptation windows per class (5)"
+    )
+    g.add_argument("--test-subjects", type=lambda t: _csv_list(t), help="default: the model's")
+    g.add_argument("--lr-shift", type=int, help="integer rate 2**-N (default: chosen)")
+    g.add_argument("--lr", type=float, help="float baseline rate (default: chosen)")
+    g.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+
 COMMANDS = {
     "train": (do_train, "train a float MLP on sensor windows (subject-wise split)"),
     "eval": (do_eval, "evaluate a trained model on a dataset"),
@@ -416,9 +492,11 @@ COMMANDS = {
     "export": (do_export, "quantize a float model to int8 and write the board's model file"),
     "info": (do_info, "show a model file: layers, scales, flash and RAM, headroom"),
     "board": (do_board, "run a virtual board (MicroPython Unix port on a pseudo-terminal)"),
+    "deploy": (_tool("deploy")[0], "compile and copy the device package, model and config"),
     "monitor": (_tool("monitor")[0], "watch a board's predictions live, log them, send commands"),
     "record": (_tool("record")[0], "record labelled sensor samples from a board into a CSV"),
     "ports": (_tool("ports")[0], "list serial ports and recognised boards"),
+    "adapt": (do_adapt, "measure on-board learning for new subjects, int8 vs float"),
 }
 
 
@@ -505,9 +583,11 @@ _ADD_OPTIONS = {
     "export": _export_options,
     "info": _info_options,
     "board": _board_options,
+    "deploy": _tool("deploy")[1],
     "monitor": _tool("monitor")[1],
     "record": _tool("record")[1],
     "ports": _tool("ports")[1],
+    "adapt": _adapt_options,
 }
 
 

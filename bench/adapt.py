@@ -1,0 +1,63 @@
+"""On-board adaptation to new wearers: integer (board-exact) vs float SGD, before and after.
+
+Runs on: host. Needs the shared datasets for `--data shoulder` (the default).
+
+The protocol of host/adapt.py: a model trained on subjects 1-7, the rates chosen
+leave-one-subject-out on 1-7, each of 8-10 adapting on its first 5 windows per class and
+evaluated on its windows that share no sample with them. Prints the full table per seed (the
+seed drives the model's training, the shuffles and the stochastic rounding) and, for several
+seeds, the mean gains over them.
+
+    python bench/adapt.py [--data shoulder] [--seeds 0] [--epochs 10] [--modes last,all]
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from host import adapt, pipeline  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default="shoulder")
+    ap.add_argument("--train-subjects", default="1,2,3,4,5,6,7")
+    ap.add_argument("--test-subjects", default="8,9,10")
+    ap.add_argument("--seeds", default="0")
+    ap.add_argument("--epochs", type=int, default=adapt.DEFAULT_EPOCHS)
+    ap.add_argument("--per-class", type=int, default=adapt.PER_CLASS)
+    ap.add_argument("--modes", default="last,all")
+    args = ap.parse_args()
+    modes = tuple(args.modes.split(","))
+    ds = pipeline.make_dataset(pipeline.load_log(args.data), source=args.data)
+    results = []
+    for seed in (int(s) for s in args.seeds.split(",")):
+        t0 = time.perf_counter()
+        r = adapt.run_adaptation(
+            ds, args.train_subjects.split(","), args.test_subjects.split(","), modes=modes,
+            epochs=args.epochs, seed=seed, per_class=args.per_class,
+        )  # fmt: skip
+        print("== seed %d (%.1f s)" % (seed, time.perf_counter() - t0))
+        print(adapt.format_adaptation(r))
+        print()
+        results.append(r)
+    if len(results) > 1:
+        print("== mean over seeds %s (gains in points)" % args.seeds)
+        for m in modes:
+            ig = [100 * r["mean"][m]["int_gain"] for r in results]
+            fg = [100 * r["mean"][m]["float_gain"] for r in results]
+            ok = sum(r["accepted"][m] for r in results)
+            print(
+                "%-4s integer gain %+.2f (sd %.2f), float gain %+.2f (sd %.2f); accepted in "
+                "%d of %d seeds" % (m, np.mean(ig), np.std(ig), np.mean(fg), np.std(fg), ok,
+                                    len(results))
+            )  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

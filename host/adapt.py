@@ -1,0 +1,409 @@
+"""What on-board learning buys a new wearer: the adaptation experiment, integer vs float.
+
+Runs on: host.
+
+Protocol. A model is trained on `train_subjects` (host.pipeline.train_model, the subject-wise
+split, then quantize_model as export does). For each subject of `test_subjects`, on its own:
+
+- its windows in time order (recording, then first sample);
+- the adaptation set: the first `per_class` windows of each class;
+- the evaluation set: its other windows that share no sample with an adaptation window
+  (windows overlap, so the neighbours in the same recording are left out too);
+- integer training with TrainRef (bit for bit the board's Trainer, batch 1) for `epochs`
+  passes over the adaptation set, in one seeded shuffle per epoch;
+- the float baseline: float64 SGD on the same layers of the dequantized model
+  (trainref.float_finetune), same samples, same order, same epochs;
+- accuracy on the evaluation set before and after, integer (host/reference.py) and float.
+
+The rates are never chosen on the test subjects: the integer lr_shift and the float learning
+rate are picked, each on its own grid, by the same protocol run leave-one-subject-out over
+the training subjects (a model trained on the others, adapted to the one left out), as the
+rate with the best mean accuracy after adaptation; ties go to the smaller rate.
+"""
+
+import numpy as np
+
+from . import pipeline, reference, trainref
+from .errors import DataError
+
+MODES = ("last", "all")
+PER_CLASS = 5
+# Passes over the adaptation set; on shoulder subjects 1-7 (leave-one-out) 10 and 20 epochs
+# adapt equally well (5 is worse), so 10: 350 board steps for 5 windows of 7 classes.
+DEFAULT_EPOCHS = 10
+LR_SHIFTS = tuple(range(2, 15))  # the board's rates 2**-2 .. 2**-14
+FLOAT_LRS = tuple(2.0 ** (-k / 2) for k in range(2, 29))  # 2**-1 .. 2**-14, half-octave steps
+
+
+def window_recordings(ds):
+    """Recording id of each window of a pipeline.Dataset (its first sample's)."""
+    return np.asarray(ds.log.recordings)[ds.starts]
+
+
+def natural_key(s):
+    s = str(s)
+    return (0, int(s), "") if s.isdigit() else (1, 0, s)
+
+
+def time_order(ds, subject):
+    """Indices of `subject`'s windows in time order: by recording, then first sample."""
+    idx = np.flatnonzero(ds.subjects == str(subject))
+    rec = window_recordings(ds)[idx]
+    keys = sorted(range(len(idx)), key=lambda i: (natural_key(rec[i]), int(ds.starts[idx[i]])))
+    return idx[np.asarray(keys, dtype=np.int64)]
+
+
+def adaptation_split(ds, subject, classes, per_class=PER_CLASS):
+    """(adaptation indices, evaluation indices) of one subject's windows (see the module
+    docstring): the first `per_class` windows of each class in time order, and the windows
+    of the model's classes that share no sample with any of them."""
+    order = time_order(ds, subject)
+    order = order[np.isin(ds.labels[order], list(classes))]
+    taken = {c: 0 for c in classes}
+    adapt = []
+    for i in order:
+        c = ds.labels[i]
+        if taken[c] < per_class:
+            taken[c] += 1
+            adapt.append(i)
+    adapt = np.asarray(adapt, dtype=np.int64)
+    rec = window_recordings(ds)
+    lo, hi = ds.starts, ds.starts + ds.window  # sample range [lo, hi) of each window
+    overlap = np.zeros(len(ds.starts), dtype=bool)
+    for a in adapt:
+        overlap |= (rec == rec[a]) & (lo < hi[a]) & (lo[a] < hi)
+    keep = order[~overlap[order]]
+    return adapt, keep
+
+
+def epoch_order(n, epochs, seed):
+    """Sample order of `epochs` passes over n samples: one seeded permutation per epoch."""
+    rng = np.random.default_rng(seed)
+    return np.concatenate([rng.permutation(n) for _ in range(epochs)] or [np.zeros(0, int)])
+
+
+def _accuracy(pred, y):
+    return float(np.mean(np.asarray(pred) == np.asarray(y))) if len(y) else float("nan")
+
+
+class _Trial:
+    """One subject's adaptation and evaluation sets on one quantized model."""
+
+    def __init__(self, qm, ds, subject, per_class, epochs, seed):
+        classes = list(qm.classes)
+        adapt, keep = adaptation_split(ds, subject, classes, per_class)
+        if len(adapt) == 0 or len(keep) == 0:
+            raise DataError(
+                "adapt: subject %s leaves %d adaptation and %d evaluation windows, expected "
+                "some of each" % (subject, len(adapt), len(keep)),
+                path=ds.source or None,
+            )
+        self.qm, self.subject, self.seed = qm, str(subject), seed
+        self.n_adapt, self.n_eval = len(adapt), len(keep)
+        order = epoch_order(len(adapt), epochs, seed)
+        self.x_adapt = ds.X[adapt][order]
+        self.y_adapt = pipeline.class_indices(ds.labels[adapt], classes)[order]
+        self.x_eval = ds.X[keep]
+        self.y_eval = pipeline.class_indices(ds.labels[keep], classes)
+        self.int_before = _accuracy(reference.predict(qm, self.x_eval)[0], self.y_eval)
+        net = trainref.dequantize(qm)
+        self.float_before = _accuracy(trainref.float_predict(net, self.x_eval), self.y_eval)
+
+    def integer(self, mode, lr_shift):
+        """Accuracy after board-exact training (TrainRef, batch 1; its stochastic rounding
+        draws from the board's xorshift16 seeded with seed + 1)."""
+        ref = trainref.train_steps(
+            self.qm, self.x_adapt, self.y_adapt, mode=mode, lr_shift=lr_shift, batch=1,
+            seed=self.seed + 1,
+        )  # fmt: skip
+        return _accuracy(reference.predict(ref.qmodel, self.x_eval)[0], self.y_eval)
+
+    def floating(self, mode, lr):
+        """Accuracy after float64 SGD on the same layers, samples and order."""
+        net, _ = trainref.float_finetune(self.qm, self.x_adapt, self.y_adapt, mode=mode, lr=lr)
+        return _accuracy(trainref.float_predict(net, self.x_eval), self.y_eval)
+
+
+def _subset(ds, subjects):
+    keep = np.isin(ds.subjects, [str(s) for s in subjects])
+    return pipeline.Dataset(
+        ds.log, ds.window, ds.hop, ds.X[keep], ds.labels[keep], ds.subjects[keep],
+        ds.starts[keep], ds.source,
+    )  # fmt: skip
+
+
+def _quantize(mlp, meta, ds, modes):
+    """Quantize as export does, with the bound proof covering the layers the modes train."""
+    n_layers = len(mlp.W)
+    learns_all = any(m in ("all", "bias") for m in modes)
+    trainable = tuple(range(n_layers)) if learns_all else (n_layers - 1,)
+    return pipeline.quantize_model(mlp, meta, ds, trainable_layers=trainable)
+
+
+def _train(ds, train_subjects, test_subjects, modes, train_options):
+    """Float model on `train_subjects` only, quantized: -> (qmodel, float test accuracy)."""
+    sub = _subset(ds, list(train_subjects) + list(test_subjects))
+    mlp, meta, report, _ = pipeline.train_model(
+        sub, test_subjects=list(test_subjects), **train_options
+    )
+    return _quantize(mlp, meta, sub, modes), report["accuracy"]
+
+
+def _pick(scores, grid):
+    """The grid value with the best mean score; ties to the smaller rate."""
+    best = None
+    for v in grid:
+        s = scores.get(v)
+        if s is not None and (best is None or s > scores[best] + 1e-12):
+            best = v
+    return best
+
+
+def select_rates(
+    ds, train_subjects, modes=MODES, epochs=DEFAULT_EPOCHS, seed=0, per_class=PER_CLASS,
+    train_options=None, progress=None,
+):  # fmt: skip
+    """Leave-one-subject-out over `train_subjects` -> {"lr_shift": {mode: k}, "lr": {mode: lr},
+    "int_scores": {mode: {k: mean accuracy}}, "float_scores": {mode: {lr: ...}},
+    "before": {mode: mean accuracy before}}. Only `train_subjects`' windows are used."""
+    train_subjects = [str(s) for s in train_subjects]
+    if len(train_subjects) < 2:
+        raise DataError(
+            "adapt: choosing the rates needs at least 2 training subjects, found %d; "
+            "give the learning rates instead" % len(train_subjects)
+        )
+    options = dict(train_options or {})
+    int_sum = {m: {k: 0.0 for k in LR_SHIFTS} for m in modes}
+    float_sum = {m: {lr: 0.0 for lr in FLOAT_LRS} for m in modes}
+    before = float_before = 0.0
+    for n, held_out in enumerate(train_subjects):
+        others = [s for s in train_subjects if s != held_out]
+        if progress:
+            progress(
+                "rates: fold %d/%d, subject %s left out" % (n + 1, len(train_subjects), held_out)
+            )
+        qm, _ = _train(ds, others, [held_out], modes, options)
+        trial = _Trial(qm, ds, held_out, per_class, epochs, seed)
+        before += trial.int_before
+        float_before += trial.float_before
+        for m in modes:
+            for k in LR_SHIFTS:
+                if int_sum[m][k] is not None:
+                    try:
+                        int_sum[m][k] += trial.integer(m, k)
+                    except ValueError:  # the bound proof refuses this rate: not a candidate
+                        int_sum[m][k] = None
+            for lr in FLOAT_LRS:
+                float_sum[m][lr] += trial.floating(m, lr)
+    n = len(train_subjects)
+    int_scores = {m: {k: v / n for k, v in d.items() if v is not None} for m, d in int_sum.items()}
+    float_scores = {m: {lr: v / n for lr, v in d.items()} for m, d in float_sum.items()}
+    return {
+        "lr_shift": {m: _pick(int_scores[m], sorted(LR_SHIFTS, reverse=True)) for m in modes},
+        "lr": {m: _pick(float_scores[m], sorted(FLOAT_LRS)) for m in modes},
+        "int_scores": int_scores,
+        "float_scores": float_scores,
+        "before": before / n,
+        "float_before": float_before / n,
+        "subjects": train_subjects,
+    }
+
+
+def _options_from_meta(meta):
+    """train_model keyword arguments that reproduce a saved model's training."""
+    t = dict(meta.get("training") or {})
+    keys = set(pipeline.TRAIN_DEFAULTS) | {"hidden", "activation", "seed"}
+    out = {k: v for k, v in t.items() if k in keys}
+    if "hidden" in out:
+        out["hidden"] = tuple(out["hidden"])
+    return out
+
+
+def run_adaptation(
+    log_or_dataset, train_subjects, test_subjects, modes=MODES, epochs=DEFAULT_EPOCHS, seed=0,
+    per_class=PER_CLASS, lr_shift=None, lr=None, model=None, train_options=None, progress=None,
+):  # fmt: skip
+    """The adaptation experiment (module docstring) -> dict with "rows" (one per test
+    subject and mode: accuracies before/after, integer and float), "mean" per mode (with the
+    gains and "ratio" = integer gain / float gain), "accepted" per mode (float gain > 0 and
+    integer gain >= 0.8 of it), the rates and how they were chosen ("selection").
+
+    log_or_dataset: a SensorLog (cut into the pipeline's default windows) or a
+    pipeline.Dataset. model: an optional (mlp, meta) already trained on `train_subjects`
+    (else one is trained with `train_options` and `seed`). lr_shift / lr: an int / float, or a
+    {mode: value} dict, to skip choosing them on the training subjects.
+    """
+    for m in modes:
+        if m not in trainref.MODES:
+            raise ValueError("adapt: mode %r, expected one of %s" % (m, ", ".join(trainref.MODES)))
+    if not isinstance(epochs, (int, np.integer)) or epochs < 1:
+        raise ValueError("adapt: epochs %r, expected an int >= 1" % (epochs,))
+    if not isinstance(per_class, (int, np.integer)) or per_class < 1:
+        raise ValueError("adapt: per_class %r, expected an int >= 1" % (per_class,))
+    ds = log_or_dataset
+    if not isinstance(ds, pipeline.Dataset):
+        ds = pipeline.make_dataset(ds, source=getattr(ds, "path", "") or "")
+    train_subjects = [str(s) for s in train_subjects]
+    test_subjects = [str(s) for s in test_subjects]
+    both = set(train_subjects) & set(test_subjects)
+    if both:
+        raise DataError("adapt: subjects %s are both training and test" % ",".join(sorted(both)))
+    options = dict(train_options or {})
+    if model is not None:
+        options = dict(_options_from_meta(model[1]), **options)
+    options.setdefault("seed", seed)
+
+    selection = None
+    if lr_shift is None or lr is None:
+        selection = select_rates(
+            ds, train_subjects, modes, epochs, seed, per_class, options, progress
+        )
+    lr_shift = _per_mode(lr_shift, selection and selection["lr_shift"], modes)
+    lr = _per_mode(lr, selection and selection["lr"], modes)
+
+    if model is None:
+        if progress:
+            progress("model: training on subjects %s" % ",".join(train_subjects))
+        qm, float_test = _train(ds, train_subjects, test_subjects, modes, options)
+    else:
+        mlp, meta = model
+        qm = _quantize(mlp, meta, ds, modes)
+        float_test = None
+    rows = []
+    for s in test_subjects:
+        trial = _Trial(qm, ds, s, per_class, epochs, seed)
+        for m in modes:
+            rows.append(
+                {
+                    "subject": s,
+                    "mode": m,
+                    "n_adapt": trial.n_adapt,
+                    "n_eval": trial.n_eval,
+                    "int_before": trial.int_before,
+                    "int_after": trial.integer(m, lr_shift[m]),
+                    "float_before": trial.float_before,
+                    "float_after": trial.floating(m, lr[m]),
+                }
+            )
+    mean = {}
+    for m in modes:
+        r = [row for row in rows if row["mode"] == m]
+        avg = {k: float(np.mean([row[k] for row in r])) for k in _ACC_KEYS}
+        avg["int_gain"] = avg["int_after"] - avg["int_before"]
+        avg["float_gain"] = avg["float_after"] - avg["float_before"]
+        fg = avg["float_gain"]
+        avg["ratio"] = avg["int_gain"] / fg if fg > 0 else float("nan")
+        mean[m] = avg
+    return {
+        "source": ds.source,
+        "train_subjects": train_subjects,
+        "test_subjects": test_subjects,
+        "modes": list(modes),
+        "epochs": int(epochs),
+        "per_class": int(per_class),
+        "seed": int(seed),
+        "lr_shift": lr_shift,
+        "lr": lr,
+        "selection": selection,
+        "float_test_accuracy": float_test,
+        "sizes": list(qm.sizes),
+        "rows": rows,
+        "mean": mean,
+        "accepted": {m: accepted(mean[m]) for m in modes},
+    }
+
+
+_ACC_KEYS = ("int_before", "int_after", "float_before", "float_after")
+RATIO = 0.8
+
+
+def accepted(mean):
+    """The issue's criterion on the means: float gain > 0, integer gain >= 0.8 of it."""
+    return bool(mean["float_gain"] > 0 and mean["int_gain"] >= RATIO * mean["float_gain"])
+
+
+def _per_mode(given, chosen, modes):
+    if given is None:
+        return dict(chosen)
+    if isinstance(given, dict):
+        missing = [m for m in modes if m not in given]
+        if missing:
+            raise ValueError("adapt: no rate for modes %s" % ",".join(missing))
+        return {m: given[m] for m in modes}
+    return {m: given for m in modes}
+
+
+def _subjects_text(subjects):
+    return ",".join(subjects)
+
+
+def format_adaptation(result):
+    """The result of run_adaptation as a text table (accuracy in %, gains in points)."""
+    r = result
+    lines = [
+        "on-board adaptation (%s): model trained on subjects %s, adapted to each of %s"
+        % (
+            r["source"] or "data",
+            _subjects_text(r["train_subjects"]),
+            _subjects_text(r["test_subjects"]),
+        ),  # fmt: skip
+        "adaptation set: first %d windows per class in time order; evaluation: that subject's "
+        "windows sharing no sample with them; %d epochs, seeded shuffle %d, batch 1"
+        % (r["per_class"], r["epochs"], r["seed"]),
+    ]
+    sel = r["selection"]
+    how = (
+        "chosen leave-one-subject-out on subjects %s" % _subjects_text(sel["subjects"])
+        if sel
+        else "given"
+    )
+    lines.append("rates (%s):" % how)
+    for m in r["modes"]:
+        k, lr = r["lr_shift"][m], r["lr"][m]
+        text = "  %-4s integer lr_shift %d (2**-%d), float lr %.4g" % (m, k, k, lr)
+        if sel:
+            text += "; leave-one-out mean there: int8 %.1f -> %.1f, float %.1f -> %.1f" % (
+                100 * sel["before"], 100 * sel["int_scores"][m][k],
+                100 * sel["float_before"], 100 * sel["float_scores"][m][lr],
+            )  # fmt: skip
+        lines.append(text)
+    head = "%-5s %-8s %5s %5s | %-21s | %-21s" % (
+        "mode", "subject", "adapt", "eval", "  int8 board (TrainRef)", "   float SGD baseline"
+    )  # fmt: skip
+    sub = "%-5s %-8s %5s %5s | %6s %6s %7s | %6s %6s %7s" % (
+        "", "", "", "", "before", "after", "gain", "before", "after", "gain"
+    )  # fmt: skip
+    lines += ["", head, sub, "-" * len(sub)]
+    for m in r["modes"]:
+        for row in r["rows"]:
+            if row["mode"] == m:
+                lines.append(_row(m, row["subject"], row, row["n_adapt"], row["n_eval"]))
+        mean = r["mean"][m]
+        lines.append(_row(m, "mean", mean, "", ""))
+        lines.append("-" * len(sub))
+    lines.append("")
+    for m in r["modes"]:
+        mean = r["mean"][m]
+        lines.append(
+            "%-4s integer gain %+.1f points, float gain %+.1f points: ratio %s -> %s"
+            % (
+                m,
+                100 * mean["int_gain"],
+                100 * mean["float_gain"],
+                "n/a" if mean["float_gain"] <= 0 else "%.2f" % mean["ratio"],
+                "accepted (float gain > 0, integer >= %.0f %% of it)" % (100 * RATIO)
+                if r["accepted"][m]
+                else "NOT accepted (needs float gain > 0, integer >= %.0f %% of it)"
+                % (100 * RATIO),
+            )
+        )
+    return "\n".join(lines)
+
+
+def _row(mode, subject, a, n_adapt, n_eval):
+    return "%-5s %-8s %5s %5s | %6.1f %6.1f %+7.1f | %6.1f %6.1f %+7.1f" % (
+        mode, subject, n_adapt, n_eval,
+        100 * a["int_before"], 100 * a["int_after"], 100 * (a["int_after"] - a["int_before"]),
+        100 * a["float_before"], 100 * a["float_after"],
+        100 * (a["float_after"] - a["float_before"]),
+    )  # fmt: skip
