@@ -9,7 +9,10 @@ Runs on: board and host (MicroPython >= 1.22; also CPython). The bit-exact NumPy
 
 `step` allocates nothing (it runs inside `micropython.heap_lock()`) and returns the same list
 [predicted_class, correct (0/1)] every call. The forward pass is the model's own (portable or
-viper kernel); the training step is plain Python. What learns is chosen at run time:
+viper kernel); the backward pass and update have two kernels with identical integers, the
+plain Python below and `device/kernel_train_viper.py` (native code), picked like the model's:
+`Trainer(..., kernel=None)` follows `model.kernel` ("portable" or "viper"). What learns is
+chosen at run time:
 
     "last"  the last layer's weights and biases (the default)
     "bias"  the biases of every layer
@@ -62,6 +65,11 @@ from array import array
 from .fixedpoint import rounding_rshift
 from .prng import seed_state, xorshift16
 
+try:
+    from . import kernel_train_viper
+except Exception:  # CPython (no `micropython`), or a port without the native emitter
+    kernel_train_viper = None
+
 MODES = ("last", "bias", "all")
 LIMIT = 0x3FFFFFFF
 F_DELTA_OUT = 8  # output error: probability scale 2**-8
@@ -72,6 +80,7 @@ _RELU = 1
 _SIGMOID = 2
 _TANH = 3
 _ACTS = ("linear", "relu", "sigmoid", "tanh", "softmax")
+_EMPTY = bytearray(0)  # stands for an absent buffer in a viper call (never read)
 
 
 def _zeros(typecode, n, size):
@@ -94,7 +103,7 @@ def input_range(layers, k):
 class Trainer:
     """Trains `model` (a device.infer.Model whose last layer is softmax) in place."""
 
-    def __init__(self, model, mode=None, lr_shift=None, batch=None, seed=None):
+    def __init__(self, model, mode=None, lr_shift=None, batch=None, seed=None, kernel=None):
         defaults = model.training or {}
         mode = defaults.get("learn", "last") if mode is None else mode
         lr_shift = defaults.get("lr_shift", DEFAULT_LR_SHIFT) if lr_shift is None else lr_shift
@@ -108,6 +117,13 @@ class Trainer:
         layers = model.layers
         if layers[-1]["act"] != "softmax":
             raise ValueError("train: last layer %r, expected softmax" % layers[-1]["act"])
+        if kernel is None:
+            kernel = model.kernel if kernel_train_viper is not None else "portable"
+        if kernel not in ("portable", "viper"):
+            raise ValueError("train: kernel %r, expected 'portable' or 'viper'" % (kernel,))
+        if kernel == "viper" and kernel_train_viper is None:
+            raise ValueError("train: kernel 'viper' unavailable on this port, use 'portable'")
+        self.kernel = kernel
         self.model = model
         self.mode = mode
         self.lr_shift = lr_shift
@@ -138,6 +154,8 @@ class Trainer:
                 "train: batch %d over the proven maximum %d (%s)" % (batch, self.max_batch, stage)
             )
         self._alloc(layers)
+        if kernel == "viper":
+            self._viper_params(layers)
         self.state = seed_state(1 if seed is None else seed)
         self.steps = 0
         self.n_correct = 0
@@ -220,6 +238,46 @@ class Trainer:
                 if self.batch > 1:
                     self._gb[k] = _zeros("i", n_out, 4)
 
+    def _viper_params(self, layers):
+        """array('h') parameters of the viper kernels, per layer (kernel_train_viper.py)."""
+        n = self._n
+        self._pback = [None] * n
+        self._pw = [None] * n
+        self._pb = [None] * n
+        self._gw_v = [_EMPTY] * n
+        self._gb_v = [_EMPTY] * n
+        self._c_v = [_EMPTY] * n
+        for k in range(n):
+            layer = layers[k]
+            if k > self._lowest:
+                below = layers[k - 1]
+                self._pback[k] = array(
+                    "h",
+                    [
+                        layer["n_in"],
+                        layer["n_out"],
+                        self._sback[k - 1],
+                        self._act[k - 1],
+                        below["zp_z"],
+                    ],
+                )
+            n_in, n_out, zp_x = layer["n_in"], layer["n_out"], layer["zp_x"]
+            if self.trains_w[k]:
+                has_c = self._consts is not None
+                self._pw[k] = _update_params(
+                    self._sw[k], n_in, n_out, zp_x, self._gw[k] is not None, has_c
+                )
+                if self._gw[k] is not None:
+                    self._gw_v[k] = self._gw[k]
+                if has_c:
+                    self._c_v[k] = self._consts[k]
+            if self.trains_b[k]:
+                self._pb[k] = _update_params(
+                    self._sb[k], n_in, n_out, zp_x, self._gb[k] is not None, False
+                )
+                if self._gb[k] is not None:
+                    self._gb_v[k] = self._gb[k]
+
     def step(self, raw, label):
         """int raw features, class index -> [predicted class, correct (0/1)], the same list
         every call. Forward, error signals, gradients; updates every `batch` steps."""
@@ -229,6 +287,60 @@ class Trainer:
         m.input_stage(raw)
         m.forward()
         cls = m.classify()
+        if self.kernel == "viper":
+            self._learn_viper(label)
+        else:
+            self._learn_portable(label)
+        correct = 1 if cls == label else 0
+        self.steps += 1
+        self.n_correct += correct
+        self.result[0] = cls
+        self.result[1] = correct
+        return self.result
+
+    def _learn_viper(self, label):
+        """`_learn_portable` with kernel_train_viper: one native call per layer and stage. The
+        per-layer lists are bound to locals once: an attribute lookup costs more than a call."""
+        kv = kernel_train_viper
+        n = self._n
+        delta = self.delta
+        x = self._inputs
+        w = self._w
+        kv.output_error(self.model.scores, delta[n - 1], len(delta[n - 1]), label)
+        pback = self._pback
+        for k in range(n - 1, self._lowest, -1):
+            kv.backward(0, 0, 0, w[k], delta[k], delta[k - 1], x[k], pback[k])
+        self._count += 1
+        update = self._count >= self.batch
+        trains_w = self.trains_w  # one name per line: a, b, c = ... would build a tuple
+        trains_b = self.trains_b
+        pw = self._pw
+        pb = self._pb
+        gw = self._gw_v
+        gb = self._gb_v
+        st = self.state
+        for k in range(n):
+            if trains_w[k]:
+                if update:
+                    st = kv.update_weights(
+                        st, 0, 0, delta[k], x[k], gw[k], self.master_w[k], w[k], self._c_v[k],
+                        pw[k],
+                    )  # fmt: skip
+                else:
+                    kv.sum_weights(0, 0, 0, delta[k], x[k], gw[k], pw[k])
+            if trains_b[k]:
+                if update:
+                    st = kv.update_biases(
+                        st, delta[k], gb[k], self.master_b[k], pb[k], self._bias_limit[k]
+                    )
+                else:
+                    kv.sum_biases(delta[k], gb[k], len(delta[k]))
+        self.state = st
+        if update:
+            self._count = 0
+
+    def _learn_portable(self, label):
+        """Output error, error signals, gradient sums or update, in plain Python."""
         self._output_error(label)
         for k in range(self._n - 1, self._lowest, -1):
             self._backward(k)
@@ -247,12 +359,6 @@ class Trainer:
                     self._sum_biases(k)
         if update:
             self._count = 0
-        correct = 1 if cls == label else 0
-        self.steps += 1
-        self.n_correct += correct
-        self.result[0] = cls
-        self.result[1] = correct
-        return self.result
 
     def _output_error(self, label):
         """softmax scores (q + 128, 0..255) -> e_j = scores_j - 256 [j == label], scale 2**-8."""
@@ -403,6 +509,30 @@ class Trainer:
     def accuracy(self):
         """Percent of correct predictions so far, 0..100 (integer, rounded down)."""
         return 100 * self.n_correct // self.steps if self.steps else 0
+
+
+def _update_params(s, n_in, n_out, zp_x, has_g, has_c):
+    """array('h') of a layer's update parameters for the viper kernels, update shift s:
+    (n_in, n_out, 128 + zp_x, draw, ls, rs, fs, t, rt, has_g, has_c), see
+    kernel_train_viper.update_weights. Shifts clamp at 31: |g| < 2**30, so g >> 31 is
+    g >> s for any s >= 31."""
+    t = min(max(s, 0), 16)
+    return array(
+        "h",
+        [
+            n_in,
+            n_out,
+            128 + zp_x,
+            1 if s > 0 else 0,
+            max(-s, 0),
+            min(max(s, 0), 31),
+            min(s - t, 31) if s > 0 else 0,
+            t,
+            16 - t,
+            1 if has_g else 0,
+            1 if has_c else 0,
+        ],
+    )
 
 
 def _over(stage, value):

@@ -7,10 +7,12 @@ One sweep: 1000 training steps for each mode ("last", "bias", "all"), hidden act
 (relu, sigmoid, tanh) and mini-batch (1, 8) on quantized random MLPs with teacher labels,
 300 steps each on extreme random QModels (host.reference.random_qmodel, wild scales, random
 labels), and 1000 steps per mode and batch on a model trained and quantized on synthetic
-sensor data. After every 250 steps the int8 weights, biases, master weights, PRNG state and
-the count of correct predictions are compared. The Unix port runs the sweep once per kernel
-(the forward pass is the model's; the training step is plain Python); the WebAssembly port runs
-the portable path. Every step runs inside micropython.heap_lock().
+sensor data, plus a few cases at lr_shift 30 (update shifts past the machine word). After every
+250 steps the int8 weights, biases, master weights, PRNG state and the count of correct
+predictions are compared. A run is named forward/training kernel: the Unix port runs the sweep
+as portable/portable, viper/viper (device/kernel_viper.py and device/kernel_train_viper.py,
+the default there), viper/portable and portable/viper; the WebAssembly port (no viper) and
+CPython run portable/portable. Every step runs inside micropython.heap_lock().
 """
 
 import binascii
@@ -38,6 +40,9 @@ CHECK_EVERY = 250
 # Per model kind and batch: update shifts from below 0 (exact left shifts) to above 16 (the
 # stochastic rounding keeps the top 16 dropped bits).
 LR_SHIFTS = {"mlp": {1: 6, 8: 13}, "rand": {1: 5, 8: 9}, "data": {1: 6, 8: 8}}
+# (model, mode, batch) run once more at lr_shift 30: shifts of 31 and more, clamped in viper.
+HUGE_SHIFT_CASES = (("mlp-tanh", "all", 1), ("rand-relu", "all", 8), ("rand-sigmoid", "bias", 1))
+UNIX_KERNELS = ("portable/portable", "viper/viper", "viper/portable", "portable/viper")
 
 # Runs each case in the manifest; prints one line per checkpoint. Steps run in heap_lock.
 SWEEP = """
@@ -77,8 +82,14 @@ def run(d, kernels):
         with open("%s/%s.lab" % (d, model), "rb") as f:
             labels = bytearray(f.read())
         for kernel in kernels:
-            m = Model("%s/%s.mpm" % (d, model), kernel=kernel)
-            t = Trainer(m, mode, int(lr_shift), int(batch), int(seed))
+            fwd, train = kernel.split("/")
+            m = Model("%s/%s.mpm" % (d, model), kernel=fwd)
+            if train == fwd:  # the default: the training kernel follows the model's
+                t = Trainer(m, mode, int(lr_shift), int(batch), int(seed))
+            else:
+                t = Trainer(m, mode, int(lr_shift), int(batch), int(seed), kernel=train)
+            if m.kernel != fwd or t.kernel != train:
+                raise SystemExit("kernels %s/%s, expected %s" % (m.kernel, t.kernel, kernel))
             n_in = m.n_inputs
             x = array("i", bytes(4 * n_in))
             n_samples = len(labels)
@@ -191,6 +202,8 @@ def sweep(tmp_path_factory):
                 steps = N_STEPS_EXTREME if kind == "rand" else N_STEPS
                 lr_shift = LR_SHIFTS[kind][batch]
                 cases.append((name, mode, batch, lr_shift, next(seeds), steps))
+    for name, mode, batch in HUGE_SHIFT_CASES:
+        cases.append((name, mode, batch, 30, next(seeds), 2 * CHECK_EVERY))
     manifest = []
     expected = {}
     for i, (name, mode, batch, lr_shift, seed, steps) in enumerate(cases):
@@ -239,7 +252,10 @@ def test_sweep_covers_the_contract(sweep):
         for p in trainref.train_plan(models[name][0], mode, lr_shift):
             shifts |= {p["sw"]} if p["trains_w"] else set()
             shifts |= {p["sb"]} if p["trains_b"] else set()
+    # Exact left shifts, no shift, rounding of fewer and more than 16 bits, and shifts of 31
+    # or more (the viper kernels clamp those at 31).
     assert min(shifts) < 0 and 0 in shifts and max(shifts) > 16, sorted(shifts)
+    assert {s for s in shifts if 16 < s < 31} and max(shifts) >= 31, sorted(shifts)
     for act in ACTS:
         for kind in ("mlp-", "rand-"):
             q = models[kind + act][0]
@@ -255,8 +271,8 @@ def test_sweep_covers_the_contract(sweep):
 
 def test_training_under_micropython_equals_reference(sweep, micropython):
     d = sweep[0]
-    out = run_micropython(micropython, SWEEP, args=(str(d), "portable,viper"))
-    assert _compare(out, sweep, ("portable", "viper")) == 2 * sum(
+    out = run_micropython(micropython, SWEEP, args=(str(d), ",".join(UNIX_KERNELS)))
+    assert _compare(out, sweep, UNIX_KERNELS) == len(UNIX_KERNELS) * sum(
         c[5] // CHECK_EVERY for c in sweep[2]
     )
 
@@ -265,8 +281,9 @@ def test_training_on_32bit_wasm_port_equals_reference(sweep):
     require_wasm()
     d = sweep[0]
     files = {"/data/" + p.name: p.read_bytes() for p in d.iterdir()}
-    out = run_wasm(SWEEP, files=files, args=("/data", "portable"), timeout=1200)
-    assert _compare(out, sweep, ("portable",)) == sum(c[5] // CHECK_EVERY for c in sweep[2])
+    out = run_wasm(SWEEP, files=files, args=("/data", "portable/portable"), timeout=1200)
+    want = ("portable/portable",)
+    assert _compare(out, sweep, want) == sum(c[5] // CHECK_EVERY for c in sweep[2])
 
 
 def test_training_under_cpython_equals_reference(sweep):
@@ -275,6 +292,7 @@ def test_training_under_cpython_equals_reference(sweep):
     for mode in MODES:
         m = Model(modelfile.to_bytes(q))
         t = dtrain.Trainer(m, mode, 6, 4, 99)
+        assert (m.kernel, t.kernel) == ("portable", "portable")
         ref = trainref.TrainRef(q, mode, 6, 4, 99)
         for n in range(200):
             got = t.step([int(v) for v in raw[n]], int(labels[n]))
@@ -319,7 +337,7 @@ for kernel in ("portable", "viper"):
                 c = r[0]
             finally:
                 micropython.heap_unlock()
-            print(kernel, mode, batch, t.steps, t.n_correct, t.state, c)
+            print(kernel, t.kernel, mode, batch, t.steps, t.n_correct, t.state, c)
 """
 
 
@@ -338,7 +356,9 @@ def test_training_step_allocates_nothing_under_heap_lock(tmp_path, micropython):
                 raw = [1000 * (i - 3) for i in range(q.layers[0].n_in)]
                 for n in range(7):
                     c, _ = ref.step(np.array(raw), n % 3)
-                want = "%s %s %d 7 %d %d %d" % (kernel, mode, batch, ref.n_correct, ref.state, c)
+                want = "%s %s %s %d 7 %d %d %d" % (
+                    kernel, kernel, mode, batch, ref.n_correct, ref.state, c
+                )  # fmt: skip
                 assert lines[i] == want
                 i += 1
 
@@ -429,6 +449,10 @@ def test_trainer_refuses_bad_arguments():
     ):
         with pytest.raises(ValueError, match="^train: " + msg):
             dtrain.Trainer(m, **kwargs)
+    with pytest.raises(ValueError, match="^train: kernel 'fast', expected 'portable' or 'viper'"):
+        dtrain.Trainer(m, kernel="fast")
+    with pytest.raises(ValueError, match="^train: kernel 'viper' unavailable on this port"):
+        dtrain.Trainer(m, kernel="viper")  # CPython: no viper
     t = dtrain.Trainer(m)
     with pytest.raises(ValueError, match="label 3, expected 0..2"):
         t.step([0] * 4, 3)

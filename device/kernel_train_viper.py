@@ -1,0 +1,239 @@
+"""Viper kernels of the training step: the same integers as the portable code of device/train.py.
+
+Runs on: board (and the Unix port); needs a port with the native emitter (`@micropython.viper`).
+`device/train.py` imports it when it can and keeps its portable code otherwise (CPython, the
+WebAssembly port). The formats, scales and rounding are those of device/train.py's docstring;
+each function names the portable method it replaces. None allocates.
+
+Viper loads are unsigned (ptr8, ptr16), ptr32 loads sign-extend on the 32-bit boards but not
+on the 64-bit Unix port, and arithmetic wraps at the machine word. So:
+
+- int8 and int16 values are read through ptr8 / ptr16 and sign-extended as
+  `(v ^ 0x80) - 0x80` and `(v ^ 0x8000) - 0x8000`;
+- an int32 item (gradient sums, biases, the inference kernel's row constants) is read as two
+  ptr16 halves, sign-extended from the high one, and written back as two halves;
+- the gradient sums of a mini-batch are added in place through ptr32: a wrapped add stores the
+  same 32 bits on either word width, and the bound proof keeps the true sum inside 31 bits;
+- shifts by 31 or more are clamped to 31 by the caller (a native shift by the word size is
+  undefined; for |g| < 2**30, g >> 31 is the same 0 or -1 as g >> s for any larger s).
+
+Every other intermediate is the portable code's value, which the bound proof of
+device/train.py keeps inside 31 bits, so no result depends on the word width. The xorshift16
+generator of device/prng.py runs inline, in the portable code's draw order (one draw per
+parameter whose update shift is > 0, weights row-major, then biases), and its states stay
+below 2**24. The stochastic-rounding carry `bits > threshold` is computed without a branch as
+`-((threshold - bits) >> 31)`: both are in 0..65535.
+
+The native emitter keeps a function's first three locals, which are its first three
+arguments, in machine registers and every other local in memory. So the kernels with a hot
+inner loop take their hottest scalars as their first three arguments, documented as
+"register" arguments that the caller passes as 0 (or the PRNG state): on the Unix port this
+makes the update loop about a third faster.
+"""
+
+# ruff: noqa: F821 (ptr8, ptr16, ptr32 are viper types, known to the MicroPython compiler)
+
+import micropython
+
+
+@micropython.viper
+def output_error(scores: ptr8, d: ptr16, n: int, label: int):
+    """softmax scores (0..255) -> int16 e_j = scores_j - 256 [j == label], scale 2**-8.
+    (Trainer._output_error)"""
+    for j in range(n):
+        d[j] = scores[j]
+    d[label] = int(scores[label]) - 256
+
+
+@micropython.viper
+def backward(acc: int, idx: int, j: int, w: ptr8, d: ptr16, out: ptr16, y: ptr8, p: ptr16):
+    """int16 delta(k) -> int16 delta(k - 1): T = clamp(R(W^T delta, s)), then times the
+    derivative of layer k - 1's activation at y, rounded back by R. TFLite rounding.
+    (Trainer._backward)
+
+    acc, idx, j: register arguments, pass 0. w: layer k's int8 weights (n_out rows of n_in);
+    d: delta(k), n_out; out: delta(k - 1), n_in; y: layer k - 1's int8 outputs; p: array('h')
+    of (n_in, n_out, s, act id, zp_z of layer k - 1). |W^T delta| <= 127 * n_out * 2**15 and
+    |T * D| <= 2**29 (proven by the Trainer).
+    """
+    n_in = int(p[0])
+    n_out = int(p[1])
+    s = int(p[2])
+    act = int(p[3])
+    zp = (int(p[4]) ^ 0x8000) - 0x8000
+    for i in range(n_in):
+        acc = 0
+        idx = i
+        for j in range(n_out):
+            acc += ((int(w[idx]) ^ 0x80) - 0x80) * ((int(d[j]) ^ 0x8000) - 0x8000)
+            idx += n_in
+        if s != 0:  # acc = R(acc, s)
+            h = (acc >> 1) + (acc & 1)
+            e = s - 1
+            mask = (1 << e) - 1
+            threshold = mask >> 1
+            if h < 0:
+                threshold += 1
+            acc = h >> e
+            if (h & mask) > threshold:
+                acc += 1
+        if acc < -32768:
+            acc = -32768
+        if acc > 32767:
+            acc = 32767
+        v = (int(y[i]) ^ 0x80) - 0x80
+        e = 0  # the derivative's shift
+        if act == 1:  # relu: 1 where y > zp
+            if v <= zp:
+                acc = 0
+        elif act == 2:  # sigmoid: p (1 - p) at 2**-16
+            acc *= (v + 128) * (128 - v)
+            e = 16
+        elif act == 3:  # tanh: 1 - a * a at 2**-14
+            acc *= 16384 - v * v
+            e = 14
+        if e != 0:  # acc = R(acc, e)
+            h = (acc >> 1) + (acc & 1)
+            e -= 1
+            mask = (1 << e) - 1
+            threshold = mask >> 1
+            if h < 0:
+                threshold += 1
+            acc = h >> e
+            if (h & mask) > threshold:
+                acc += 1
+        out[i] = acc
+
+
+@micropython.viper
+def sum_weights(idx: int, dj: int, i: int, d: ptr16, x: ptr8, g: ptr32, p: ptr16):
+    """gw[j][i] += delta_j * (x_i - zp_x), int32, in place. (Trainer._sum_weights)
+
+    idx, dj, i: register arguments, pass 0. p: the layer's update parameters (see
+    update_weights); only n_in, n_out and cz are read.
+    """
+    n_in = int(p[0])
+    n_out = int(p[1])
+    cz = int(p[2])
+    idx = 0
+    for j in range(n_out):
+        dj = (int(d[j]) ^ 0x8000) - 0x8000
+        for i in range(n_in):
+            g[idx] = int(g[idx]) + dj * ((int(x[i]) ^ 0x80) - cz)
+            idx += 1
+
+
+@micropython.viper
+def sum_biases(d: ptr16, g: ptr32, n: int):
+    """gb[j] += delta_j, int32, in place. (Trainer._sum_biases)"""
+    for j in range(n):
+        g[j] = int(g[j]) + ((int(d[j]) ^ 0x8000) - 0x8000)
+
+
+@micropython.viper
+def update_weights(
+    st: int, g: int, v: int, d: ptr16, x: ptr8, gw: ptr16, mw: ptr16, w: ptr8, c: ptr16, p: ptr16
+) -> int:
+    """master_w -= SR(gw + delta x, sw), clamped to int16; int8 w = clamp((master + 128) >> 8,
+    -127, 127); gw = 0; the inference kernel's row constants c_j = -cz * sum_i w_ji.
+    Stochastic rounding from xorshift16 state `st`; returns the new state.
+    (Trainer._update_weights)
+
+    st: the PRNG state; g, v: register arguments, pass 0. d: delta, n_out; x: the layer's int8
+    inputs, n_in; gw: the int32 gradient sums (read only when has_gw); mw: int16 master
+    weights; w: int8 weights; c: array('i') of row constants (written only when has_c);
+    p: array('h') of (n_in, n_out, cz = 128 + zp_x, draw, ls, rs, fs, t, rt, has_gw, has_c)
+    with, for the update shift s: draw = s > 0, ls = max(-s, 0), rs = min(max(s, 0), 31),
+    t = min(max(s, 0), 16), fs = min(s - t, 31), rt = 16 - t (train._update_params). Then
+    SR(g, s) = (g >> rs) + carry, carry = ((g >> fs) & (2**t - 1)) > ((r - 1) >> rt)
+    with r the next state (draw), or SR(g, s) = g << ls (no draw).
+    """
+    n_in = int(p[0])
+    n_out = int(p[1])
+    cz = int(p[2])
+    draw = int(p[3])
+    ls = int(p[4])
+    rs = int(p[5])
+    fs = int(p[6])
+    mask = (1 << int(p[7])) - 1
+    rt = int(p[8])
+    has_gw = int(p[9])
+    has_c = int(p[10])
+    for j in range(n_out):
+        dj = (int(d[j]) ^ 0x8000) - 0x8000
+        total = 0
+        for i in range(n_in):  # row j: mw, w, gw point at its first item
+            g = dj * ((int(x[i]) ^ 0x80) - cz)
+            if has_gw:
+                g += (((int(gw[2 * i + 1]) ^ 0x8000) - 0x8000) << 16) + int(gw[2 * i])
+                gw[2 * i] = 0
+                gw[2 * i + 1] = 0
+            v = (int(mw[i]) ^ 0x8000) - 0x8000
+            if draw:
+                st ^= (st << 7) & 0xFFFF
+                st ^= st >> 9
+                st ^= (st << 8) & 0xFFFF
+                v += ((((st - 1) >> rt) - ((g >> fs) & mask)) >> 31) - (
+                    g >> rs
+                )  # - g >> s - carry
+            else:
+                v -= g << ls
+            if v < -32768:
+                v = -32768
+            if v > 32767:
+                v = 32767
+            mw[i] = v
+            v = (v + 128) >> 8
+            if v < -127:
+                v = -127
+            if v > 127:
+                v = 127
+            w[i] = v
+            total += v
+        mw = ptr16(int(mw) + 2 * n_in)
+        w = ptr8(int(w) + n_in)
+        gw = ptr16(int(gw) + 4 * n_in)
+        if has_c:
+            v = 0 - cz * total
+            c[2 * j] = v & 0xFFFF
+            c[2 * j + 1] = (v >> 16) & 0xFFFF
+    return st
+
+
+@micropython.viper
+def update_biases(st: int, d: ptr16, gb: ptr16, b: ptr16, p: ptr16, lim: int) -> int:
+    """b -= SR(gb + delta, sbias), clamped to +/- lim; gb = 0. Stochastic rounding from
+    xorshift16 state `st`; returns the new state. (Trainer._update_biases)
+
+    d: delta, n_out; gb: the int32 gradient sums (read only when has_gb); b: the int32 biases,
+    read and written as ptr16 halves; p: array('h') of the update parameters, laid out as in
+    update_weights (n_in and cz unused; has_gw means has_gb, has_c is 0).
+    """
+    n = int(p[1])
+    draw = int(p[3])
+    ls = int(p[4])
+    rs = int(p[5])
+    fs = int(p[6])
+    mask = (1 << int(p[7])) - 1
+    rt = int(p[8])
+    has_gb = int(p[9])
+    low = 0 - lim
+    for j in range(n):
+        g = (int(d[j]) ^ 0x8000) - 0x8000
+        if has_gb:
+            g += (((int(gb[2 * j + 1]) ^ 0x8000) - 0x8000) << 16) + int(gb[2 * j])
+            gb[2 * j] = 0
+            gb[2 * j + 1] = 0
+        v = (((int(b[2 * j + 1]) ^ 0x8000) - 0x8000) << 16) + int(b[2 * j]) - ((g << ls) >> rs)
+        if draw:
+            st ^= (st << 7) & 0xFFFF
+            st ^= st >> 9
+            st ^= (st << 8) & 0xFFFF
+            v += (((st - 1) >> rt) - ((g >> fs) & mask)) >> 31  # - carry
+        if v < low:
+            v = low
+        if v > lim:
+            v = lim
+        b[2 * j] = v & 0xFFFF
+        b[2 * j + 1] = (v >> 16) & 0xFFFF
+    return st
