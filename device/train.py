@@ -241,9 +241,9 @@ class Trainer:
     def _viper_params(self, layers):
         """array('h') parameters of the viper kernels, per layer (kernel_train_viper.py)."""
         n = self._n
-        self._pback = [None] * n
-        self._pw = [None] * n
-        self._pb = [None] * n
+        self._pback = [None] * n  # type: list
+        self._pw = [None] * n  # type: list
+        self._pb = [None] * n  # type: list
         self._gw_v = [_EMPTY] * n
         self._gb_v = [_EMPTY] * n
         self._c_v = [_EMPTY] * n
