@@ -15,7 +15,8 @@ Measures, for a 42-32-16-7 classifier and a MAC-dominated 128-128-128 network:
 - heap allocated per inference (gc.mem_alloc() around 100 predicts with the GC off) and
   whether predict runs inside micropython.heap_lock();
 - the smallest `micropython -X heapsize=` at which the 42-32-16-7 model imports from .mpy
-  (mpy-cross -march=x64) and predicts, per kernel, found by bisection;
+  (mpy-cross -march=x64, source names as deploy embeds them) and predicts, per kernel, found
+  by bisection;
 - the .mpy size of every device module that inference imports, for the boards' architectures
   (armv6m: RP2040, xtensawin: ESP32).
 
@@ -302,7 +303,9 @@ def compile_device(tools, dest, arch, files=DEVICE_FILES):
     sizes = {}
     for f in files:
         mpy = out / (Path(f).stem + ".mpy")
-        run([tools["mpy-cross"], "-march=" + arch, "-o", str(mpy), str(ROOT / "device" / f)])
+        # -s: the source name that deploy embeds (firmware_tools/mpy.py), not this host's path.
+        cmd = [tools["mpy-cross"], "-march=" + arch, "-s", "device/" + f, "-o", str(mpy)]
+        run(cmd + [str(ROOT / "device" / f)])
         sizes[f] = mpy.stat().st_size
     return sizes
 

@@ -10,8 +10,9 @@ nothing (they run inside `micropython.heap_lock()`). `predict` returns the same 
 [class_index, scores] on every call, `scores` being an array('B') of 0..255. Every layer's
 int8 output stays readable in `model.layer_outputs` (the logits, for a softmax layer).
 
-Two kernels give identical integers: `dense_portable` below (plain Python) and
-`kernel_viper.dense` (native code), picked when the port compiles viper.
+Two kernels give identical integers: the plain Python code here (`dense_portable`, and the
+loops of `input_stage` and `classify`) and `device/kernel_viper.py` (native code: `dense`,
+`input_stage`, `classify`), picked when the port compiles viper.
 """
 
 from array import array
@@ -24,9 +25,14 @@ try:
 except Exception:  # CPython (no `micropython`), or a port without the native emitter
     kernel_viper = None
 
-_RELU = 1
-_SIGMOID = 2
-_TANH = 3
+try:
+    from micropython import const
+except ImportError:  # CPython
+    const = int
+
+_RELU = const(1)  # activation ids, as modelfile.ACTIVATIONS
+_SIGMOID = const(2)
+_TANH = const(3)
 _NO_TABLE = bytearray(1)
 
 
@@ -65,7 +71,8 @@ def _zeros(typecode, n, size):
 
 
 class Model:
-    """A quantized MLP loaded from a model file (a path, or its bytes)."""
+    """A quantized MLP loaded from a model file: a path (read in small pieces straight into
+    the arrays kept, see modelfile.load), or its bytes."""
 
     def __init__(self, source, kernel=None):
         if isinstance(source, str):
@@ -88,10 +95,8 @@ class Model:
         inp = m["input"]
         self.f_in = inp["f_in"]
         self.zp_in = inp["zp_in"]
-        self._offset = inp["offset"]
-        self._mult = inp["mult"]
-        self._shift = inp["shift"]
-        self.n_inputs = len(self._offset)
+        self._stage = (inp["offset"], inp["mult"], inp["shift"])
+        self.n_inputs = len(inp["offset"])
         self.n_outputs = self.layers[-1]["n_out"]
         self._exp = m["softmax_exp"]
         self.x = _zeros("b", self.n_inputs, 1)
@@ -122,10 +127,11 @@ class Model:
         if len(raw) != n:
             raise ValueError("infer: %d raw features, expected %d" % (len(raw), n))
         x = self.x
-        offset = self._offset
-        mult = self._mult
-        shift = self._shift
+        offset, mult, shift = self._stage
         zp = self.zp_in
+        if self._viper:
+            kernel_viper.input_stage(raw, x, offset, mult, shift, n, zp)
+            return x
         for i in range(n):
             q = zp + rounding_rshift((raw[i] - offset[i]) * mult[i], shift[i])
             if q < -128:
@@ -169,13 +175,16 @@ class Model:
         softmax probabilities + 128 (or the int8 outputs + 128 without softmax)."""
         z = self.layer_outputs[-1]
         k = self.n_outputs
+        scores, e = self.scores, self._exp
+        if self._viper:
+            soft = e is not None
+            return kernel_viper.classify(z, k, e if soft else _NO_TABLE, soft, scores)
         best = 0
         m = z[0]
         for j in range(1, k):
             if z[j] > m:
                 m = z[j]
                 best = j
-        scores, e = self.scores, self._exp
         if e is None:
             for j in range(k):
                 scores[j] = z[j] + 128

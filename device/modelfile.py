@@ -1,6 +1,8 @@
-"""The model file layout, defined once: encoder (host) and checked decoder (board and host).
+"""The model file layout, defined once, and its checked decoder (board and host).
 
 Runs on: board and host (MicroPython >= 1.22 and CPython; imports only struct, array, binascii).
+The encoder is `device/modelfile_write.py` (it imports the layout constants from here), so
+that inference on the board never loads it; `encode` below forwards to it.
 
 Binary, little-endian. `str` is a u8 byte count then that many UTF-8 bytes. Sections follow
 each other with no padding; `n_*` counts come before what they count.
@@ -43,6 +45,8 @@ each other with no padding; `n_*` counts come before what they count.
 A sigmoid layer's output scale is (8, -128) and a tanh layer's (7, 0), as TFLite; the next
 layer's (f_x, zp_x) must match. Counts are capped and every read is checked against the bytes
 left before anything is allocated; the header's length and the CRC are checked first.
+`load` reads the file twice in small pieces (once for the CRC, once for the fields), never
+holding the whole file in memory: each array field is read straight into its final array.
 
 `decode` returns (and `encode` takes) a dict:
     {"sensor": {"kind", "rate_mhz", "channels", "units", "full_scale"},
@@ -58,21 +62,27 @@ import binascii
 import struct
 from array import array
 
+try:
+    from micropython import const
+except ImportError:  # CPython
+    const = int
+
 MAGIC = b"MPRP"
 VERSION = 1
 ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "softmax")
 # Output scale (f_y, zp_y) of the table activations, as TFLite.
 TABLE_OUT = {"sigmoid": (8, -128), "tanh": (7, 0)}
-MAX_UNITS = 1024
-MAX_LAYERS = 16
-MAX_CHANNELS = 64
-MAX_TRAINING = 32
-SHIFT_MAX = 24
-MULT_MAX = 65535
-SMALL = 1 << 30
+SMALL = 1 << 30  # every stored int32 is in (-SMALL, SMALL)
 EXP_ONE = 1 << 16
-_HEADER = 12  # magic, version, flags, length
-_CRC = 4
+HEADER = 12  # magic, version, flags, length
+CRC = 4
+_MAX_UNITS = const(1024)
+_MAX_LAYERS = const(16)
+_MAX_CHANNELS = const(64)
+_MAX_TRAINING = const(32)
+_SHIFT_MAX = const(24)
+_MULT_MAX = const(65535)
+_CHUNK = const(256)  # bytes per read while load() computes the CRC
 
 
 def _fail(msg, *args):
@@ -86,10 +96,12 @@ def _in_range(value, lo, hi, what):
 
 
 class _Reader:
-    """Reads fields from buf[pos:end], checking that each one is there before it is read."""
+    """Reads the fields in order from `buf` (the whole file) or, when `buf` is None, from the
+    open file `f`; checks that each field is there before it is read."""
 
-    def __init__(self, buf, pos, end):
+    def __init__(self, buf, f, pos, end):
         self.buf = buf
+        self.f = f
         self.pos = pos
         self.end = end
 
@@ -102,68 +114,81 @@ class _Reader:
         self.pos = p + n
         return p
 
-    def unpack(self, fmt, size, what):
-        return struct.unpack_from(fmt, self.buf, self.need(size, what))[0]
+    def take(self, n, what):
+        """The next field's n bytes."""
+        p = self.need(n, what)
+        if self.buf is None:
+            return self.f.read(n)
+        return self.buf[p : p + n]
 
-    def u8(self, what):
-        return self.unpack("<B", 1, what)
-
-    def i8(self, what):
-        return self.unpack("<b", 1, what)
-
-    def u16(self, what):
-        return self.unpack("<H", 2, what)
-
-    def u32(self, what):
-        return self.unpack("<I", 4, what)
-
-    def i32(self, what):
-        return self.unpack("<i", 4, what)
+    def field(self, code, what):
+        """One little-endian number of struct type `code` (B, b, H, I, i or f)."""
+        fmt = "<" + code
+        return struct.unpack(fmt, self.take(struct.calcsize(fmt), what))[0]
 
     def str(self, what):
-        n = self.u8(what)
-        p = self.need(n, what)
+        data = self.take(self.field("B", what), what)
         try:
-            return str(self.buf[p : p + n], "utf-8")
+            return str(data, "utf-8")
         except Exception:
             _fail("%s is not UTF-8", what)
 
-    def bytes_array(self, typecode, n, size, what):
-        """n items of `size` bytes as array(typecode), native byte order (little-endian)."""
-        p = self.need(n * size, what)
-        return array(typecode, self.buf[p : p + n * size])
+    def array(self, typecode, n, what):
+        """n items as array(typecode), native byte order (little-endian, as every board); from
+        a file, read straight into the array, with no temporary copy."""
+        size = n * struct.calcsize(typecode)
+        if self.buf is not None:
+            return array(typecode, self.take(size, what))
+        self.need(size, what)
+        a = _sized(typecode, n)
+        self.f.readinto(a)
+        return a
 
 
-def _check_header(buf):
-    n = len(buf)
+def _sized(typecode, n):
+    """An array(typecode) of n items to read into, made from range(n) with no n-byte
+    temporary: MicroPython truncates each item to the typecode's width. CPython checks item
+    ranges (past 127 for 'b') and gets zero bytes instead."""
+    try:
+        return array(typecode, range(n))
+    except OverflowError:
+        return array(typecode, bytes(n * struct.calcsize(typecode)))
+
+
+def _check_header(head, n):
+    """The first 12 bytes (fewer if the file is shorter) of a file of n bytes."""
     if n < 4:
-        _fail("truncated, %d bytes, expected at least %d", n, _HEADER + _CRC)
-    if buf[:4] != MAGIC:
-        _fail("bad magic %r, expected %r", bytes(buf[:4]), MAGIC)
-    if n < _HEADER + _CRC:
-        _fail("truncated, %d bytes, expected at least %d", n, _HEADER + _CRC)
-    version, flags, length = struct.unpack_from("<HHI", buf, 4)
+        _fail("truncated, %d bytes, expected at least %d", n, HEADER + CRC)
+    if head[:4] != MAGIC:
+        _fail("bad magic %r, expected %r", bytes(head[:4]), MAGIC)
+    if n < HEADER + CRC:
+        _fail("truncated, %d bytes, expected at least %d", n, HEADER + CRC)
+    version, flags, length = struct.unpack_from("<HHI", head, 4)
     if version != VERSION:
         _fail("unknown version %d, expected %d", version, VERSION)
     if flags != 0:
         _fail("flags 0x%x, expected 0", flags)
     if length != n:
         _fail("size %d bytes, header says %d", n, length)
-    crc = struct.unpack_from("<I", buf, n - _CRC)[0]
-    actual = binascii.crc32(memoryview(buf)[: n - _CRC]) & 0xFFFFFFFF
-    if crc != actual:
-        _fail("crc mismatch: stored 0x%08x, computed 0x%08x", crc, actual)
+
+
+def _check_crc(tail, crc):
+    """tail: the file's last 4 bytes; crc: binascii.crc32 of every byte before them."""
+    stored = int.from_bytes(tail, "little")
+    crc &= 0xFFFFFFFF
+    if stored != crc:
+        _fail("crc mismatch: stored 0x%08x, computed 0x%08x", stored, crc)
 
 
 def _read_sensor(r):
     kind = r.str("sensor kind")
-    rate = _in_range(r.u32("sample rate"), 0, 10**9, "sample rate (mHz)")
-    n = _in_range(r.u8("channel count"), 0, MAX_CHANNELS, "channel count")
+    rate = _in_range(r.field("I", "sample rate"), 0, 10**9, "sample rate (mHz)")
+    n = _in_range(r.field("B", "channel count"), 0, _MAX_CHANNELS, "channel count")
     names, units, scales = [], [], []
     for _ in range(n):
         names.append(r.str("channel name"))
         units.append(r.str("channel unit"))
-        scales.append(r.unpack("<f", 4, "channel full scale"))
+        scales.append(r.field("f", "channel full scale"))
     return {
         "kind": kind,
         "rate_mhz": rate,
@@ -174,11 +199,11 @@ def _read_sensor(r):
 
 
 def _read_features(r):
-    window = r.u16("window")
-    hop = r.u16("hop")
+    window = r.field("H", "window")
+    hop = r.field("H", "hop")
     if window and not hop:
         _fail("hop 0, expected >= 1 for window %d", window)
-    n = _in_range(r.u16("feature name count"), 0, MAX_UNITS, "feature name count")
+    n = _in_range(r.field("H", "feature name count"), 0, _MAX_UNITS, "feature name count")
     names = []
     for _ in range(n):
         names.append(r.str("feature name"))
@@ -186,47 +211,47 @@ def _read_features(r):
 
 
 def _read_input(r):
-    n = _in_range(r.u16("input count"), 1, MAX_UNITS, "input count")
-    f_in = r.i8("f_in")
-    zp_in = r.i8("zp_in")
-    p = r.need(9 * n, "input stage")
+    n = _in_range(r.field("H", "input count"), 1, _MAX_UNITS, "input count")
+    f_in = r.field("b", "f_in")
+    zp_in = r.field("b", "zp_in")
+    data = r.take(9 * n, "input stage")
     offset = array("i", bytes(4 * n))
     mult = array("i", bytes(4 * n))
     shift = array("b", bytes(n))
     for i in range(n):
-        o, m, s = struct.unpack_from("<iiB", r.buf, p + 9 * i)
+        o, m, s = struct.unpack_from("<iiB", data, 9 * i)
         offset[i] = _in_range(o, 1 - SMALL, SMALL - 1, "input offset")
-        mult[i] = _in_range(m, 0, MULT_MAX, "input mult")
-        shift[i] = _in_range(s, 0, SHIFT_MAX, "input shift")
+        mult[i] = _in_range(m, 0, _MULT_MAX, "input mult")
+        shift[i] = _in_range(s, 0, _SHIFT_MAX, "input shift")
     return {"f_in": f_in, "zp_in": zp_in, "offset": offset, "mult": mult, "shift": shift}
 
 
 def _read_layer(r, k, last, f_x, zp_x, n_in):
     where = "layer %d " % k
-    act_id = r.u8(where + "activation")
+    act_id = r.field("B", where + "activation")
     if act_id >= len(ACTIVATIONS):
         _fail("%sactivation id %d, expected 0..%d", where, act_id, len(ACTIVATIONS) - 1)
     act = ACTIVATIONS[act_id]
     if act == "softmax" and not last:
         _fail("%sactivation softmax, expected it on the last layer only", where)
-    _in_range(r.u32(where + "n_in"), n_in, n_in, where + "n_in")
-    n_out = _in_range(r.u32(where + "n_out"), 1, MAX_UNITS, where + "n_out")
-    _in_range(r.i8(where + "f_x"), f_x, f_x, where + "f_x")
-    _in_range(r.i8(where + "zp_x"), zp_x, zp_x, where + "zp_x")
-    f_w = r.i8(where + "f_w")
-    f_z = r.i8(where + "f_z")
-    zp_z = r.i8(where + "zp_z")
-    _in_range(f_x + f_w - f_z, 0, SHIFT_MAX, where + "shift f_x + f_w - f_z")
-    p = r.pos
-    w = r.bytes_array("b", n_out * n_in, 1, where + "weights")
-    if r.buf.find(b"\x80", p, r.pos) >= 0:
-        _fail("%sweight -128 at index %d, expected -127..127", where, r.buf.find(b"\x80", p) - p)
-    b = r.bytes_array("i", n_out, 4, where + "biases")
+    _in_range(r.field("I", where + "n_in"), n_in, n_in, where + "n_in")
+    n_out = _in_range(r.field("I", where + "n_out"), 1, _MAX_UNITS, where + "n_out")
+    _in_range(r.field("b", where + "f_x"), f_x, f_x, where + "f_x")
+    _in_range(r.field("b", where + "zp_x"), zp_x, zp_x, where + "zp_x")
+    f_w = r.field("b", where + "f_w")
+    f_z = r.field("b", where + "f_z")
+    zp_z = r.field("b", where + "zp_z")
+    _in_range(f_x + f_w - f_z, 0, _SHIFT_MAX, where + "shift f_x + f_w - f_z")
+    w = r.array("b", n_out * n_in, where + "weights")
+    for i in range(len(w)):
+        if w[i] == -128:
+            _fail("%sweight -128 at index %d, expected -127..127", where, i)
+    b = r.array("i", n_out, where + "biases")
     for j in range(n_out):
         _in_range(b[j], 1 - SMALL, SMALL - 1, where + "bias")
     table = None
     if act in TABLE_OUT:
-        table = r.bytes_array("b", 256, 1, where + "table")
+        table = r.array("b", 256, where + "table")
     return {
         "act": act,
         "n_in": n_in,
@@ -242,40 +267,14 @@ def _read_layer(r, k, last, f_x, zp_x, n_in):
     }
 
 
-def _out_scale(layer):
-    if layer["act"] in TABLE_OUT:
-        return TABLE_OUT[layer["act"]]
-    return layer["f_z"], layer["zp_z"]
-
-
-def _read_layers(r, inp, n_features):
-    n = _in_range(r.u8("layer count"), 1, MAX_LAYERS, "layer count")
-    layers = []
-    f_x, zp_x, n_in = inp["f_in"], inp["zp_in"], n_features
-    for k in range(n):
-        layer = _read_layer(r, k, k == n - 1, f_x, zp_x, n_in)
-        layers.append(layer)
-        f_x, zp_x = _out_scale(layer)
-        n_in = layer["n_out"]
-    return layers
-
-
-def _read_softmax(r):
-    e = r.bytes_array("i", 256, 4, "softmax table")
-    for i in range(256):
-        _in_range(e[i], 0, EXP_ONE, "softmax table entry")
-    _in_range(e[0], EXP_ONE, EXP_ONE, "softmax table entry 0")
-    return e
-
-
 def _read_training(r):
-    n = _in_range(r.u8("training item count"), 0, MAX_TRAINING, "training item count")
+    n = _in_range(r.field("B", "training item count"), 0, _MAX_TRAINING, "training item count")
     items = {}
     for _ in range(n):
         key = r.str("training key")
-        kind = r.u8("training value kind")
+        kind = r.field("B", "training value kind")
         if kind == 0:
-            items[key] = _in_range(r.i32("training value"), 1 - SMALL, SMALL - 1, key)
+            items[key] = _in_range(r.field("i", "training value"), 1 - SMALL, SMALL - 1, key)
         elif kind == 1:
             items[key] = r.str("training value")
         else:
@@ -283,20 +282,30 @@ def _read_training(r):
     return items
 
 
-def decode(buf):
-    """bytes -> model dict (see the module docstring); raises ValueError on any bad field."""
-    if not isinstance(buf, (bytes, bytearray)):
-        buf = bytes(buf)
-    _check_header(buf)
-    r = _Reader(buf, _HEADER, len(buf) - _CRC)
+def _read(r):
+    """The fields after the header, from the _Reader `r`, -> the model dict."""
     m = {"sensor": _read_sensor(r), "features": _read_features(r)}
-    m["input"] = _read_input(r)
-    m["layers"] = _read_layers(r, m["input"], len(m["input"]["offset"]))
-    m["softmax_exp"] = _read_softmax(r) if m["layers"][-1]["act"] == "softmax" else None
-    n = r.u16("class count")
-    n_out = m["layers"][-1]["n_out"]
-    if n != 0 and n != n_out:
-        _fail("class count %d, expected 0 or %d (the last layer's n_out)", n, n_out)
+    inp = m["input"] = _read_input(r)
+    n = _in_range(r.field("B", "layer count"), 1, _MAX_LAYERS, "layer count")
+    layers = m["layers"] = []
+    # Each layer's input scale and size are the previous output's; a table activation's
+    # output scale is fixed (TABLE_OUT).
+    f_x, zp_x, n_in = inp["f_in"], inp["zp_in"], len(inp["offset"])
+    for k in range(n):
+        layer = _read_layer(r, k, k == n - 1, f_x, zp_x, n_in)
+        layers.append(layer)
+        f_x, zp_x = TABLE_OUT.get(layer["act"]) or (layer["f_z"], layer["zp_z"])
+        n_in = layer["n_out"]
+    e = None
+    if layers[-1]["act"] == "softmax":
+        e = r.array("i", 256, "softmax table")
+        for i in range(256):
+            _in_range(e[i], 0, EXP_ONE, "softmax table entry")
+        _in_range(e[0], EXP_ONE, EXP_ONE, "softmax table entry 0")
+    m["softmax_exp"] = e
+    n = r.field("H", "class count")
+    if n != 0 and n != n_in:
+        _fail("class count %d, expected 0 or %d (the last layer's n_out)", n, n_in)
     m["classes"] = [r.str("class name") for _ in range(n)]
     m["training"] = _read_training(r)
     if r.pos != r.end:
@@ -304,119 +313,42 @@ def decode(buf):
     return m
 
 
+def decode(buf):
+    """bytes -> model dict (see the module docstring); raises ValueError on any bad field."""
+    if not isinstance(buf, (bytes, bytearray)):
+        buf = bytes(buf)
+    n = len(buf)
+    _check_header(buf, n)
+    _check_crc(buf[n - CRC :], binascii.crc32(memoryview(buf)[: n - CRC]))
+    return _read(_Reader(buf, None, HEADER, n - CRC))
+
+
 def load(path):
-    """Read and decode the model file at `path`."""
+    """Read and decode the model file at `path`: the checks of `decode`, in small reads."""
     with open(path, "rb") as f:
-        return decode(f.read())
-
-
-# --- encoder (host; also runs under MicroPython) ---
-
-
-class _Writer:
-    def __init__(self):
-        self.parts = []
-
-    def pack(self, fmt, value, lo, hi, what):
-        self.parts.append(struct.pack(fmt, _in_range(value, lo, hi, what)))
-
-    def u8(self, v, what):
-        self.pack("<B", v, 0, 255, what)
-
-    def i8(self, v, what):
-        self.pack("<b", v, -128, 127, what)
-
-    def u16(self, v, what):
-        self.pack("<H", v, 0, 65535, what)
-
-    def u32(self, v, what):
-        self.pack("<I", v, 0, 0xFFFFFFFF, what)
-
-    def i32(self, v, what):
-        self.pack("<i", v, -(1 << 31), (1 << 31) - 1, what)
-
-    def str(self, s, what):
-        b = s.encode("utf-8")
-        self.u8(len(b), what + " length")
-        self.parts.append(b)
-
-    def ints(self, typecode, values, lo, hi, what):
-        for v in values:
-            _in_range(v, lo, hi, what)
-        self.parts.append(bytes(array(typecode, values)))
-
-
-def _write_layer(wr, k, layer):
-    where = "layer %d " % k
-    act = layer["act"]
-    if act not in ACTIVATIONS:
-        _fail("%sactivation %r, expected one of %r", where, act, ACTIVATIONS)
-    wr.u8(ACTIVATIONS.index(act), where + "activation")
-    wr.u32(layer["n_in"], where + "n_in")
-    wr.u32(layer["n_out"], where + "n_out")
-    for key in ("f_x", "zp_x", "f_w", "f_z", "zp_z"):
-        wr.i8(layer[key], where + key)
-    n = layer["n_in"] * layer["n_out"]
-    if len(layer["w"]) != n or len(layer["b"]) != layer["n_out"]:
-        _fail("%sweights/biases sizes %d/%d", where, len(layer["w"]), len(layer["b"]))
-    wr.ints("b", layer["w"], -128, 127, where + "weight")
-    wr.ints("i", layer["b"], -(1 << 31), (1 << 31) - 1, where + "bias")
-    if act in TABLE_OUT:
-        if layer["table"] is None or len(layer["table"]) != 256:
-            _fail("%s%s needs a 256-entry table", where, act)
-        wr.ints("b", layer["table"], -128, 127, where + "table")
+        n = f.seek(0, 2)
+        f.seek(0)
+        _check_header(f.read(HEADER), n)
+        f.seek(0)
+        chunk = bytearray(_CHUNK)
+        crc = 0
+        left = n - CRC
+        while left > 0:
+            k = f.readinto(chunk)
+            if not k:
+                break
+            k = min(k, left)
+            crc = binascii.crc32(memoryview(chunk)[:k], crc)
+            left -= k
+        chunk = None
+        f.seek(n - CRC)
+        _check_crc(f.read(CRC), crc)
+        f.seek(HEADER)
+        return _read(_Reader(None, f, HEADER, n - CRC))
 
 
 def encode(m):
-    """Model dict (see the module docstring) -> bytes; decodes its own output as a check."""
-    wr = _Writer()
-    s, f, inp = m["sensor"], m["features"], m["input"]
-    wr.str(s["kind"], "sensor kind")
-    wr.u32(s["rate_mhz"], "sample rate")
-    wr.u8(len(s["channels"]), "channel count")
-    for i in range(len(s["channels"])):
-        wr.str(s["channels"][i], "channel name")
-        wr.str(s["units"][i], "channel unit")
-        wr.parts.append(struct.pack("<f", s["full_scale"][i]))
-    wr.u16(f["window"], "window")
-    wr.u16(f["hop"], "hop")
-    wr.u16(len(f["names"]), "feature name count")
-    for name in f["names"]:
-        wr.str(name, "feature name")
-    wr.u16(len(inp["offset"]), "input count")
-    wr.i8(inp["f_in"], "f_in")
-    wr.i8(inp["zp_in"], "zp_in")
-    for i in range(len(inp["offset"])):
-        wr.i32(inp["offset"][i], "input offset")
-        wr.i32(inp["mult"][i], "input mult")
-        wr.u8(inp["shift"][i], "input shift")
-    wr.u8(len(m["layers"]), "layer count")
-    for k in range(len(m["layers"])):
-        _write_layer(wr, k, m["layers"][k])
-    if m["layers"][-1]["act"] == "softmax":
-        exp = m["softmax_exp"]
-        if exp is None or len(exp) != 256:
-            _fail("a softmax output layer needs a 256-entry exp table")
-        wr.ints("i", exp, 0, EXP_ONE, "softmax table entry")
-    wr.u16(len(m["classes"]), "class count")
-    for name in m["classes"]:
-        wr.str(name, "class name")
-    items = m.get("training") or {}
-    wr.u8(len(items), "training item count")
-    for key in sorted(items):
-        wr.str(key, "training key")
-        value = items[key]
-        if isinstance(value, str):
-            wr.u8(1, "kind")
-            wr.str(value, "training value")
-        elif isinstance(value, int):
-            wr.u8(0, "kind")
-            wr.pack("<i", value, 1 - SMALL, SMALL - 1, key)
-        else:
-            _fail("training value %r of %r, expected an int or a str", value, key)
-    body = b"".join(wr.parts)
-    length = _HEADER + len(body) + _CRC
-    out = MAGIC + struct.pack("<HHI", VERSION, 0, length) + body
-    out += struct.pack("<I", binascii.crc32(out) & 0xFFFFFFFF)
-    decode(out)
-    return out
+    """Model dict -> bytes: `modelfile_write.encode`, imported only when called."""
+    from .modelfile_write import encode
+
+    return encode(m)

@@ -1,4 +1,5 @@
-"""Model files on the host: QModel <-> bytes through the one layout in `device/modelfile.py`.
+"""Model files on the host: QModel <-> bytes through the one layout in `device/modelfile.py`
+(decoder) and `device/modelfile_write.py` (encoder).
 
 Runs on: host.
 
@@ -18,6 +19,7 @@ import tempfile
 import numpy as np
 
 from device import modelfile as layout
+from device.modelfile_write import encode
 
 from .inputstage import InputStage
 from .qmodel import QLayer, QModel
@@ -58,7 +60,7 @@ def _ints(a):
 
 
 def to_dict(qmodel):
-    """QModel -> the plain dict that `device.modelfile.encode` takes."""
+    """QModel -> the plain dict that `device.modelfile_write.encode` takes."""
     st = qmodel.input_stage
     layers = []
     for layer in qmodel.layers:
@@ -153,7 +155,7 @@ def from_dict(d):
 
 def to_bytes(qmodel):
     """QModel -> model file bytes (checked by decoding them)."""
-    return layout.encode(to_dict(qmodel))
+    return encode(to_dict(qmodel))
 
 
 def from_bytes(b):
