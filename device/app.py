@@ -1,5 +1,5 @@
-"""The board app: sensor -> ring buffer -> window features -> prediction, spoken on the serial
-line of DESIGN.md ("The board app and the serial line").
+"""The board app: sensor -> ring buffer -> window features -> prediction (and training on
+labels), spoken on the serial line of DESIGN.md ("The board app and the serial line").
 
 Runs on: board and host (MicroPython >= 1.22; the Unix port in tests; CPython can import it).
 
@@ -7,20 +7,9 @@ Runs on: board and host (MicroPython >= 1.22; the Unix port in tests; CPython ca
     app.run()                              # for ever; run(max_hops=, max_samples=) in tests
     app.handle_line("mode record")         # one command, as if it came over the serial line
 
-board.json (every key optional; other keys go to `sensors.make_sensor` untouched)::
-
-    {"model": "model.mpm",    model file on the board
-     "sensor": "replay",      replay | rp2_temp | adc | esp32_adc | mpu6050, plus its options
-                              ("file": "data.csv" for replay, pins, I2C address, ...)
-     "rate_hz": 50,           must equal the model's sample rate (default: the model's; 50
-                              when the model file does not state one)
-     "smoothing": 1,          1..32: report the majority class of the last N windows
-     "mode": "predict",       predict | record | idle at start
-     "realtime": true,        false: no sleeping, t= advances by the nominal sample period
-     "kernel": null}          null (viper when the port has it) | "portable" | "viper"
-
-A bad value gets an `err config ...` line and its default. `device/board.py` reads the file,
-builds the model, sensor and app, and runs it (the board's main.py calls `board.main()`).
+The board.json keys and their checks are in device/config.py, the command handlers in
+device/commands.py. `device/board.py` reads board.json, builds the model, sensor, trainer and
+app, and runs it (the board's main.py calls `board.main()`).
 
 The loop. One sensor read per sample period into an interleaved int16 ring buffer of `window`
 frames (window and hop come from the model file). Realtime deadlines advance by the period
@@ -34,14 +23,11 @@ Lines out: `pred t=<ms> class=<name> score=<0..255> us=<int> <name>:<0..255> ...
 features + inference), `sample t=<ms> <channel>=<int> ...` per sample in record mode, `train
 step=<n> label=<name> correct=<0/1> acc=<0..100>`, `info <key>=<value> ...`, `err <code>
 <message>`. `t` is milliseconds since the app started (the read time in realtime; sample index
-times the nominal period otherwise), wrapping at 2**30 like `ticks_ms`.
-
-Commands in (each answered by one line; anything refused gets `err` and changes nothing):
-`mode predict|record|idle` (-> `info mode=...`; leaving or entering idle restarts the window),
-`label <class name>`, `save`, `reset-model` (-> `err <command> not available ...` without a
-trainer), `info`, `rate <hz>` (only the model's own rate is accepted). Empty lines are
-ignored. Error codes: config, model, sensor, app, line (too long, bad bytes), command
-(unknown), mode, label, save, reset-model, info, rate, internal.
+times the nominal period otherwise), wrapping at 2**30 like `ticks_ms`. The first line is
+`info state=start ...` (App.info_text, with `checkpoint=<slot>|none`), then one line per note
+from the start (`app.notes`: the checkpoint loaded or ignored), then `err config` lines.
+Error codes: config, model, sensor, app, line (too long, bad bytes), command (unknown), mode,
+label, save, reset-model, info, rate, internal.
 
 Smoothing: the reported class is the most frequent class of the last N windows; a tie goes to
 the tied class seen most recently. The score is that class's score in the latest window, and
@@ -51,14 +37,15 @@ The trainer hook: set `app.trainer` to an object like `device.train.Trainer`:
 `step(raw, label)` runs one training step on the last window's raw int features (an
 array('i'), recomputed from the ring) with the class index `label`, updates the app's model in
 place and returns [predicted class, correct 0/1] (or just correct); optional `steps` and
-`accuracy()` (else the app counts), `save()` (checkpoint now) and `reset()` (back to the
-exported weights); a missing method answers `err <command> not available`. `label` prints
-`train step=<n> label=<name> correct=<0/1> acc=<0..100>`; exceptions become `err` lines.
+`accuracy()` (else the app counts), `save()` (checkpoint now; may return (slot path, seq)) and
+`reset()` (back to the exported weights); a missing method answers `err <command> not
+available`. `autosave` (config) saves every N training steps.
 
 Memory: everything is allocated in __init__. `step()` (sensor read into the ring, features and
-predict on a hop) and the `pred` and `sample` lines allocate nothing; neither does `run()`
-between commands with the sensor not allocating (tests run it under heap_lock). Commands,
-info and err lines build strings and allocate. Counters wrap at 2**30 to stay small ints.
+predict on a hop), `learn()` (a training step and its `train` line) and the `pred` and
+`sample` lines allocate nothing; neither does `run()` between commands with the sensor not
+allocating (tests run these under heap_lock). Commands, info and err lines build strings and
+allocate. Counters wrap at 2**30 to stay small ints.
 """
 
 import gc
@@ -66,7 +53,11 @@ import sys
 from array import array
 
 from . import protocol
+from .commands import COMMANDS
+from .config import DEFAULTS, MAX_SMOOTHING, MODES, check_config, hz, shorten, token
 from .features import MAX_WINDOW, N_FEATURES, window_features
+
+__all__ = ["App", "DEFAULTS", "MAX_SMOOTHING", "MODES", "check_config", "shorten", "sleep_us"]
 
 try:
     from micropython import const
@@ -102,17 +93,6 @@ except ImportError:  # CPython: the same wrapping clocks from time.monotonic_ns
 
 APP_VERSION = "0.1.0"
 FEATURE_KINDS = ("mean", "std", "min", "max", "mad", "crossings", "energy")
-MODES = ("predict", "record", "idle")
-DEFAULTS = {
-    "model": "model.mpm",
-    "sensor": "replay",
-    "rate_hz": None,
-    "smoothing": 1,
-    "mode": "predict",
-    "realtime": True,
-    "kernel": None,
-}
-MAX_SMOOTHING = 32
 _PREDICT = const(0)
 _RECORD = const(1)
 _IDLE = const(2)
@@ -120,7 +100,6 @@ _WRAP = const(0x40000000)  # counters and t wrap at 2**30: small ints on every p
 _JITTER_BLOCK = const(64)  # jitter stats cover the last complete block of this many samples
 _LATE_CAP = const(1000000)  # lateness counted at most 1 s in the stats
 _DEFAULT_MHZ = const(50000)
-_ECHO = const(24)  # longest piece of a refused line echoed in its err line
 
 
 def _wrap_add(t, d):
@@ -128,58 +107,6 @@ def _wrap_add(t, d):
     if t >= _WRAP - d:
         return t - (_WRAP - d)
     return t + d
-
-
-def _is_int(v):
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_rate(v):
-    return v is None or ((_is_int(v) or isinstance(v, float)) and 0 < v <= 1000000)
-
-
-_CHECKS = (
-    ("model", lambda v: isinstance(v, str) and v != "", "a file name"),
-    ("sensor", lambda v: isinstance(v, str) and v != "", "a sensor kind"),
-    ("rate_hz", _is_rate, "a rate in Hz or null"),
-    ("smoothing", lambda v: _is_int(v) and 1 <= v <= MAX_SMOOTHING, "1..%d" % MAX_SMOOTHING),
-    ("mode", lambda v: v in MODES, "predict, record or idle"),
-    ("realtime", lambda v: isinstance(v, bool), "true or false"),
-    ("kernel", lambda v: v in (None, "portable", "viper"), 'null, "portable" or "viper"'),
-)
-
-
-def check_config(config):
-    """board.json dict -> (a copy with defaults filled in, list of problems found)."""
-    clean = dict(DEFAULTS)
-    if not isinstance(config, dict):
-        return clean, ["board.json holds %s, expected a JSON object; using defaults" % config]
-    clean.update(config)
-    problems = []
-    for key, ok, expected in _CHECKS:
-        if not ok(clean[key]):
-            problems.append(
-                "%s %r, expected %s; using %r" % (key, clean[key], expected, DEFAULTS[key])
-            )
-            clean[key] = DEFAULTS[key]
-    return clean, problems
-
-
-def _hz(mhz):
-    """Millihertz -> '50' or '12.5' (no float formatting)."""
-    if mhz % 1000 == 0:
-        return str(mhz // 1000)
-    return ("%d.%03d" % (mhz // 1000, mhz % 1000)).rstrip("0")
-
-
-def _token(name):
-    """A name as one protocol token: spaces and non-printable characters become '_'."""
-    return "".join(ch if "!" <= ch <= "~" else "_" for ch in name) or "_"
-
-
-def shorten(text):
-    """`text` cut to a length fit to echo in an err line."""
-    return text if len(text) <= _ECHO else text[:_ECHO] + "..."
 
 
 def _free_heap():
@@ -198,6 +125,7 @@ class App:
         self.sensor = sensor
         self.config = config
         self.trainer = None
+        self.notes = []  # info texts printed after the start line (board.py: checkpoints)
         self._problems = problems
         self._check_model(model)
         channels = model.sensor["channels"]
@@ -217,7 +145,7 @@ class App:
         self.n_channels = c
         self.window = model.features["window"]
         self.hop = model.features["hop"]
-        self._set_rate(self._start_rate(config, model, problems))
+        self.set_rate(self._start_rate(config, model, problems))
         self.realtime = config["realtime"]
         self.mode = MODES.index(config["mode"])
 
@@ -231,10 +159,11 @@ class App:
         self.restart()
 
         classes = model.classes or [str(j) for j in range(k)]
-        self.class_names = [_token(name) for name in classes]
+        self.class_names = [token(name) for name in classes]
         self._class_tags = [(" class=%s score=" % s).encode() for s in self.class_names]
         self._pair_tags = [(" %s:" % s).encode() for s in self.class_names]
-        self._channel_tags = [(" %s=" % _token(s)).encode() for s in names]
+        self._channel_tags = [(" %s=" % token(s)).encode() for s in names]
+        self._label_tags = [(" label=%s correct=" % s).encode() for s in self.class_names]
 
         self.t_ms = 0
         self.us = 0
@@ -243,8 +172,12 @@ class App:
         self.hops = 0
         self.overruns = 0
         self.sensor_errors = 0
-        self.steps = 0
+        self.steps = 0  # training steps and correct predictions, when the trainer has none
         self.correct = 0
+        self.autosave = config["autosave"]
+        self.since_save = 0  # training steps since the last save
+        self.checkpoint = "none"  # the slot last loaded or saved, and its sequence number
+        self.seq = 0
         self.fault = None
         self._quiet = 0
         self._suppressed = 0
@@ -256,7 +189,7 @@ class App:
         longest = 0
         for s in self.class_names:
             longest = max(longest, len(s))
-        size = 64 + longest + k * (longest + 6)
+        size = 80 + longest + k * (longest + 6)
         sample = 32
         for tag in self._channel_tags:
             sample += len(tag) + 6
@@ -296,11 +229,11 @@ class App:
         if want_mhz is not None and want_mhz != model_mhz:
             problems.append(
                 "rate_hz %s refused: the model was trained at %s Hz; using %s Hz"
-                % (want, _hz(model_mhz), _hz(model_mhz))
+                % (want, hz(model_mhz), hz(model_mhz))
             )
         return model_mhz
 
-    def _set_rate(self, mhz):
+    def set_rate(self, mhz):
         self.rate_mhz = mhz
         self._t_step, self._t_rem_step = divmod(1000000, mhz)  # ms per sample
         self._p_step, self._p_rem_step = divmod(1000000000, mhz)  # us per sample
@@ -524,10 +457,11 @@ class App:
         for layer in model.layers:
             sizes.append(str(layer["n_out"]))
         v = sys.implementation.version
+        steps, acc = self.train_counts()
         pairs = (
             ("state", state),
             ("mode", MODES[self.mode]),
-            ("rate_hz", _hz(self.rate_mhz)),
+            ("rate_hz", hz(self.rate_mhz)),
             ("realtime", 1 if self.realtime else 0),
             ("window", self.window),
             ("hop", self.hop),
@@ -540,21 +474,32 @@ class App:
             ("jitter_mean_us", self.jitter_mean_us),
             ("heap_free", free),
             ("heap_used", used),
-            ("model", _token(self.config["model"])),
+            ("model", token(self.config["model"])),
             ("layers", "-".join(sizes)),
             ("kernel", getattr(model, "kernel", "?")),
             ("classes", ",".join(self.class_names)),
-            ("sensor", _token(self.config["sensor"])),
-            ("channels", ",".join([_token(s) for s in model.sensor["channels"]])),
-            ("trainer", "none" if self.trainer is None else "on"),
-            ("steps", self._train_counts()[0]),
+            ("sensor", token(self.config["sensor"])),
+            ("channels", ",".join([token(s) for s in model.sensor["channels"]])),
+            ("trainer", self._trainer_name()),
+            ("steps", steps),
+            ("acc", acc),
+            ("checkpoint", token(self.checkpoint)),
+            ("seq", self.seq),
             ("app", APP_VERSION),
             (sys.implementation.name, "%d.%d.%d" % (v[0], v[1], v[2])),
         )
         return " ".join(["%s=%s" % kv for kv in pairs])
 
+    def _trainer_name(self):
+        if self.trainer is None:
+            return "none"
+        return getattr(self.trainer, "mode", "on")
+
     def _hello(self):
         self.info(self.info_text("start"))
+        for text in self.notes:
+            self.info(text)
+        self.notes = []
         for p in self._problems:
             self.err("config", p)
         self._problems = []
@@ -580,7 +525,7 @@ class App:
             words = line.split()
             if not words:
                 return
-            handler = _COMMANDS.get(words[0])
+            handler = COMMANDS.get(words[0])
             if handler is None:
                 self.err(
                     "command",
@@ -592,125 +537,45 @@ class App:
         except Exception as e:  # never die on a command
             self.err("internal", "%s: %s" % (type(e).__name__, shorten(str(e))))
 
-    def do_mode(self, words, line):
-        if len(words) != 2 or words[1] not in MODES:
-            self.err(
-                "mode",
-                "%r refused, expected mode predict, record or idle" % shorten(line.strip()),
-            )
-            return
-        new = MODES.index(words[1])
+    def set_mode(self, new):
+        """Switch to mode index `new` (MODES); entering or leaving idle restarts the window."""
         if new != self.mode and (new == _IDLE or self.mode == _IDLE):
             self.restart()
         self.mode = new
-        self.info("mode=" + words[1])
 
-    def do_label(self, words, line):
-        if self.trainer is None:
-            self.err("label", "not available: no on-device training on this board")
-            return
-        name = line.strip()[len("label") :].strip()
-        if not name:
-            self.err("label", "expected label <class name>")
-            return
-        if name in self.class_names:
-            k = self.class_names.index(name)
-        elif name in self.model.classes:
-            k = self.model.classes.index(name)
+    # -- training (allocates nothing) -----------------------------------------------------------
+
+    def learn(self, k):
+        """One training step on the last window with class index k, and its `train` line.
+
+        The caller checks k and that the ring holds a full window (commands.do_label)."""
+        window_features(self.ring, self.n_channels, self.window, self.head, self.window, self.raw)
+        r = self.trainer.step(self.raw, k)
+        if isinstance(r, list):
+            correct = r[1]
         else:
-            self.err(
-                "label",
-                "unknown class %r, expected one of %s"
-                % (shorten(name), ",".join(self.class_names)),
-            )
-            return
-        if self.filled < self.window:
-            self.err("label", "no full window yet (%d of %d samples)" % (self.filled, self.window))
-            return
-        c = self.n_channels
-        window_features(self.ring, c, self.window, self.head, self.window, self.raw)
-        try:
-            r = self.trainer.step(self.raw, k)
-        except Exception as e:
-            self.err("label", "training step failed: %s" % shorten(str(e)))
-            return
-        correct = r[1] if isinstance(r, (list, tuple)) else (1 if r else 0)
-        self.steps += 1
-        self.correct += correct
-        steps, acc = self._train_counts()
-        self.writer.line(
-            "train step=%d label=%s correct=%d acc=%d" % (steps, self.class_names[k], correct, acc)
-        )
+            correct = 1 if r else 0
+        self.steps = _wrap_add(self.steps, 1)
+        self.correct = _wrap_add(self.correct, correct)
+        self.since_save = _wrap_add(self.since_save, 1)
+        w = self.writer
+        w.put(b"train step=")
+        t = self.trainer
+        if hasattr(t, "steps") and hasattr(t, "accuracy"):
+            w.put_int(t.steps)
+            acc = t.accuracy()
+        else:
+            w.put_int(self.steps)
+            acc = self.correct * 100 // self.steps
+        w.put(self._label_tags[k])
+        w.put_int(correct)
+        w.put(b" acc=")
+        w.put_int(acc)
+        w.end()
 
-    def _train_counts(self):
+    def train_counts(self):
         """(steps, accuracy %): the trainer's own when it keeps them, else the app's."""
         t = self.trainer
         if t is not None and hasattr(t, "steps") and hasattr(t, "accuracy"):
             return t.steps, t.accuracy()
         return self.steps, self.correct * 100 // self.steps if self.steps else 0
-
-    def _trainer_call(self, words, what, answer):
-        if len(words) != 1:
-            self.err(words[0], "takes no arguments, expected %s" % words[0])
-            return
-        if self.trainer is None:
-            self.err(words[0], "not available: no on-device training on this board")
-            return
-        method = getattr(self.trainer, what, None)
-        if method is None:
-            self.err(words[0], "not available: the trainer has no %s()" % what)
-            return
-        try:
-            method()
-        except Exception as e:
-            self.err(words[0], "failed: %s" % shorten(str(e)))
-            return
-        self.info(answer)
-
-    def do_save(self, words, line):
-        self._trainer_call(words, "save", "saved=1 steps=%d" % self._train_counts()[0])
-
-    def do_reset_model(self, words, line):
-        self._trainer_call(words, "reset", "model=reset")
-
-    def do_info(self, words, line):
-        if len(words) != 1:
-            self.err("info", "takes no arguments, expected info")
-            return
-        self.info(self.info_text())
-
-    def do_rate(self, words, line):
-        model_mhz = self.model.sensor["rate_mhz"]
-        try:
-            if len(words) != 2:
-                raise ValueError
-            hz = float(words[1])
-            if not 0 < hz <= 1000000:
-                raise ValueError
-        except ValueError:
-            self.err(
-                "rate", "%r refused, expected rate <hz>, 0 < hz <= 1e6" % shorten(line.strip())
-            )
-            return
-        mhz = int(hz * 1000 + 0.5)
-        if model_mhz and mhz != model_mhz:
-            self.err(
-                "rate",
-                "%s Hz refused: the model was trained at %s Hz"
-                % (shorten(words[1]), _hz(model_mhz)),
-            )
-            return
-        if mhz != self.rate_mhz:
-            self._set_rate(mhz)
-            self.restart()
-        self.info("rate_hz=" + _hz(self.rate_mhz))
-
-
-_COMMANDS = {
-    "mode": App.do_mode,
-    "label": App.do_label,
-    "save": App.do_save,
-    "reset-model": App.do_reset_model,
-    "info": App.do_info,
-    "rate": App.do_rate,
-}

@@ -1,4 +1,5 @@
-"""Starting the board app: board.json -> model, sensor and App, run for ever, never dying.
+"""Starting the board app: board.json -> model, sensor, trainer and App, run for ever, never
+dying.
 
 Runs on: board and host (MicroPython; the Unix port in tests).
 
@@ -6,15 +7,24 @@ Runs on: board and host (MicroPython; the Unix port in tests).
     main()                                  # what the board's main.py does
 
 A missing or bad board.json, or a bad value in it, gets an `err config ...` line and the
-defaults (keys and defaults: device/app.py). Without a usable model or sensor the board stays
-halted, answering every command line with the `err model ...` / `err sensor ...` that says
-why, never a traceback loop; Ctrl-C (KeyboardInterrupt) still ends it for the REPL.
+defaults (keys and defaults: device/config.py). Without a usable model or sensor the board
+stays halted, answering every command line with the `err model ...` / `err sensor ...` that
+says why, never a traceback loop; Ctrl-C (KeyboardInterrupt) still ends it for the REPL.
+
+Learning (`learn` not "off"): a device.train.Trainer on the app's model, then the newest valid
+checkpoint of this model is loaded. After the start line the app prints
+`info checkpoint=<slot> seq=<n> steps=<n>` for a loaded one and
+`info checkpoint_ignored=<slot> reason=<words_joined_by_underscores>` per slot not used (the
+start line itself says `checkpoint=none` when nothing was loaded). A trainer that cannot be
+made (a model without softmax, a batch over the proven bound) gets `info learn=off
+reason=...` and the app runs without one.
 """
 
 import sys
 
 from . import protocol
 from .app import App, check_config, shorten, sleep_us
+from .config import token
 
 
 def load_config(path="board.json"):
@@ -48,10 +58,49 @@ def build(config, out=None, inp=None):
         sensor = make_sensor(config)
         check_model(sensor, model.sensor)
         stage = "app"
-        return App(model, sensor, config, out, inp)
+        app = App(model, sensor, config, out, inp)
     except Exception as e:
         where = config["model"] if stage == "model" else config["sensor"]
         raise RuntimeError(stage, "%s: %s" % (where, str(e) or type(e).__name__)) from None
+    start_learning(app, config)
+    return app
+
+
+def start_learning(app, config):
+    """Attach a Trainer as board.json says and load its newest checkpoint; the outcome goes
+    to `app.notes` (info lines after the start line) or to `err config` lines."""
+    if config["learn"] == "off":
+        return
+    try:
+        from .train import Trainer
+
+        trainer = Trainer(
+            app.model,
+            config["learn"],
+            config["lr_shift"],
+            config["batch"],
+            config["seed"],
+            model_path=config["model"],
+            prefix=config["checkpoint"],
+        )
+    except Exception as e:  # e.g. no softmax output layer: the app predicts, never learns
+        app.notes.append("learn=off reason=%s" % token(str(e) or type(e).__name__))
+        return
+    app.trainer = trainer
+    try:
+        seq, ignored = trainer.load()
+    except Exception as e:  # a slot that changed while it was read: exported weights
+        seq, ignored = None, [(trainer.prefix, "unreadable: %s" % e)]
+    if seq is not None:
+        from .train import slot_of
+
+        app.checkpoint, app.seq = slot_of(trainer.prefix, seq), seq
+        app.notes.append(
+            "checkpoint=%s seq=%d steps=%d" % (token(app.checkpoint), seq, trainer.steps)
+        )
+
+    for path, reason in ignored:
+        app.notes.append("checkpoint_ignored=%s reason=%s" % (token(path), token(reason)))
 
 
 def halt(code, message, out=None, inp=None, max_samples=None):

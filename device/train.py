@@ -7,6 +7,11 @@ Runs on: board and host (MicroPython >= 1.22; also CPython). The bit-exact NumPy
     trainer = Trainer(model, mode="last", lr_shift=7, batch=1, seed=1)
     cls, correct = trainer.step(raw, label)      # forward + backward + update every `batch`
 
+    trainer = Trainer(model, model_path="model.mpm", prefix="ckpt")
+    seq, ignored = trainer.load()     # newest valid checkpoint of this model, or (None, [...])
+    path, seq = trainer.save()        # -> ("ckpt.0" or "ckpt.1", its sequence number)
+    trainer.reset()                   # exported weights again, counters and PRNG too, no slots
+
 `step` allocates nothing (it runs inside `micropython.heap_lock()`) and returns the same list
 [predicted_class, correct (0/1)] every call. The forward pass is the model's own (portable or
 viper kernel); the backward pass and update have two kernels with identical integers, the
@@ -51,6 +56,18 @@ The integers of one step (layer k reads x at (f_x, zp_x), weights at f_w):
 - draw order: one draw per updated parameter with s > 0, layer by layer from layer 0, the
   weights row-major, then the biases.
 
+Persistence (device/checkpoint.py, two slots named by `prefix`, tied to the model file's CRC):
+the state is, layer by layer, the master weights (array('h')) of each layer whose weights
+learn, then its biases (array('i'), the model's own), and for batch > 1 the int32 gradient
+sums of the unfinished mini-batch (so training resumes exactly where it stopped), plus the ints
+[steps, n_correct, PRNG state, samples in the batch, mode id]. The int8 weights are not
+stored: `load` recomputes them from the master weights ((m + 128) >> 8, clamped), and the
+viper kernel's row constants with them. A checkpoint of another model (CRC), or of a mode or
+batch kind (1 or > 1) that keeps other arrays (shape), is ignored with a reason; two modes
+that keep the same arrays train the same parameters (one layer: "last" and "all"), so either
+loads it. These methods allocate (a 256-byte buffer, small objects; `reset` decodes the model
+file again); `step` never does.
+
 Bound proof (the same formula as host/trainref.check_train_bounds; 2**30 - 1 = LIMIT):
 |e| <= 256, |delta| <= 32768; |S| <= 127 * n_out * max|delta| (checked: refuses wide layers
 below another hidden layer in "bias" / "all"); |T * D| <= 2**15 * 2**14; a trainable layer's
@@ -60,8 +77,10 @@ bias limit, plus 1, stays <= LIMIT. The largest batch this allows is `max_batch`
 batch raises ValueError.
 """
 
+import struct
 from array import array
 
+from . import checkpoint, modelfile
 from .fixedpoint import rounding_rshift
 from .prng import seed_state, xorshift16
 
@@ -103,7 +122,17 @@ def input_range(layers, k):
 class Trainer:
     """Trains `model` (a device.infer.Model whose last layer is softmax) in place."""
 
-    def __init__(self, model, mode=None, lr_shift=None, batch=None, seed=None, kernel=None):
+    def __init__(
+        self,
+        model,
+        mode=None,
+        lr_shift=None,
+        batch=None,
+        seed=None,
+        kernel=None,
+        model_path=None,
+        prefix="ckpt",
+    ):
         defaults = model.training or {}
         mode = defaults.get("learn", "last") if mode is None else mode
         lr_shift = defaults.get("lr_shift", DEFAULT_LR_SHIFT) if lr_shift is None else lr_shift
@@ -156,7 +185,11 @@ class Trainer:
         self._alloc(layers)
         if kernel == "viper":
             self._viper_params(layers)
-        self.state = seed_state(1 if seed is None else seed)
+        self.seed = 1 if seed is None else seed
+        self.state = seed_state(self.seed)
+        self.model_path = model_path  # the model file: its CRC names the checkpoints
+        self.model_crc = None if model_path is None else checkpoint.model_crc_of(model_path)
+        self.prefix = prefix
         self.steps = 0
         self.n_correct = 0
         self._count = 0  # samples summed since the last update
@@ -509,6 +542,135 @@ class Trainer:
     def accuracy(self):
         """Percent of correct predictions so far, 0..100 (integer, rounded down)."""
         return 100 * self.n_correct // self.steps if self.steps else 0
+
+    # -- persistence (allocates; never called by step) --------------------------------------------
+
+    def _state(self):
+        """(arrays, ints) of a checkpoint; see the module docstring for the order."""
+        arrays = []  # type: list
+        for k in range(self._n):
+            if self.trains_w[k]:
+                arrays.append(self.master_w[k])
+            if self.trains_b[k]:
+                arrays.append(self.master_b[k])
+        for k in range(self._n):
+            if self._gw[k] is not None:
+                arrays.append(self._gw[k])
+            if self._gb[k] is not None:
+                arrays.append(self._gb[k])
+        ints = [self.steps, self.n_correct, self.state, self._count, MODES.index(self.mode)]
+        return arrays, ints
+
+    def _crc(self):
+        if self.model_crc is None:
+            raise ValueError("train: no model file given (model_path), needed for checkpoints")
+        return self.model_crc
+
+    def save(self, prefix=None):
+        """Write the training state as the newest checkpoint -> (slot path, sequence number)."""
+        prefix = self.prefix if prefix is None else prefix
+        arrays, ints = self._state()
+        seq = checkpoint.save(prefix, self._crc(), arrays, ints)
+        return slot_of(prefix, seq), seq
+
+    def load(self, prefix=None):
+        """Load the newest valid checkpoint of this model, mode and batch kind -> (seq or None,
+        [(slot path, reason), ...] ignored). Nothing changes when seq is None; a slot that fails
+        while it is read leaves the exported weights (reset without clearing) and raises."""
+        prefix = self.prefix if prefix is None else prefix
+        arrays, ints = self._state()
+        try:
+            seq, ignored = checkpoint.load(prefix, self._crc(), arrays, ints)
+        except OSError:
+            self._restore()
+            raise
+        if seq is None:
+            return None, ignored
+        self.steps, self.n_correct, self._count = ints[0], ints[1], ints[3]
+        self.state = ints[2] if 1 <= ints[2] <= 0xFFFF else seed_state(ints[2])
+        for k in range(self._n):
+            if self.trains_w[k]:
+                _round_master(self.master_w[k], self._w[k])
+                self._refresh_consts(k)
+        return seq, ignored
+
+    def reset(self, prefix=None):
+        """Back to the exported weights: re-read the model file's weights and biases, master
+        weights from them, gradient sums, counters and PRNG from the seed; clear the slots."""
+        self._restore()
+        checkpoint.clear(self.prefix if prefix is None else prefix)
+
+    def _restore(self):
+        """Exported weights and biases (from the model file) into the live arrays; state reset."""
+        crc = checkpoint.model_crc_of(self.model_path) if self.model_path else None
+        if crc is None or crc != self._crc():
+            raise ValueError(
+                "train: model file %s changed since start (crc 0x%08x, expected 0x%08x)"
+                % (self.model_path, crc or 0, self._crc())
+            )
+        layers = modelfile.load(self.model_path)["layers"]
+        for k in range(self._n):
+            live = self.model.layers[k]
+            w, b = layers[k]["w"], layers[k]["b"]
+            if len(w) != len(live["w"]) or len(b) != len(live["b"]):
+                raise ValueError("train: layer %d of %s differs in size" % (k, self.model_path))
+            _copy(w, live["w"])
+            _copy(b, live["b"])
+            mw = self.master_w[k]
+            if mw is not None:
+                for i in range(len(w)):
+                    mw[i] = w[i] * 256
+            for g in (self._gw[k], self._gb[k]):
+                if g is not None:
+                    for i in range(len(g)):
+                        g[i] = 0
+            self._refresh_consts(k)
+        self.state = seed_state(self.seed)
+        self.steps = 0
+        self.n_correct = 0
+        self._count = 0
+
+    def _refresh_consts(self, k):
+        """The viper forward kernel's row constants of layer k, after its weights changed."""
+        if self._consts is None:
+            return
+        c = self._consts[k]
+        w = self._w[k]
+        n_in = self.model.layers[k]["n_in"]
+        cz = -(128 + self.model.layers[k]["zp_x"])
+        idx = 0
+        for j in range(len(c)):
+            total = 0
+            for i in range(n_in):
+                total += w[idx + i]
+            idx += n_in
+            c[j] = cz * total
+
+
+def slot_of(prefix, seq):
+    """The slot path of `prefix` whose header holds sequence number `seq` (device/checkpoint.py:
+    u32 at offset 12), or `prefix` + ".?" when neither does."""
+    for path in checkpoint.slot_paths(prefix):
+        try:
+            with open(path, "rb") as f:
+                head = f.read(16)
+        except OSError:
+            continue
+        if len(head) == 16 and struct.unpack_from("<I", head, 12)[0] == seq:
+            return path
+    return prefix + ".?"
+
+
+def _round_master(mw, w):
+    """int16 master weights -> int8 weights: (m + 128) >> 8, clamped to [-127, 127]."""
+    for i in range(len(mw)):
+        v = (mw[i] + 128) >> 8
+        w[i] = -127 if v < -127 else (127 if v > 127 else v)
+
+
+def _copy(src, dst):
+    for i in range(len(src)):
+        dst[i] = src[i]
 
 
 def _update_params(s, n_in, n_out, zp_x, has_g, has_c):

@@ -348,24 +348,23 @@ _EPILOG["info"] = """example:
 
 
 def do_demo(args):
-    """Built-in data -> features -> train -> evaluate, with no board attached."""
-    import os
-    import tempfile
+    """The whole path with no board attached (firmware_tools/demo.py)."""
+    from firmware_tools import demo
 
-    out = args.out or os.path.join(tempfile.mkdtemp(prefix="microprop-demo-"), "model.npz")
-    print(
-        "--- microprop demo: synthetic accelerometer data -> integer features -> MLP",
-        file=sys.stderr,
+    demo.run(
+        seed=args.seed,
+        out=args.out,
+        seconds=args.seconds,
+        fast=args.fast,
+        heap=args.heap,
+        progress=Progress(args.quiet),
     )
-    train_args = build_parser().parse_args(
-        ["train", "--data", "synth", "--seed", str(args.seed), "--out", out]
-        + (["--quiet"] if args.quiet else [])
-    )
-    do_train(train_args)
 
 
 _EPILOG["demo"] = """example:
-  microprop demo              (no board needed)
+  microprop demo              (no board needed: train, export, a virtual board, deploy,
+                               live predictions checked against the host)
+  microprop demo --seconds 30 --fast
 """
 
 
@@ -412,6 +411,18 @@ _EPILOG["record"] = """example:
 """
 _EPILOG["ports"] = """example:
   microprop ports
+"""
+_EPILOG["pull"] = """example:
+  microprop pull /dev/ttyACM0 --out learned.mpm      (the newest checkpoint on the board)
+  microprop pull auto --save --out learned.mpm       (checkpoint the running app first)
+  microprop eval learned.mpm
+"""
+_EPILOG["selftest"] = """example:
+  microprop selftest /dev/ttyACM0          (installs the device package if it differs)
+  microprop selftest auto --no-install --steps 500
+
+Exit status 0 when the board's integers equal the host's bit for bit, else 1 with a one-line
+error naming the first mismatch.
 """
 
 
@@ -488,7 +499,7 @@ def _adapt_options(p):
 COMMANDS = {
     "train": (do_train, "train a float MLP on sensor windows (subject-wise split)"),
     "eval": (do_eval, "evaluate a trained model on a dataset"),
-    "demo": (do_demo, "run the whole pipeline on built-in data, no board needed"),
+    "demo": (do_demo, "the whole path on built-in data and a virtual board, no board needed"),
     "export": (do_export, "quantize a float model to int8 and write the board's model file"),
     "info": (do_info, "show a model file: layers, scales, flash and RAM, headroom"),
     "board": (do_board, "run a virtual board (MicroPython Unix port on a pseudo-terminal)"),
@@ -496,6 +507,8 @@ COMMANDS = {
     "monitor": (_tool("monitor")[0], "watch a board's predictions live, log them, send commands"),
     "record": (_tool("record")[0], "record labelled sensor samples from a board into a CSV"),
     "ports": (_tool("ports")[0], "list serial ports and recognised boards"),
+    "pull": (_tool("pull")[0], "bring a board's learned weights back as a model file"),
+    "selftest": (_tool("selftest")[0], "prove a board computes the host's integers, bit for bit"),
     "adapt": (do_adapt, "measure on-board learning for new subjects, int8 vs float"),
 }
 
@@ -547,9 +560,9 @@ def _eval_options(p):
 
 
 def _demo_options(p):
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--out", help="where to keep the model (default: a temporary folder)")
-    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    from firmware_tools import demo
+
+    demo.add_arguments(p)  # --seed, --out, --quiet, --seconds, --fast, --heap
 
 
 def _export_options(p):
@@ -587,6 +600,8 @@ _ADD_OPTIONS = {
     "monitor": _tool("monitor")[1],
     "record": _tool("record")[1],
     "ports": _tool("ports")[1],
+    "pull": _tool("pull")[1],
+    "selftest": _tool("selftest")[1],
     "adapt": _adapt_options,
 }
 

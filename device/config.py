@@ -1,0 +1,107 @@
+"""board.json settings of the board app: keys, defaults, checks, and the text helpers of the
+serial line.
+
+Runs on: board and host (MicroPython >= 1.22; CPython).
+
+Every key is optional; other keys go to `sensors.make_sensor` untouched::
+
+    {"model": "model.mpm",    model file on the board
+     "sensor": "replay",      replay | rp2_temp | adc | esp32_adc | mpu6050, plus its options
+                              ("file": "data.csv" for replay, pins, I2C address, ...)
+     "rate_hz": 50,           must equal the model's sample rate (default: the model's; 50
+                              when the model file does not state one)
+     "smoothing": 1,          1..32: report the majority class of the last N windows
+     "mode": "predict",       predict | record | idle at start
+     "realtime": true,        false: no sleeping, t= advances by the nominal sample period
+     "kernel": null,          null (viper when the port has it) | "portable" | "viper"
+     "learn": "last",         off | last | bias | all: what `label` trains (device/train.py)
+     "lr_shift": null,        learning rate 2**-lr_shift, 0..30 (null: the model file's, or 7)
+     "batch": null,           mini-batch size >= 1 (null: the model file's, or 1)
+     "seed": 1,               seed of the stochastic rounding's random numbers
+     "autosave": 0,           save a checkpoint every N training steps (0: only on `save`)
+     "checkpoint": "ckpt"}    checkpoint slots: <checkpoint>.0 and <checkpoint>.1
+
+A bad value gets an `err config ...` line and its default (`check_config`).
+"""
+
+MODES = ("predict", "record", "idle")
+LEARN = ("off", "last", "bias", "all")
+MAX_SMOOTHING = 32
+DEFAULTS = {
+    "model": "model.mpm",
+    "sensor": "replay",
+    "rate_hz": None,
+    "smoothing": 1,
+    "mode": "predict",
+    "realtime": True,
+    "kernel": None,
+    "learn": "last",
+    "lr_shift": None,
+    "batch": None,
+    "seed": 1,
+    "autosave": 0,
+    "checkpoint": "ckpt",
+}
+_ECHO = 24  # longest piece of a refused line echoed in its err line
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_rate(v):
+    return v is None or ((_is_int(v) or isinstance(v, float)) and 0 < v <= 1000000)
+
+
+def _is_name(v):
+    return isinstance(v, str) and v != ""
+
+
+_CHECKS = (
+    ("model", _is_name, "a file name"),
+    ("sensor", _is_name, "a sensor kind"),
+    ("rate_hz", _is_rate, "a rate in Hz or null"),
+    ("smoothing", lambda v: _is_int(v) and 1 <= v <= MAX_SMOOTHING, "1..%d" % MAX_SMOOTHING),
+    ("mode", lambda v: v in MODES, "predict, record or idle"),
+    ("realtime", lambda v: isinstance(v, bool), "true or false"),
+    ("kernel", lambda v: v in (None, "portable", "viper"), 'null, "portable" or "viper"'),
+    ("learn", lambda v: v in LEARN, "off, last, bias or all"),
+    ("lr_shift", lambda v: v is None or (_is_int(v) and 0 <= v <= 30), "0..30 or null"),
+    ("batch", lambda v: v is None or (_is_int(v) and v >= 1), "an int >= 1 or null"),
+    ("seed", lambda v: _is_int(v) and 0 <= v <= 0xFFFF, "0..65535"),
+    ("autosave", lambda v: _is_int(v) and 0 <= v < 0x40000000, "an int >= 0 (0: off)"),
+    ("checkpoint", _is_name, "a file name prefix"),
+)
+
+
+def check_config(config):
+    """board.json dict -> (a copy with defaults filled in, list of problems found)."""
+    clean = dict(DEFAULTS)
+    if not isinstance(config, dict):
+        return clean, ["board.json holds %s, expected a JSON object; using defaults" % config]
+    clean.update(config)
+    problems = []
+    for key, ok, expected in _CHECKS:
+        if not ok(clean[key]):
+            problems.append(
+                "%s %r, expected %s; using %r" % (key, clean[key], expected, DEFAULTS[key])
+            )
+            clean[key] = DEFAULTS[key]
+    return clean, problems
+
+
+def hz(mhz):
+    """Millihertz -> '50' or '12.5' (no float formatting)."""
+    if mhz % 1000 == 0:
+        return str(mhz // 1000)
+    return ("%d.%03d" % (mhz // 1000, mhz % 1000)).rstrip("0")
+
+
+def token(name):
+    """A name as one protocol token: spaces and non-printable characters become '_'."""
+    return "".join(ch if "!" <= ch <= "~" else "_" for ch in name) or "_"
+
+
+def shorten(text):
+    """`text` cut to a length fit to echo in an err line."""
+    return text if len(text) <= _ECHO else text[:_ECHO] + "..."

@@ -1,0 +1,294 @@
+"""`microprop pull`: a board's learned weights back on the host, as a model file.
+
+Runs on: host.
+
+    microprop pull /dev/ttyACM0 --out learned.mpm
+    microprop pull auto --save --out learned.mpm      (checkpoint the running app first)
+
+Steps, each an `mpremote connect PORT ...` subprocess under a timeout (as deploy's):
+
+1. `--save`: send `save` to the running app over the serial line, wait for `info saved=`.
+2. Probe (one `exec`): board.json's model path, checkpoint prefix and learning settings, and
+   which of the model file and the two checkpoint slots exist.
+3. Copy (one `fs` chain): those files into a temporary folder.
+4. Apply, on the host: the board's own code (device/infer.Model, device/train.Trainer with the
+   portable kernel, device/checkpoint.py) loads the newest valid checkpoint of that model file,
+   as the board does at boot: with board.json's `learn` and `batch` first, then the other
+   modes and batch kinds (a checkpoint's arrays say which it was).
+5. Write the model file with the learned int8 weights and biases (atomically: a temporary file,
+   then rename), and print what changed: steps, sequence number, and per layer how many
+   weights and biases differ from the board's model file.
+6. Soft reset, so the board runs its app again (`--no-reset` skips it).
+
+Errors are one line (`PullError`), with a hint: no checkpoint on the board says how to make
+one.
+"""
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from firmware_tools import deploy
+
+HINT = deploy.HINT
+SAVE_HINT = "send `save` to the board first, e.g. microprop pull PORT --save"
+_TIMEOUT = 30.0
+_SAVE_TIMEOUT = 10.0
+
+# Prints `J <board.json settings as one JSON line>` and `F <size> <path>` for each existing
+# file of the model and the checkpoint slots. Names as device/config.check_config takes them.
+_PROBE = """\
+import os, json
+try:
+    with open('board.json') as f:
+        _c = json.load(f)
+except Exception:
+    _c = {}
+if not isinstance(_c, dict):
+    _c = {}
+print('J', json.dumps(_c))
+def _name(k, d):
+    v = _c.get(k)
+    return v if isinstance(v, str) and v else d
+def _abs(p):
+    return p if p.startswith('/') else os.getcwd().rstrip('/') + '/' + p
+_p = _abs(_name('checkpoint', 'ckpt'))
+for _f in (_abs(_name('model', 'model.mpm')), _p + '.0', _p + '.1'):
+    try:
+        print('F', os.stat(_f)[6], _f)
+    except OSError:
+        pass
+"""
+
+
+class PullError(RuntimeError):
+    """A refused or failed pull: the message is one line, with a hint where one helps."""
+
+
+def _mpremote(port, args, what, timeout):
+    try:
+        return deploy.mpremote(port, args, what, timeout)
+    except deploy.DeployError as e:
+        raise PullError(str(e).replace("deploy: ", "pull: ", 1)) from None
+
+
+def parse_probe(text):
+    """mpremote exec output of the probe -> (board.json dict, {board path: size})."""
+    config = None
+    files = {}
+    for line in text.splitlines():
+        kind, _, rest = line.strip().partition(" ")
+        if kind == "J":
+            try:
+                config = json.loads(rest)
+            except ValueError:
+                config = {}
+        elif kind == "F":
+            size, _, path = rest.partition(" ")
+            if size.isdigit() and path:
+                files[path] = int(size)
+    if config is None:
+        text = " ".join(text.split())[-200:]
+        raise PullError("pull: the board did not answer the probe: %r (%s)" % (text, HINT))
+    return config, files
+
+
+def board_paths(config):
+    """(model path, [slot 0 path, slot 1 path]) on the board, as the app resolves them."""
+    from device.config import check_config
+
+    clean, _ = check_config(config)
+
+    def absolute(p):
+        return p if p.startswith("/") else "/" + p
+
+    prefix = absolute(clean["checkpoint"])
+    return absolute(clean["model"]), [prefix + ".0", prefix + ".1"], clean
+
+
+def request_save(port, timeout=_SAVE_TIMEOUT):
+    """Send `save` to the running app; the `info saved=...` fields (or PullError)."""
+    from firmware_tools.protocol import Err, Info, parse_line
+    from firmware_tools.serialport import ToolError, open_port
+
+    try:
+        ser = open_port(port, timeout=0.1)
+    except ToolError as e:
+        raise PullError("pull: %s" % e) from None
+    with ser:
+        ser.reset_input_buffer()
+        ser.write(b"\nsave\n")
+        buf = b""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            buf += ser.read(ser.in_waiting or 1)
+            *lines, buf = buf.replace(b"\r", b"\n").split(b"\n")
+            for line in lines:
+                rec = parse_line(line)
+                if isinstance(rec, Info) and "saved" in rec.fields:
+                    return rec.fields
+                if isinstance(rec, Err) and rec.code == "save":
+                    raise PullError("pull: the board refused `save`: %s" % rec.message)
+    raise PullError(
+        "pull: no `info saved=` from the board in %.0f s (is the app running? is learning "
+        "on in board.json?)" % timeout
+    )
+
+
+def _trainer_settings(learn, batch, model):
+    """(mode, batch) pairs to try: board.json's first, then the others."""
+    from device.train import MODES
+
+    first = learn if learn in MODES else "last"
+    batch = batch or (model.training or {}).get("batch", 1)
+    out = []
+    for mode in [first] + [m for m in MODES if m != first]:
+        for b in (batch, 1, 2):
+            if (mode, b > 1) not in [(m, x > 1) for m, x in out]:
+                out.append((mode, b))
+    return out
+
+
+def apply_checkpoint(model_file, prefix, learn="last", batch=None):
+    """Load the newest valid checkpoint `prefix`.0/.1 of `model_file` into the board's Model,
+    trying `learn` and `batch` (board.json's) first.
+
+    -> (model, trainer, seq, ignored of the first try); seq None when no slot is valid."""
+    from device.infer import Model
+    from device.train import Trainer
+
+    model = Model(str(model_file), kernel="portable")
+    first_ignored = None
+    trainer = None
+    for mode, size in _trainer_settings(learn, batch, model):
+        try:
+            trainer = Trainer(
+                model, mode, batch=size, kernel="portable", model_path=str(model_file)
+            )
+        except ValueError:
+            continue
+        seq, ignored = trainer.load(str(prefix))
+        if first_ignored is None:
+            first_ignored = ignored
+        if seq is not None:
+            return model, trainer, seq, ignored
+    return model, trainer, None, first_ignored or []
+
+
+def changes(before, after):
+    """Per layer (weights differing, weights, biases differing, biases, max |weight change|)."""
+    out = []
+    for a, b in zip(before.layers, after.layers, strict=True):
+        dw = np.asarray(b.w, dtype=np.int64) - np.asarray(a.w, dtype=np.int64)
+        db = np.asarray(b.b, dtype=np.int64) - np.asarray(a.b, dtype=np.int64)
+        big = int(np.abs(dw).max(initial=0))
+        out.append((int(np.count_nonzero(dw)), dw.size, int(np.count_nonzero(db)), db.size, big))
+    return out
+
+
+def learned_qmodel(model_file, model):
+    """The model file's QModel with the weights and biases of the board `model` in it."""
+    from host.modelfile import read_model
+
+    q = read_model(model_file)
+    for layer, live in zip(q.layers, model.layers, strict=True):
+        layer.w = np.array(list(live["w"]), dtype=np.int64).reshape(layer.w.shape)
+        layer.b = np.array(list(live["b"]), dtype=np.int64)
+    return q
+
+
+def run(args):
+    """`microprop pull`: returns 0, or raises PullError (one line)."""
+    from device.train import slot_of
+    from host.modelfile import read_model, write_model
+
+    out = Path(args.out)
+    if out.suffix != ".mpm":
+        raise PullError("pull: --out %s, expected a file name ending in .mpm" % args.out)
+    if not out.parent.is_dir():
+        raise PullError("pull: --out %s: no such folder %s" % (args.out, out.parent))
+    try:
+        port = deploy.resolve_port(args.port)
+    except deploy.DeployError as e:
+        raise PullError(str(e).replace("deploy: ", "pull: ", 1)) from None
+    if args.save:
+        fields = request_save(port)
+        print("--- saved on the board: %s seq %s" % (fields["saved"], fields.get("seq", "?")))
+    config, files = parse_probe(
+        _mpremote(port, ["exec", _PROBE], "reading the board", args.timeout)
+    )
+    model_path, slots, clean = board_paths(config)
+    if model_path not in files:
+        raise PullError("pull: no model file %s on the board (deploy one first)" % model_path)
+    present = [s for s in slots if s in files]
+    if not present:
+        raise PullError(
+            "pull: no checkpoint on the board (%s missing): %s" % (" and ".join(slots), SAVE_HINT)
+        )
+    with tempfile.TemporaryDirectory(prefix="microprop-pull-") as tmp:
+        local_model = Path(tmp) / "model.mpm"
+        chain = ["fs", "cp", ":" + model_path, str(local_model)]
+        for path in present:
+            chain += ["+", "fs", "cp", ":" + path, os.path.join(tmp, "ckpt" + path[-2:])]
+        _mpremote(port, chain, "copying from the board", args.timeout)
+        local = os.path.join(tmp, "ckpt")
+        model, trainer, seq, ignored = apply_checkpoint(
+            local_model, local, clean["learn"], clean["batch"]
+        )
+        if seq is None:
+            reasons = "; ".join("%s: %s" % (slots[int(p[-1])], r) for p, r in ignored)
+            raise PullError(
+                "pull: no valid checkpoint of %s on the board (%s): %s"
+                % (model_path, reasons or "none", SAVE_HINT)
+            )
+        before = read_model(local_model)
+        learned = learned_qmodel(local_model, model)
+        slot = slots[int(slot_of(local, seq)[-1])]
+    print(
+        "--- board %s: %s, checkpoint %s seq %d (mode %s, %d steps, %d%% correct)"
+        % (port, model_path, slot, seq, trainer.mode, trainer.steps, trainer.accuracy())
+    )
+    for path, reason in ignored:
+        print("--- ignored %s: %s" % (slots[int(path[-1])], reason))
+    for k, (nw, tw, nb, tb, big) in enumerate(changes(before, learned)):
+        if nw or nb:
+            print(
+                "  layer %d: %d of %d weights differ (max |change| %d), %d of %d biases"
+                % (k, nw, tw, big, nb, tb)
+            )
+        else:
+            print("  layer %d: unchanged" % k)
+    nbytes = write_model(out, learned)
+    print("wrote %s (%d bytes): the board's weights after %d steps" % (out, nbytes, trainer.steps))
+    if not args.no_reset:
+        if deploy.soft_reset(port):
+            print("--- soft reset: the board runs main.py")
+        else:
+            print("--- soft reset sent; no 'soft reboot' seen (reset the board by hand)")
+    return 0
+
+
+def add_arguments(parser):
+    """Options of `microprop pull`."""
+    parser.add_argument(
+        "port",
+        nargs="?",
+        default="auto",
+        help="board port as mpremote names it: a path, auto, id:SERIAL, a0, u0, c0 (auto)",
+    )
+    parser.add_argument(
+        "--out", required=True, metavar="FILE.mpm", help="model file to write (atomically)"
+    )
+    parser.add_argument("--save", action="store_true", help="send `save` to the running app first")
+    parser.add_argument("--no-reset", action="store_true", help="no soft reset at the end")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=_TIMEOUT,
+        metavar="S",
+        help="seconds per mpremote call (%(default)s)",
+    )

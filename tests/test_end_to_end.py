@@ -1,0 +1,260 @@
+"""The whole path against the virtual board: the real mpremote CLI and pyserial, no mocks.
+
+Runs on: host (pytest, Linux: the virtual board needs a pty and /proc).
+
+`microprop train` and `microprop export` (a small model on the synthetic data), `microprop
+deploy` (a subprocess, which runs mpremote) with a replay of held-out wearers as fast as the
+board can; the `pred` lines read with pyserial equal the host's `predict_stream` line for line;
+a soft reset (`mpremote soft-reset`, then Ctrl-D at the REPL, as on a board) and a hard reset
+(`mpremote reset`) are survived; a second deploy copies nothing; a board reset in the middle
+of `microprop monitor --log` loses no line already received; and `microprop demo` runs.
+"""
+
+import argparse
+import csv
+import math
+import re
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+import serial
+
+from firmware_tools import cli, demo, monitor
+from firmware_tools.virtualboard import VirtualBoard
+from host import pipeline
+from host.boardeval import predict_stream
+from host.modelfile import read_model
+from host.sensorlog import write_sensor_log
+
+from .conftest import ROOT
+
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="the virtual board's Ctrl-C needs /proc"
+)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """(folder, qmodel, replay log): trained and exported with the microprop CLI."""
+    d = tmp_path_factory.mktemp("e2e")
+    npz = d / "model.npz"
+    train = ["train", "--data", "synth", "--hidden", "8", "--epochs", "30", "--patience", "30"]
+    assert cli.main(train + ["--out", str(npz), "--quiet"]) == 0
+    assert cli.main(["export", str(npz), "--qat", "off"]) == 0
+    qm = read_model(d / "model.mpm")
+    test_subjects = qm.training["test_subjects"].split(",")
+    log = pipeline.load_log("synth", seed=0)
+    replay = demo.replay_log(log, test_subjects, ["idle", "walking", "running", "shaking"], 50)
+    write_sensor_log(d / "replay.csv", replay)
+    return d, qm, replay
+
+
+class HostLines:
+    """What the board must print at t, from the host: (class name, {class: score}) of the
+    window ending at the sample read at t, in the replay looped for ever; None for a t at
+    which no window ends."""
+
+    def __init__(self, qm, counts):
+        self.classes = list(qm.classes)
+        self.window, self.hop = qm.features["window"], qm.features["hop"]
+        self.rate = float(qm.sensor["rate_hz"])
+        self.period = math.lcm(len(counts), self.hop)  # window starts repeat after this
+        copies = self.period // len(counts) + self.window // len(counts) + 2
+        preds = predict_stream(qm, np.tile(counts, (copies, 1)))
+        self.table = {}
+        for e, cls, scores in preds:
+            start = e - self.window + 1
+            if start < self.period:
+                pairs = {c: int(v) for c, v in zip(self.classes, scores, strict=True)}
+                self.table[start] = (self.classes[cls], pairs)
+
+    def get(self, t):
+        e = int(t * self.rate / 1000)
+        for i in (e - 1, e, e + 1):  # t = floor(i * 1000 / rate)
+            start = i - self.window + 1
+            if int(i * 1000 // self.rate) == t and start >= 0 and start % self.hop == 0:
+                return self.table[start % self.period]
+        return None
+
+
+@pytest.fixture(scope="module")
+def host_lines(exported):
+    _, qm, replay = exported
+    return HostLines(qm, replay.counts)
+
+
+@pytest.fixture(scope="module")
+def board(exported, tmp_path_factory):
+    """A virtual board with the app deployed by `microprop deploy` (a subprocess)."""
+    d = exported[0]
+    flash = tmp_path_factory.mktemp("flash")
+    with VirtualBoard(flash) as b:
+        out = deploy(b.port, d)
+        assert "deployed: " in out and " copied" in out and "0 copied" not in out, out
+        assert "--- soft reset: the board runs main.py" in out
+        b.folder = d
+        yield b
+
+
+def deploy(port, folder):
+    proc = subprocess.run(
+        [sys.executable, "-m", "firmware_tools.cli", "deploy", port,
+         "--model", str(folder / "model.mpm"), "--data", str(folder / "replay.csv"),
+         "--no-realtime", "--build-dir", str(folder / "build")],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def mpremote(port, *args):
+    proc = subprocess.run(
+        [sys.executable, "-m", "mpremote", "connect", port, *args],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def read_preds(port, seconds, send=b""):
+    """`pred` lines as (t, class, {class: score}), read with pyserial for `seconds`; also the
+    other lines. `send` goes to the board first."""
+    from firmware_tools.protocol import Pred, parse_line
+
+    preds, other = [], []
+    with serial.Serial(port, 115200, timeout=0.05) as ser:
+        if send:
+            ser.write(send)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            line = ser.readline()
+            if not line.endswith(b"\n"):
+                continue  # nothing yet, or the last piece before the deadline
+            msg = parse_line(line)
+            if isinstance(msg, Pred):
+                preds.append((msg.t_ms, msg.class_name, dict(msg.scores)))
+            else:
+                other.append(line.decode("ascii", "replace").strip())
+    return preds, other
+
+
+def check_line_for_line(preds, host_lines, hop_ms=1000):
+    """Every prediction equals the host's for its window; consecutive ones are consecutive
+    windows (none lost) unless t went back (a reset)."""
+    assert preds
+    for i, (t, cls, scores) in enumerate(preds):
+        assert host_lines.get(t) == (cls, scores), (i, t, cls, scores, host_lines.get(t))
+        if i and t > preds[i - 1][0]:
+            assert t - preds[i - 1][0] == hop_ms, (i, preds[i - 1][0], t)
+
+
+def test_predictions_equal_the_hosts_line_for_line(board, host_lines):
+    preds, _ = read_preds(board.port, 1.0)
+    assert len(preds) > 100  # as fast as the board can: hundreds per second
+    check_line_for_line(preds[1:], host_lines)
+
+
+def test_soft_reset_and_reset_are_survived(board, host_lines):
+    # mpremote's soft reset happens in the raw REPL: as on a board, main.py does not run then,
+    # and the board waits at the REPL ...
+    mpremote(board.port, "soft-reset")
+    preds, _ = read_preds(board.port, 0.5)
+    assert preds == []
+    # ... until a soft reset at the friendly REPL (Ctrl-D, as a terminal sends it)
+    preds, other = read_preds(board.port, 1.5, send=b"\r\x04")
+    assert any("soft reboot" in line for line in other), other
+    assert any(line.startswith("info state=start ") for line in other), other
+    assert preds[0][0] == 1980  # the app started again: its first window, at t = 99 * 20 ms
+    check_line_for_line(preds, host_lines)
+    # a hard reset (machine.reset()): the board boots and runs main.py
+    mpremote(board.port, "reset")
+    preds, _ = read_preds(board.port, 1.0)
+    assert len(preds) > 50 and preds[-1][0] < 60 * 60 * 1000
+    check_line_for_line(preds[1:], host_lines)
+
+
+def test_second_deploy_copies_nothing(board):
+    out = deploy(board.port, board.folder)
+    assert "deployed: 0 copied (0 bytes)" in out, out
+    assert read_preds(board.port, 0.5)[0]  # and the app runs again after its soft reset
+
+
+def test_board_reset_mid_stream_loses_no_logged_line(board, host_lines, capsys):
+    log = board.folder / "preds.csv"
+    seen = []
+
+    def rows():
+        with open(log, newline="") as f:
+            return [(int(r[1]), r[2], r[5:]) for r in list(csv.reader(f))[1:]]
+
+    def reset():
+        seen.extend(rows())  # what the log holds when the board goes down
+        board.kill_vm()
+
+    timer = threading.Timer(1.0, reset)
+    timer.start()
+    try:
+        parser = argparse.ArgumentParser()
+        monitor.add_arguments(parser)
+        args = parser.parse_args([board.port, "--seconds", "2.5", "--log", str(log)])
+        assert monitor.run(args) == 0
+    finally:
+        timer.cancel()
+    got = rows()
+    assert len(seen) > 100
+    assert got[: len(seen)] == seen  # nothing received before the reset is lost
+    restarts = [i for i in range(1, len(got)) if got[i][0] < got[i - 1][0]]
+    assert len(restarts) == 1 and len(got) > len(seen) + 100  # one reset, and it carried on
+    with open(log, newline="") as f:
+        classes = next(csv.reader(f))[5:]
+    preds = [(t, c, {k: int(v) for k, v in zip(classes, s, strict=True)}) for t, c, s in got]
+    check_line_for_line(preds, host_lines)
+
+
+def test_demo_runs_the_whole_path(tmp_path):
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "firmware_tools.cli", "demo", "--seconds", "5", "--quiet",
+         "--out", str(tmp_path / "model.npz")],
+        capture_output=True, text=True, timeout=90, cwd=ROOT, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    took = time.monotonic() - t0
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    seen = int(out.split("predictions seen: ")[1].split()[0])
+    assert seen >= 2
+    assert "board predictions equal the host's: %d/%d\n" % (seen, seen) in out
+    if "the board app has no trainer" not in out:  # the app trains on labels
+        assert "  save             -> info saved=" in out, out
+        assert re.search(r"soft reset, info -> checkpoint=\S+ seq=\d+ steps=5 ", out), out
+    for name in ("model.npz", "model.mpm", "replay.csv", "predictions.csv"):
+        assert (tmp_path / name).exists(), name
+    print("\n--- microprop demo --seconds 5: %.1f s" % took)
+
+
+def test_demo_check_finds_a_different_prediction(exported):
+    _, qm, replay = exported
+    stream = np.tile(replay.counts, (2, 1))
+    rows = []
+    for e, cls, scores in predict_stream(qm, stream)[:12]:
+        pairs = {c: int(s) for c, s in zip(qm.classes, scores, strict=True)}
+        rows.append((e * 20 + 3, qm.classes[cls], pairs))  # real time: a few ms late
+    result = demo.check_predictions(rows[2:], qm, replay.counts, replay.labels)
+    assert result["equal"] == result["seen"] == 10 and result["first_difference"] is None
+    t, cls, pairs = rows[6]
+    pairs = dict(pairs, **{cls: pairs[cls] - 1})
+    rows[6] = (t, cls, pairs)
+    result = demo.check_predictions(rows[2:], qm, replay.counts, replay.labels)
+    assert result["equal"] == 9
+    assert result["first_difference"].startswith("board: t=%d class=%s scores " % (t, cls))
+    fast = [
+        (int(e * 1000 // 50), c, s) for (_, c, s), e in zip(rows, range(99, 699, 50), strict=True)
+    ]
+    result = demo.check_predictions(fast, qm, replay.counts, realtime=False)
+    assert (result["seen"], result["equal"]) == (12, 11)
