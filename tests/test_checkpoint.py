@@ -401,10 +401,13 @@ def _killed_run(binary, prefix, delay):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
+    # The delay counts from the saver's first line, so that a slow start on a loaded machine
+    # cannot turn a run into a kill before the first load.
+    first = proc.stdout.readline()
     time.sleep(delay)
     proc.kill()  # SIGKILL: no cleanup, no flush
     out, err = proc.communicate(timeout=30)
-    lines = out.decode().split()
+    lines = (first + out).decode().split()
     assert proc.returncode == -9, (proc.returncode, err.decode()[-2000:])
     assert lines and lines[0] == "start", err.decode()[-2000:]
     last = int(lines[1])
