@@ -238,9 +238,9 @@ def parity_cases(rng):
     return cases
 
 
-def test_device_features_equal_host_bit_for_bit(micropython, tmp_path):
-    rng = np.random.default_rng(42)
-    cases = parity_cases(rng)
+def _device_parity(micropython, tmp_path, cases, rng):
+    """Run device/features.py on every window (placed in a ring at a random start, so some
+    wrap around its end) in one MicroPython process, inside heap_lock; compare with the host."""
     blob = [struct.pack("<I", len(cases))]
     expected = []
     for x in cases:
@@ -259,6 +259,27 @@ def test_device_features_equal_host_bit_for_bit(micropython, tmp_path):
     assert len(lines) == len(cases)
     for i, (line, want) in enumerate(zip(lines, expected, strict=True)):
         assert [int(v) for v in line.split()] == want, "case %d: %s" % (i, cases[i][:3])
+
+
+def test_device_features_equal_host_bit_for_bit(micropython, tmp_path):
+    rng = np.random.default_rng(42)
+    _device_parity(micropython, tmp_path, parity_cases(rng), rng)
+
+
+def test_device_features_equal_host_on_both_shared_datasets(micropython, tmp_path, datasets):
+    """Every window of both shared datasets (converted to counts at the stated full scale),
+    at the demo's window and hop, computed by the board's code equals the host's."""
+    from host import pipeline
+
+    rng = np.random.default_rng(5)
+    cases = []
+    for source in ("shoulder", "basic_motions"):
+        log = pipeline.load_log(source)
+        window, hop = pipeline.default_window(log)
+        w = make_windows(log, window, hop)
+        cases += [log.counts[s : s + window] for s in w.starts.tolist()]
+    assert len(cases) > 4000
+    _device_parity(micropython, tmp_path, cases, rng)
 
 
 def test_device_features_under_cpython_and_output_offset():
