@@ -54,7 +54,8 @@ def add_data_options(p, default="synth"):
         default=default,
         metavar="SOURCE",
         help="'synth' (built-in generator), 'shoulder' or 'basic_motions' (shared datasets), "
-        "or a sensor-log CSV file (default: %(default)s)",
+        "or a sensor-log CSV file (default: %s)"
+        % (default or "the data the model was trained on"),
     )
     g.add_argument(
         "--seed",
