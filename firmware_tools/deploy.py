@@ -34,12 +34,19 @@ import hashlib
 import json
 import os
 import re
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 from firmware_tools import mpy
+from firmware_tools.mpremote_run import (
+    HINT,
+    PORT_HELP,
+    board_errors,
+    mpremote,
+    reset_and_say,
+    resolve_port,
+    soft_reset,  # noqa: F401 (deploy.soft_reset: the demo resets the board after a deploy)
+)
+from firmware_tools.serialport import add_port_argument
 
 DEVICE_DIR = Path(__file__).resolve().parent.parent / "device"
 LIB_DIR = "/lib/device"
@@ -48,11 +55,9 @@ MODEL_TARGET = "/model.mpm"
 DATA_TARGET = "/data.csv"
 BOARD_JSON_TARGET = "/board.json"
 SENSORS = ("replay", "rp2_temp", "adc", "esp32_adc", "mpu6050")
-HINT = "is the board running MicroPython? is another program holding the port?"
 
 _TIMEOUT = 30.0  # seconds for one mpremote call; for a copy, without progress
 _SECONDS_PER_BYTE = 1 / 1000  # copies without a pty (Windows): a slow UART bridge, 1 kB/s
-_RESET_TIMEOUT = 5.0
 _BLOCK = 4096  # flash block size assumed per file when checking free space
 
 
@@ -319,117 +324,16 @@ def parse_probe(text):
     return BoardState(*info, files=files, dirs=dirs)
 
 
-def mpremote(port, args, what, timeout, stall=False):
-    """Run `mpremote connect PORT args...`; stdout, or a one-line DeployError.
-
-    `timeout` bounds the whole call; with `stall`, it bounds the time without output instead
-    (copies: mpremote draws a progress bar on a terminal, so it runs on a pty here).
-    """
-    cmd = [sys.executable, "-m", "mpremote", "connect", port, *args]
-    try:
-        if stall and os.name == "posix":
-            status, out = _run_on_pty(cmd, timeout)
-            err = ""
-        else:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-            status, out, err = proc.returncode, proc.stdout, proc.stderr
-    except subprocess.TimeoutExpired:
-        how = "stalled for" if stall else "timed out after"
-        raise DeployError(
-            "deploy: %s on %s %s %.0f s (%s)" % (what, port, how, timeout, HINT)
-        ) from None
-    if status != 0:
-        lines = [ln.strip() for ln in re.split(r"[\r\n]", err + out) if ln.strip()]
-        detail = lines[-1] if lines else "exit status %d" % status
-        detail = detail.removeprefix("mpremote: ").replace(
-            " (it may be in use by another program)", ""
-        )
-        raise DeployError("deploy: %s on %s failed: %s (%s)" % (what, port, detail, HINT))
-    return out
-
-
-def _run_on_pty(cmd, stall):
-    """Run `cmd` with its output on a pty; (status, output). TimeoutExpired after `stall`
-    seconds without output."""
-    import pty
-    import select
-
-    master, slave = pty.openpty()
-    try:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave)
-    finally:
-        os.close(slave)
-    out = bytearray()
-    last = time.monotonic()
-    try:
-        while True:
-            ready, _, _ = select.select([master], [], [], 0.1)
-            if ready:
-                try:
-                    data = os.read(master, 4096)
-                except OSError:  # EIO: the program has ended and closed the pty
-                    data = b""
-                if not data:
-                    break
-                out += data
-                last = time.monotonic()
-            elif proc.poll() is not None:
-                break
-            elif time.monotonic() - last > stall:
-                raise subprocess.TimeoutExpired(cmd, stall)
-        return proc.wait(), out.decode("utf-8", "replace")
-    finally:
-        os.close(master)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
 def probe(port, root_files, timeout):
     out = mpremote(port, ["exec", probe_script(root_files)], "reading the board", timeout)
     return parse_probe(out)
 
 
-def soft_reset(port, timeout=_RESET_TIMEOUT):
-    """Ctrl-D at the friendly REPL: a soft reset that runs main.py. True once it is seen."""
-    from firmware_tools.serialport import ToolError, open_port
-
-    try:
-        ser = open_port(port, timeout=0.1)
-    except ToolError as e:
-        raise DeployError("deploy: reset: %s" % e) from None
-    with ser:
-        ser.write(b"\r\x03\x02")  # interrupt whatever runs, friendly REPL
-        time.sleep(0.1)
-        ser.write(b"\x04")
-        seen = b""
-        deadline = time.monotonic() + timeout
-        while b"soft reboot" not in seen and time.monotonic() < deadline:
-            seen = (seen + ser.read(256))[-200:]
-    return b"soft reboot" in seen
-
-
-def resolve_port(port):
-    """An mpremote port name (auto, a0, u0, c0, id:..., a path) -> the device path."""
-    from firmware_tools.serialport import ToolError
-    from firmware_tools.serialport import resolve_port as resolve
-
-    try:
-        device = resolve(port)
-    except ToolError as e:
-        raise DeployError("deploy: %s" % e) from None
-    if os.name == "posix" and "://" not in device and not os.path.exists(device):
-        raise DeployError(
-            "deploy: no port %s: is the board plugged in? (`microprop ports` lists the ports)"
-            % device
-        )
-    return device
-
-
 # -- the command ----------------------------------------------------------------------------
 
 
-def _board_format(state):
+def board_format(state):
+    """The board's mpy.MpyFormat from the probe; DeployError where .mpy files will not load."""
     if state.mpy_value < 0:
         raise DeployError(
             "deploy: the board cannot load .mpy files (no sys.implementation._mpy); "
@@ -523,6 +427,19 @@ def _verify(port, items, timeout):
     return state
 
 
+def install(port, items, copy, stale, state, timeout, what="copying"):
+    """Copy `copy` and remove `stale` (plan's lists) in one fs chain, then verify every item;
+    the board's state after. A copy's `timeout` bounds the time without progress on a pty,
+    else the whole copy, with time for its bytes."""
+    _check_space(copy, stale, state)
+    if copy or stale:
+        chain = _fs_chain(copy, stale, state)
+        stall = os.name == "posix"
+        limit = timeout if stall else timeout + sum(i.size for i in copy) * _SECONDS_PER_BYTE
+        mpremote(port, chain, what, limit, stall=stall)
+    return _verify(port, items, timeout)
+
+
 def _print_items(copy, same, stale, dry_run):
     verb = "would copy" if dry_run else "copy"
     rows = [(verb, i.target, "%d bytes, %s" % (i.size, i.note)) for i in copy]
@@ -535,7 +452,12 @@ def _print_items(copy, same, stale, dry_run):
 
 def run(args):
     """`microprop deploy`: returns 0, or raises DeployError (one line)."""
-    build_dir = Path(args.build_dir or _default_build_dir())
+    with board_errors(DeployError, "deploy"):
+        return _deploy(args)
+
+
+def _deploy(args):
+    build_dir = Path(args.build_dir or default_build_dir())
     timeout = args.timeout
     port = args.port
     if args.arch and not args.dry_run:
@@ -555,7 +477,7 @@ def run(args):
     else:
         port = resolve_port(port)
         state = probe(port, root_files, timeout)
-        fmt = _board_format(state) if not args.source else None
+        fmt = board_format(state) if not args.source else None
         print(
             "--- board %s: MicroPython %s (%s), mpy %s%s, %d bytes free"
             % (
@@ -580,26 +502,17 @@ def run(args):
             % (len(copy), n_bytes, len(same), len(stale))
         )
         return 0
-    _check_space(copy, stale, state)
-    if copy or stale:
-        chain = _fs_chain(copy, stale, state)
-        stall = os.name == "posix"
-        limit = timeout if stall else timeout + n_bytes * _SECONDS_PER_BYTE
-        mpremote(port, chain, "copying", limit, stall=stall)
-    after = _verify(port, items, timeout)
+    after = install(port, items, copy, stale, state, timeout)
     print(
         "deployed: %d copied (%d bytes), %d unchanged, %d removed; verified by %s; "
         "flash free %d bytes" % (len(copy), n_bytes, len(same), len(stale), after.algo, after.free)
     )
     if not args.no_reset:
-        if soft_reset(port):
-            print("--- soft reset: the board runs main.py")
-        else:
-            print("--- soft reset sent; no 'soft reboot' seen (reset the board by hand)")
+        reset_and_say(port)
     return 0
 
 
-def _default_build_dir():
+def default_build_dir():
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(cache, "microprop", "build")
 
@@ -631,12 +544,7 @@ def _int_any_base(text):
 
 def add_arguments(parser):
     """Options of `microprop deploy`."""
-    parser.add_argument(
-        "port",
-        nargs="?",
-        default="auto",
-        help="board port as mpremote names it: a path, auto, id:SERIAL, a0, u0, c0 (auto)",
-    )
+    add_port_argument(parser, PORT_HELP)
     parser.add_argument("--model", metavar="FILE.mpm", help="model file, copied as /model.mpm")
     parser.add_argument("--data", metavar="FILE.csv", help="sensor log to replay, as /data.csv")
     g = parser.add_argument_group("board settings (written to /board.json)")

@@ -18,7 +18,6 @@ The monitor survives an unplugged cable and board resets: it reopens the port wi
 on Ctrl-C (status 0), or after `--seconds N`.
 """
 
-import argparse
 import csv
 import os
 import queue
@@ -29,7 +28,15 @@ import time
 from collections import deque
 
 from . import protocol
-from .serialport import BAUDRATE, LineReader, ToolError, open_port
+from .serialport import (
+    BAUDRATE,
+    LineReader,
+    ToolError,
+    add_port_argument,
+    open_port,
+    positive_seconds,
+    status,
+)
 
 _BAR = 20  # characters of the score bar
 _RATE_WINDOW = 3.0  # seconds of predictions the rate is measured over
@@ -38,9 +45,7 @@ _LOG_COLUMNS = ["host_time", "t_ms", "class", "score", "us"]
 
 def add_arguments(parser):
     """Options of `microprop monitor`."""
-    parser.add_argument(
-        "port", nargs="?", default="auto", help="auto, a path, a0, u0, c0 (default: auto)"
-    )
+    add_port_argument(parser)
     parser.add_argument("--baud", type=int, default=BAUDRATE, help="baud rate (115200)")
     parser.add_argument("--log", metavar="OUT.csv", help="append every prediction to this CSV")
     parser.add_argument(
@@ -51,22 +56,8 @@ def add_arguments(parser):
         help="send this line at the start and after each reconnect, e.g. 'mode predict' "
         "(repeatable)",
     )
-    parser.add_argument("--seconds", type=_positive, help="stop after this many seconds")
+    parser.add_argument("--seconds", type=positive_seconds, help="stop after this many seconds")
     parser.add_argument("--raw", action="store_true", help="show every line as it comes")
-
-
-def _positive(text):
-    try:
-        v = float(text)
-    except ValueError:
-        v = 0.0
-    if not v > 0:
-        raise argparse.ArgumentTypeError("expected a positive number of seconds, found %r" % text)
-    return v
-
-
-def status(text):
-    print("--- " + text, file=sys.stderr, flush=True)
 
 
 def run(args):

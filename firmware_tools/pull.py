@@ -32,9 +32,17 @@ from pathlib import Path
 
 import numpy as np
 
-from firmware_tools import deploy
+from firmware_tools.mpremote_run import (
+    HINT,
+    PORT_HELP,
+    board_errors,
+    mpremote,
+    open_serial,
+    reset_and_say,
+    resolve_port,
+)
+from firmware_tools.serialport import add_port_argument
 
-HINT = deploy.HINT
 SAVE_HINT = "send `save` to the board first, e.g. microprop pull PORT --save"
 _TIMEOUT = 30.0
 _SAVE_TIMEOUT = 10.0
@@ -67,13 +75,6 @@ for _f in (_abs(_name('model', 'model.mpm')), _p + '.0', _p + '.1'):
 
 class PullError(RuntimeError):
     """A refused or failed pull: the message is one line, with a hint where one helps."""
-
-
-def _mpremote(port, args, what, timeout):
-    try:
-        return deploy.mpremote(port, args, what, timeout)
-    except deploy.DeployError as e:
-        raise PullError(str(e).replace("deploy: ", "pull: ", 1)) from None
 
 
 def parse_probe(text):
@@ -113,13 +114,8 @@ def board_paths(config):
 def request_save(port, timeout=_SAVE_TIMEOUT):
     """Send `save` to the running app; the `info saved=...` fields (or PullError)."""
     from firmware_tools.protocol import Err, Info, parse_line
-    from firmware_tools.serialport import ToolError, open_port
 
-    try:
-        ser = open_port(port, timeout=0.1)
-    except ToolError as e:
-        raise PullError("pull: %s" % e) from None
-    with ser:
+    with board_errors(PullError, "pull"), open_serial(port) as ser:
         ser.reset_input_buffer()
         ser.write(b"\nsave\n")
         buf = b""
@@ -203,6 +199,11 @@ def learned_qmodel(model_file, model):
 
 def run(args):
     """`microprop pull`: returns 0, or raises PullError (one line)."""
+    with board_errors(PullError, "pull"):
+        return _pull(args)
+
+
+def _pull(args):
     from device.train import slot_of
     from host.modelfile import read_model, write_model
 
@@ -211,15 +212,12 @@ def run(args):
         raise PullError("pull: --out %s, expected a file name ending in .mpm" % args.out)
     if not out.parent.is_dir():
         raise PullError("pull: --out %s: no such folder %s" % (args.out, out.parent))
-    try:
-        port = deploy.resolve_port(args.port)
-    except deploy.DeployError as e:
-        raise PullError(str(e).replace("deploy: ", "pull: ", 1)) from None
+    port = resolve_port(args.port)
     if args.save:
         fields = request_save(port)
         print("--- saved on the board: %s seq %s" % (fields["saved"], fields.get("seq", "?")))
     config, files = parse_probe(
-        _mpremote(port, ["exec", _PROBE], "reading the board", args.timeout)
+        mpremote(port, ["exec", _PROBE], "reading the board", args.timeout)
     )
     model_path, slots, clean = board_paths(config)
     if model_path not in files:
@@ -234,7 +232,7 @@ def run(args):
         chain = ["fs", "cp", ":" + model_path, str(local_model)]
         for path in present:
             chain += ["+", "fs", "cp", ":" + path, os.path.join(tmp, "ckpt" + path[-2:])]
-        _mpremote(port, chain, "copying from the board", args.timeout)
+        mpremote(port, chain, "copying from the board", args.timeout)
         local = os.path.join(tmp, "ckpt")
         model, trainer, seq, ignored = apply_checkpoint(
             local_model, local, clean["learn"], clean["batch"]
@@ -265,21 +263,13 @@ def run(args):
     nbytes = write_model(out, learned)
     print("wrote %s (%d bytes): the board's weights after %d steps" % (out, nbytes, trainer.steps))
     if not args.no_reset:
-        if deploy.soft_reset(port):
-            print("--- soft reset: the board runs main.py")
-        else:
-            print("--- soft reset sent; no 'soft reboot' seen (reset the board by hand)")
+        reset_and_say(port)
     return 0
 
 
 def add_arguments(parser):
     """Options of `microprop pull`."""
-    parser.add_argument(
-        "port",
-        nargs="?",
-        default="auto",
-        help="board port as mpremote names it: a path, auto, id:SERIAL, a0, u0, c0 (auto)",
-    )
+    add_port_argument(parser, PORT_HELP)
     parser.add_argument(
         "--out", required=True, metavar="FILE.mpm", help="model file to write (atomically)"
     )

@@ -46,7 +46,15 @@ from host.sensorlog import (
 )
 
 from . import protocol
-from .serialport import BAUDRATE, LineReader, ToolError, open_port
+from .serialport import (
+    BAUDRATE,
+    LineReader,
+    ToolError,
+    add_port_argument,
+    open_port,
+    positive_seconds,
+    status,
+)
 
 _INFO_WAIT = 1.0  # seconds to wait for the answer to `info`
 _SILENCE = 2.0  # seconds without samples before `mode record` is sent again
@@ -54,11 +62,11 @@ _SILENCE = 2.0  # seconds without samples before `mode record` is sent again
 
 def add_arguments(parser):
     """Options of `microprop record`."""
-    parser.add_argument(
-        "port", nargs="?", default="auto", help="auto, a path, a0, u0, c0 (default: auto)"
-    )
+    add_port_argument(parser)
     parser.add_argument("--label", required=True, type=_field, help="class of what is recorded")
-    parser.add_argument("--seconds", required=True, type=_positive, help="how long to record")
+    parser.add_argument(
+        "--seconds", required=True, type=positive_seconds, help="how long to record"
+    )
     parser.add_argument("--out", required=True, metavar="LOG.csv", help="sensor-log CSV file")
     parser.add_argument(
         "--subject", default=DEFAULT_SUBJECT, type=_field, help="who or what (default: 0)"
@@ -70,20 +78,10 @@ def add_arguments(parser):
     parser.add_argument("--baud", type=int, default=BAUDRATE, help="baud rate (115200)")
     parser.add_argument(
         "--wait",
-        type=_positive,
+        type=positive_seconds,
         default=5.0,
         help="seconds to wait for the first sample (default: 5)",
     )
-
-
-def _positive(text):
-    try:
-        v = float(text)
-    except ValueError:
-        v = 0.0
-    if not v > 0:
-        raise argparse.ArgumentTypeError("expected a positive number of seconds, found %r" % text)
-    return v
 
 
 def _field(text):
@@ -92,10 +90,6 @@ def _field(text):
             "expected a non-empty name without commas, quotes or line breaks, found %r" % text
         )
     return text.strip()
-
-
-def status(text):
-    print("--- " + text, file=sys.stderr, flush=True)
 
 
 def run(args):

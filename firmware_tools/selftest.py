@@ -41,7 +41,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from firmware_tools import deploy
-from firmware_tools.serialport import ToolError
+from firmware_tools.mpremote_run import (
+    PORT_HELP,
+    BoardError,
+    mpremote,
+    reset_and_say,
+    resolve_port,
+)
+from firmware_tools.serialport import ToolError, add_port_argument
 
 DEFAULT_SEED = 20240611
 BOARD_DIR = "/selftest"
@@ -643,7 +650,7 @@ def _deploy_args(port, args, build_dir):
 def ensure_package(port, state, args, build_dir):
     """Install the device package into /lib/device where it differs from the host's (deploy's
     build, plan, copy and verify; nothing outside /lib/device). Returns a status line."""
-    fmt = None if args.source else deploy._board_format(state)
+    fmt = None if args.source else deploy.board_format(state)
     items = [
         i
         for i in deploy.build(_deploy_args(port, args, build_dir), fmt, build_dir)
@@ -652,10 +659,9 @@ def ensure_package(port, state, args, build_dir):
     copy, same, stale = deploy.plan(items, state)
     if not copy and not stale:
         return "device package: %d files, as on the host" % len(same)
-    deploy._check_space(copy, stale, state)
-    chain = deploy._fs_chain(copy, stale, state)
-    deploy.mpremote(port, chain, "installing the device package", args.timeout, stall=True)
-    after = deploy._verify(port, items, args.timeout)
+    after = deploy.install(
+        port, items, copy, stale, state, args.timeout, "installing the device package"
+    )
     return "device package: %d of %d files installed (%d bytes), %d removed, verified by %s" % (
         len(copy),
         len(items),
@@ -677,18 +683,18 @@ def _copy_vectors(port, vectors, folder, state, timeout):
         path = Path(folder) / name
         path.write_bytes(data)
         chain += ["+", "fs", "cp", str(path), ":%s/%s" % (BOARD_DIR, name)]
-    deploy.mpremote(port, chain, "copying the vectors", timeout, stall=True)
+    mpremote(port, chain, "copying the vectors", timeout, stall=True)
     return sum(len(b) for b in vectors.files.values())
 
 
 def _run_on_board(port, script, timeout, what):
-    return deploy.mpremote(port, ["exec", script], what, timeout, stall=True)
+    return mpremote(port, ["exec", script], what, timeout, stall=True)
 
 
 def _cleanup(port, timeout):
     try:
-        deploy.mpremote(port, ["exec", clean_script()], "removing the vectors", timeout)
-    except deploy.DeployError:
+        mpremote(port, ["exec", clean_script()], "removing the vectors", timeout)
+    except BoardError:
         pass
 
 
@@ -720,7 +726,7 @@ def run(args):
     t0 = time.monotonic()
     try:
         return _run(args, t0)
-    except deploy.DeployError as e:
+    except (deploy.DeployError, BoardError) as e:
         msg = str(e).removeprefix("deploy: ")
         if "no module named 'device" in msg:
             msg = (
@@ -732,7 +738,7 @@ def run(args):
 
 def _run(args, t0):
     vectors = make_vectors(args.seed, args.models, args.vectors, args.steps)
-    port = deploy.resolve_port(args.port)
+    port = resolve_port(args.port)
     timeout = args.timeout
     state = deploy.probe(port, [], timeout)  # mpremote's Ctrl-C stops the app: reset after
     print(
@@ -744,7 +750,7 @@ def _run(args, t0):
         if args.no_install:
             print("--- device package: as found on the board (--no-install)")
         else:
-            build_dir = Path(args.build_dir or deploy._default_build_dir())
+            build_dir = Path(args.build_dir or deploy.default_build_dir())
             print("--- " + ensure_package(port, state, args, build_dir))
         with tempfile.TemporaryDirectory(prefix="microprop-selftest-") as folder:
             copied = True
@@ -801,24 +807,14 @@ def _run_vectors(port, vectors, timeout):
 
 def _reset(port):
     try:
-        seen = deploy.soft_reset(port)
-    except deploy.DeployError as e:
+        reset_and_say(port, " again")
+    except BoardError as e:
         print("--- no soft reset: %s" % e)
-        return
-    if seen:
-        print("--- soft reset: the board runs main.py again")
-    else:
-        print("--- soft reset sent; no 'soft reboot' seen (reset the board by hand)")
 
 
 def add_arguments(parser):
     """Options of `microprop selftest`."""
-    parser.add_argument(
-        "port",
-        nargs="?",
-        default="auto",
-        help="board port as mpremote names it: a path, auto, id:SERIAL, a0, u0, c0 (auto)",
-    )
+    add_port_argument(parser, PORT_HELP)
     parser.add_argument(
         "--seed", type=int, default=DEFAULT_SEED, help="seed of the vectors (%(default)s)"
     )

@@ -12,9 +12,11 @@ second program gets a clear "is another program holding the port?" instead of st
 Every failure here is a `ToolError` with a one-line message and a hint.
 """
 
+import argparse
 import errno
 import os
 import re
+import sys
 import time
 from dataclasses import dataclass
 
@@ -264,12 +266,33 @@ class LineReader:
             self.on_reconnect(self)
 
 
+# -- what the commands share ------------------------------------------------------------------
+
+
+def add_port_argument(parser, help="auto, a path, a0, u0, c0 (default: auto)"):
+    """The optional PORT argument of every command that talks to a board."""
+    parser.add_argument("port", nargs="?", default="auto", help=help)
+
+
+def positive_seconds(text):
+    """argparse type: a positive number of seconds."""
+    try:
+        v = float(text)
+    except ValueError:
+        v = 0.0
+    if not v > 0:
+        raise argparse.ArgumentTypeError("expected a positive number of seconds, found %r" % text)
+    return v
+
+
+def status(text):
+    """A status line: on stderr, prefixed `--- ` (device data has stdout, as in miniterm)."""
+    print("--- " + text, file=sys.stderr, flush=True)
+
+
 def command_main(add_arguments, run, prog, doc, argv=None):
     """Run one command module on its own (`python -m firmware_tools.monitor ...`), as the CLI
     would: `microprop: message` on stderr and status 1 for an error, 130 for Ctrl-C."""
-    import argparse
-    import sys
-
     parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n")[0])
     add_arguments(parser)
     args = parser.parse_args(argv)

@@ -65,6 +65,21 @@ def run_micropython(binary, script, args=(), cwd=None, timeout=600, stdin=None, 
     return proc.stdout
 
 
+def mpremote(port, *args, timeout=15):
+    """Run `mpremote connect PORT args...`; return stdout, fail on an error or a timeout."""
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "mpremote", "connect", port, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired as e:
+        pytest.fail("mpremote %s timed out after %ss: %r" % (" ".join(args), timeout, e.stdout))
+    assert proc.returncode == 0, "mpremote %s failed:\n%s%s" % (args, proc.stdout, proc.stderr)
+    return proc.stdout
+
+
 @pytest.fixture(scope="session")
 def datasets():
     """Folder of the shared datasets; fails in CI when absent, skips elsewhere."""

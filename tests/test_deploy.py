@@ -11,7 +11,6 @@ import json
 import os
 import pty
 import shutil
-import subprocess
 import sys
 import threading
 import time
@@ -21,7 +20,7 @@ import pytest
 from firmware_tools import deploy, mpy
 from firmware_tools.virtualboard import VirtualBoard
 
-from .conftest import ROOT
+from .conftest import ROOT, mpremote
 
 GOLDEN = ROOT / "tests" / "data" / "golden.mpm"
 
@@ -41,17 +40,6 @@ def run_deploy(capsys, *argv):
     capsys.readouterr()
     status = deploy.run(parse(*argv))
     return status, capsys.readouterr().out
-
-
-def mpremote(port, *args, timeout=15):
-    proc = subprocess.run(
-        [sys.executable, "-m", "mpremote", "connect", port, *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc.stdout
 
 
 @pytest.fixture
@@ -424,7 +412,7 @@ def test_compiled_files_are_cached(tmp_path):
 def test_boards_that_cannot_take_our_mpy_files_are_refused(value, message):
     state = deploy.BoardState(value, 1 << 20, "sha256", "rp2", "1.18.0")
     with pytest.raises(deploy.DeployError) as e:
-        deploy._board_format(state)
+        deploy.board_format(state)
     assert str(e.value).startswith(message) and "--source" in str(e.value)
 
 
