@@ -82,6 +82,7 @@ def start_learning(app, config):
             config["seed"],
             model_path=config["model"],
             prefix=config["checkpoint"],
+            hidden_shift=config["hidden_shift"],
         )
     except Exception as e:  # e.g. no softmax output layer: the app predicts, never learns
         app.notes.append("learn=off reason=%s" % token(str(e) or type(e).__name__))

@@ -16,6 +16,8 @@ Every key is optional; other keys go to `sensors.make_sensor` untouched::
      "kernel": null,          null (viper when the port has it) | "portable" | "viper"
      "learn": "last",         off | last | bias | all: what `label` trains (device/train.py)
      "lr_shift": null,        learning rate 2**-lr_shift, 0..30 (null: the model file's, or 7)
+     "hidden_shift": null,    layers below the last learn at 2**-(lr_shift + hidden_shift),
+                              0..30, in "bias" / "all" (null: the model file's, or 0)
      "batch": null,           mini-batch size >= 1 (null: the model file's, or 1)
      "seed": 1,               seed of the stochastic rounding's random numbers
      "autosave": 0,           save a checkpoint every N training steps (0: only on `save`)
@@ -37,6 +39,7 @@ DEFAULTS = {
     "kernel": None,
     "learn": "last",
     "lr_shift": None,
+    "hidden_shift": None,
     "batch": None,
     "seed": 1,
     "autosave": 0,
@@ -67,6 +70,7 @@ _CHECKS = (
     ("kernel", lambda v: v in (None, "portable", "viper"), 'null, "portable" or "viper"'),
     ("learn", lambda v: v in LEARN, "off, last, bias or all"),
     ("lr_shift", lambda v: v is None or (_is_int(v) and 0 <= v <= 30), "0..30 or null"),
+    ("hidden_shift", lambda v: v is None or (_is_int(v) and 0 <= v <= 30), "0..30 or null"),
     ("batch", lambda v: v is None or (_is_int(v) and v >= 1), "an int >= 1 or null"),
     ("seed", lambda v: _is_int(v) and 0 <= v <= 0xFFFF, "0..65535"),
     ("autosave", lambda v: _is_int(v) and 0 <= v < 0x40000000, "an int >= 0 (0: off)"),

@@ -5,6 +5,7 @@ Runs on: board and host (MicroPython >= 1.22; also CPython). The bit-exact NumPy
 
     model = Model("model.mpm")
     trainer = Trainer(model, mode="last", lr_shift=7, batch=1, seed=1)
+    trainer = Trainer(model, mode="all", lr_shift=6, hidden_shift=2)   # hidden layers 2**-8
     cls, correct = trainer.step(raw, label)      # forward + backward + update every `batch`
 
     trainer = Trainer(model, model_path="model.mpm", prefix="ckpt")
@@ -43,9 +44,11 @@ The integers of one step (layer k reads x at (f_x, zp_x), weights at f_w):
   R is fixedpoint.rounding_rshift (TFLite rounding, ties away from zero).
 - gradients, summed over the mini-batch in int32: gw[j][i] = sum delta_j * (x_i - zp_x),
   gb[j] = sum delta_j.
-- update, SGD at the real learning rate lr = 2**-lr_shift on the summed gradient:
-      master_w -= SR(gw, sw),  sw = lr_shift + f_d + f_x - f_w - 8  (master: 8 more bits)
-      b        -= SR(gb, sbias), sbias = lr_shift + f_d - f_x - f_w
+- update, SGD at the real learning rate lr = 2**-L on the summed gradient, L = lr_shift for
+  the last layer and lr_shift + hidden_shift below it (discriminative fine-tuning: the
+  hidden features move slower than the classifier; hidden_shift defaults to 0):
+      master_w -= SR(gw, sw),  sw = L + f_d + f_x - f_w - 8  (master: 8 more bits)
+      b        -= SR(gb, sbias), sbias = L + f_d - f_x - f_w
   SR(g, s) for s > 0 is floor(g / 2**s) plus 1 when the next t = min(s, 16) dropped bits
   exceed a fresh random draw: (g >> (s - t)) & (2**t - 1) > (r - 1) >> (16 - t), with r the
   next xorshift16 state (prng.py); for s <= 0 it is g << -s, exact, with no draw. Master
@@ -95,6 +98,7 @@ F_DELTA_OUT = 8  # output error: probability scale 2**-8
 F_DELTA = 12  # hidden error signals: target fractional bits
 DELTA_MAX = 32768  # |int16|
 DEFAULT_LR_SHIFT = 7
+MAX_HIDDEN_SHIFT = 30
 _RELU = 1
 _SIGMOID = 2
 _TANH = 3
@@ -132,17 +136,25 @@ class Trainer:
         kernel=None,
         model_path=None,
         prefix="ckpt",
+        hidden_shift=None,
     ):
         defaults = model.training or {}
         mode = defaults.get("learn", "last") if mode is None else mode
         lr_shift = defaults.get("lr_shift", DEFAULT_LR_SHIFT) if lr_shift is None else lr_shift
         batch = defaults.get("batch", 1) if batch is None else batch
+        if hidden_shift is None:
+            hidden_shift = defaults.get("hidden_shift", 0)
         if mode not in MODES:
             raise ValueError("train: mode %r, expected one of %s" % (mode, ", ".join(MODES)))
         if not isinstance(lr_shift, int) or not 0 <= lr_shift <= 30:
             raise ValueError("train: lr_shift %r, expected an int in 0..30" % (lr_shift,))
         if not isinstance(batch, int) or batch < 1:
             raise ValueError("train: batch %r, expected an int >= 1" % (batch,))
+        if not isinstance(hidden_shift, int) or not 0 <= hidden_shift <= MAX_HIDDEN_SHIFT:
+            raise ValueError(
+                "train: hidden_shift %r, expected an int in 0..%d"
+                % (hidden_shift, MAX_HIDDEN_SHIFT)
+            )
         layers = model.layers
         if layers[-1]["act"] != "softmax":
             raise ValueError("train: last layer %r, expected softmax" % layers[-1]["act"])
@@ -156,6 +168,7 @@ class Trainer:
         self.model = model
         self.mode = mode
         self.lr_shift = lr_shift
+        self.hidden_shift = hidden_shift
         self.batch = batch
         n = len(layers)
         self._n = n
@@ -164,7 +177,7 @@ class Trainer:
         self._inputs = [model.x] + model.layer_outputs[:-1]
         self._consts = model._consts if model._viper else None
         self._act = [_ACTS.index(layer["act"]) for layer in layers]
-        self._set_scales(layers, lr_shift)
+        self._set_scales(layers, lr_shift, hidden_shift)
         self.trains_w = [mode == "all" or (mode == "last" and k == n - 1) for k in range(n)]
         self.trains_b = [mode != "last" or k == n - 1 for k in range(n)]
         self._bias_limit = [0] * n
@@ -195,8 +208,9 @@ class Trainer:
         self._count = 0  # samples summed since the last update
         self.result = [0, 0]
 
-    def _set_scales(self, layers, lr_shift):
-        """Error-signal scales f_d, backward shifts and update shifts, per layer."""
+    def _set_scales(self, layers, lr_shift, hidden_shift):
+        """Error-signal scales f_d, backward shifts and update shifts, per layer (the layers
+        below the last learn at 2**-(lr_shift + hidden_shift))."""
         n = self._n
         self.f_delta = [0] * n
         self._sback = [0] * n  # S of layer k + 1 -> T of layer k
@@ -210,8 +224,9 @@ class Trainer:
             self.f_delta[k] = f - s
         for k in range(n):
             f_x, f_w = layers[k]["f_x"], layers[k]["f_w"]
-            self._sw[k] = lr_shift + self.f_delta[k] + f_x - f_w - 8
-            self._sb[k] = lr_shift + self.f_delta[k] - f_x - f_w
+            lr = lr_shift + hidden_shift if k < n - 1 else lr_shift
+            self._sw[k] = lr + self.f_delta[k] + f_x - f_w - 8
+            self._sb[k] = lr + self.f_delta[k] - f_x - f_w
 
     def _prove(self, layers):
         """(max_batch, its limiting stage); raises ValueError for a stage no batch can fix."""

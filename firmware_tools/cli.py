@@ -454,6 +454,8 @@ def do_adapt(args):
         lr=args.lr,
         model=(mlp, meta),
         progress=progress,
+        hidden_shift=args.hidden_shift,
+        float_hidden_shift=args.float_hidden_shift,
     )
     print(adapt.format_adaptation(result))
 
@@ -462,11 +464,14 @@ _EPILOG["adapt"] = """example:
   microprop adapt model.npz            (the data and test subjects it was trained with)
   microprop adapt model.npz --modes last --epochs 20 --per-class 3
   microprop adapt model.npz --lr-shift 6 --lr 0.02       (given rates: no selection)
+  microprop adapt model.npz --modes all --lr-shift 6 --hidden-shift 2 --lr 0.02 \
+      --float-hidden-shift 2                (hidden layers 4 times slower than the last)
 
 Each test subject's first windows of each class train the int8 model as the board would (bit
 for bit); a float SGD baseline trains the same layers on the same windows. Accuracy before and
-after on that subject's windows that share no sample with them. The rates are chosen
-leave-one-subject-out on the training subjects unless given.
+after on that subject's windows that share no sample with them. The rates (with the hidden
+layers' extra shift when they learn) are chosen leave-one-subject-out on the training subjects
+unless given.
 """
 
 
@@ -494,6 +499,16 @@ def _adapt_options(p):
     g.add_argument("--test-subjects", type=lambda t: _csv_list(t), help="default: the model's")
     g.add_argument("--lr-shift", type=int, help="integer rate 2**-N (default: chosen)")
     g.add_argument("--lr", type=float, help="float baseline rate (default: chosen)")
+    g.add_argument(
+        "--hidden-shift",
+        type=int,
+        help="integer hidden layers at 2**-(N + lr-shift) (default: chosen with the rates, or 0)",
+    )
+    g.add_argument(
+        "--float-hidden-shift",
+        type=int,
+        help="float hidden layers at lr * 2**-N (default: chosen with the rates, or 0)",
+    )
     g.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
 

@@ -17,6 +17,10 @@ returns the largest safe batch (the board computes the same number and refuses l
 `float_finetune` trains the same layers of the dequantized network in float64 with plain SGD
 at the same learning rate 2**-lr_shift on gradients summed over each mini-batch: the baseline
 the integer trainer is compared with.
+
+`hidden_shift` (default 0) is discriminative fine-tuning: every layer below the last learns
+at 2**-(lr_shift + hidden_shift), the last layer at 2**-lr_shift, in the integer trainer (its
+update shifts, nothing else) and in the float baseline alike.
 """
 
 import copy
@@ -34,6 +38,7 @@ F_DELTA_OUT = 8
 F_DELTA = 12
 DELTA_MAX = 32768
 MASTER_MAX = 32768
+MAX_HIDDEN_SHIFT = 30
 DERIV_SHIFT = {"sigmoid": 16, "tanh": 14}
 
 # --- the random number generator (device/prng.py) ---
@@ -105,13 +110,27 @@ def _input_ranges(qmodel):
     return ranges
 
 
-def train_plan(qmodel, mode="last", lr_shift=DEFAULT_LR_SHIFT):
+def check_hidden_shift(hidden_shift):
+    """-> hidden_shift as an int, or ValueError unless an int in 0..MAX_HIDDEN_SHIFT."""
+    if not isinstance(hidden_shift, (int, np.integer)) or not (
+        0 <= hidden_shift <= MAX_HIDDEN_SHIFT
+    ):
+        raise ValueError(
+            "trainref: hidden_shift %r, expected an int in 0..%d"
+            % (hidden_shift, MAX_HIDDEN_SHIFT)
+        )
+    return int(hidden_shift)
+
+
+def train_plan(qmodel, mode="last", lr_shift=DEFAULT_LR_SHIFT, hidden_shift=0):
     """Per layer: what learns, error-signal scale f_delta, backward shift sback (from the
-    layer above into this one), update shifts sw / sb, d = max|x - zp_x|, the bias limit."""
+    layer above into this one), update shifts sw / sb (layers below the last: lr_shift +
+    hidden_shift), d = max|x - zp_x|, the bias limit."""
     if mode not in MODES:
         raise ValueError("trainref: mode %r, expected one of %s" % (mode, ", ".join(MODES)))
     if not isinstance(lr_shift, (int, np.integer)) or not 0 <= lr_shift <= 30:
         raise ValueError("trainref: lr_shift %r, expected an int in 0..30" % (lr_shift,))
+    hidden_shift = check_hidden_shift(hidden_shift)
     layers = qmodel.layers
     if layers[-1].act != "softmax":
         raise ValueError("trainref: last layer %r, expected softmax" % layers[-1].act)
@@ -129,12 +148,13 @@ def train_plan(qmodel, mode="last", lr_shift=DEFAULT_LR_SHIFT):
         f_x, f_w = int(layer.f_x), int(layer.f_w)
         d = max(abs(x_range[0] - int(layer.zp_x)), abs(x_range[1] - int(layer.zp_x)))
         big = int(np.abs(np.asarray(layer.b, dtype=np.int64)).max(initial=0))
+        lr_k = lr_shift + (hidden_shift if k < n - 1 else 0)
         p.update(
             trains_w=mode == "all" or (mode == "last" and k == n - 1),
             trains_b=mode != "last" or k == n - 1,
             has_delta=mode != "last" or k == n - 1,
-            sw=lr_shift + p["f_delta"] + f_x - f_w - 8,
-            sb=lr_shift + p["f_delta"] - f_x - f_w,
+            sw=lr_k + p["f_delta"] + f_x - f_w - 8,
+            sb=lr_k + p["f_delta"] - f_x - f_w,
             dmax=d,
             bias_limit=max(bias_limit(layer, x_range), big),
             delta_max=256 if k == n - 1 else DELTA_MAX,
@@ -143,20 +163,23 @@ def train_plan(qmodel, mode="last", lr_shift=DEFAULT_LR_SHIFT):
 
 
 def effective_lr(lr_shift):
-    """The float learning rate the integer update implements for every layer: 2**-lr_shift
-    on gradients summed over the mini-batch."""
+    """The float learning rate the integer update implements for a layer: 2**-lr_shift on
+    gradients summed over the mini-batch (layers below the last: lr_shift + hidden_shift)."""
     return 2.0**-lr_shift
 
 
-def check_train_bounds(qmodel, mode="last", batch=1, lr_shift=None):
+def check_train_bounds(qmodel, mode="last", batch=1, lr_shift=None, hidden_shift=None):
     """Prove a training step in `mode` with mini-batches of `batch` stays within 31 bits for
     any int8 weight, or raise ValueError naming the stage. Returns {"max_batch", "stage" (the
     one limiting the batch), "stages": {name: worst value at this batch}}."""
+    defaults = qmodel.training or {}
     if lr_shift is None:
-        lr_shift = (qmodel.training or {}).get("lr_shift", DEFAULT_LR_SHIFT)
+        lr_shift = defaults.get("lr_shift", DEFAULT_LR_SHIFT)
+    if hidden_shift is None:
+        hidden_shift = defaults.get("hidden_shift", 0)
     if not isinstance(batch, (int, np.integer)) or batch < 1:
         raise ValueError("train bounds: batch %r, expected an int >= 1" % (batch,))
-    plan = train_plan(qmodel, mode, lr_shift)
+    plan = train_plan(qmodel, mode, lr_shift, hidden_shift)
     stages = {}
 
     def prove(stage, value):
@@ -200,24 +223,29 @@ class TrainRef:
 
     Attributes as on the board: qmodel (its w, b are the trained int8 weights and biases),
     master_w (int16 values, (n_out, n_in) per trainable layer, else None), state (PRNG),
-    steps, n_correct, max_batch, plan.
+    steps, n_correct, max_batch, plan, hidden_shift.
     """
 
-    def __init__(self, qmodel, mode=None, lr_shift=None, batch=None, seed=None):
+    def __init__(
+        self, qmodel, mode=None, lr_shift=None, batch=None, seed=None, hidden_shift=None
+    ):  # fmt: skip
         defaults = qmodel.training or {}
         mode = defaults.get("learn", "last") if mode is None else mode
         lr_shift = defaults.get("lr_shift", DEFAULT_LR_SHIFT) if lr_shift is None else lr_shift
         batch = defaults.get("batch", 1) if batch is None else batch
+        if hidden_shift is None:
+            hidden_shift = defaults.get("hidden_shift", 0)
         self.qmodel = copy.deepcopy(qmodel)
         self.mode, self.lr_shift, self.batch = mode, int(lr_shift), int(batch)
-        proof = check_train_bounds(self.qmodel, mode, 1, lr_shift)
+        self.hidden_shift = check_hidden_shift(hidden_shift)
+        proof = check_train_bounds(self.qmodel, mode, 1, lr_shift, hidden_shift)
         self.max_batch = proof["max_batch"]
         if self.batch > self.max_batch:
             raise ValueError(
                 "trainref: batch %d over the proven maximum %d (%s)"
                 % (self.batch, self.max_batch, proof["stage"])
             )
-        self.plan = train_plan(self.qmodel, mode, lr_shift)
+        self.plan = train_plan(self.qmodel, mode, lr_shift, hidden_shift)
         self.master_w, self.gw, self.gb = [], [], []
         for layer, p in zip(self.qmodel.layers, self.plan, strict=True):
             w = np.asarray(layer.w, dtype=np.int64)
@@ -356,9 +384,11 @@ class TrainRef:
         return [tuple(s) for s in sums]
 
 
-def train_steps(qmodel, raw, labels, mode=None, lr_shift=None, batch=None, seed=None):
+def train_steps(
+    qmodel, raw, labels, mode=None, lr_shift=None, batch=None, seed=None, hidden_shift=None
+):  # fmt: skip
     """Run TrainRef over the samples in order; returns the TrainRef (its qmodel is trained)."""
-    ref = TrainRef(qmodel, mode, lr_shift, batch, seed)
+    ref = TrainRef(qmodel, mode, lr_shift, batch, seed, hidden_shift)
     for r, label in zip(np.asarray(raw), np.asarray(labels), strict=True):
         ref.step(r, int(label))
     return ref
@@ -421,19 +451,24 @@ def float_gradients(net, x, labels):
     return dW, db
 
 
-def float_finetune(qmodel, raw, labels, mode="last", lr_shift=DEFAULT_LR_SHIFT, batch=1, lr=None):
+def float_finetune(
+    qmodel, raw, labels, mode="last", lr_shift=DEFAULT_LR_SHIFT, batch=1, lr=None,
+    hidden_shift=0,
+):  # fmt: skip
     """Fine-tune the layers `mode` names of the dequantized `qmodel` with float64 SGD, one
     pass over the samples in order (as the board sees them), updating every `batch` samples
-    with lr * (gradient summed over the batch); lr defaults to 2**-lr_shift, the integer
-    trainer's rate. Returns (net, correct): the float network and, per sample, whether it was
-    predicted right before learning from it (0/1)."""
+    with lr * (gradient summed over the batch), lr * 2**-hidden_shift below the last layer;
+    lr defaults to 2**-lr_shift, the integer trainer's rate. Returns (net, correct): the
+    float network and, per sample, whether it was predicted right before learning from it."""
     if mode not in MODES:
         raise ValueError("trainref: mode %r, expected one of %s" % (mode, ", ".join(MODES)))
+    hidden_shift = check_hidden_shift(hidden_shift)
     net = dequantize(qmodel)
     net["W"] = [W.copy() for W in net["W"]]
     net["b"] = [b.copy() for b in net["b"]]
     lr = effective_lr(lr_shift) if lr is None else float(lr)
     n = len(net["W"])
+    lrs = [lr * (2.0**-hidden_shift if k < n - 1 else 1.0) for k in range(n)]
     learn_w = [mode == "all" or (mode == "last" and k == n - 1) for k in range(n)]
     learn_b = [mode != "last" or k == n - 1 for k in range(n)]
     x = float_inputs(net, raw)
@@ -453,9 +488,9 @@ def float_finetune(qmodel, raw, labels, mode="last", lr_shift=DEFAULT_LR_SHIFT, 
         if count == batch:
             for k in range(n):
                 if learn_w[k]:
-                    net["W"][k] -= lr * sum_w[k]
+                    net["W"][k] -= lrs[k] * sum_w[k]
                 if learn_b[k]:
-                    net["b"][k] -= lr * sum_b[k]
+                    net["b"][k] -= lrs[k] * sum_b[k]
                 sum_w[k][:] = 0
                 sum_b[k][:] = 0
             count = 0

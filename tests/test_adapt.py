@@ -86,6 +86,22 @@ def test_integer_and_float_adaptation_run_and_the_table_prints(small):
         assert needle in text
 
 
+def test_given_hidden_shift_slows_the_hidden_layers_only(small):
+    kwargs = dict(modes=("all",), epochs=2, seed=1, lr_shift=5, lr=2**-5, train_options=FAST)
+    fast = adapt.run_adaptation(small, ["s1", "s2", "s3"], ["s4"], **kwargs)
+    slow = adapt.run_adaptation(
+        small, ["s1", "s2", "s3"], ["s4"], hidden_shift=30, float_hidden_shift=30, **kwargs
+    )
+    assert fast["hidden_shift"] == fast["float_hidden_shift"] == {"all": 0}
+    assert slow["hidden_shift"] == {"all": 30}
+    assert "hidden_shift int8 30, float 30" in adapt.format_adaptation(slow)
+    # 2**-30 freezes the hidden layers: "all" then learns what "last" + hidden biases would.
+    last = adapt.run_adaptation(small, ["s1", "s2", "s3"], ["s4"], **dict(kwargs, modes=("last",)))
+    assert slow["rows"][0]["float_after"] == pytest.approx(
+        last["rows"][0]["float_after"], abs=0.02
+    )
+
+
 def test_rates_are_chosen_on_the_training_subjects_only(small):
     """The selection sees only the training subjects: scrambling the test subject's labels
     changes nothing in it."""
@@ -94,6 +110,7 @@ def test_rates_are_chosen_on_the_training_subjects_only(small):
     assert chosen["subjects"] == ["s1", "s2", "s3"]
     assert chosen["lr_shift"]["last"] in adapt.LR_SHIFTS
     assert chosen["lr"]["last"] in adapt.FLOAT_LRS
+    assert chosen["hidden_shift"]["last"] == 0
     scrambled = pipeline.Dataset(**vars(small))
     scrambled.labels = small.labels.copy()
     test = small.subjects == "s4"
@@ -147,6 +164,11 @@ def test_shoulder_rates_were_chosen_on_subjects_1_to_7(shoulder_result):
     sel = shoulder_result["selection"]
     assert sel["subjects"] == [str(s) for s in range(1, 8)]
     assert shoulder_result["epochs"] == adapt.DEFAULT_EPOCHS
+    assert sel["hidden_shift"]["last"] == sel["float_hidden_shift"]["last"] == 0
+    assert {(k, h) for k, h in sel["int_scores"]["all"]} == {
+        (k, h) for k in adapt.LR_SHIFTS for h in adapt.HIDDEN_SHIFTS
+    }
+    assert shoulder_result["hidden_shift"]["all"] in adapt.HIDDEN_SHIFTS
 
 
 # Holds at seed 0 (int8 +4.0, float +3.0 points). The outcome depends on the seed: over seeds
@@ -160,9 +182,10 @@ def test_shoulder_last_layer_adaptation_meets_the_criterion(shoulder_result):
 
 @pytest.mark.xfail(
     strict=True,
-    reason="measured, not weakened: with the rate chosen on subjects 1-7 (2**-6 int, 2**-5.5 "
-    "float) all-layer adaptation LOSES accuracy on 8-10 in float too (seed 0: int8 85.7 -> "
-    "84.0, float 85.9 -> 83.2 %), so 'float gain > 0' fails; python bench/adapt.py",
+    reason="measured, not weakened: with the rates and hidden_shift chosen jointly on subjects "
+    "1-7 (int8 2**-6, hidden_shift 0; float 2**-5, hidden_shift 2) all-layer adaptation loses "
+    "accuracy on 8-10 (seed 0: int8 85.7 -> 84.0, float 85.9 -> 85.4 %), so 'float gain > 0' "
+    "fails; leave-one-out on 1-7 prefers larger rates than new wearers bear. bench/adapt.py",
 )
 def test_shoulder_all_layer_adaptation_meets_the_criterion(shoulder_result):
     mean = shoulder_result["mean"]["all"]

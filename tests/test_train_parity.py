@@ -7,7 +7,8 @@ One sweep: 1000 training steps for each mode ("last", "bias", "all"), hidden act
 (relu, sigmoid, tanh) and mini-batch (1, 8) on quantized random MLPs with teacher labels,
 300 steps each on extreme random QModels (host.reference.random_qmodel, wild scales, random
 labels), and 1000 steps per mode and batch on a model trained and quantized on synthetic
-sensor data, plus a few cases at lr_shift 30 (update shifts past the machine word). After every
+sensor data, plus a few cases at lr_shift 30 (update shifts past the machine word) and a few
+with a nonzero hidden_shift (hidden layers at a slower rate than the last). After every
 250 steps the int8 weights, biases, master weights, PRNG state and the count of correct
 predictions are compared. A run is named forward/training kernel: the Unix port runs the sweep
 as portable/portable, viper/viper (device/kernel_viper.py and device/kernel_train_viper.py,
@@ -42,6 +43,15 @@ CHECK_EVERY = 250
 LR_SHIFTS = {"mlp": {1: 6, 8: 13}, "rand": {1: 5, 8: 9}, "data": {1: 6, 8: 8}}
 # (model, mode, batch) run once more at lr_shift 30: shifts of 31 and more, clamped in viper.
 HUGE_SHIFT_CASES = (("mlp-tanh", "all", 1), ("rand-relu", "all", 8), ("rand-sigmoid", "bias", 1))
+# (model, mode, batch, lr_shift, hidden_shift): discriminative fine-tuning, the hidden layers'
+# update shifts raised by hidden_shift (past 31 in the last case: clamped in viper).
+HIDDEN_SHIFT_CASES = (
+    ("mlp-relu", "all", 1, 6, 2),
+    ("mlp-sigmoid", "bias", 8, 13, 3),
+    ("rand-tanh", "all", 8, 9, 4),
+    ("data", "all", 1, 6, 1),
+    ("rand-relu", "all", 1, 5, 30),
+)
 UNIX_KERNELS = ("portable/portable", "viper/viper", "viper/portable", "portable/viper")
 
 # Runs each case in the manifest; prints one line per checkpoint. Steps run in heap_lock.
@@ -76,7 +86,7 @@ def run(d, kernels):
     for line in lines:
         if not line:
             continue
-        case, model, mode, batch, lr_shift, seed, steps, every = line.split()
+        case, model, mode, batch, lr_shift, hidden_shift, seed, steps, every = line.split()
         with open("%s/%s.raw" % (d, model), "rb") as f:
             raw = array("i", f.read())
         with open("%s/%s.lab" % (d, model), "rb") as f:
@@ -84,10 +94,12 @@ def run(d, kernels):
         for kernel in kernels:
             fwd, train = kernel.split("/")
             m = Model("%s/%s.mpm" % (d, model), kernel=fwd)
+            hs = int(hidden_shift)
             if train == fwd:  # the default: the training kernel follows the model's
-                t = Trainer(m, mode, int(lr_shift), int(batch), int(seed))
+                t = Trainer(m, mode, int(lr_shift), int(batch), int(seed), hidden_shift=hs)
             else:
-                t = Trainer(m, mode, int(lr_shift), int(batch), int(seed), kernel=train)
+                t = Trainer(m, mode, int(lr_shift), int(batch), int(seed), kernel=train,
+                            hidden_shift=hs)
             if m.kernel != fwd or t.kernel != train:
                 raise SystemExit("kernels %s/%s, expected %s" % (m.kernel, t.kernel, kernel))
             n_in = m.n_inputs
@@ -163,9 +175,11 @@ def _crc(a, dtype):
     return "%08x" % (binascii.crc32(np.ascontiguousarray(a, dtype=dtype).tobytes()) & 0xFFFFFFFF)
 
 
-def expected_lines(case, kernel, q, raw, labels, mode, batch, lr_shift, seed, steps, every):
+def expected_lines(
+    case, kernel, q, raw, labels, mode, batch, lr_shift, seed, steps, every, hidden_shift=0
+):  # fmt: skip
     """The checkpoint lines the sweep must print, from host/trainref.TrainRef."""
-    ref = trainref.TrainRef(q, mode, lr_shift, batch, seed)
+    ref = trainref.TrainRef(q, mode, lr_shift, batch, seed, hidden_shift)
     lines = []
     for s in range(steps):
         n = s % len(labels)
@@ -201,17 +215,21 @@ def sweep(tmp_path_factory):
                 kind = name.split("-")[0]
                 steps = N_STEPS_EXTREME if kind == "rand" else N_STEPS
                 lr_shift = LR_SHIFTS[kind][batch]
-                cases.append((name, mode, batch, lr_shift, next(seeds), steps))
+                cases.append((name, mode, batch, lr_shift, next(seeds), steps, 0))
     for name, mode, batch in HUGE_SHIFT_CASES:
-        cases.append((name, mode, batch, 30, next(seeds), 2 * CHECK_EVERY))
+        cases.append((name, mode, batch, 30, next(seeds), 2 * CHECK_EVERY, 0))
+    for name, mode, batch, lr_shift, hidden_shift in HIDDEN_SHIFT_CASES:
+        steps = 2 * CHECK_EVERY
+        cases.append((name, mode, batch, lr_shift, next(seeds), steps, hidden_shift))
     manifest = []
     expected = {}
-    for i, (name, mode, batch, lr_shift, seed, steps) in enumerate(cases):
+    for i, (name, mode, batch, lr_shift, seed, steps, hidden_shift) in enumerate(cases):
         manifest.append(
-            "%d %s %s %d %d %d %d %d" % (i, name, mode, batch, lr_shift, seed, steps, CHECK_EVERY)
+            "%d %s %s %d %d %d %d %d %d"
+            % (i, name, mode, batch, lr_shift, hidden_shift, seed, steps, CHECK_EVERY)
         )
         q, raw, labels = models[name]
-        args = (q, raw, labels, mode, batch, lr_shift, seed, steps, CHECK_EVERY)
+        args = (q, raw, labels, mode, batch, lr_shift, seed, steps, CHECK_EVERY, hidden_shift)
         expected[i] = expected_lines(str(i), "{kernel}", *args)
     (d / "manifest.txt").write_text("\n".join(manifest) + "\n")
     return d, models, cases, expected
@@ -233,12 +251,13 @@ def _first_difference(got, want, cases):
     for line in want:
         key = tuple(line.split()[1:4])
         if got_by_key.get(key) != line:
-            name, mode, batch, lr_shift, seed, _ = cases[int(key[0])]
+            name, mode, batch, lr_shift, seed, _, hidden_shift = cases[int(key[0])]
             pytest.fail(
-                "case %s (%s, mode %s, batch %d, lr_shift %d, seed %d, kernel %s) at step %s:\n"
+                "case %s (%s, mode %s, batch %d, lr_shift %d, hidden_shift %d, seed %d, "
+                "kernel %s) at step %s:\n"
                 "  device:    %s\n  reference: %s\n  fields: case id kernel steps n_correct "
                 "state then per layer crc(w) crc(b) crc(master_w)"
-                % (key[0], name, mode, batch, lr_shift, seed, key[1], key[2],
+                % (key[0], name, mode, batch, lr_shift, hidden_shift, seed, key[1], key[2],
                    got_by_key.get(key), line)
             )  # fmt: skip
     pytest.fail("device printed lines the reference does not expect")
@@ -248,10 +267,12 @@ def test_sweep_covers_the_contract(sweep):
     _, models, cases, _ = sweep
     assert {(c[1], c[2]) for c in cases} == {(m, b) for m in MODES for b in BATCHES}
     shifts = set()
-    for name, mode, _, lr_shift, _, _ in cases:
-        for p in trainref.train_plan(models[name][0], mode, lr_shift):
+    for name, mode, _, lr_shift, _, _, hidden_shift in cases:
+        for p in trainref.train_plan(models[name][0], mode, lr_shift, hidden_shift):
             shifts |= {p["sw"]} if p["trains_w"] else set()
             shifts |= {p["sb"]} if p["trains_b"] else set()
+    # hidden_shift in the modes that train hidden layers, with each kind of kernel run.
+    assert {(c[1], c[2]) for c in cases if c[6]} >= {("all", 1), ("all", 8), ("bias", 8)}
     # Exact left shifts, no shift, rounding of fewer and more than 16 bits, and shifts of 31
     # or more (the viper kernels clamp those at 31).
     assert min(shifts) < 0 and 0 in shifts and max(shifts) > 16, sorted(shifts)
@@ -289,11 +310,11 @@ def test_training_on_32bit_wasm_port_equals_reference(sweep):
 def test_training_under_cpython_equals_reference(sweep):
     _, models, _, _ = sweep
     q, raw, labels = models["mlp-tanh"]
-    for mode in MODES:
+    for mode, hidden_shift in [(mode, 0) for mode in MODES] + [("all", 3), ("bias", 1)]:
         m = Model(modelfile.to_bytes(q))
-        t = dtrain.Trainer(m, mode, 6, 4, 99)
+        t = dtrain.Trainer(m, mode, 6, 4, 99, hidden_shift=hidden_shift)
         assert (m.kernel, t.kernel) == ("portable", "portable")
-        ref = trainref.TrainRef(q, mode, 6, 4, 99)
+        ref = trainref.TrainRef(q, mode, 6, 4, 99, hidden_shift)
         for n in range(200):
             got = t.step([int(v) for v in raw[n]], int(labels[n]))
             assert tuple(got) == ref.step(raw[n], int(labels[n])), (mode, n)
@@ -301,6 +322,28 @@ def test_training_under_cpython_equals_reference(sweep):
             assert list(m.layers[k]["w"]) == layer.w.ravel().tolist(), (mode, k)
             assert list(m.layers[k]["b"]) == layer.b.tolist(), (mode, k)
         assert t.state == ref.state
+
+
+def test_hidden_shift_slows_only_the_layers_below_the_last(sweep):
+    q = sweep[1]["mlp-relu"][0]
+    base = trainref.train_plan(q, "all", 6)
+    slow = trainref.train_plan(q, "all", 6, hidden_shift=3)
+    for k, (a, b) in enumerate(zip(base, slow, strict=True)):
+        extra = 3 if k < len(base) - 1 else 0
+        assert (b["sw"], b["sb"]) == (a["sw"] + extra, a["sb"] + extra), k
+    t = dtrain.Trainer(Model(modelfile.to_bytes(q)), "all", 6, 1, hidden_shift=3)
+    assert t._sw == [p["sw"] for p in slow] and t._sb == [p["sb"] for p in slow]
+    # The float baseline: lr * 2**-3 below the last layer, lr on it.
+    q1, raw, labels = sweep[1]["mlp-relu"]
+    net0 = trainref.dequantize(q1)
+    net, _ = trainref.float_finetune(q1, raw[:1], labels[:1], "all", lr=0.5, hidden_shift=3)
+    dW, _ = trainref.float_gradients(net0, trainref.float_inputs(net0, raw[:1]), labels[:1])
+    for k in range(3):
+        lr = 0.5 * (2.0**-3 if k < 2 else 1.0)
+        assert np.allclose(net["W"][k], net0["W"][k] - lr * dW[k]), k
+    # A trainer in "last" mode does not depend on it.
+    last = dtrain.Trainer(Model(modelfile.to_bytes(q)), "last", 6, 1, hidden_shift=5)
+    assert last._sw[-1] == base[-1]["sw"]
 
 
 # --- heap_lock, memory per mode, defaults, refusals ---
@@ -446,6 +489,7 @@ def test_trainer_refuses_bad_arguments():
         ({"mode": "some"}, "mode 'some', expected one of last, bias, all"),
         ({"batch": 0}, "batch 0, expected an int >= 1"),
         ({"lr_shift": -1}, "lr_shift -1, expected an int in 0..30"),
+        ({"hidden_shift": 31}, "hidden_shift 31, expected an int in 0..30"),
     ):
         with pytest.raises(ValueError, match="^train: " + msg):
             dtrain.Trainer(m, **kwargs)

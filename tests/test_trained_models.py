@@ -49,7 +49,7 @@ def trained(datasets, tmp_path_factory):
 
 def test_int8_within_one_point_of_float(trained):
     _, cases = trained
-    for (source, _), (qm, _, _, float_report, int_report) in zip(SOURCES, cases, strict=True):
+    for (source, _), (_qm, _, _, float_report, int_report) in zip(SOURCES, cases, strict=True):
         drop = float_report["accuracy"] - int_report["accuracy"]
         print(
             "%s: float %.4f int8 %.4f" % (source, float_report["accuracy"], int_report["accuracy"])
