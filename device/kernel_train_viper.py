@@ -24,11 +24,16 @@ parameter whose update shift is > 0, weights row-major, then biases), and its st
 below 2**24. The stochastic-rounding carry `bits > threshold` is computed without a branch as
 `-((threshold - bits) >> 31)`: both are in 0..65535.
 
-The native emitter keeps a function's first three locals, which are its first three
-arguments, in machine registers and every other local in memory. So the kernels with a hot
-inner loop take their hottest scalars as their first three arguments, documented as
-"register" arguments that the caller passes as 0 (or the PRNG state): on the Unix port this
-makes the update loop about a third faster.
+The native emitter keeps a function's first locals, which are its first arguments, in machine
+registers and every other local in memory (two of them on x64 in MicroPython 1.29, whose third
+register holds the constant table). So the kernels with a hot inner loop take their hottest
+scalars as their first arguments, documented as "register" arguments that the caller passes as
+0 (or the PRNG state).
+
+update_weights does the least work per weight: SR as one shift (see its docstring), the int8
+clamp tested only where the master weight is within 128 of its own limits, and no master
+weight update where the gradient is 0 (a whole row when delta_j = 0 and there are no gradient
+sums): SR(0, s) = 0, so only the draws are made and w is rounded from the unchanged master.
 """
 
 # ruff: noqa: F821 (ptr8, ptr16, ptr32 are viper types, known to the MicroPython compiler)
@@ -132,37 +137,60 @@ def sum_biases(d: ptr16, g: ptr32, n: int):
 
 @micropython.viper
 def update_weights(
-    st: int, g: int, v: int, d: ptr16, x: ptr8, gw: ptr16, mw: ptr16, w: ptr8, c: ptr16, p: ptr16
+    st: int, v: int, i: int, d: ptr16, x: ptr8, gw: ptr16, mw: ptr16, w: ptr8, c: ptr16, p: ptr16
 ) -> int:
     """master_w -= SR(gw + delta x, sw), clamped to int16; int8 w = clamp((master + 128) >> 8,
     -127, 127); gw = 0; the inference kernel's row constants c_j = -cz * sum_i w_ji.
     Stochastic rounding from xorshift16 state `st`; returns the new state.
     (Trainer._update_weights)
 
-    st: the PRNG state; g, v: register arguments, pass 0. d: delta, n_out; x: the layer's int8
+    st: the PRNG state; v, i: register arguments, pass 0. d: delta, n_out; x: the layer's int8
     inputs, n_in; gw: the int32 gradient sums (read only when has_gw); mw: int16 master
     weights; w: int8 weights; c: array('i') of row constants (written only when has_c);
     p: array('h') of (n_in, n_out, cz = 128 + zp_x, draw, ls, rs, fs, t, rt, has_gw, has_c)
     with, for the update shift s: draw = s > 0, ls = max(-s, 0), rs = min(max(s, 0), 31),
-    t = min(max(s, 0), 16), fs = min(s - t, 31), rt = 16 - t (train._update_params). Then
-    SR(g, s) = (g >> rs) + carry, carry = ((g >> fs) & (2**t - 1)) > ((r - 1) >> rt)
-    with r the next state (draw), or SR(g, s) = g << ls (no draw).
+    t = min(max(s, 0), 16), fs = min(s - t, 31), rt = 16 - t (train._update_params).
+    SR(g, s) = (g >> s) + carry, carry = ((g >> (s - t)) & (2**t - 1)) > ((r - 1) >> rt) with
+    r the next state (draw), or g << ls (no draw). With h = g >> fs (= g >> (s - t): |g| < 2**30)
+    and (2**t - 1) - ((r - 1) >> rt) = (65536 - r) >> rt (r - 1 in 0..65534), that is
+
+        SR(g, s) = (h + ((65536 - r) >> rt)) >> t
+
+    since h >> t = g >> s and the added term is in 0..2**t - 1; |h| + 65535 < 2**31.
     """
     n_in = int(p[0])
     n_out = int(p[1])
     cz = int(p[2])
     draw = int(p[3])
     ls = int(p[4])
-    rs = int(p[5])
     fs = int(p[6])
-    mask = (1 << int(p[7])) - 1
+    t = int(p[7])
     rt = int(p[8])
     has_gw = int(p[9])
     has_c = int(p[10])
     for j in range(n_out):
         dj = (int(d[j]) ^ 0x8000) - 0x8000
         total = 0
-        for i in range(n_in):  # row j: mw, w, gw point at its first item
+        if dj == 0 and has_gw == 0:  # g = 0: the draws, w from the unchanged master weights
+            for i in range(n_in):
+                if draw:
+                    st ^= (st << 7) & 0xFFFF
+                    st ^= st >> 9
+                    st ^= (st << 8) & 0xFFFF
+                v = (int(mw[i]) ^ 0x8000) - 0x8000
+                if v < -32640 or v > 32639:
+                    if v < 0:
+                        v = -127
+                    else:
+                        v = 127
+                else:
+                    v = (v + 128) >> 8
+                w[i] = v
+                total += v
+            n = 0
+        else:
+            n = n_in
+        for i in range(n):  # row j: mw, w, gw point at its first item
             g = dj * ((int(x[i]) ^ 0x80) - cz)
             if has_gw:
                 g += (((int(gw[2 * i + 1]) ^ 0x8000) - 0x8000) << 16) + int(gw[2 * i])
@@ -173,21 +201,23 @@ def update_weights(
                 st ^= (st << 7) & 0xFFFF
                 st ^= st >> 9
                 st ^= (st << 8) & 0xFFFF
-                v += ((((st - 1) >> rt) - ((g >> fs) & mask)) >> 31) - (
-                    g >> rs
-                )  # - g >> s - carry
+            if g:
+                if draw:
+                    v -= ((g >> fs) + ((0x10000 - st) >> rt)) >> t
+                else:
+                    v -= g << ls
+                if v < -32768:
+                    v = -32768
+                if v > 32767:
+                    v = 32767
+                mw[i] = v
+            if v < -32640 or v > 32639:
+                if v < 0:
+                    v = -127
+                else:
+                    v = 127
             else:
-                v -= g << ls
-            if v < -32768:
-                v = -32768
-            if v > 32767:
-                v = 32767
-            mw[i] = v
-            v = (v + 128) >> 8
-            if v < -127:
-                v = -127
-            if v > 127:
-                v = 127
+                v = (v + 128) >> 8
             w[i] = v
             total += v
         mw = ptr16(int(mw) + 2 * n_in)
