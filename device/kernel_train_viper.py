@@ -30,7 +30,12 @@ register holds the constant table). So the kernels with a hot inner loop take th
 scalars as their first arguments, documented as "register" arguments that the caller passes as
 0 (or the PRNG state).
 
-update_weights does the least work per weight: SR as one shift (see its docstring), the int8
+A native call costs about 0.1 us on the Unix port plus about 20 ns per argument, most of it in
+converting a buffer to a pointer. So backward, sum_layer and update_layer take one layer's
+buffers through a table of their addresses (layer_table, built once by the Trainer) instead of
+as arguments, and update_layer does a layer's weights and biases in one call.
+
+update_layer does the least work per weight: SR as one shift (see its docstring), the int8
 clamp tested only where the master weight is within 128 of its own limits, and no master
 weight update where the gradient is 0 (a whole row when delta_j = 0 and there are no gradient
 sums): SR(0, s) = 0, so only the draws are made and w is rounded from the unchanged master.
@@ -38,7 +43,50 @@ sums): SR(0, s) = 0, so only the draws are made and w is rounded from the unchan
 
 # ruff: noqa: F821 (ptr8, ptr16, ptr32 are viper types, known to the MicroPython compiler)
 
+from array import array
+
 import micropython
+from micropython import const
+
+_B = const(11)  # update_layer's parameters: the biases' part
+_HAS_W = const(22)  # the layer's weights learn
+_HAS_B = const(23)  # its biases learn
+_LIM = const(24)  # the bias limit, 15-bit halves, low first
+
+# A layer's buffer table (layer_table): the address of each buffer as two uint32 words, low
+# first, at twice these slots.
+_D = const(0)  # delta(k)
+_X = const(2)  # the layer's int8 inputs
+_GW = const(4)  # weight gradient sums
+_MW = const(6)  # master weights
+_W = const(8)  # int8 weights
+_C = const(10)  # the inference kernel's row constants
+_GB = const(12)  # bias gradient sums
+_BI = const(14)  # int32 biases
+_P = const(16)  # update parameters
+_OUT = const(18)  # delta(k - 1)
+_PB = const(20)  # backward parameters
+_N_WORDS = const(22)
+
+
+@micropython.viper
+def _address(b: ptr8) -> uint:
+    return uint(b)
+
+
+def layer_table(d, x, gw, mw, w, c, gb, b, p, out, pback):
+    """array('I') of the addresses of a layer's buffers, for backward, sum_layer and
+    update_layer: a native call with one argument instead of eleven. Built once (it
+    allocates); every buffer must stay alive and in place as long as the table is used
+    (MicroPython's heap never moves an object). Pass `_EMPTY`-like buffers for absent ones."""
+    t = array("I", bytes(4 * _N_WORDS))
+    i = 0
+    for buf in (d, x, gw, mw, w, c, gb, b, p, out, pback):
+        a = _address(buf)
+        t[i] = a & 0xFFFFFFFF
+        t[i + 1] = (a >> 16) >> 16
+        i += 2
+    return t
 
 
 @micropython.viper
@@ -51,16 +99,22 @@ def output_error(scores: ptr8, d: ptr16, n: int, label: int):
 
 
 @micropython.viper
-def backward(acc: int, idx: int, j: int, w: ptr8, d: ptr16, out: ptr16, y: ptr8, p: ptr16):
+def backward(acc: int, idx: int, j: int, a: ptr32):
     """int16 delta(k) -> int16 delta(k - 1): T = clamp(R(W^T delta, s)), then times the
     derivative of layer k - 1's activation at y, rounded back by R. TFLite rounding.
     (Trainer._backward)
 
-    acc, idx, j: register arguments, pass 0. w: layer k's int8 weights (n_out rows of n_in);
-    d: delta(k), n_out; out: delta(k - 1), n_in; y: layer k - 1's int8 outputs; p: array('h')
-    of (n_in, n_out, s, act id, zp_z of layer k - 1). |W^T delta| <= 127 * n_out * 2**15 and
+    acc, idx, j: register arguments, pass 0. a: layer k's table (layer_table), of which are
+    read w: layer k's int8 weights (n_out rows of n_in); d: delta(k), n_out; out: delta(k - 1),
+    n_in; x: layer k's inputs, the int8 outputs y of layer k - 1; pback: array('h') of (n_in,
+    n_out, s, act id, zp_z of layer k - 1). |W^T delta| <= 127 * n_out * 2**15 and
     |T * D| <= 2**29 (proven by the Trainer).
     """
+    w = ptr8(int(a[_W]) + (int(a[_W + 1]) << 16 << 16))
+    d = ptr16(int(a[_D]) + (int(a[_D + 1]) << 16 << 16))
+    out = ptr16(int(a[_OUT]) + (int(a[_OUT + 1]) << 16 << 16))
+    y = ptr8(int(a[_X]) + (int(a[_X + 1]) << 16 << 16))
+    p = ptr16(int(a[_PB]) + (int(a[_PB + 1]) << 16 << 16))
     n_in = int(p[0])
     n_out = int(p[1])
     s = int(p[2])
@@ -111,73 +165,128 @@ def backward(acc: int, idx: int, j: int, w: ptr8, d: ptr16, out: ptr16, y: ptr8,
 
 
 @micropython.viper
-def sum_weights(idx: int, dj: int, i: int, d: ptr16, x: ptr8, g: ptr32, p: ptr16):
-    """gw[j][i] += delta_j * (x_i - zp_x), int32, in place. (Trainer._sum_weights)
+def sum_layer(idx: int, dj: int, i: int, a: ptr32):
+    """gw[j][i] += delta_j * (x_i - zp_x) when has_w, then gb[j] += delta_j when has_b, int32,
+    in place. (Trainer._sum_weights, then Trainer._sum_biases)
 
-    idx, dj, i: register arguments, pass 0. p: the layer's update parameters (see
-    update_weights); only n_in, n_out and cz are read.
+    idx, dj, i: register arguments, pass 0. a: the layer's table (layer_table): d, x, the
+    gradient sums gw and gb (each read only when its flag is set) and p, the layer's
+    parameters (see update_layer), of which only n_in, n_out, cz, has_w and has_b are read.
     """
+    d = ptr16(int(a[_D]) + (int(a[_D + 1]) << 16 << 16))
+    x = ptr8(int(a[_X]) + (int(a[_X + 1]) << 16 << 16))
+    gw = ptr32(int(a[_GW]) + (int(a[_GW + 1]) << 16 << 16))
+    gb = ptr32(int(a[_GB]) + (int(a[_GB + 1]) << 16 << 16))
+    p = ptr16(int(a[_P]) + (int(a[_P + 1]) << 16 << 16))
     n_in = int(p[0])
     n_out = int(p[1])
     cz = int(p[2])
-    idx = 0
-    for j in range(n_out):
-        dj = (int(d[j]) ^ 0x8000) - 0x8000
-        for i in range(n_in):
-            g[idx] = int(g[idx]) + dj * ((int(x[i]) ^ 0x80) - cz)
-            idx += 1
+    if int(p[_HAS_W]):
+        idx = 0
+        for j in range(n_out):
+            dj = (int(d[j]) ^ 0x8000) - 0x8000
+            for i in range(n_in):
+                gw[idx] = int(gw[idx]) + dj * ((int(x[i]) ^ 0x80) - cz)
+                idx += 1
+    if int(p[_HAS_B]):
+        for j in range(n_out):
+            gb[j] = int(gb[j]) + ((int(d[j]) ^ 0x8000) - 0x8000)
 
 
 @micropython.viper
-def sum_biases(d: ptr16, g: ptr32, n: int):
-    """gb[j] += delta_j, int32, in place. (Trainer._sum_biases)"""
-    for j in range(n):
-        g[j] = int(g[j]) + ((int(d[j]) ^ 0x8000) - 0x8000)
+def update_layer(st: int, v: int, i: int, a: ptr32) -> int:
+    """One layer's update, its weights (when has_w) then its biases (when has_b), in the
+    portable code's draw order; one native call. Stochastic rounding from xorshift16 state
+    `st`; returns the new state. (Trainer._update_weights, then Trainer._update_biases)
 
+    Weights: master_w -= SR(gw + delta x, sw), clamped to int16; int8 w = clamp((master + 128)
+    >> 8, -127, 127); gw = 0; the inference kernel's row constants c_j = -cz * sum_i w_ji.
+    Biases: b -= SR(gb + delta, sbias), clamped to +/- lim; gb = 0.
 
-@micropython.viper
-def update_weights(
-    st: int, v: int, i: int, d: ptr16, x: ptr8, gw: ptr16, mw: ptr16, w: ptr8, c: ptr16, p: ptr16
-) -> int:
-    """master_w -= SR(gw + delta x, sw), clamped to int16; int8 w = clamp((master + 128) >> 8,
-    -127, 127); gw = 0; the inference kernel's row constants c_j = -cz * sum_i w_ji.
-    Stochastic rounding from xorshift16 state `st`; returns the new state.
-    (Trainer._update_weights)
+    st: the PRNG state; v, i: register arguments, pass 0. a: the layer's table (layer_table),
+    of which are read d: delta, n_out; x: the layer's int8 inputs, n_in; gw: the int32
+    gradient sums of the weights (read only when has_gw); mw: int16 master weights; w: int8
+    weights; c: array('i') of row constants (written only when has_c); gb: the int32 gradient
+    sums of the biases (read only when has_gb); b: the int32 biases, read and written as ptr16
+    halves; p: array('h') of the layer's parameters (built by train.Trainer._viper_params):
+    at 0 the weights' (n_in, n_out, cz = 128 + zp_x, draw, ls, rs, fs, t, rt, has_gw, has_c),
+    at _B the biases' in the same layout (has_gw there means has_gb), then has_w, has_b and
+    lim as two 15-bit halves (low first). For the update shift s:
+    draw = s > 0, ls = max(-s, 0), rs = min(max(s, 0), 31), t = min(max(s, 0), 16),
+    fs = min(s - t, 31), rt = 16 - t. Buffers of a part whose flag is 0 are not read.
 
-    st: the PRNG state; v, i: register arguments, pass 0. d: delta, n_out; x: the layer's int8
-    inputs, n_in; gw: the int32 gradient sums (read only when has_gw); mw: int16 master
-    weights; w: int8 weights; c: array('i') of row constants (written only when has_c);
-    p: array('h') of (n_in, n_out, cz = 128 + zp_x, draw, ls, rs, fs, t, rt, has_gw, has_c)
-    with, for the update shift s: draw = s > 0, ls = max(-s, 0), rs = min(max(s, 0), 31),
-    t = min(max(s, 0), 16), fs = min(s - t, 31), rt = 16 - t (train._update_params).
-    SR(g, s) = (g >> s) + carry, carry = ((g >> (s - t)) & (2**t - 1)) > ((r - 1) >> rt) with
-    r the next state (draw), or g << ls (no draw). With h = g >> fs (= g >> (s - t): |g| < 2**30)
-    and (2**t - 1) - ((r - 1) >> rt) = (65536 - r) >> rt (r - 1 in 0..65534), that is
+    Weights: SR(g, s) = (g >> s) + carry, carry = ((g >> (s - t)) & (2**t - 1)) >
+    ((r - 1) >> rt) with r the next state (draw), or g << ls (no draw). With h = g >> fs
+    (= g >> (s - t): |g| < 2**30) and (2**t - 1) - ((r - 1) >> rt) = (65536 - r) >> rt
+    (r - 1 in 0..65534), that is
 
         SR(g, s) = (h + ((65536 - r) >> rt)) >> t
 
     since h >> t = g >> s and the added term is in 0..2**t - 1; |h| + 65535 < 2**31.
     """
+    d = ptr16(int(a[_D]) + (int(a[_D + 1]) << 16 << 16))
+    x = ptr8(int(a[_X]) + (int(a[_X + 1]) << 16 << 16))
+    gw = ptr16(int(a[_GW]) + (int(a[_GW + 1]) << 16 << 16))
+    mw = ptr16(int(a[_MW]) + (int(a[_MW + 1]) << 16 << 16))
+    w = ptr8(int(a[_W]) + (int(a[_W + 1]) << 16 << 16))
+    c = ptr16(int(a[_C]) + (int(a[_C + 1]) << 16 << 16))
+    gb = ptr16(int(a[_GB]) + (int(a[_GB + 1]) << 16 << 16))
+    b = ptr16(int(a[_BI]) + (int(a[_BI + 1]) << 16 << 16))
+    p = ptr16(int(a[_P]) + (int(a[_P + 1]) << 16 << 16))
     n_in = int(p[0])
     n_out = int(p[1])
-    cz = int(p[2])
-    draw = int(p[3])
-    ls = int(p[4])
-    fs = int(p[6])
-    t = int(p[7])
-    rt = int(p[8])
-    has_gw = int(p[9])
-    has_c = int(p[10])
-    for j in range(n_out):
-        dj = (int(d[j]) ^ 0x8000) - 0x8000
-        total = 0
-        if dj == 0 and has_gw == 0:  # g = 0: the draws, w from the unchanged master weights
-            for i in range(n_in):
+    if int(p[_HAS_W]):
+        cz = int(p[2])
+        draw = int(p[3])
+        ls = int(p[4])
+        fs = int(p[6])
+        t = int(p[7])
+        rt = int(p[8])
+        has_gw = int(p[9])
+        has_c = int(p[10])
+        for j in range(n_out):
+            dj = (int(d[j]) ^ 0x8000) - 0x8000
+            total = 0
+            if dj == 0 and has_gw == 0:  # g = 0: the draws, w from the unchanged master weights
+                for i in range(n_in):
+                    if draw:
+                        st ^= (st << 7) & 0xFFFF
+                        st ^= st >> 9
+                        st ^= (st << 8) & 0xFFFF
+                    v = (int(mw[i]) ^ 0x8000) - 0x8000
+                    if v < -32640 or v > 32639:
+                        if v < 0:
+                            v = -127
+                        else:
+                            v = 127
+                    else:
+                        v = (v + 128) >> 8
+                    w[i] = v
+                    total += v
+                n = 0
+            else:
+                n = n_in
+            for i in range(n):  # row j: mw, w, gw point at its first item
+                g = dj * ((int(x[i]) ^ 0x80) - cz)
+                if has_gw:
+                    g += (((int(gw[2 * i + 1]) ^ 0x8000) - 0x8000) << 16) + int(gw[2 * i])
+                    gw[2 * i] = 0
+                    gw[2 * i + 1] = 0
+                v = (int(mw[i]) ^ 0x8000) - 0x8000
                 if draw:
                     st ^= (st << 7) & 0xFFFF
                     st ^= st >> 9
                     st ^= (st << 8) & 0xFFFF
-                v = (int(mw[i]) ^ 0x8000) - 0x8000
+                if g:
+                    if draw:
+                        v -= ((g >> fs) + ((0x10000 - st) >> rt)) >> t
+                    else:
+                        v -= g << ls
+                    if v < -32768:
+                        v = -32768
+                    if v > 32767:
+                        v = 32767
+                    mw[i] = v
                 if v < -32640 or v > 32639:
                     if v < 0:
                         v = -127
@@ -187,83 +296,39 @@ def update_weights(
                     v = (v + 128) >> 8
                 w[i] = v
                 total += v
-            n = 0
-        else:
-            n = n_in
-        for i in range(n):  # row j: mw, w, gw point at its first item
-            g = dj * ((int(x[i]) ^ 0x80) - cz)
-            if has_gw:
-                g += (((int(gw[2 * i + 1]) ^ 0x8000) - 0x8000) << 16) + int(gw[2 * i])
-                gw[2 * i] = 0
-                gw[2 * i + 1] = 0
-            v = (int(mw[i]) ^ 0x8000) - 0x8000
+            mw = ptr16(int(mw) + 2 * n_in)
+            w = ptr8(int(w) + n_in)
+            gw = ptr16(int(gw) + 4 * n_in)
+            if has_c:
+                v = 0 - cz * total
+                c[2 * j] = v & 0xFFFF
+                c[2 * j + 1] = (v >> 16) & 0xFFFF
+    if int(p[_HAS_B]):
+        draw = int(p[_B + 3])
+        ls = int(p[_B + 4])
+        rs = int(p[_B + 5])
+        fs = int(p[_B + 6])
+        mask = (1 << int(p[_B + 7])) - 1
+        rt = int(p[_B + 8])
+        has_gb = int(p[_B + 9])
+        lim = (int(p[_LIM + 1]) << 15) + int(p[_LIM])
+        low = 0 - lim
+        for j in range(n_out):
+            g = (int(d[j]) ^ 0x8000) - 0x8000
+            if has_gb:
+                g += (((int(gb[2 * j + 1]) ^ 0x8000) - 0x8000) << 16) + int(gb[2 * j])
+                gb[2 * j] = 0
+                gb[2 * j + 1] = 0
+            v = (((int(b[2 * j + 1]) ^ 0x8000) - 0x8000) << 16) + int(b[2 * j]) - ((g << ls) >> rs)
             if draw:
                 st ^= (st << 7) & 0xFFFF
                 st ^= st >> 9
                 st ^= (st << 8) & 0xFFFF
-            if g:
-                if draw:
-                    v -= ((g >> fs) + ((0x10000 - st) >> rt)) >> t
-                else:
-                    v -= g << ls
-                if v < -32768:
-                    v = -32768
-                if v > 32767:
-                    v = 32767
-                mw[i] = v
-            if v < -32640 or v > 32639:
-                if v < 0:
-                    v = -127
-                else:
-                    v = 127
-            else:
-                v = (v + 128) >> 8
-            w[i] = v
-            total += v
-        mw = ptr16(int(mw) + 2 * n_in)
-        w = ptr8(int(w) + n_in)
-        gw = ptr16(int(gw) + 4 * n_in)
-        if has_c:
-            v = 0 - cz * total
-            c[2 * j] = v & 0xFFFF
-            c[2 * j + 1] = (v >> 16) & 0xFFFF
-    return st
-
-
-@micropython.viper
-def update_biases(st: int, d: ptr16, gb: ptr16, b: ptr16, p: ptr16, lim: int) -> int:
-    """b -= SR(gb + delta, sbias), clamped to +/- lim; gb = 0. Stochastic rounding from
-    xorshift16 state `st`; returns the new state. (Trainer._update_biases)
-
-    d: delta, n_out; gb: the int32 gradient sums (read only when has_gb); b: the int32 biases,
-    read and written as ptr16 halves; p: array('h') of the update parameters, laid out as in
-    update_weights (n_in and cz unused; has_gw means has_gb, has_c is 0).
-    """
-    n = int(p[1])
-    draw = int(p[3])
-    ls = int(p[4])
-    rs = int(p[5])
-    fs = int(p[6])
-    mask = (1 << int(p[7])) - 1
-    rt = int(p[8])
-    has_gb = int(p[9])
-    low = 0 - lim
-    for j in range(n):
-        g = (int(d[j]) ^ 0x8000) - 0x8000
-        if has_gb:
-            g += (((int(gb[2 * j + 1]) ^ 0x8000) - 0x8000) << 16) + int(gb[2 * j])
-            gb[2 * j] = 0
-            gb[2 * j + 1] = 0
-        v = (((int(b[2 * j + 1]) ^ 0x8000) - 0x8000) << 16) + int(b[2 * j]) - ((g << ls) >> rs)
-        if draw:
-            st ^= (st << 7) & 0xFFFF
-            st ^= st >> 9
-            st ^= (st << 8) & 0xFFFF
-            v += (((st - 1) >> rt) - ((g >> fs) & mask)) >> 31  # - carry
-        if v < low:
-            v = low
-        if v > lim:
-            v = lim
-        b[2 * j] = v & 0xFFFF
-        b[2 * j + 1] = (v >> 16) & 0xFFFF
+                v += (((st - 1) >> rt) - ((g >> fs) & mask)) >> 31  # - carry
+            if v < low:
+                v = low
+            if v > lim:
+                v = lim
+            b[2 * j] = v & 0xFFFF
+            b[2 * j + 1] = (v >> 16) & 0xFFFF
     return st

@@ -287,44 +287,39 @@ class Trainer:
                     self._gb[k] = _zeros("i", n_out, 4)
 
     def _viper_params(self, layers):
-        """array('h') parameters of the viper kernels, per layer (kernel_train_viper.py)."""
+        """The buffer table of the viper kernels per learning layer (kernel_train_viper.py):
+        the buffers, `_EMPTY` where a layer has none, and array('h') parameters."""
         n = self._n
-        self._pback = [None] * n  # type: list
-        self._pw = [None] * n  # type: list
-        self._pb = [None] * n  # type: list
-        self._gw_v = [_EMPTY] * n
-        self._gb_v = [_EMPTY] * n
-        self._c_v = [_EMPTY] * n
-        for k in range(n):
+        self._tables = [None] * n  # type: list
+        for k in range(self._lowest, n):
             layer = layers[k]
-            if k > self._lowest:
-                below = layers[k - 1]
-                self._pback[k] = array(
-                    "h",
-                    [
-                        layer["n_in"],
-                        layer["n_out"],
-                        self._sback[k - 1],
-                        self._act[k - 1],
-                        below["zp_z"],
-                    ],
-                )
             n_in, n_out, zp_x = layer["n_in"], layer["n_out"], layer["zp_x"]
-            if self.trains_w[k]:
-                has_c = self._consts is not None
-                self._pw[k] = _update_params(
-                    self._sw[k], n_in, n_out, zp_x, self._gw[k] is not None, has_c
+            out = pback = _EMPTY
+            if k > self._lowest:
+                out = self.delta[k - 1]
+                below = layers[k - 1]
+                pback = array(
+                    "h", [n_in, n_out, self._sback[k - 1], self._act[k - 1], below["zp_z"]]
                 )
-                if self._gw[k] is not None:
-                    self._gw_v[k] = self._gw[k]
-                if has_c:
-                    self._c_v[k] = self._consts[k]
-            if self.trains_b[k]:
-                self._pb[k] = _update_params(
-                    self._sb[k], n_in, n_out, zp_x, self._gb[k] is not None, False
-                )
-                if self._gb[k] is not None:
-                    self._gb_v[k] = self._gb[k]
+            has_c = self.trains_w[k] and self._consts is not None
+            pw = _update_params(self._sw[k], n_in, n_out, zp_x, self._gw[k] is not None, has_c)
+            pb = _update_params(self._sb[k], n_in, n_out, zp_x, self._gb[k] is not None, False)
+            lim = self._bias_limit[k] if self.trains_b[k] else 0  # < 2**30 when it learns
+            flags = [int(self.trains_w[k]), int(self.trains_b[k]), lim & 0x7FFF, lim >> 15]
+            p = array("h", pw + pb + flags)
+            self._tables[k] = kernel_train_viper.layer_table(
+                self.delta[k],
+                self._inputs[k],
+                _or_empty(self._gw[k]),
+                _or_empty(self.master_w[k]),
+                self._w[k],
+                self._consts[k] if has_c else _EMPTY,
+                _or_empty(self._gb[k]),
+                _or_empty(self.master_b[k]),
+                p,
+                out,
+                pback,
+            )
 
     def step(self, raw, label):
         """int raw features, class index -> [predicted class, correct (0/1)], the same list
@@ -347,45 +342,27 @@ class Trainer:
         return self.result
 
     def _learn_viper(self, label):
-        """`_learn_portable` with kernel_train_viper: one native call per layer and stage. The
-        per-layer lists are bound to locals once: an attribute lookup costs more than a call."""
+        """`_learn_portable` with kernel_train_viper: one native call per layer and stage, the
+        weights and biases of a layer in the same call, each given the layer's buffer table
+        instead of its buffers (see kernel_train_viper's docstring for what a call costs).
+        The layers from `_lowest` up are those that learn."""
         kv = kernel_train_viper
         n = self._n
-        delta = self.delta
-        x = self._inputs
-        w = self._w
-        kv.output_error(self.model.scores, delta[n - 1], len(delta[n - 1]), label)
-        pback = self._pback
+        tables = self._tables
+        d = self.delta[n - 1]
+        kv.output_error(self.model.scores, d, len(d), label)
         for k in range(n - 1, self._lowest, -1):
-            kv.backward(0, 0, 0, w[k], delta[k], delta[k - 1], x[k], pback[k])
+            kv.backward(0, 0, 0, tables[k])
         self._count += 1
-        update = self._count >= self.batch
-        trains_w = self.trains_w  # one name per line: a, b, c = ... would build a tuple
-        trains_b = self.trains_b
-        pw = self._pw
-        pb = self._pb
-        gw = self._gw_v
-        gb = self._gb_v
+        if self._count < self.batch:
+            for k in range(self._lowest, n):
+                kv.sum_layer(0, 0, 0, tables[k])
+            return
+        self._count = 0
         st = self.state
-        for k in range(n):
-            if trains_w[k]:
-                if update:
-                    st = kv.update_weights(
-                        st, 0, 0, delta[k], x[k], gw[k], self.master_w[k], w[k], self._c_v[k],
-                        pw[k],
-                    )  # fmt: skip
-                else:
-                    kv.sum_weights(0, 0, 0, delta[k], x[k], gw[k], pw[k])
-            if trains_b[k]:
-                if update:
-                    st = kv.update_biases(
-                        st, delta[k], gb[k], self.master_b[k], pb[k], self._bias_limit[k]
-                    )
-                else:
-                    kv.sum_biases(delta[k], gb[k], len(delta[k]))
+        for k in range(self._lowest, n):
+            st = kv.update_layer(st, 0, 0, tables[k])
         self.state = st
-        if update:
-            self._count = 0
 
     def _learn_portable(self, label):
         """Output error, error signals, gradient sums or update, in plain Python."""
@@ -683,33 +660,34 @@ def _round_master(mw, w):
         w[i] = -127 if v < -127 else (127 if v > 127 else v)
 
 
+def _or_empty(buf):
+    return _EMPTY if buf is None else buf
+
+
 def _copy(src, dst):
     for i in range(len(src)):
         dst[i] = src[i]
 
 
 def _update_params(s, n_in, n_out, zp_x, has_g, has_c):
-    """array('h') of a layer's update parameters for the viper kernels, update shift s:
-    (n_in, n_out, 128 + zp_x, draw, ls, rs, fs, t, rt, has_g, has_c), see
-    kernel_train_viper.update_weights. Shifts clamp at 31: |g| < 2**30, so g >> 31 is
+    """The update parameters of a layer's weights or biases for the viper kernels, update
+    shift s: [n_in, n_out, 128 + zp_x, draw, ls, rs, fs, t, rt, has_g, has_c], see
+    kernel_train_viper.update_layer. Shifts clamp at 31: |g| < 2**30, so g >> 31 is
     g >> s for any s >= 31."""
     t = min(max(s, 0), 16)
-    return array(
-        "h",
-        [
-            n_in,
-            n_out,
-            128 + zp_x,
-            1 if s > 0 else 0,
-            max(-s, 0),
-            min(max(s, 0), 31),
-            min(s - t, 31) if s > 0 else 0,
-            t,
-            16 - t,
-            1 if has_g else 0,
-            1 if has_c else 0,
-        ],
-    )
+    return [
+        n_in,
+        n_out,
+        128 + zp_x,
+        1 if s > 0 else 0,
+        max(-s, 0),
+        min(max(s, 0), 31),
+        min(s - t, 31) if s > 0 else 0,
+        t,
+        16 - t,
+        1 if has_g else 0,
+        1 if has_c else 0,
+    ]
 
 
 def _over(stage, value):
