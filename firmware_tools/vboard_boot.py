@@ -138,16 +138,23 @@ def _vboard_boot(env):
     import machine
 
     sys.modules["machine"] = Machine(machine)
-    mark("up")
-    try:
-        if run("boot.py") and os.getenv("VBOARD_RAW") != "1":
-            run("main.py")
-    except SystemExit:
-        while True:  # the supervisor ends this VM
+    # A Ctrl-C may come as SIGINT any time after `up` (held host input is given to the VM then):
+    # it ends boot.py or main.py, never the shim, which must reach `done`.
+    booting = True
+    while True:
+        try:
+            if booting:
+                booting = False
+                mark("up")
+                if run("boot.py") and os.getenv("VBOARD_RAW") != "1":
+                    run("main.py")
+            micropython.kbd_intr(-1)  # from here on, Ctrl-C reaches the REPL as a byte
+            break
+        except SystemExit:
+            while True:  # the supervisor ends this VM
+                pass
+        except KeyboardInterrupt:
             pass
-    except KeyboardInterrupt:
-        pass
-    micropython.kbd_intr(-1)  # from here on, Ctrl-C reaches the REPL as a byte
     mark("done")
 
 

@@ -21,9 +21,16 @@ SIGINT ignored and in its own session. The supervisor makes it behave like a boa
 - Boot. The shim runs boot.py, then main.py in the friendly REPL only. Host input is held until
   the VM runs Python (friendly) or shows the raw prompt (raw): bytes sent to a VM that is still
   starting would be lost.
+- Input survives resets. Input that arrives once the VM has asked for a reset is held for the
+  next VM, and input the old VM had not read when it ended is taken back from its pty (the
+  supervisor keeps the pty's far end open for this) and goes to the next VM too. A client that
+  connects while `mpremote reset` is taking effect thus reaches the new VM instead of waiting
+  forever for a reply to bytes that died with the old one.
 - Ctrl-C. The byte does not interrupt the Unix VM, a signal does: while the VM has its SIGINT
   handler installed (it runs code) a Ctrl-C byte becomes SIGINT, otherwise the byte goes through
-  (the REPL reads it).
+  (the REPL reads it). The port restores SIGINT's default action each time it finishes running
+  code, so a signal that races with that ends the VM: it restarts as after a crash, and the
+  input after the Ctrl-C reaches the new VM (see above).
 - No client, no output: VM output is dropped while no program has the port open, as a board's
   USB serial does; otherwise it would reach the next client as stale text.
 - Bytes are passed as they are: the Unix port prints a bare LF where a board prints CR LF, and
@@ -132,6 +139,14 @@ def _maybe_marker(data):
     return data.startswith(_MARK_START) and len(word) < 9 and word.isalpha() and word.islower()
 
 
+def _read_available(fd):
+    """Up to 4096 bytes that `fd` (non-blocking) has now; b'' if none."""
+    try:
+        return os.read(fd, 4096)
+    except OSError:  # EAGAIN: nothing now; EIO: the pty's other end is closed
+        return b""
+
+
 def _open_raw_pty():
     """(master fd, slave fd, slave path), both ends raw, the master non-blocking."""
     master, slave = pty.openpty()
@@ -159,6 +174,8 @@ class VirtualBoard:
         self._wake_r = self._wake_w = None
         self._proc = None
         self._vm = None  # master fd of the VM's pty
+        self._vm_input = None  # far end of the VM's pty: the input the VM has not read
+        self._pidfd = None  # readable once the VM has ended (Linux), wakes the loop
         self._raw = False  # the VM is in the raw REPL
         self._ready = False  # host input may go to the VM
         self._up = False  # the shim runs: Ctrl-C may become SIGINT
@@ -240,7 +257,7 @@ class VirtualBoard:
     # -- the VM -----------------------------------------------------------------------------
 
     def _spawn(self, raw):
-        self._vm, slave, _ = _open_raw_pty()
+        self._vm, slave, path = _open_raw_pty()
         env = dict(os.environ, VBOARD_VM=self._program, VBOARD_RAW="1" if raw else "0")
         env.pop("MICROPYPATH", None)
         argv = ["micropython", "-X", "heapsize=" + self.heap, "-i", "-c", self._shim]
@@ -254,8 +271,15 @@ class VirtualBoard:
                 env=env,
                 start_new_session=True,  # a terminal's Ctrl-C is not for the VM
             )
+            # A description of our own (the VM's stdin must stay blocking), kept open so that the
+            # input the VM leaves unread outlives it.
+            self._vm_input = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
         finally:
             os.close(slave)
+        try:
+            self._pidfd = os.pidfd_open(self._proc.pid)
+        except (AttributeError, OSError):  # not Linux: the loop's poll timeout notices the end
+            self._pidfd = None
         self.boots += 1
         self._raw = raw
         self._ready = self._up = self._hide_banner = self._await_prompt = False
@@ -269,9 +293,26 @@ class VirtualBoard:
                 self._proc.kill()
             self._proc.wait()
             self._proc = None
-        if self._vm is not None:
-            os.close(self._vm)
-            self._vm = None
+        for fd in (self._vm, self._vm_input, self._pidfd):
+            if fd is not None:
+                os.close(fd)
+        self._vm = self._vm_input = self._pidfd = None
+
+    def _vm_ended(self):
+        """The VM has ended: take its last output, keep the input it did not read, restart."""
+        while True:
+            data = _read_available(self._vm)
+            if not data:
+                break
+            self._from_vm(data)
+        unread = b""
+        while True:
+            data = _read_available(self._vm_input)
+            if not data:
+                break
+            unread += data
+        self._pending[:0] = unread
+        self._restart()
 
     def _restart(self):
         """The VM has ended: start the next one as a board would after this kind of reset."""
@@ -331,6 +372,7 @@ class VirtualBoard:
         elif word in ("soft", "hard"):
             if self._exit_kind is None:
                 self._exit_kind = word
+                self._ready = False  # input from now on is for the next VM
                 if self._proc.poll() is None:
                     self._proc.kill()  # the shim waits for this; _serve restarts on the hang-up
 
@@ -387,7 +429,9 @@ class VirtualBoard:
     def _sigint(self):
         """Interrupt the VM by signal if it runs code; False if the byte should go through."""
         proc = self._proc
-        if self._up and proc and proc.poll() is None and _catches_sigint(proc.pid):
+        if not self._up or self._exit_kind or not proc or proc.poll() is not None:
+            return False  # a VM that starts or ends: the byte waits for the next REPL
+        if _catches_sigint(proc.pid):
             os.kill(proc.pid, signal.SIGINT)
             return True
         return False
@@ -434,6 +478,8 @@ class VirtualBoard:
         if self._pending and self._ready:
             vm_events |= select.POLLOUT
         p.register(self._vm, vm_events)
+        if self._pidfd is not None:
+            p.register(self._pidfd, select.POLLIN)
         if present:
             p.register(self._client, select.POLLIN | (select.POLLOUT if self._out else 0))
         events = dict(p.poll(10 if not present else 100))
@@ -444,20 +490,12 @@ class VirtualBoard:
                 self._from_client(os.read(self._client, 4096))
             except OSError:
                 pass
-        if events.get(self._vm, 0) & (select.POLLIN | select.POLLHUP | select.POLLERR):
-            try:
-                data = os.read(self._vm, 4096)
-            except BlockingIOError:
-                data = None
-            except OSError:  # EIO: every holder of the VM's pty has closed it
-                data = b""
+        if events.get(self._vm, 0) & select.POLLIN:
+            data = _read_available(self._vm)
             if data:
                 self._from_vm(data)
-            elif data == b"":
-                self._restart()
-                return
-        elif self._proc.poll() is not None and not events.get(self._vm):
-            self._restart()  # ended, though a child of it may still hold the pty
+        if self._proc.poll() is not None:  # the supervisor holds the pty: no hang-up, the pidfd
+            self._vm_ended()
             return
         if not self._up and time.monotonic() - self._spawn_time > _BOOT_TIMEOUT:
             print("--- virtual board: the VM did not boot, restarting it", file=sys.stderr)

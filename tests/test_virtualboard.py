@@ -123,6 +123,54 @@ def test_soft_reset_and_reset_are_survived(board):
     assert board.boots >= boots + 4
 
 
+# One client resets the board, the next connects `gap` seconds after the first let go: mpremote's
+# own transport, in a process of its own because it blocks on a pty that never answers.
+RESET_THEN_CONNECT = """
+import sys, time
+from mpremote.transport_serial import SerialTransport
+port, gap, then = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+t = SerialTransport(port)
+t.enter_raw_repl()
+t.exec_raw_no_follow("import time, machine; time.sleep_ms(100); machine.reset()")  # `reset`
+t.exit_raw_repl()
+t.close()
+time.sleep(gap)
+t = SerialTransport(port)
+t.enter_raw_repl()  # soft-resets, as `mpremote soft-reset` does
+if then == "exec":
+    sys.stdout.write(t.exec("print('alive')").decode())
+t.exit_raw_repl()
+t.close()
+"""
+
+
+def test_a_client_connecting_while_a_reset_takes_effect_is_served(board):
+    # The board resets 100 ms after `mpremote reset` lets go, about when a next mpremote has
+    # started up: bytes it sent then went to the dying VM and it waited forever (~1 in 4 gaps of
+    # 85..100 ms). Sweep the gap across that moment, in 1.5 ms steps.
+    hung = []
+    for i in range(30):
+        gap, then = 0.075 + 0.0015 * i, ("exec", "soft-reset")[i % 2]
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-c", RESET_THEN_CONNECT, board.port, str(gap), then],
+                capture_output=True,
+                text=True,
+                timeout=5,
+            )
+        except subprocess.TimeoutExpired:
+            hung.append((gap, then))
+            continue
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout == ("alive\n" if then == "exec" else "")
+    assert not hung, "hung after a reset at (gap, then): %r" % hung
+    # and with the CLI, one command right after the other
+    mpremote(board.port, "reset")
+    mpremote(board.port, "soft-reset")
+    mpremote(board.port, "reset")
+    assert mpremote(board.port, "exec", "print('alive')") == "alive\n"
+
+
 def test_resume_keeps_the_state(board):
     mpremote(board.port, "exec", "vb_x = 41")
     boots = board.boots
