@@ -132,8 +132,10 @@ class Progress:
 
 def do_train(args):
     from host import pipeline
-    from host.metrics import format_report, plot_training
+    from host.metrics import format_report, plot_training, require_matplotlib
 
+    if args.plot:
+        require_matplotlib()  # before training, so a missing extra costs nothing
     ds = _load_dataset(args)
     progress = Progress(args.quiet)
     mlp, meta, report, history = pipeline.train_model(

@@ -77,11 +77,8 @@ def format_report(report, title=None):
     return "\n".join(lines)
 
 
-def plot_training(history, report, path):
-    """Draw the training curves and the confusion matrix into a PNG at `path`.
-
-    Needs matplotlib (`pip install 'microprop[plot]'`); raises RuntimeError saying so.
-    """
+def require_matplotlib():
+    """matplotlib.pyplot on the Agg backend, or RuntimeError saying how to install it."""
     try:
         import matplotlib
 
@@ -91,6 +88,15 @@ def plot_training(history, report, path):
         raise RuntimeError(
             "plot: matplotlib is not installed; install it with pip install 'microprop[plot]'"
         ) from e
+    return plt
+
+
+def plot_training(history, report, path):
+    """Draw the training curves and the confusion matrix into a PNG at `path`.
+
+    Needs matplotlib (`pip install 'microprop[plot]'`); raises RuntimeError saying so.
+    """
+    plt = require_matplotlib()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.5))
     epochs = np.arange(1, len(history.get("loss", [])) + 1)
     ax1.plot(epochs, history.get("loss", []), label="training loss")

@@ -153,3 +153,57 @@ def test_help_shows_examples():
         )
         assert proc.returncode == 0
         assert "example:" in proc.stdout and "microprop %s" % cmd in proc.stdout
+
+
+def test_plot_writes_a_png(tmp_path, capsys):
+    out, png = tmp_path / "m.npz", tmp_path / "curves.png"
+    code, text, err = run(
+        [
+            "train",
+            "--out",
+            str(out),
+            "--epochs",
+            "5",
+            "--hidden",
+            "8",
+            "--quiet",
+            "--plot",
+            str(png),
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10000
+    png2 = tmp_path / "eval.png"
+    assert main(["eval", str(out), "--plot", str(png2)]) == 0
+    assert png2.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_plot_without_matplotlib_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kwargs):
+        if name == "matplotlib" or name.startswith("matplotlib."):
+            raise ImportError("No module named 'matplotlib'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    code, _, err = run(
+        [
+            "train",
+            "--out",
+            str(tmp_path / "m.npz"),
+            "--epochs",
+            "2",
+            "--hidden",
+            "4",
+            "--quiet",
+            "--plot",
+            str(tmp_path / "p.png"),
+        ],
+        capsys,
+    )
+    assert_one_line_error(code, err, "matplotlib", "microprop[plot]")
+    assert not (tmp_path / "m.npz").exists()  # refused before training: nothing written
