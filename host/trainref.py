@@ -7,7 +7,7 @@ Runs on: host.
 same int16 error signals, int32 gradient sums, stochastic rounding from the same xorshift16
 draws in the same order, the same int16 master weights and clamped int32 biases. Every value it
 computes is checked against the 31-bit small-int range (a BoundError if one leaves it). The
-integer formats, scales and shifts are written out in device/train.py's docstring; the
+integer formats, scales and shifts are written out in device/train_portable.py's and device/train_plan.py's docstrings; the
 functions here say which step they mirror.
 
 `check_train_bounds(qmodel, mode, batch)` is the worst-case proof for a mode and batch size,
@@ -93,7 +93,7 @@ def draws(state, n):
     return r, int(r[-1])
 
 
-# --- the plan: scales and shifts per layer (device/train.py, Trainer._set_scales) ---
+# --- the plan: scales and shifts per layer (device/train_plan.py, scales) ---
 
 
 def _input_ranges(qmodel):
@@ -215,7 +215,7 @@ def check_train_bounds(qmodel, mode="last", batch=1, lr_shift=None, hidden_shift
     return {"max_batch": int(max_batch), "stage": limiting, "stages": stages}
 
 
-# --- the training step (device/train.py, Trainer.step) ---
+# --- the training step (device/train.py, Trainer.step; device/train_portable.py) ---
 
 
 class TrainRef:
