@@ -7,8 +7,8 @@ Runs on: host.
 same int16 error signals, int32 gradient sums, stochastic rounding from the same xorshift16
 draws in the same order, the same int16 master weights and clamped int32 biases. Every value it
 computes is checked against the 31-bit small-int range (a BoundError if one leaves it). The
-integer formats, scales and shifts are written out in device/train_portable.py's and device/train_plan.py's docstrings; the
-functions here say which step they mirror.
+integer formats, scales and shifts are written out in the docstrings of device/train_portable.py
+and device/train_plan.py; the functions here say which step they mirror.
 
 `check_train_bounds(qmodel, mode, batch)` is the worst-case proof for a mode and batch size,
 for ANY int8 weight: it raises ValueError naming the stage that could leave 31 bits, and
