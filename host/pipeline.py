@@ -201,19 +201,22 @@ def train_model(
     return mlp, meta, report, history
 
 
+def evaluation_windows(ds, classes, subjects=None):
+    """(mask, class indices) of the windows labelled with one of `classes` (of `subjects`)."""
+    mask = np.isin(ds.labels, list(classes))
+    if subjects:
+        mask &= np.isin(ds.subjects, [str(s) for s in subjects])
+    if not mask.any():
+        raise DataError("no labelled windows of the model's classes to evaluate", path=ds.source)
+    return mask, class_indices(ds.labels[mask], list(classes))
+
+
 def evaluate_model(mlp, meta, ds, subjects=None):
     """Float-model report on the windows of `ds` (only `subjects` if given)."""
     stage = InputStage.from_dict(meta["input_stage"])
-    classes = meta["classes"]
-    mask = np.ones(len(ds.labels), dtype=bool)
-    if subjects:
-        mask &= np.isin(ds.subjects, [str(s) for s in subjects])
-    mask &= np.isin(ds.labels, classes)
-    if not mask.any():
-        raise DataError("no labelled windows of the model's classes to evaluate", path=ds.source)
-    y = class_indices(ds.labels[mask], classes)
+    mask, y = evaluation_windows(ds, meta["classes"], subjects)
     pred = mlp.predict(stage.transform(ds.X[mask]))
-    return classification_report(y, pred, classes)
+    return classification_report(y, pred, meta["classes"])
 
 
 def check_compatible(meta, ds, path):
@@ -279,12 +282,6 @@ def evaluate_qmodel(qm, ds, subjects=None):
     """Report of the board's integer pipeline (features, input stage, int8 forward) on `ds`."""
     from . import reference
 
-    classes = list(qm.classes)
-    mask = np.isin(ds.labels, classes)
-    if subjects:
-        mask &= np.isin(ds.subjects, [str(s) for s in subjects])
-    if not mask.any():
-        raise DataError("no labelled windows of the model's classes to evaluate", path=ds.source)
-    y = class_indices(ds.labels[mask], classes)
+    mask, y = evaluation_windows(ds, qm.classes, subjects)
     pred, _ = reference.predict(qm, ds.X[mask])
-    return classification_report(y, pred, classes)
+    return classification_report(y, pred, list(qm.classes))
