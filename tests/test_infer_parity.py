@@ -134,7 +134,11 @@ def compile_device(dest, arch="x64"):
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
     """Random models and inputs on disk, with the reference's raw results and inputs."""
-    d = tmp_path_factory.mktemp("sweep")
+    return make_sweep(tmp_path_factory.mktemp("sweep"))
+
+
+def make_sweep(d):
+    """Write the sweep's models and inputs into folder `d` -> (d, [(qmodel, raw, xq)])."""
     rng = np.random.default_rng(SEED)
     cases = []
     for i in range(N_MODELS):

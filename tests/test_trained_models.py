@@ -24,7 +24,12 @@ SOURCES = (("shoulder", ["8", "9", "10"]), ("basic_motions", ["test"]))
 @pytest.fixture(scope="module")
 def trained(datasets, tmp_path_factory):
     """(qmodel, raw features, int8 edges, float report, int8 report) per shared dataset."""
-    d = tmp_path_factory.mktemp("trained")
+    return make_trained(tmp_path_factory.mktemp("trained"))
+
+
+def make_trained(d):
+    """Train, quantize and write one model per shared dataset into folder `d`, with real
+    windows and edge inputs -> (d, [(qmodel, raw, xq, float report, int8 report)])."""
     cases = []
     for i, (source, test_subjects) in enumerate(SOURCES):
         ds = pipeline.make_dataset(pipeline.load_log(source), source=source)

@@ -9,18 +9,12 @@ a result outside needs a heap-allocated big int, which `micropython.heap_lock()`
 MemoryError. The 64-bit Unix port has 63-bit small ints and cannot show it; this port can.
 """
 
-import numpy as np
 import pytest
 
-from host import modelfile, reference
-
 from .conftest import run_micropython
-from .test_infer_parity import SWEEP, _compare
+from .test_infer_parity import N_MODELS, N_RAW, SWEEP, _compare, make_sweep
+from .test_trained_models import make_trained
 from .wasm_runner import require_wasm, run_wasm
-
-N_MODELS = 120
-N_RAW = 30
-SEED = 20240612
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -148,26 +142,44 @@ def test_portable_kernel_fails_past_the_bound_on_this_port_only(micropython):
     assert run_micropython(micropython, OVERFLOW).splitlines() == ["ok 64", "ok 64"]
 
 
-def test_portable_kernel_equals_reference_under_heap_lock():
-    """Random models within the contract; every predict / forward inside heap_lock; one VM."""
-    rng = np.random.default_rng(SEED)
-    files, cases = {}, []
-    for i in range(N_MODELS):
-        q = reference.random_qmodel(rng)
-        f = q.layers[0].n_in
-        raw = np.concatenate(
-            [
-                reference.random_raw(rng, q, N_RAW),
-                np.full((1, f), -32768),
-                np.full((1, f), 32767),
-                q.input_stage.offset[None, :],
-            ]
-        ).astype(np.int64)
-        xq = np.array([[-128] * f, [127] * f, [0] * f], dtype=np.int64)
-        files["/sweep/m%d.mpm" % i] = modelfile.to_bytes(q)
-        files["/sweep/m%d.raw" % i] = raw.astype("<i4").tobytes()
-        files["/sweep/m%d.q" % i] = xq.astype("i1").tobytes()
-        cases.append((q, raw, xq))
-    out = run_wasm(SWEEP, files=files, args=("/sweep", str(N_MODELS), "portable"))
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """test_infer_parity's random models and inputs (the same seed, so the same sweep)."""
+    return make_sweep(tmp_path_factory.mktemp("sweep"))
+
+
+@pytest.fixture(scope="module")
+def trained(datasets, tmp_path_factory):
+    """test_trained_models' models of both shared datasets."""
+    return make_trained(tmp_path_factory.mktemp("trained"))
+
+
+def _vm_files(folder, n):
+    """The sweep files m0..m{n-1} (.mpm, .raw, .q) of a host folder, as VM paths -> bytes."""
+    return {
+        "/sweep/m%d%s" % (i, ext): (folder / ("m%d%s" % (i, ext))).read_bytes()
+        for i in range(n)
+        for ext in (".mpm", ".raw", ".q")
+    }
+
+
+def test_portable_kernel_equals_reference_under_heap_lock(sweep):
+    """The parity run of test_infer_parity repeated here, the same 200 random models within the
+    contract and the same 56 inputs each (edges included); every predict / forward inside
+    heap_lock; one VM."""
+    d, cases = sweep
+    out = run_wasm(
+        SWEEP, files=_vm_files(d, len(cases)), args=("/sweep", str(len(cases)), "portable")
+    )
     n = _compare(out, cases, ("portable",), "/lib/device/infer.py")
     assert n == N_MODELS * (N_RAW + 6)
+
+
+def test_portable_kernel_equals_reference_on_trained_models(trained):
+    """The models trained on both shared datasets, on real windows and the edges."""
+    d, cases = trained
+    out = run_wasm(
+        SWEEP, files=_vm_files(d, len(cases)), args=("/sweep", str(len(cases)), "portable")
+    )
+    n = _compare(out, [c[:3] for c in cases], ("portable",), "/lib/device/infer.py")
+    assert n == sum(len(c[1]) + len(c[2]) for c in cases)
