@@ -57,6 +57,18 @@ def main():
                 "%d of %d seeds" % (m, np.mean(ig), np.std(ig), np.mean(fg), np.std(fg), ok,
                                     len(results))
             )  # fmt: skip
+        print("where the gain lands, mean over seeds (points): recordings adapted on / other ones")
+        for m in modes:
+            parts = []
+            for kind in ("int", "float"):
+                for part in ("same", "other"):
+                    g = [
+                        100 * (r["mean"][m]["%s_after_%s" % (kind, part)]
+                               - r["mean"][m]["%s_before_%s" % (kind, part)])
+                        for r in results
+                    ]  # fmt: skip
+                    parts.append(np.mean(g))
+            print("%-4s integer %+.2f / %+.2f, float %+.2f / %+.2f" % ((m,) + tuple(parts)))
 
 
 if __name__ == "__main__":
