@@ -43,14 +43,18 @@ def load_config(path="board.json"):
 
 
 def build(config, out=None, inp=None):
-    """Model, sensor and App from a checked config; raises RuntimeError(code, message)."""
-    from .infer import Model
-
+    """Model, sensor and App from a checked config; raises RuntimeError(code, message).
+    A MemoryError at any stage (a heap too small for the app) is one of these too."""
     stage = "model"
     try:
+        from .infer import Model
+        from .sensors import check_model, make_sensor
+
+        # the model's and the app's buffers are allocated once, after every module is in: a
+        # collection first leaves them the largest free blocks a small heap has
+        free_heap()
         model = Model(config["model"], kernel=config["kernel"])
         stage = "sensor"
-        from .sensors import check_model, make_sensor
 
         if config["sensor"] == "replay" and "channels" not in config:
             config = dict(config)  # replay the columns the model was trained on
@@ -61,7 +65,10 @@ def build(config, out=None, inp=None):
         app = App(model, sensor, config, out, inp)
     except Exception as e:
         where = config["model"] if stage == "model" else config["sensor"]
-        raise RuntimeError(stage, "%s: %s" % (where, str(e) or type(e).__name__)) from None
+        what = str(e) or type(e).__name__
+        if isinstance(e, MemoryError):
+            what = "out of memory (%s); free heap %d bytes" % (what, free_heap())
+        raise RuntimeError(stage, "%s: %s" % (where, what)) from None
     start_learning(app, config)
     return app
 
@@ -102,6 +109,17 @@ def start_learning(app, config):
 
     for path, reason in ignored:
         app.notes.append("checkpoint_ignored=%s reason=%s" % (token(path), token(reason)))
+
+
+def free_heap():
+    """Free heap in bytes after a collection (0 where the port cannot say)."""
+    try:
+        import gc
+
+        gc.collect()
+        return gc.mem_free()
+    except Exception:
+        return 0
 
 
 def halt(code, message, out=None, inp=None, max_samples=None):

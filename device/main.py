@@ -6,7 +6,7 @@ See device/app.py for the board.json keys and device/board.py for the start-up.
 
 try:
     from device.board import main
-except ImportError as e:
-    print("err app cannot import device.board: %s" % e)
+except Exception as e:  # ImportError (no device package), MemoryError (heap too small)
+    print("err app cannot import device.board: %s: %s" % (type(e).__name__, e))
 else:
     main("board.json")

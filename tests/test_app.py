@@ -12,6 +12,7 @@ import dataclasses
 import json
 import shutil
 import subprocess
+import threading
 import time
 
 import numpy as np
@@ -460,3 +461,60 @@ def test_bad_config_falls_back_and_missing_model_halts(micropython, board, tmp_p
     assert got[2] == "info state=halted\n"
     assert got[3] == got[1]
     assert b"Traceback" not in proc.stderr.read()
+
+
+def _first_lines(micropython, folder, heapsize, want=3, timeout=20):
+    """Start main.py with `heapsize`; -> (stdout lines until it states its fate, stderr)."""
+    proc = subprocess.Popen(
+        [micropython, "-X", "heapsize=%s" % heapsize, "main.py"],
+        cwd=folder,
+        env={"MICROPYPATH": str(folder)},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    timer = threading.Timer(timeout, proc.kill)
+    timer.start()
+    lines = []
+    try:
+        proc.stdin.write(b"info\n")
+        proc.stdin.flush()
+        while len(lines) < want:
+            line = proc.stdout.readline().decode()
+            if not line:
+                break
+            lines.append(line.rstrip("\n"))
+            if line.startswith(("info state=", "err app ")):
+                break
+    finally:
+        proc.kill()
+        timer.cancel()
+        err = proc.stderr.read().decode()
+        proc.wait()
+    return lines, err
+
+
+def test_a_heap_too_small_gets_one_err_line_never_a_traceback(micropython, board, tmp_path):
+    """From a heap too small to import the app, through one too small for the model, the
+    sensor or the app's buffers, to one that runs: main.py says which in one `err` line and
+    never prints a traceback."""
+    d, _, _, _ = board
+    folder = tmp_path / "small"
+    shutil.copytree(d, folder)
+    (folder / "board.json").write_text(json.dumps({"sensor": "replay", "learn": "off"}))
+    seen = set()
+    for kb in range(16, 161, 8):
+        lines, err = _first_lines(micropython, folder, "%dk" % kb)
+        assert "Traceback" not in err, (kb, err[-2000:])
+        assert lines, (kb, err[-2000:])
+        if lines[0].startswith("err app cannot import device.board: MemoryError"):
+            seen.add("import")
+        elif lines[-1] == "info state=halted":
+            assert len(lines) == 2 and "out of memory" in lines[0], (kb, lines)
+            assert lines[0].startswith(("err model ", "err sensor ", "err app ")), (kb, lines)
+            seen.add("halted")
+        else:
+            assert lines[0].startswith("info state=start"), (kb, lines)
+            seen.add("start")
+            break
+    assert seen == {"import", "halted", "start"}, seen
