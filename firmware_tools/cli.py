@@ -547,7 +547,13 @@ def build_parser():
             epilog=_EPILOG.get(name),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        p.add_argument("--traceback", action="store_true", help="show the stack on errors")
+        # SUPPRESS: without the flag here, keep the value `microprop --traceback CMD` set.
+        p.add_argument(
+            "--traceback",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="show the stack on errors",
+        )
         _ADD_OPTIONS[name](p)
     return parser
 

@@ -106,7 +106,7 @@ def test_empty_file(tmp_path, capsys):
 def test_single_class(tmp_path, capsys):
     p = write_log(tmp_path / "one.csv", classes=("still",))
     code, _, err = run(["train", "--data", str(p), "--window", "20"] + FAST, capsys)
-    assert_one_line_error(code, err, "class")
+    assert_one_line_error(code, err, str(p), "2 classes", "found 1 (still)")
 
 
 def test_window_longer_than_every_recording(tmp_path, capsys):
@@ -132,16 +132,22 @@ def test_missing_file(tmp_path, capsys):
     assert_one_line_error(code, err, "nope.npz")
 
 
-def test_traceback_flag_shows_the_stack(tmp_path):
+@pytest.mark.parametrize("where", ["after", "before"])
+def test_traceback_flag_shows_the_stack(tmp_path, where):
+    # `microprop train --traceback` and `microprop --traceback train` both show the stack.
     p = tmp_path / "empty.csv"
     p.write_text("")
+    args = ["train", "--traceback"] if where == "after" else ["--traceback", "train"]
     proc = subprocess.run(
-        [sys.executable, "-m", "firmware_tools.cli", "train", "--traceback", "--data", str(p)],
+        [sys.executable, "-m", "firmware_tools.cli", *args, "--data", str(p)],
         capture_output=True,
         text=True,
     )
-    assert proc.returncode != 0
-    assert "Traceback" in proc.stderr
+    assert proc.returncode == 1  # the uncaught exception's status, as without --traceback
+    assert proc.stderr.startswith("Traceback"), proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last == "host.errors.DataError: %s: sensor log: empty file" % p
+    assert "microprop: " not in proc.stderr
 
 
 def test_help_shows_examples():
