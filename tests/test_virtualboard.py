@@ -5,6 +5,7 @@ Runs on: host (pytest, Linux).
 mpremote has no timeouts on /dev/pts paths, so every call runs under a subprocess timeout.
 """
 
+import argparse
 import signal
 import statistics
 import subprocess
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 import serial
 
-from firmware_tools import virtualboard
+from firmware_tools import deploy, virtualboard
 from firmware_tools.virtualboard import VirtualBoard
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -233,6 +234,98 @@ def test_heap_size_is_honoured(flash):
     assert 60 * 1024 <= int(out) <= 64 * 1024
 
 
+def statvfs(port):
+    """os.statvfs('/') on the board, as a tuple of ints."""
+    out = mpremote(port, "exec", "import os; print(*os.statvfs('/'))")
+    return tuple(int(v) for v in out.split())
+
+
+def used_blocks(flash):
+    """What the board's flash holds, in 4 kB blocks: each file whole blocks, each folder one."""
+    used = 0
+    for p in Path(flash).rglob("*"):
+        used += 1 if p.is_dir() else -(-p.stat().st_size // 4096)
+    return used
+
+
+def test_statvfs_reports_the_flash_size_and_what_files_leave(flash):
+    with VirtualBoard(flash, flash_size="512k") as b:
+        assert statvfs(b.port) == (4096, 4096, 128, 128, 128, 0, 0, 0, 0, 255)
+        (flash / "host.bin").write_bytes(bytes(4097))  # a file put there from the host: 2 blocks
+        mpremote(b.port, "fs", "mkdir", ":lib", "+", "fs", "cp", str(ROOT / "README.md"), ":lib/")
+        readme = -(-(ROOT / "README.md").stat().st_size // 4096)
+        assert (flash / "lib" / "README.md").exists() and readme > 1
+        assert statvfs(b.port)[2:5] == (128, 128 - 2 - 1 - readme, 128 - 2 - 1 - readme)
+        out = mpremote(b.port, "exec", "import os; print(os.statvfs('/lib') == os.statvfs('/'))")
+        assert out == "True\n"
+        assert "  524288  " in mpremote(b.port, "df")  # mpremote's df: size in bytes
+        mpremote(b.port, "fs", "rm", ":host.bin")
+        assert statvfs(b.port)[3] == 128 - 1 - readme == 128 - used_blocks(flash)
+
+
+# Fills the flash in 4 kB writes of an int32 array (16 bytes per 4 items: the size is in bytes,
+# not items), then tries a text append; what failed and what the files hold after.
+FILL = """
+import array, os
+a = array.array('i', range(1024))
+n = 0
+try:
+    with open('fill.bin', 'wb') as f:
+        while True:
+            f.write(a)
+            n += 1
+except OSError as e:
+    print('fill', n, e.errno, os.stat('fill.bin')[6], os.statvfs('/')[3])
+os.remove('fill.bin')
+with open('log.txt', 'w') as f:
+    f.write('x' * 4000)
+free = os.statvfs('/')[3]
+with open('big.bin', 'wb') as f:
+    f.write(bytes(4096 * free))
+try:
+    with open('log.txt', 'a') as f:
+        print('y' * 200, file=f)
+except OSError as e:
+    print('append', e.errno, os.stat('log.txt')[6])
+with open('log.txt', 'a') as f:
+    f.write('z' * 96)
+print('log', os.stat('log.txt')[6], os.statvfs('/')[3])
+"""
+
+
+def test_writes_past_the_flash_size_fail_with_enospc(flash):
+    with VirtualBoard(flash, flash_size="64k") as b:
+        lines = mpremote(b.port, "exec", FILL).splitlines()
+    assert lines == ["fill 16 28 65536 0", "append 28 4000", "log 4096 0"]
+    assert sorted(p.name for p in flash.iterdir()) == ["big.bin", "log.txt"]
+
+
+def test_deploy_reports_the_flash_the_files_leave(flash, tmp_path, capsys):
+    def run_deploy(port, *more):
+        parser = argparse.ArgumentParser()
+        deploy.add_arguments(parser)
+        argv = [port, "--model", str(ROOT / "tests" / "data" / "golden.mpm"), "--no-reset"]
+        argv += ["--build-dir", str(tmp_path / "build"), "--timeout", "20", *more]
+        capsys.readouterr()
+        status = deploy.run(parser.parse_args(argv))
+        return status, capsys.readouterr().out
+
+    with VirtualBoard(flash) as b:
+        assert run_deploy(b.port)[0] == 0
+        _, out = run_deploy(b.port)  # nothing to copy: the summaries show what is on flash
+        free = (512 - used_blocks(flash)) * 4096
+        assert "--- board %s: MicroPython " % b.port in out and ", %d bytes free\n" % free in out
+        assert out.rstrip().endswith("; flash free %d bytes" % free), out
+        assert 0 < free < 2 << 20 and free == statvfs(b.port)[3] * 4096
+    # a flash a few blocks smaller than what the deploy wrote: refused before any copy
+    small = tmp_path / "small"
+    small.mkdir()
+    with VirtualBoard(small, flash_size=(used_blocks(flash) - 4) * 4096) as b:
+        with pytest.raises(deploy.DeployError, match="^deploy: not enough flash: "):
+            run_deploy(b.port)
+    assert list(small.iterdir()) == []
+
+
 def test_killed_vm_is_restarted(board):
     mpremote(board.port, "exec", "pass")
     boots = board.boots
@@ -279,6 +372,8 @@ def test_cli_prints_the_port_and_serves_until_sigterm(flash):
             str(flash),
             "--heap",
             "64k",
+            "--flash-size",
+            "512k",
         ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -289,10 +384,11 @@ def test_cli_prints_the_port_and_serves_until_sigterm(flash):
         port = proc.stdout.readline().strip()
         assert port.startswith("/dev/pts/"), port
         assert mpremote(port, "exec", "print('cli')") == "cli\n"
+        assert statvfs(port)[:3] == (4096, 4096, 128)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
         err = proc.stderr.read()
-        assert err.startswith("--- virtual board on " + port), err
+        assert err.startswith("--- virtual board on %s: flash %s (512k), heap 64k" % (port, flash))
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -331,6 +427,21 @@ def test_heap_sizes_are_normalised():
     assert virtualboard.parse_heap("64K") == "64k"
     assert virtualboard.parse_heap(" 2m") == "2m"
     assert virtualboard.parse_heap(65536) == "65536"
+
+
+@pytest.mark.parametrize("text", ["", "2G", "32k", "2048m", "100000", "65537"])
+def test_bad_flash_sizes_are_refused(text):
+    with pytest.raises(ValueError, match="^virtual board: "):
+        virtualboard.parse_flash_size(text)
+
+
+def test_flash_sizes_are_bytes():
+    assert virtualboard.parse_flash_size("2M") == 2 << 20
+    assert virtualboard.parse_flash_size(" 512k") == 512 << 10
+    assert virtualboard.parse_flash_size(1 << 20) == 1 << 20
+    assert (
+        virtualboard.format_size(2 << 20) == "2M" and virtualboard.format_size(192 << 10) == "192k"
+    )
 
 
 def test_flash_must_be_a_folder(tmp_path):
