@@ -41,8 +41,7 @@ START = """
 import gc
 gc.collect()
 base = gc.mem_alloc()
-from device import app, board
-app.DEFAULTS["realtime"] = False
+from device import board
 raw, problems = board.load_config("board.json")
 config, more = board.check_config(raw)
 a = board.build(config)
@@ -86,6 +85,7 @@ def make_board(folder, hidden):
 
 def write_config(folder, learn):
     config = {"sensor": "replay", "model": "model.mpm", "file": "data.csv", "learn": learn}
+    config["realtime"] = False  # samples as fast as the replay gives them
     (folder / "board.json").write_text(json.dumps(config))
 
 

@@ -11,6 +11,12 @@ defaults (keys and defaults: device/config.py). Without a usable model or sensor
 stays halted, answering every command line with the `err model ...` / `err sensor ...` that
 says why, never a traceback loop; Ctrl-C (KeyboardInterrupt) still ends it for the REPL.
 
+Memory. The start goes in stages, model, sensor, app, each importing its modules when the one
+before is done, and drops what only the start needs (the sensor factory; the model-file loader
+when nothing learns): the peak heap stays near what the running app holds. A heap too small
+for a stage gives `err <stage> ...: out of memory (...)` and the halted board
+(bench/app_heap.py has the figures).
+
 Learning (`learn` not "off"): a device.train.Trainer on the app's model, then the newest valid
 checkpoint of this model is loaded. After the start line the app prints
 `info checkpoint=<slot> seq=<n> steps=<n>` for a loaded one and
@@ -23,7 +29,18 @@ reason=...` and the app runs without one.
 import sys
 
 from . import protocol
-from .app import App, check_config, shorten, sleep_us
+from .config import check_config, shorten
+
+try:
+    from time import sleep_ms
+except ImportError:  # CPython
+
+    def sleep_ms(ms):
+        from time import sleep
+
+        sleep(ms / 1000)
+
+
 from .config import token
 
 
@@ -48,20 +65,27 @@ def build(config, out=None, inp=None):
     stage = "model"
     try:
         from .infer import Model
-        from .sensors import check_model, make_sensor
 
-        # the model's and the app's buffers are allocated once, after every module is in: a
-        # collection first leaves them the largest free blocks a small heap has
+        # stage by stage, each stage's modules loaded when the one before is done, with what
+        # only the start needs dropped after it: the smallest heap the app can start in
         free_heap()
         model = Model(config["model"], kernel=config["kernel"])
+        if config["learn"] == "off":
+            unload("modelfile")  # the trainer's checkpoints need it, nothing else does
+        free_heap()
         stage = "sensor"
+        from .sensors import check_model, make_sensor
 
         if config["sensor"] == "replay" and "channels" not in config:
             config = dict(config)  # replay the columns the model was trained on
             config["channels"] = list(model.sensor["channels"])
         sensor = make_sensor(config)
         check_model(sensor, model.sensor)
+        unload("sensors")  # only the start needs these; the app's modules come next
+        free_heap()
         stage = "app"
+        from .app import App  # last: its modules come after the model's and sensor's start
+
         app = App(model, sensor, config, out, inp)
     except Exception as e:
         where = config["model"] if stage == "model" else config["sensor"]
@@ -111,6 +135,15 @@ def start_learning(app, config):
         app.notes.append("checkpoint_ignored=%s reason=%s" % (token(path), token(reason)))
 
 
+def unload(name):
+    """Forget the module device.<name>: its code is freed at the next collection, and an
+    import later loads it again."""
+    sys.modules.pop("device." + name, None)
+    package = sys.modules.get("device")
+    if package is not None and name in package.__dict__:
+        delattr(package, name)
+
+
 def free_heap():
     """Free heap in bytes after a collection (0 where the port cannot say)."""
     try:
@@ -136,7 +169,7 @@ def halt(code, message, out=None, inp=None, max_samples=None):
     while max_samples is None or n < max_samples:
         n += 1
         reader.poll()
-        sleep_us(50000)
+        sleep_ms(50)
 
 
 def main(path="board.json", out=None, inp=None, max_hops=None, max_samples=None):
@@ -161,4 +194,4 @@ def main(path="board.json", out=None, inp=None, max_hops=None, max_samples=None)
             app.err("internal", "%s: %s" % (type(e).__name__, shorten(str(e))))
             if max_hops is not None or max_samples is not None:
                 return
-            sleep_us(1000000)
+            sleep_ms(1000)

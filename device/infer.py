@@ -17,7 +17,6 @@ loops of `input_stage` and `classify`) and `device/kernel_viper.py` (native code
 
 from array import array
 
-from . import modelfile
 from .fixedpoint import rounding_rshift
 
 try:
@@ -75,6 +74,10 @@ class Model:
     the arrays kept, see modelfile.load), or its bytes."""
 
     def __init__(self, source, kernel=None):
+        # imported here, not at the top: a board that only predicts can drop the loader once
+        # the model is in (device/board.py), about 10 KB of heap
+        from . import modelfile
+
         if isinstance(source, str):
             m = modelfile.load(source)
         else:

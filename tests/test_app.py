@@ -484,7 +484,7 @@ def _first_lines(micropython, folder, heapsize, want=3, timeout=20):
             if not line:
                 break
             lines.append(line.rstrip("\n"))
-            if line.startswith(("info state=", "err app ")):
+            if line.startswith(("info state=", "err app cannot import")):
                 break
     finally:
         proc.kill()
