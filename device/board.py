@@ -29,7 +29,7 @@ reason=...` and the app runs without one.
 import sys
 
 from . import protocol
-from .config import check_config, shorten
+from .config import check_config, shorten, token
 
 try:
     from time import sleep_ms
@@ -39,9 +39,6 @@ except ImportError:  # CPython
         from time import sleep
 
         sleep(ms / 1000)
-
-
-from .config import token
 
 
 def load_config(path="board.json"):

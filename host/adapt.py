@@ -496,7 +496,7 @@ def format_adaptation(result):
 
 def _where_lines(r):
     """Where the gain lands: the evaluation windows of the recordings the adaptation windows
-    come from, against those of the subject's other recordings (gains in points)."""
+    come from, against those of the subject's other recordings (accuracy before -> after)."""
     lines = [
         "where the gain lands (accuracy before -> after): windows of the recordings adapted on,"
         " and of the subject's other recordings",

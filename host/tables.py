@@ -215,19 +215,17 @@ def _activation_params(f):
 
 def tflm_logistic_int8(q, f, zp):
     """int8 q at scale 2**-f, zero point zp -> int8 logistic at 1/256, zero point -128 (TFLM)."""
-    multiplier, left_shift, radius = _activation_params(f)
-    d = int(q) - int(zp)
-    if d <= -radius:
-        return -128
-    if d >= radius:
-        return 127
-    x = multiply_by_quantized_multiplier(d, multiplier, left_shift)
-    y = rdbpot(gemmlowp_logistic(x, 4), 31 - 8) - 128
-    return min(max(y, -128), 127)
+    return _tflm_int8(q, f, zp, gemmlowp_logistic, 8, -128)
 
 
 def tflm_tanh_int8(q, f, zp):
     """int8 q at scale 2**-f, zero point zp -> int8 tanh at 1/128, zero point 0 (TFLM)."""
+    return _tflm_int8(q, f, zp, gemmlowp_tanh, 7, 0)
+
+
+def _tflm_int8(q, f, zp, gemmlowp_fn, out_f, out_zp):
+    """TFLM's int8 LOGISTIC / TANH kernel: saturate outside the input radius, else the
+    gemmlowp function on Q4.27 input, its Q0.31 result rounded to scale 2**-out_f plus out_zp."""
     multiplier, left_shift, radius = _activation_params(f)
     d = int(q) - int(zp)
     if d <= -radius:
@@ -235,7 +233,7 @@ def tflm_tanh_int8(q, f, zp):
     if d >= radius:
         return 127
     x = multiply_by_quantized_multiplier(d, multiplier, left_shift)
-    y = rdbpot(gemmlowp_tanh(x, 4), 31 - 7)
+    y = rdbpot(gemmlowp_fn(x, 4), 31 - out_f) + out_zp
     return min(max(y, -128), 127)
 
 
