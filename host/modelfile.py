@@ -166,8 +166,15 @@ def from_bytes(b):
 def write_model(path, qmodel):
     """Write `qmodel` to `path` atomically (a temporary file in the same folder, then rename)."""
     data = to_bytes(qmodel)
+    write_bytes_atomic(path, data, ".mpm")
+    return len(data)
+
+
+def write_bytes_atomic(path, data, suffix=""):
+    """Write `data` to `path` through a temporary file in the same folder, synced, then
+    renamed over it: a crash leaves the old file or the new one, never part of one."""
     path = os.fspath(path)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".mpm", dir=os.path.dirname(path) or ".")
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=os.path.dirname(path) or ".")
     try:
         os.chmod(tmp, 0o644)
         with os.fdopen(fd, "wb") as f:
@@ -179,7 +186,6 @@ def write_model(path, qmodel):
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    return len(data)
 
 
 def read_model(path):
