@@ -39,7 +39,9 @@ array('i'), recomputed from the ring) with the class index `label`, updates the 
 place and returns [predicted class, correct 0/1] (or just correct); optional `steps` and
 `accuracy()` (else the app counts), `save()` (checkpoint now; may return (slot path, seq)) and
 `reset()` (back to the exported weights); a missing method answers `err <command> not
-available`. `autosave` (config) saves every N training steps.
+available`. `autosave` (config) saves every N training steps. With `app.rehearsal` set (a
+device.rehearsal.Rehearsal, board.py does it when the hidden layers learn), each `learn()`
+takes one more step, `step(raw, label, 0)`, on the next rehearsal window after its `train` line.
 
 Memory: everything is allocated in __init__. `step()` (sensor read into the ring, features and
 predict on a hop), `learn()` (a training step and its `train` line) and the `pred` and
@@ -125,6 +127,7 @@ class App:
         self.sensor = sensor
         self.config = config
         self.trainer = None
+        self.rehearsal = None  # device.rehearsal.Rehearsal: a step on one after each label
         self.notes = []  # info texts printed after the start line (board.py: checkpoints)
         self._problems = problems
         self._check_model(model)
@@ -572,6 +575,9 @@ class App:
         w.put(b" acc=")
         w.put_int(acc)
         w.end()
+        rh = self.rehearsal
+        if rh is not None:  # the window's features are used: self.raw takes a rehearsal window
+            self.trainer.step(self.raw, rh.next_into(self.raw), 0)
 
     def train_counts(self):
         """(steps, accuracy %): the trainer's own when it keeps them, else the app's."""

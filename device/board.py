@@ -23,7 +23,11 @@ checkpoint of this model is loaded. After the start line the app prints
 `info checkpoint_ignored=<slot> reason=<words_joined_by_underscores>` per slot not used (the
 start line itself says `checkpoint=none` when nothing was loaded). A trainer that cannot be
 made (a model without softmax, a batch over the proven bound) gets `info learn=off
-reason=...` and the app runs without one.
+reason=...` and the app runs without one. When the hidden layers learn ("bias", "all") the
+model's rehearsal windows (board.json "rehearsal", default model.rh; device/rehearsal.py) are
+loaded too: `info rehearsal=<file> windows=<n>`, or `info rehearsal=none file=<file>` when
+there is none, or `info rehearsal=off file=<file> reason=...` for a bad or foreign file (the app
+then learns without).
 """
 
 import sys
@@ -130,6 +134,27 @@ def start_learning(app, config):
 
     for path, reason in ignored:
         app.notes.append("checkpoint_ignored=%s reason=%s" % (token(path), token(reason)))
+    if config["rehearsal"] and trainer.mode != "last":
+        start_rehearsal(app, config["rehearsal"], trainer)
+
+
+def start_rehearsal(app, path, trainer):
+    """Attach the model's rehearsal windows (device/rehearsal.py) when the file is there and
+    belongs to this model; the outcome is an info line after the start line."""
+    try:
+        open(path, "rb").close()
+    except OSError:
+        app.notes.append("rehearsal=none file=%s" % token(path))
+        return
+    try:
+        from .rehearsal import Rehearsal
+
+        m = app.model
+        app.rehearsal = Rehearsal(path, trainer.model_crc, m.n_inputs, m.n_outputs)
+    except Exception as e:  # a bad or foreign file (ValueError), or no memory for it
+        app.notes.append("rehearsal=off file=%s reason=%s" % (token(path), token(str(e))))
+        return
+    app.notes.append("rehearsal=%s windows=%d" % (token(path), app.rehearsal.n_windows))
 
 
 def unload(name):

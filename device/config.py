@@ -21,7 +21,9 @@ Every key is optional; other keys go to `sensors.make_sensor` untouched::
      "batch": null,           mini-batch size >= 1 (null: the model file's, or 1)
      "seed": 1,               seed of the stochastic rounding's random numbers
      "autosave": 0,           save a checkpoint every N training steps (0: only on `save`)
-     "checkpoint": "ckpt"}    checkpoint slots: <checkpoint>.0 and <checkpoint>.1
+     "checkpoint": "ckpt",    checkpoint slots: <checkpoint>.0 and <checkpoint>.1
+     "rehearsal": "model.rh"} rehearsal windows (device/rehearsal.py), used when the hidden
+                              layers learn ("bias", "all") and the file exists; null: none
 
 A bad value gets an `err config ...` line and its default (`check_config`).
 """
@@ -44,6 +46,7 @@ DEFAULTS = {
     "seed": 1,
     "autosave": 0,
     "checkpoint": "ckpt",
+    "rehearsal": "model.rh",
 }
 _ECHO = 24  # longest piece of a refused line echoed in its err line
 
@@ -75,6 +78,7 @@ _CHECKS = (
     ("seed", lambda v: _is_int(v) and 0 <= v <= 0xFFFF, "0..65535"),
     ("autosave", lambda v: _is_int(v) and 0 <= v < 0x40000000, "an int >= 0 (0: off)"),
     ("checkpoint", _is_name, "a file name prefix"),
+    ("rehearsal", lambda v: v is None or _is_name(v), "a file name or null"),
 )
 
 

@@ -7,6 +7,7 @@ Runs on: board and host (MicroPython >= 1.22; also CPython). The bit-exact NumPy
     trainer = Trainer(model, mode="last", lr_shift=7, batch=1, seed=1)
     trainer = Trainer(model, mode="all", lr_shift=6, hidden_shift=2)   # hidden layers 2**-8
     cls, correct = trainer.step(raw, label)      # forward + backward + update every `batch`
+    trainer.step(raw2, label2, 0)                # a rehearsal step: not in steps, accuracy()
 
     trainer = Trainer(model, model_path="model.mpm", prefix="ckpt")
     seq, ignored = trainer.load()     # newest valid checkpoint of this model, or (None, [...])
@@ -190,9 +191,10 @@ class Trainer:
                 pback,
             )
 
-    def step(self, raw, label):
+    def step(self, raw, label, count=1):
         """int raw features, class index -> [predicted class, correct (0/1)], the same list
-        every call. Forward, error signals, gradients; updates every `batch` steps."""
+        every call. Forward, error signals, gradients; updates every `batch` steps. count=0:
+        a rehearsal step (device/rehearsal.py), left out of `steps` and `accuracy()`."""
         m = self.model
         if label < 0 or label >= m.n_outputs:
             raise ValueError("train: label %d, expected 0..%d" % (label, m.n_outputs - 1))
@@ -204,8 +206,9 @@ class Trainer:
         else:
             train_portable.learn(self, label)
         correct = 1 if cls == label else 0
-        self.steps += 1
-        self.n_correct += correct
+        if count:
+            self.steps += 1
+            self.n_correct += correct
         self.result[0] = cls
         self.result[1] = correct
         return self.result

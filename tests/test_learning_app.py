@@ -264,7 +264,9 @@ def test_save_boot_continue_and_reset(micropython, board, folder):  # noqa: F811
 
     recs, dumps = records(run_app(micropython, folder, [(0, "dump")], 1))
     assert recs[0].fields["checkpoint"] == "none"
-    assert not [r for r in recs[1:] if isinstance(r, Info)]
+    assert [r.fields for r in recs[1:] if isinstance(r, Info)] == [
+        {"rehearsal": "none", "file": "model.rh"}  # learn=all, no rehearsal file: said once
+    ]
     assert dumps[0]["steps"] == 0
 
 
