@@ -283,6 +283,7 @@ def do_export(args):
     out = args.out or _replace_suffix(args.model, ".mpm")
     nbytes = write_model(out, qm)
     print("wrote %s (%d bytes): %s" % (out, nbytes, _sizes(qm)))
+    _export_rehearsal(args, meta, ds, qm, out)
     if info.get("chosen"):
         print(
             "quantization: %s (float %.4f, post-training %.4f%s on training windows)"
@@ -309,10 +310,55 @@ def do_export(args):
         print("wrote %s (TFLite int8, input = the input stage's int8 output)" % args.tflite)
 
 
+def _export_rehearsal(args, meta, ds, qm, model_path):
+    """Write the rehearsal windows beside the model file (host/rehearsal.py)."""
+    import os
+
+    from host import rehearsal
+    from host.errors import DataError
+
+    path = rehearsal.path_for(model_path)
+    if args.rehearse == 0:
+        if os.path.exists(path):
+            os.unlink(path)
+            print("removed %s: it belonged to the model file written before" % path)
+        return
+    test = set(map(str, meta["data"].get("test_subjects") or []))
+    train = sorted(set(ds.subjects.tolist()) - test)
+    seed = int((meta.get("training") or {}).get("seed", 0))
+    try:
+        x, y = rehearsal.pick(ds, train, list(qm.classes), args.rehearse, seed)
+    except DataError as e:
+        print("no rehearsal file: %s" % e)
+        return
+    nbytes = rehearsal.write(path, x, y, rehearsal.model_crc(qm), len(qm.classes))
+    print(
+        "wrote %s (%d bytes): %d rehearsal windows of the training subjects, for on-board "
+        "learning in the hidden layers" % (path, nbytes, len(x))
+    )
+
+
 _EPILOG["export"] = """example:
-  microprop export model.npz                    (writes model.mpm for the board)
+  microprop export model.npz                    (writes model.mpm and model.rh for the board)
   microprop export model.npz --out m.mpm --tflite m.tflite --qat on
+  microprop export model.npz --rehearse 0       (no rehearsal windows)
+
+model.rh holds a few training windows per class that the board learns from again after each
+labelled window when its hidden layers learn (board.json "learn": "bias" or "all"), so that
+they keep what the model knew; microprop deploy copies it with the model.
 """
+
+
+def _non_negative(text):
+    import argparse
+
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0 or n > 100:
+        raise argparse.ArgumentTypeError("%r, expected an int 0..100" % text)
+    return n
 
 
 def _replace_suffix(path, suffix):
@@ -458,6 +504,7 @@ def do_adapt(args):
         progress=progress,
         hidden_shift=args.hidden_shift,
         float_hidden_shift=args.float_hidden_shift,
+        rehearse=args.rehearse,
     )
     print(adapt.format_adaptation(result))
 
@@ -510,6 +557,14 @@ def _adapt_options(p):
         "--float-hidden-shift",
         type=int,
         help="float hidden layers at lr * 2**-N (default: chosen with the rates, or 0)",
+    )
+    g.add_argument(
+        "--rehearse",
+        type=_non_negative,
+        default=adapt.REHEARSE["all"],
+        metavar="N",
+        help="rehearsal windows per class when hidden layers learn, as export writes them "
+        "(default %d; 0: none)" % adapt.REHEARSE["all"],
     )
     g.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
@@ -593,6 +648,14 @@ def _export_options(p):
     p.add_argument("model", help="float model file (.npz) from microprop train")
     p.add_argument("--out", help="model file to write (default: MODEL with .mpm)")
     p.add_argument("--tflite", metavar="FILE", help="also write a .tflite of the int8 network")
+    p.add_argument(
+        "--rehearse",
+        type=_non_negative,
+        default=5,
+        metavar="N",
+        help="rehearsal windows per class written beside the model as FILE.rh (default 5; 0: "
+        "none)",
+    )
     p.add_argument(
         "--qat",
         choices=["auto", "on", "off"],

@@ -25,6 +25,8 @@ Layout on the board:
     /lib/device/__init__.mpy, fixedpoint.mpy, ...   the device package (kernel_viper: .mpy or .py)
     /main.py                                         device/main.py, as source
     /model.mpm                                       --model
+    /model.rh                                        its rehearsal windows, when microprop
+                                                     export wrote them beside it (FILE.rh)
     /data.csv                                        --data (sensor log replayed by the app)
     /board.json                                      sensor and app settings from the flags
 """
@@ -52,6 +54,7 @@ DEVICE_DIR = Path(__file__).resolve().parent.parent / "device"
 LIB_DIR = "/lib/device"
 MAIN_TARGET = "/main.py"
 MODEL_TARGET = "/model.mpm"
+REHEARSAL_TARGET = "/model.rh"
 DATA_TARGET = "/data.csv"
 BOARD_JSON_TARGET = "/board.json"
 SENSORS = ("replay", "rp2_temp", "adc", "esp32_adc", "mpu6050")
@@ -133,7 +136,7 @@ def board_config(args):
     sensor = args.sensor or "replay"
     if sensor in ("adc", "esp32_adc") and not args.pins:
         raise DeployError("deploy: --sensor %s needs --pins, e.g. --pins 26,27" % sensor)
-    cfg = {"model": MODEL_TARGET, "sensor": sensor}
+    cfg = {"model": MODEL_TARGET, "sensor": sensor, "rehearsal": REHEARSAL_TARGET}
     if sensor == "replay":
         cfg["file"] = DATA_TARGET
     if args.pins:
@@ -192,6 +195,9 @@ def build(args, board, build_dir):
             items.append(Item("%s/%s.mpy" % (LIB_DIR, src.stem), out, note))
     if args.model:
         items.append(Item(MODEL_TARGET, _checked_model(args.model), "model"))
+        rehearsal = _checked_rehearsal(args.model)
+        if rehearsal:
+            items.append(Item(REHEARSAL_TARGET, rehearsal, "rehearsal windows"))
     if args.data:
         items.append(Item(DATA_TARGET, _existing(args.data, "--data"), "replay data"))
     items.append(Item(BOARD_JSON_TARGET, _write_board_json(args, build_dir), "settings"))
@@ -217,6 +223,24 @@ def _checked_model(path):
     except ValueError as e:
         raise DeployError(
             "deploy: %s is not a model file microprop export wrote: %s" % (path, e)
+        ) from None
+    return p
+
+
+def _checked_rehearsal(model_path):
+    """The rehearsal file export wrote beside the model (FILE.rh), checked, or None."""
+    from host import rehearsal
+
+    p = Path(rehearsal.path_for(model_path))
+    if not p.is_file():
+        return None
+    model_crc = int.from_bytes(Path(model_path).read_bytes()[-4:], "little")
+    try:
+        rehearsal.from_bytes(p.read_bytes(), model_crc)
+    except ValueError as e:
+        raise DeployError(
+            "deploy: %s beside the model is not its rehearsal file (%s); export the model "
+            "again or remove it" % (p, e)
         ) from None
     return p
 
@@ -467,9 +491,10 @@ def _deploy(args):
     board_config(args)  # flags and files are checked before the board is touched
     if args.model:
         _checked_model(args.model)
+        _checked_rehearsal(args.model)
     if args.data:
         _existing(args.data, "--data")
-    root_files = [MODEL_TARGET, DATA_TARGET, BOARD_JSON_TARGET, MAIN_TARGET]
+    root_files = [MODEL_TARGET, REHEARSAL_TARGET, DATA_TARGET, BOARD_JSON_TARGET, MAIN_TARGET]
     state = None
     if args.arch:
         fmt = _fake_format(args)

@@ -377,6 +377,7 @@ def test_board_json_from_flags():
     )  # fmt: skip
     assert cfg == {
         "model": "/model.mpm",
+        "rehearsal": "/model.rh",
         "sensor": "mpu6050",
         "i2c": 1,
         "scl": 5,

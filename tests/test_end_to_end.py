@@ -100,6 +100,47 @@ def board(exported, tmp_path_factory):
         yield b
 
 
+def test_export_writes_rehearsal_windows_that_deploy_copies(exported, board, tmp_path, capsys):
+    """model.rh beside model.mpm: 5 windows per class of the training subjects, bound to the
+    model file by its CRC; deploy copies it, refuses one of another model before touching the
+    board, and `export --rehearse 0` removes it."""
+    from firmware_tools import deploy as deploy_mod
+    from host import rehearsal
+
+    from .test_deploy import parse
+
+    d, qm, _ = exported
+    data = (d / "model.rh").read_bytes()
+    crc = int.from_bytes((d / "model.mpm").read_bytes()[-4:], "little")
+    x, y, _ = rehearsal.from_bytes(data, crc)
+    assert np.bincount(y, minlength=len(qm.classes)).tolist() == [5] * len(qm.classes)
+    log = pipeline.make_dataset(pipeline.load_log("synth", seed=0))
+    test = qm.training["test_subjects"].split(",")
+    train_rows = {tuple(r) for r in log.X[~np.isin(log.subjects, test)]}
+    assert all(tuple(r) in train_rows for r in x)
+    assert (board.flash_dir / "model.rh").read_bytes() == data
+
+    other = tmp_path / "m.mpm"
+    other.write_bytes((d / "model.mpm").read_bytes())
+    rehearsal.write(tmp_path / "m.rh", x, y, crc ^ 1, len(qm.classes))
+    args = ["--dry-run", "--arch", "x64", "--model", other, "--build-dir", d / "build"]
+    with pytest.raises(deploy_mod.DeployError, match="is not its rehearsal file"):
+        deploy_mod.run(parse(*args))
+    (tmp_path / "m.rh").write_bytes(data)
+    capsys.readouterr()
+    assert deploy_mod.run(parse(*args)) == 0
+    assert "/model.rh" in capsys.readouterr().out
+
+    (tmp_path / "model.npz").write_bytes((d / "model.npz").read_bytes())
+    out = tmp_path / "model.mpm"
+    assert cli.main(["export", str(tmp_path / "model.npz"), "--qat", "off"]) == 0
+    assert (tmp_path / "model.rh").exists()
+    assert (
+        cli.main(["export", str(tmp_path / "model.npz"), "--qat", "off", "--rehearse", "0"]) == 0
+    )
+    assert out.exists() and not (tmp_path / "model.rh").exists()
+
+
 def deploy(port, folder):
     proc = subprocess.run(
         [sys.executable, "-m", "firmware_tools.cli", "deploy", port,
