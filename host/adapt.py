@@ -45,7 +45,7 @@ arm show (bench/README.md has the figures).
 
 import numpy as np
 
-from . import pipeline, reference, trainref
+from . import pipeline, reference, rehearsal, trainref
 from .errors import DataError
 
 MODES = ("last", "all")
@@ -56,6 +56,8 @@ DEFAULT_EPOCHS = 10
 LR_SHIFTS = tuple(range(4, 10))  # the board's rates 2**-4 .. 2**-9
 FLOAT_LRS = tuple(2.0 ** (-k / 2) for k in range(4, 17))  # 2**-2 .. 2**-8, half-octave steps
 HIDDEN_SHIFTS = (0, 2, 4)  # hidden layers 1, 1/4, 1/16 of the last layer's rate
+# rehearsal windows per class (host/rehearsal.py) interleaved when the mode trains hidden layers
+REHEARSE = {"last": 0, "bias": rehearsal.PER_CLASS, "all": rehearsal.PER_CLASS}
 
 
 def window_recordings(ds):
@@ -112,7 +114,7 @@ def _accuracy(pred, y):
 class _Trial:
     """One subject's adaptation and evaluation sets on one quantized model."""
 
-    def __init__(self, qm, ds, subject, per_class, epochs, seed):
+    def __init__(self, qm, ds, subject, per_class, epochs, seed, fit_subjects=(), rehearse=None):
         classes = list(qm.classes)
         adapt, keep = adaptation_split(ds, subject, classes, per_class)
         if len(adapt) == 0 or len(keep) == 0:
@@ -128,6 +130,11 @@ class _Trial:
         self.y_adapt = pipeline.class_indices(ds.labels[adapt], classes)[order]
         self.x_eval = ds.X[keep]
         self.y_eval = pipeline.class_indices(ds.labels[keep], classes)
+        # the model's rehearsal windows, from the subjects it was trained on, per mode
+        self.rehearse = dict(REHEARSE if rehearse is None else rehearse)
+        self._rehearsal = {}
+        for k in set(self.rehearse.values()) - {0}:
+            self._rehearsal[k] = rehearsal.pick(ds, fit_subjects, classes, k, seed)
         # evaluation windows of the recordings the adaptation windows come from, and of the
         # subject's other recordings (in the shoulder data: the other arm)
         rec = window_recordings(ds)
@@ -138,20 +145,30 @@ class _Trial:
         self.int_before = _accuracy(self.int_before_pred, self.y_eval)
         self.float_before = _accuracy(self.float_before_pred, self.y_eval)
 
+    def samples(self, mode):
+        """(raw features, class indices) of the steps `mode` takes, in order: the adaptation
+        sequence, each window followed by a rehearsal window when `mode` rehearses."""
+        k = self.rehearse.get(mode, 0)
+        if not k:
+            return self.x_adapt, self.y_adapt
+        return rehearsal.interleave(self.x_adapt, self.y_adapt, *self._rehearsal[k])
+
     def integer_predictions(self, mode, lr_shift, hidden_shift=0):
         """Evaluation-set classes after board-exact training (TrainRef, batch 1; its
         stochastic rounding draws from the board's xorshift16 seeded with seed + 1)."""
+        x, y = self.samples(mode)
         ref = trainref.train_steps(
-            self.qm, self.x_adapt, self.y_adapt, mode=mode, lr_shift=lr_shift, batch=1,
-            seed=self.seed + 1, hidden_shift=hidden_shift,
+            self.qm, x, y, mode=mode, lr_shift=lr_shift, batch=1, seed=self.seed + 1,
+            hidden_shift=hidden_shift,
         )  # fmt: skip
         return reference.predict(ref.qmodel, self.x_eval)[0]
 
     def float_predictions(self, mode, lr, hidden_shift=0):
         """Evaluation-set classes after float64 SGD on the same layers, samples and order
         (hidden layers at lr * 2**-hidden_shift)."""
+        x, y = self.samples(mode)
         net, _ = trainref.float_finetune(
-            self.qm, self.x_adapt, self.y_adapt, mode=mode, lr=lr, hidden_shift=hidden_shift
+            self.qm, x, y, mode=mode, lr=lr, hidden_shift=hidden_shift
         )
         return trainref.float_predict(net, self.x_eval)
 
@@ -225,7 +242,7 @@ def _float_grid(mode):
 
 def select_rates(
     ds, train_subjects, modes=MODES, epochs=DEFAULT_EPOCHS, seed=0, per_class=PER_CLASS,
-    train_options=None, progress=None,
+    train_options=None, progress=None, rehearse=None,
 ):  # fmt: skip
     """Leave-one-subject-out over `train_subjects` -> {"lr_shift": {mode: k}, "lr": {mode: lr},
     "hidden_shift": {mode: h} (integer), "float_hidden_shift": {mode: h},
@@ -248,7 +265,7 @@ def select_rates(
                 "rates: fold %d/%d, subject %s left out" % (n + 1, len(train_subjects), held_out)
             )
         qm, _ = _train(ds, others, [held_out], modes, options)
-        trial = _Trial(qm, ds, held_out, per_class, epochs, seed)
+        trial = _Trial(qm, ds, held_out, per_class, epochs, seed, others, rehearse)
         before += trial.int_before
         float_before += trial.float_before
         for m in modes:
@@ -291,7 +308,7 @@ def _options_from_meta(meta):
 def run_adaptation(
     log_or_dataset, train_subjects, test_subjects, modes=MODES, epochs=DEFAULT_EPOCHS, seed=0,
     per_class=PER_CLASS, lr_shift=None, lr=None, model=None, train_options=None, progress=None,
-    hidden_shift=None, float_hidden_shift=None,
+    hidden_shift=None, float_hidden_shift=None, rehearse=None,
 ):  # fmt: skip
     """The adaptation experiment (module docstring) -> dict with "rows" (one per test
     subject and mode: accuracies before/after, integer and float), "mean" per mode (with the
@@ -303,7 +320,8 @@ def run_adaptation(
     (else one is trained with `train_options` and `seed`). lr_shift / lr: an int / float, or a
     {mode: value} dict, to skip choosing them on the training subjects; hidden_shift /
     float_hidden_shift likewise (an int or {mode: int}; chosen with the rates when those are
-    chosen, else 0).
+    chosen, else 0). rehearse: rehearsal windows per class, an int for the modes that train
+    hidden layers or a {mode: int} dict (default REHEARSE; 0: none).
     """
     for m in modes:
         if m not in trainref.MODES:
@@ -324,11 +342,17 @@ def run_adaptation(
     if model is not None:
         options = dict(_options_from_meta(model[1]), **options)
     options.setdefault("seed", seed)
+    if rehearse is None or isinstance(rehearse, dict):
+        rehearse = dict(REHEARSE, **(rehearse or {}))
+    else:
+        rehearse = {m: (int(rehearse) if m != "last" else 0) for m in REHEARSE}
+    if any(not isinstance(k, (int, np.integer)) or k < 0 for k in rehearse.values()):
+        raise ValueError("adapt: rehearse %r, expected windows per class >= 0" % (rehearse,))
 
     selection = None
     if lr_shift is None or lr is None:
         selection = select_rates(
-            ds, train_subjects, modes, epochs, seed, per_class, options, progress
+            ds, train_subjects, modes, epochs, seed, per_class, options, progress, rehearse
         )
     lr_shift = _per_mode(lr_shift, selection and selection["lr_shift"], modes)
     lr = _per_mode(lr, selection and selection["lr"], modes)
@@ -348,7 +372,7 @@ def run_adaptation(
         float_test = None
     rows = []
     for s in test_subjects:
-        trial = _Trial(qm, ds, s, per_class, epochs, seed)
+        trial = _Trial(qm, ds, s, per_class, epochs, seed, train_subjects, rehearse)
         for m in modes:
             int_after = trial.integer_predictions(m, lr_shift[m], hidden_shift[m])
             float_after = trial.float_predictions(m, lr[m], float_hidden_shift[m])
@@ -391,6 +415,7 @@ def run_adaptation(
         "epochs": int(epochs),
         "per_class": int(per_class),
         "seed": int(seed),
+        "rehearse": {m: rehearse[m] for m in modes},
         "lr_shift": lr_shift,
         "lr": lr,
         "hidden_shift": hidden_shift,
@@ -442,6 +467,12 @@ def format_adaptation(result):
         "windows sharing no sample with them; %d epochs, seeded shuffle %d, batch 1"
         % (r["per_class"], r["epochs"], r["seed"]),
     ]
+    rehearsing = ["%s %d" % (m, k) for m, k in r["rehearse"].items() if k]
+    if rehearsing:
+        lines.append(
+            "rehearsal: each adaptation step followed by one on a window of the model's training "
+            "subjects, as the board does (windows per class: %s)" % ", ".join(rehearsing)
+        )
     sel = r["selection"]
     how = (
         "chosen leave-one-subject-out on subjects %s" % _subjects_text(sel["subjects"])

@@ -87,7 +87,9 @@ def test_integer_and_float_adaptation_run_and_the_table_prints(small):
 
 
 def test_given_hidden_shift_slows_the_hidden_layers_only(small):
-    kwargs = dict(modes=("all",), epochs=2, seed=1, lr_shift=5, lr=2**-5, train_options=FAST)
+    kwargs = dict(
+        modes=("all",), epochs=2, seed=1, lr_shift=5, lr=2**-5, train_options=FAST, rehearse=0
+    )
     fast = adapt.run_adaptation(small, ["s1", "s2", "s3"], ["s4"], **kwargs)
     slow = adapt.run_adaptation(
         small, ["s1", "s2", "s3"], ["s4"], hidden_shift=30, float_hidden_shift=30, **kwargs
@@ -100,6 +102,35 @@ def test_given_hidden_shift_slows_the_hidden_layers_only(small):
     assert slow["rows"][0]["float_after"] == pytest.approx(
         last["rows"][0]["float_after"], abs=0.02
     )
+
+
+def test_rehearsal_interleaves_windows_of_the_training_subjects(small):
+    """When hidden layers learn, each adaptation step is followed by one on a rehearsal window
+    (host/rehearsal.py) of the model's own training subjects, integer and float alike."""
+    qm, _ = adapt._train(small, ["s1", "s2", "s3"], ["s4"], ("all",), FAST)
+    trial = adapt._Trial(qm, small, "s4", 5, 2, 1, ["s1", "s2", "s3"], {"last": 0, "all": 2})
+    x, y = trial.samples("all")
+    assert len(x) == 2 * len(trial.x_adapt)
+    assert (x[0::2] == trial.x_adapt).all() and (y[0::2] == trial.y_adapt).all()
+    rx, ry = x[1::2][:8], y[1::2][:8]  # the 2 x 4 rehearsal windows, then again
+    assert (x[1::2][8:16] == rx).all()
+    assert np.bincount(ry, minlength=4).tolist() == [2, 2, 2, 2]
+    train_rows = {tuple(r) for r in small.X[small.subjects != "s4"]}
+    assert all(tuple(r) in train_rows for r in rx)
+    assert trial.samples("last")[0] is trial.x_adapt
+
+    kwargs = dict(modes=("last", "all"), epochs=2, seed=1, lr_shift=5, lr=2**-5)
+    on = adapt.run_adaptation(small, ["s1", "s2", "s3"], ["s4"], train_options=FAST, **kwargs)
+    off = adapt.run_adaptation(
+        small, ["s1", "s2", "s3"], ["s4"], train_options=FAST, rehearse=0, **kwargs
+    )
+    assert on["rehearse"] == {"last": 0, "all": adapt.REHEARSE["all"]}
+    assert off["rehearse"] == {"last": 0, "all": 0}
+    keys = ("int_before", "int_after", "float_before", "float_after")
+    last_on, last_off = on["rows"][0], off["rows"][0]
+    assert [last_on[k] for k in keys] == [last_off[k] for k in keys]  # "last" does not rehearse
+    assert "rehearsal: each adaptation step" in adapt.format_adaptation(on)
+    assert "rehearsal:" not in adapt.format_adaptation(off)
 
 
 def test_rates_are_chosen_on_the_training_subjects_only(small):
