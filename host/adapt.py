@@ -29,18 +29,26 @@ own grid, by the same leave-one-out mean; ties go to the smaller rate, then the 
 The grids are narrowed for run time around the leave-one-out best on the shoulder subjects
 1-7 (3 training seeds): there the best integer shift was 5..7 and the best float rate
 2**-4.5..2**-5.5 in both modes. Robust criteria (folds pooled over 3 seeds, the median or
-lower quartile of the fold gains, a one-standard-error rule) were measured offline too; none
-made the all-layer gain on new wearers reliably positive, so the plain mean is kept; nor did
-the worst fold (maximin), a lower confidence bound, or skipping windows the model already
-gives 75 % or 90 % to (measured on seeds 0-3).
+lower quartile of the fold gains, a one-standard-error rule, the worst fold, a lower confidence
+bound) were measured offline too; none made the all-layer gain on new wearers reliably
+positive, so the plain mean is kept.
+
+Rehearsal. When the mode trains hidden layers ("bias", "all"; REHEARSE), each adaptation step
+is followed by one on the next of the model's rehearsal windows (host/rehearsal.py: 5 windows
+per class of the subjects the model was trained on, drawn with `seed`), as the board does with
+the model.rh that `microprop export` writes; integer and float see the same sequence, and the
+rates are chosen with it. Without it, all-layer adaptation on the shoulder data loses on the
+windows of each subject's other recordings (below); bench/adapt_variants.py compares rehearsal
+with other remedies (a pull towards the exported weights, mirrored windows, weight averaging,
+fewer epochs, tanh models).
 
 Where the gain lands. Each subject's evaluation windows are also scored in two parts: those of
 the recordings the adaptation windows come from, and those of the subject's other recordings.
 In the shoulder data every subject has two recordings of each exercise, one per arm (the
 `side` column; recording ids are not chronological), so the first windows of a class come from
-one arm and the other part is the other arm. All-layer adaptation there gains on the arm it
-saw and loses on the other one: the hidden features move towards what 35 windows of one
-arm show (bench/README.md has the figures).
+one arm and the other part is the other arm. All-layer adaptation without rehearsal gains on
+the arm it saw and loses on the other one: the hidden features move towards what 35 windows
+of one arm show (bench/README.md has the figures).
 """
 
 import numpy as np

@@ -217,25 +217,19 @@ def test_shoulder_gain_splits_into_adapted_and_other_recordings(shoulder_result)
     assert "where the gain lands" in adapt.format_adaptation(shoulder_result)
 
 
-# Holds at seed 0 (int8 +4.0, float +3.0 points). The outcome depends on the seed: over seeds
-# 0-4 it holds in 2 of 5 (`python bench/adapt.py --seeds 0,1,2,3,4`); the integer gain is
-# on average as large as the float one, the float gain is not reliably positive on 8-10.
+# The criterion, on the protocol's run (seed 0): last layer int8 +4.0, float +3.0
+# points; all layers, with the board's rehearsal steps, int8 +3.6, float +0.4. The outcome
+# depends on the seed (it drives the model, the shuffles, the rounding and the rehearsal
+# windows): `python bench/adapt.py --seeds 0,1,2,3,4` prints how often it holds and the mean
+# gains; bench/README.md has them.
 def test_shoulder_last_layer_adaptation_meets_the_criterion(shoulder_result):
     mean = shoulder_result["mean"]["last"]
     assert mean["float_gain"] > 0, mean
     assert mean["int_gain"] >= adapt.RATIO * mean["float_gain"], mean
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="measured, not weakened: with the rates and hidden_shift chosen jointly on subjects "
-    "1-7 (int8 2**-6, hidden_shift 0; float 2**-5, hidden_shift 2) all-layer adaptation loses "
-    "accuracy on 8-10 (seed 0: int8 85.7 -> 84.0, float 85.9 -> 85.4 %), so 'float gain > 0' "
-    "fails. It gains on the recordings adapted on (int8 89.0 -> 90.7, float 89.2 -> 92.4) and "
-    "loses on each subject's other recordings, the other arm (int8 82.8 -> 78.3, float "
-    "83.1 -> 79.4). bench/adapt.py",
-)
 def test_shoulder_all_layer_adaptation_meets_the_criterion(shoulder_result):
+    assert shoulder_result["rehearse"]["all"] == adapt.REHEARSE["all"] > 0
     mean = shoulder_result["mean"]["all"]
     assert mean["float_gain"] > 0, mean
     assert mean["int_gain"] >= adapt.RATIO * mean["float_gain"], mean

@@ -110,6 +110,7 @@ def test_deploy_then_nothing_to_copy_then_one_changed_file(
     ]
     assert json.loads((flash / "board.json").read_text()) == {
         "model": "/model.mpm",
+        "rehearsal": "/model.rh",
         "sensor": "replay",
         "file": "/data.csv",
         "rate_hz": 50,
