@@ -73,6 +73,9 @@ def build(config, out=None, inp=None):
         model = Model(config["model"], kernel=config["kernel"])
         if config["learn"] == "off":
             unload("modelfile")  # the trainer's checkpoints need it, nothing else does
+        # the trainer's buffers and the rehearsal windows' block while the heap is in one
+        # piece: allocated last, they could fail in a heap with room left but in small holes
+        learning = make_trainer(config, model), load_rehearsal(config, model)
         free_heap()
         stage = "sensor"
         from .sensors import check_model, make_sensor
@@ -94,20 +97,19 @@ def build(config, out=None, inp=None):
         if isinstance(e, MemoryError):
             what = "out of memory (%s); free heap %d bytes" % (what, free_heap())
         raise RuntimeError(stage, "%s: %s" % (where, what)) from None
-    start_learning(app, config)
+    start_learning(app, *learning)
     return app
 
 
-def start_learning(app, config):
-    """Attach a Trainer as board.json says and load its newest checkpoint; the outcome goes
-    to `app.notes` (info lines after the start line) or to `err config` lines."""
+def make_trainer(config, model):
+    """-> (a device.train.Trainer as board.json says, or None, [info notes])."""
     if config["learn"] == "off":
-        return
+        return None, []
     try:
         from .train import Trainer
 
         trainer = Trainer(
-            app.model,
+            model,
             config["learn"],
             config["lr_shift"],
             config["batch"],
@@ -117,7 +119,16 @@ def start_learning(app, config):
             hidden_shift=config["hidden_shift"],
         )
     except Exception as e:  # e.g. no softmax output layer: the app predicts, never learns
-        app.notes.append("learn=off reason=%s" % token(str(e) or type(e).__name__))
+        return None, ["learn=off reason=%s" % token(str(e) or type(e).__name__)]
+    return trainer, []
+
+
+def start_learning(app, made, rehearsal=None):
+    """Attach make_trainer's trainer and load its newest checkpoint, and load_rehearsal's
+    windows with it; the outcome goes to `app.notes` (info lines after the start line)."""
+    trainer, notes = made
+    app.notes.extend(notes)
+    if trainer is None:
         return
     app.trainer = trainer
     try:
@@ -134,27 +145,30 @@ def start_learning(app, config):
 
     for path, reason in ignored:
         app.notes.append("checkpoint_ignored=%s reason=%s" % (token(path), token(reason)))
-    if config["rehearsal"] and trainer.mode != "last":
-        start_rehearsal(app, config["rehearsal"], trainer)
+    if rehearsal is not None:
+        app.rehearsal, note = rehearsal
+        app.notes.append(note)
 
 
-def start_rehearsal(app, path, trainer):
-    """Attach the model's rehearsal windows (device/rehearsal.py) when the file is there and
-    belongs to this model; the outcome is an info line after the start line."""
+def load_rehearsal(config, model):
+    """-> (Rehearsal or None, its info note), or None when nothing rehearses: the model's
+    rehearsal windows (device/rehearsal.py) when the hidden layers learn and the file is
+    there and belongs to this model."""
+    path = config["rehearsal"]
+    if not path or config["learn"] not in ("bias", "all"):
+        return None
     try:
         open(path, "rb").close()
     except OSError:
-        app.notes.append("rehearsal=none file=%s" % token(path))
-        return
+        return None, "rehearsal=none file=%s" % token(path)
     try:
+        from .checkpoint import model_crc_of
         from .rehearsal import Rehearsal
 
-        m = app.model
-        app.rehearsal = Rehearsal(path, trainer.model_crc, m.n_inputs, m.n_outputs)
+        r = Rehearsal(path, model_crc_of(config["model"]), model.n_inputs, model.n_outputs)
     except Exception as e:  # a bad or foreign file (ValueError), or no memory for it
-        app.notes.append("rehearsal=off file=%s reason=%s" % (token(path), token(str(e))))
-        return
-    app.notes.append("rehearsal=%s windows=%d" % (token(path), app.rehearsal.n_windows))
+        return None, "rehearsal=off file=%s reason=%s" % (token(path), token(str(e)))
+    return r, "rehearsal=%s windows=%d" % (token(path), r.n_windows)
 
 
 def unload(name):
