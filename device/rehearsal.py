@@ -18,11 +18,19 @@ import binascii
 import struct
 from array import array
 
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
+
 MAGIC = b"MPRH"
 VERSION = 1
 _HEAD = "<4sHHHBBI"  # magic, version, n_features, n_windows, n_classes, reserved, model_crc
-_HEAD_SIZE = 16
-_MAX_WINDOWS = 1024
+_HEAD_SIZE = const(16)
+_MAX_WINDOWS = const(1024)
 # per feature of a channel (device/features.py): mean, std, min, max, mad, crossings, energy
 _LO = (-32768, 0, -32768, -32768, 0, 0, 0)
 _HI = (32767, 65536, 32767, 32767, 65535, 511, 65536)
@@ -38,7 +46,10 @@ class Rehearsal:
                 raise ValueError("rehearsal: %d bytes, too short" % size)
             magic, version, n_f, n_w, n_c, _, crc_model = struct.unpack(_HEAD, head)
             if magic != MAGIC or version != VERSION:
-                raise ValueError("rehearsal: not a version-%d rehearsal file" % VERSION)
+                raise ValueError(
+                    "rehearsal: magic %r version %d, expected %r version %d"
+                    % (magic, version, MAGIC, VERSION)
+                )
             if n_f != n_features or n_c != n_classes:
                 raise ValueError(
                     "rehearsal: %d features, %d classes; the model has %d, %d"

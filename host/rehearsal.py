@@ -96,7 +96,10 @@ def from_bytes(data, model_crc=None):
         raise ValueError("rehearsal: %d bytes, too short for a rehearsal file" % len(data))
     magic, version, n_f, n_w, n_c, _, crc_model = struct.unpack_from(_HEAD, data)
     if magic != MAGIC or version != VERSION:
-        raise ValueError("rehearsal: not a version-%d rehearsal file" % VERSION)
+        raise ValueError(
+            "rehearsal: magic %r version %d, expected %r version %d"
+            % (magic, version, MAGIC, VERSION)
+        )
     size = _HEAD_SIZE + n_w + 4 * n_w * n_f + 4
     if len(data) != size:
         raise ValueError("rehearsal: %d bytes, expected %d" % (len(data), size))
