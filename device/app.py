@@ -41,7 +41,8 @@ place and returns [predicted class, correct 0/1] (or just correct); optional `st
 `reset()` (back to the exported weights); a missing method answers `err <command> not
 available`. `autosave` (config) saves every N training steps. With `app.rehearsal` set (a
 device.rehearsal.Rehearsal, board.py does it when the hidden layers learn), each `learn()`
-takes one more step, `step(raw, label, 0)`, on the next rehearsal window after its `train` line.
+takes one more step, `step(raw, label, 0)`, after its `train` line, on rehearsal window
+(steps - 1) mod n, steps counting the labelled ones (so a loaded checkpoint goes on in order).
 
 Memory: everything is allocated in __init__. `step()` (sensor read into the ring, features and
 predict on a hop), `learn()` (a training step and its `train` line) and the `pred` and
@@ -577,7 +578,8 @@ class App:
         w.end()
         rh = self.rehearsal
         if rh is not None:  # the window's features are used: self.raw takes a rehearsal window
-            self.trainer.step(self.raw, rh.next_into(self.raw), 0)
+            n = t.steps if hasattr(t, "steps") else self.steps  # the checkpoint keeps t.steps
+            t.step(self.raw, rh.window_into(n - 1, self.raw), 0)
 
     def train_counts(self):
         """(steps, accuracy %): the trainer's own when it keeps them, else the app's."""

@@ -6,7 +6,10 @@ struct). The file is written by `host/rehearsal.py` (its docstring has the layou
 `microprop export` puts it next to the model as `model.rh`.
 
     r = Rehearsal("model.rh", model_crc, n_features, n_classes)   # ValueError if unusable
-    label = r.next_into(raw)     # the next window's features into `raw`, in a cycle
+    label = r.window_into(i, raw)     # window i mod n_windows into `raw` -> its class index
+
+The app takes window (steps - 1) mod n_windows after its labelled step number `steps`, so the
+sequence goes on where it was after a checkpoint is loaded and starts again at `reset-model`.
 
 Everything is checked before it is used: magic, version, sizes against the model, the model
 CRC, the file CRC, every label and every feature against its range, so a window from the file
@@ -78,15 +81,13 @@ class Rehearsal:
         self.labels = labels
         self.n_windows = n_w
         self.n_features = n_f
-        self.next = 0  # the window next_into gives
 
-    def next_into(self, raw):
-        """Copy the next window's features into `raw` -> its class index (allocates nothing)."""
-        i = self.next
+    def window_into(self, i, raw):
+        """Copy window i mod n_windows into `raw` -> its class index (allocates nothing)."""
+        i %= self.n_windows
         n = self.n_features
         x = self.x
         base = i * n
         for j in range(n):
             raw[j] = x[base + j]
-        self.next = i + 1 if i + 1 < self.n_windows else 0
         return self.labels[i]
