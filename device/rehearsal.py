@@ -14,7 +14,7 @@ sequence goes on where it was after a checkpoint is loaded and starts again at `
 Everything is checked before it is used: magic, version, sizes against the model, the model
 CRC, the file CRC, every label and every feature against its range, so a window from the file
 is one the board's own feature code could have computed. The windows live in one array('i')
-and one bytearray, allocated once; `next_into` allocates nothing.
+and one bytearray, allocated once; `window_into` allocates nothing.
 """
 
 import binascii
