@@ -283,7 +283,6 @@ def do_export(args):
     out = args.out or _replace_suffix(args.model, ".mpm")
     nbytes = write_model(out, qm)
     print("wrote %s (%d bytes): %s" % (out, nbytes, _sizes(qm)))
-    _export_rehearsal(args, meta, ds, qm, out)
     if info.get("chosen"):
         print(
             "quantization: %s (float %.4f, post-training %.4f%s on training windows)"
@@ -303,6 +302,7 @@ def do_export(args):
             100 * (int_report["accuracy"] - float_report["accuracy"]),
         )
     )
+    _export_rehearsal(args, meta, ds, qm, out)
     if args.tflite:
         from host.tflite_export import to_tflite
 
