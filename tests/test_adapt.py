@@ -173,6 +173,14 @@ def test_cli_adapt_prints_the_table(tmp_path, capsys):
     assert code == 0, err
     assert "adapted to each of s7,s8" in out and "last  mean" in out
     assert "lr_shift 7" in out and "(given)" in out
+    assert "rehearsal:" not in out  # "last" does not rehearse
+    code = main(
+        ["adapt", str(model), "--modes", "all", "--epochs", "2", "--lr-shift", "7",
+         "--lr", "0.01", "--rehearse", "2", "--quiet"]
+    )  # fmt: skip
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "rehearsal: each adaptation step" in out and "(windows per class: all 2)" in out
 
 
 # --- the acceptance criterion on the shoulder exercises ---
