@@ -80,10 +80,12 @@ def make_board(folder, hidden):
 
     modelfile.write_model(folder / "model.mpm", q)
     sensorlog.write_sensor_log(folder / "data.csv", log)
+    from device.checkpoint import model_crc_of
     from host import rehearsal
 
     x, y = rehearsal.pick(ds, sorted(set(ds.subjects.tolist())), list(q.classes))
-    rehearsal.write(folder / "model.rh", x, y, rehearsal.model_crc(q), len(q.classes))
+    crc = model_crc_of(str(folder / "model.mpm"))
+    rehearsal.write(folder / "model.rh", x, y, crc, len(q.classes))
     return q.sizes
 
 

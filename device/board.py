@@ -158,14 +158,12 @@ def load_rehearsal(config, model):
     if not path or config["learn"] not in ("bias", "all"):
         return None
     try:
-        open(path, "rb").close()
-    except OSError:
-        return None, "rehearsal=none file=%s" % token(path)
-    try:
         from .checkpoint import model_crc_of
         from .rehearsal import Rehearsal
 
         r = Rehearsal(path, model_crc_of(config["model"]), model.n_inputs, model.n_outputs)
+    except OSError:  # no file to open (or none readable) at `path`
+        return None, "rehearsal=none file=%s" % token(path)
     except Exception as e:  # a bad or foreign file (ValueError), or no memory for it
         return None, "rehearsal=off file=%s reason=%s" % (token(path), token(str(e)))
     return r, "rehearsal=%s windows=%d" % (token(path), r.n_windows)

@@ -331,7 +331,9 @@ def _export_rehearsal(args, meta, ds, qm, model_path):
     except DataError as e:
         print("no rehearsal file: %s" % e)
         return
-    nbytes = rehearsal.write(path, x, y, rehearsal.model_crc(qm), len(qm.classes))
+    from device.checkpoint import model_crc_of  # the CRC that names the model, as on the board
+
+    nbytes = rehearsal.write(path, x, y, model_crc_of(model_path), len(qm.classes))
     print(
         "wrote %s (%d bytes): %d rehearsal windows of the training subjects, for on-board "
         "learning in the hidden layers" % (path, nbytes, len(x))

@@ -229,14 +229,14 @@ def _checked_model(path):
 
 def _checked_rehearsal(model_path):
     """The rehearsal file export wrote beside the model (FILE.rh), checked, or None."""
+    from device.checkpoint import model_crc_of
     from host import rehearsal
 
     p = Path(rehearsal.path_for(model_path))
     if not p.is_file():
         return None
-    model_crc = int.from_bytes(Path(model_path).read_bytes()[-4:], "little")
     try:
-        rehearsal.from_bytes(p.read_bytes(), model_crc)
+        rehearsal.from_bytes(p.read_bytes(), model_crc_of(str(model_path)))
     except ValueError as e:
         raise DeployError(
             "deploy: %s beside the model is not its rehearsal file (%s); export the model "

@@ -114,11 +114,6 @@ def from_bytes(data, model_crc=None):
     return x, y, crc_model
 
 
-def model_crc(qmodel):
-    """The CRC32 at the end of `qmodel`'s model file: what names its rehearsal file."""
-    return struct.unpack("<I", modelfile.to_bytes(qmodel)[-4:])[0]
-
-
 def path_for(model_path):
     """model.mpm -> model.rh"""
     s = str(model_path)

@@ -104,6 +104,7 @@ def test_export_writes_rehearsal_windows_that_deploy_copies(exported, board, tmp
     """model.rh beside model.mpm: 5 windows per class of the training subjects, bound to the
     model file by its CRC; deploy copies it, refuses one of another model before touching the
     board, and `export --rehearse 0` removes it."""
+    from device.checkpoint import model_crc_of
     from firmware_tools import deploy as deploy_mod
     from host import rehearsal
 
@@ -111,7 +112,7 @@ def test_export_writes_rehearsal_windows_that_deploy_copies(exported, board, tmp
 
     d, qm, _ = exported
     data = (d / "model.rh").read_bytes()
-    crc = int.from_bytes((d / "model.mpm").read_bytes()[-4:], "little")
+    crc = model_crc_of(str(d / "model.mpm"))
     x, y, _ = rehearsal.from_bytes(data, crc)
     assert np.bincount(y, minlength=len(qm.classes)).tolist() == [5] * len(qm.classes)
     log = pipeline.make_dataset(pipeline.load_log("synth", seed=0))

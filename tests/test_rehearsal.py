@@ -8,12 +8,14 @@ Runs on: host (pytest), plus the `micropython` binary, one process per scenario.
 import numpy as np
 import pytest
 
+from device.checkpoint import model_crc_of
 from firmware_tools.protocol import Err, Info, Train
 from host import features, pipeline, rehearsal, trainref
 
 from .conftest import run_micropython
 from .test_app import board as board  # noqa: F401  (the fixture: a trained model, a replay)
 from .test_learning_app import (
+    HEAP,
     WINDOW,
     configure,
     host_windows,
@@ -37,7 +39,7 @@ def small_set(seed=0, n=6, n_classes=3):
 
 
 def model_crc(folder):  # noqa: F811
-    return int.from_bytes((folder / "model.mpm").read_bytes()[-4:], "little")
+    return model_crc_of(str(folder / "model.mpm"))
 
 
 def test_host_round_trip_and_refusals():
@@ -268,35 +270,17 @@ def test_the_app_without_a_usable_rehearsal_file_learns_without(
     assert dumps[0]["w0"] == np.asarray(ref.qmodel.layers[0].w).ravel().tolist()
 
 
-HEAP = """
-import micropython
-from device import app as appmod
-from device import board
-
-class Empty:
-    def readinto(self, buf):
-        return 0
-
-for kernel in ("viper", "portable"):
-    cfg, _ = appmod.check_config(
-        {"sensor": "replay", "realtime": False, "kernel": kernel, "learn": "all"}
-    )
-    a = board.build(cfg, inp=Empty())
-    a.run(max_samples=120)
-    assert a.rehearsal is not None
-    for i in range(6):
-        micropython.heap_lock()
-        try:
-            a.learn(i % a.model.n_outputs)
-        finally:
-            micropython.heap_unlock()
-    print("info locked kernel=%s steps=%d" % (a.trainer.kernel, a.trainer.steps))
-"""
-
-
 def test_a_label_with_rehearsal_allocates_nothing(micropython, board, folder):  # noqa: F811
+    """test_learning_app's heap_lock run (App.learn, both kernels) with model.rh present: in
+    "all" each label takes its rehearsal step too, still inside heap_lock."""
     _, q, counts, _ = board
     write_rehearsal_for(folder, q, counts)
-    lines = run_micropython(micropython, HEAP, cwd=folder, timeout=60).splitlines()
+    script = HEAP + 'print("info rehearsal=%s" % (a.rehearsal is not None))\n'
+    lines = run_micropython(micropython, script, cwd=folder, timeout=60).splitlines()
     locked = [ln for ln in lines if ln.startswith("info locked")]
-    assert locked == ["info locked kernel=%s steps=6" % k for k in ("viper", "portable")]
+    assert locked == [
+        "info locked kernel=%s learn=%s steps=6" % (k, m)
+        for k in ("viper", "portable")
+        for m in ("last", "all")
+    ]
+    assert lines[-1] == "info rehearsal=True"  # the last app built learns "all"
