@@ -420,9 +420,9 @@ _EPILOG["demo"] = """example:
 
 
 def do_board(args):
-    from firmware_tools import virtualboard
+    from firmware_tools import board_command
 
-    code = virtualboard.run(args)
+    code = board_command.run(args)
     if code:
         raise CommandError("virtual board stopped with status %d" % code)
 
@@ -673,9 +673,9 @@ def _info_options(p):
 
 
 def _board_options(p):
-    from firmware_tools import virtualboard
+    from firmware_tools import board_command
 
-    virtualboard.add_arguments(p)
+    board_command.add_arguments(p)
 
 
 _ADD_OPTIONS = {

@@ -367,7 +367,7 @@ def test_cli_prints_the_port_and_serves_until_sigterm(flash):
         [
             sys.executable,
             "-m",
-            "firmware_tools.virtualboard",
+            "firmware_tools.board_command",
             "--flash",
             str(flash),
             "--heap",
@@ -398,10 +398,10 @@ def test_cli_prints_the_port_and_serves_until_sigterm(flash):
 def test_run_api_stops_on_ctrl_c(flash):
     code = (
         "import argparse\n"
-        "from firmware_tools import virtualboard\n"
+        "from firmware_tools import board_command\n"
         "p = argparse.ArgumentParser()\n"
-        "virtualboard.add_arguments(p)\n"
-        "raise SystemExit(virtualboard.run(p.parse_args(['--flash', %r])))\n" % str(flash)
+        "board_command.add_arguments(p)\n"
+        "raise SystemExit(board_command.run(p.parse_args(['--flash', %r])))\n" % str(flash)
     )
     proc = subprocess.Popen(
         [sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True
