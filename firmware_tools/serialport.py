@@ -3,9 +3,10 @@
 Runs on: host.
 
 Port names follow mpremote: `auto` (the first recognised board, else the first USB serial
-port), a device path (`/dev/ttyACM0`, `COM3`, a virtual board's `/dev/pts/5`), the shortcuts
-`a0` -> /dev/ttyACM0, `u0` -> /dev/ttyUSB0, `c0` -> COM0, `id:<serial number>`,
-`port:<path>`, and pyserial URLs (`loop://`, `socket://host:port`, `rfc2217://host:port`).
+port, else the newest virtual or emulated board that `microprop board` serves), a device path
+(`/dev/ttyACM0`, `COM3`, a virtual board's `/dev/pts/5`), the shortcuts `a0` -> /dev/ttyACM0,
+`u0` -> /dev/ttyUSB0, `c0` -> COM0, `id:<serial number>`, `port:<path>`, and pyserial URLs
+(`loop://`, `socket://host:port`, `rfc2217://host:port`).
 
 Ports open with an exclusive lock on POSIX (Windows ports are exclusive anyway), so that a
 second program gets a clear "is another program holding the port?" instead of stolen bytes.
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 import serial
 import serial.tools.list_ports
 
+from . import running_boards
 from .protocol import MAX_LINE, decode
 
 BAUDRATE = 115200
@@ -58,7 +60,8 @@ class PortInfo:
     vid: int | None = None
     pid: int | None = None
     serial_number: str | None = None
-    board: str | None = None  # a recognised board, from BOARDS
+    board: str | None = None  # a recognised board, from BOARDS, or "virtual (cortex-m0)"
+    virtual: bool = False  # served by a `microprop board` command on this machine
 
     @property
     def usb_id(self):
@@ -67,13 +70,18 @@ class PortInfo:
 
 
 def list_ports():
-    """Serial ports, recognised boards first, then other USB ports, then the rest; by name."""
+    """Serial ports: recognised boards first, then other USB ports, then the rest by name, then
+    the virtual and emulated boards `microprop board` serves, newest first."""
     ports = []
     for p in serial.tools.list_ports.comports():
         board = BOARDS.get((p.vid, p.pid)) if p.vid is not None else None
         desc = p.description if p.description and p.description != "n/a" else ""
         ports.append(PortInfo(p.device, desc, p.vid, p.pid, p.serial_number, board))
-    return sorted(ports, key=lambda p: (p.board is None, p.vid is None, _natural(p.device)))
+    ports.sort(key=lambda p: (p.board is None, p.vid is None, _natural(p.device)))
+    return ports + [
+        PortInfo(b.port, "microprop board, pid %d" % b.pid, board=b.kind, virtual=True)
+        for b in running_boards.running()
+    ]
 
 
 def _natural(name):
@@ -87,10 +95,15 @@ def resolve_port(name):
         raise ToolError("no port given: expected auto, a path like /dev/ttyACM0, or a0, u0, c0")
     if name == "auto":
         ports = list_ports()
-        usable = [p for p in ports if p.board] or [p for p in ports if p.vid is not None]
+        usable = (
+            [p for p in ports if p.board and not p.virtual]
+            or [p for p in ports if p.vid is not None]
+            or [p for p in ports if p.virtual]
+        )
         if not usable:
             raise ToolError(
-                "no board found: plug one in, or name the port (`microprop ports` lists them)"
+                "no board found: plug one in, start one with `microprop board`, or name the "
+                "port (`microprop ports` lists them)"
             )
         return usable[0].device
     if name.startswith("id:"):
