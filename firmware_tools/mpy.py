@@ -6,7 +6,11 @@ Runs on: host.
 
     bits 0-7   mpy version (6 for MicroPython 1.19 and later)
     bits 8-9   sub-version (6.2: MicroPython 1.22; 6.3: 1.23 and later)
-    bits 10+   native architecture, numbered as mpy-cross's -march list (0: no native emitter)
+    bits 10-15 native architecture, numbered as mpy-cross's -march list (0: no native emitter)
+    bits 16+   architecture flags, since MicroPython 1.27: instruction-set extensions the board
+               has beyond the base architecture (RP2350 in RISC-V mode and ESP32-P4 set Zba and
+               Zcmp: 0x32f06 is rv32imc with flags 3). Native code for the plain architecture
+               runs there, so deploy ignores them.
 
 A `.mpy` file starts with b"M", the version, then the same flags byte `(arch << 2) | sub`.
 Bytecode-only files (mpy-cross without -march; arch 0 in the header) load on any 6.x board;
@@ -56,7 +60,7 @@ def decode_mpy(value):
     """`sys.implementation._mpy` int -> MpyFormat(version, sub_version, arch name or None)."""
     if not isinstance(value, int) or value < 0:
         raise MpyError("mpy: bad sys.implementation._mpy %r, expected a non-negative int" % value)
-    index = value >> 10
+    index = (value >> 10) & 0x3F
     if index >= len(ARCHS):
         raise MpyError(
             "mpy: unknown native architecture %d in _mpy 0x%x, expected 0..%d (%s)"

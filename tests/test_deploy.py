@@ -298,6 +298,18 @@ def test_decode_mpy(value, expected):
     assert mpy.encode_mpy(*expected) == value
 
 
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        (0x32F06, (6, 3, "rv32imc")),  # RP2350 RISC-V / ESP32-P4 (1.27+): Zba and Zcmp flags
+        (0x12F06, (6, 3, "rv32imc")),
+        (0xFF1B06, (6, 3, "armv7em")),  # flags, whatever they are, never change the arch
+    ],
+)
+def test_decode_mpy_ignores_the_architecture_flags(value, expected):
+    assert tuple(mpy.decode_mpy(value)) == expected
+
+
 def test_decode_mpy_refuses_unknown_values():
     with pytest.raises(mpy.MpyError, match="unknown native architecture 13"):
         mpy.decode_mpy(13 << 10 | 0x306)
