@@ -1,15 +1,20 @@
-"""Shared fixtures: the `micropython` binary and the shared datasets.
+"""Shared fixtures: the `micropython` binary, the emulated boards and the shared datasets.
 
 Runs on: host (pytest).
 
 Tests that need the MicroPython Unix port fail when it is missing (never fall back to CPython).
-Set MICROPYTHON=/path/to/micropython to use another binary.
+Set MICROPYTHON=/path/to/micropython to use another binary. Tests that need qemu and the
+emulated boards' firmware carry the marker `emulated`; they fail in CI when either is missing
+and skip elsewhere with the reason. The boards `microprop board` commands of the tests serve are
+recorded in a runtime folder of the test run's own, so that boards running outside the tests
+are not found by `auto`.
 """
 
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,6 +22,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATASETS = ROOT.parent / "shared" / "datasets"
 IN_CI = bool(os.environ.get("CI"))
+
+os.environ["MICROPROP_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="microprop-tests-")
 
 
 def micropython_path():
@@ -78,6 +85,19 @@ def mpremote(port, *args, timeout=15):
         pytest.fail("mpremote %s timed out after %ss: %r" % (" ".join(args), timeout, e.stdout))
     assert proc.returncode == 0, "mpremote %s failed:\n%s%s" % (args, proc.stdout, proc.stderr)
     return proc.stdout
+
+
+def require_emulated(cpu):
+    """Skip (fail in CI) unless qemu and the firmware for `cpu` are here."""
+    from firmware_tools.emulated import EmulatedBoardError, find_firmware, find_qemu
+
+    try:
+        find_qemu(cpu)
+        find_firmware(cpu)
+    except EmulatedBoardError as e:
+        if IN_CI:
+            pytest.fail(str(e))
+        pytest.skip(str(e))
 
 
 @pytest.fixture(scope="session")
