@@ -15,9 +15,11 @@ on the host.
 - boot.py runs; main.py runs only in the friendly REPL and only if boot.py did not raise.
 - A SystemExit from boot.py or main.py is a soft reset, as on a board.
 
-It talks to the supervisor with markers `NUL vboard-<word> NUL` on stdout, which the supervisor
+It talks to the supervisor with markers `DLE vboard-<word> DLE` on stdout, which the supervisor
 removes: `up` (the VM runs Python, Ctrl-C works), `done` (boot over, the REPL comes next),
-`soft` and `hard` (reset requests).
+`soft` and `hard` (reset requests). DLE (0x10), not NUL: no REPL or mpremote protocol uses it,
+while NUL ends many of mount's requests (a little-endian length), and output that could start a
+marker is held by the supervisor until the marker's rest comes or a short quiet time passes.
 """
 
 
@@ -30,7 +32,7 @@ def _vboard_boot(env):
     import vfs
 
     def mark(word):
-        sys.stdout.write("\x00vboard-%s\x00" % word)
+        sys.stdout.write("\x10vboard-%s\x10" % word)  # one write: its rest follows at once
 
     def n_bytes(buf):
         if isinstance(buf, str):

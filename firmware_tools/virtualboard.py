@@ -37,6 +37,11 @@ SIGINT ignored and in its own session. The supervisor makes it behave like a boa
 - Flash size. `os.statvfs` reports `flash_size` in FLASH_BLOCK blocks, as free what the board
   folder's files leave, and a write past it raises OSError(ENOSPC) (vboard_boot.py): the host
   disk's free space would make deploy's space check meaningless.
+- Markers. The shim tells the supervisor what it does with markers `DLE vboard-<word> DLE` in
+  its output (vboard_boot.py), which the client never sees. Output that could be the start of a
+  marker cut by a read is held until the rest comes or for _MARK_WAIT at most, then passed on:
+  binary output (mount's requests, `sys.stdout.buffer`) reaches the client at once even when it
+  ends in a DLE, and NUL, which ends many of mount's requests, is never held.
 - Bytes are passed as they are: the Unix port prints a bare LF where a board prints CR LF, and
   takes CR as Enter at the REPL only; readers must accept both line endings.
 
@@ -57,8 +62,9 @@ import tty
 from pathlib import Path
 
 _HERE = Path(__file__).resolve().parent
-_MARK = re.compile(rb"\x00vboard-([a-z]{1,8})\x00")
-_MARK_START = b"\x00vboard-"
+_MARK = re.compile(rb"\x10vboard-([a-z]{1,8})\x10")  # vboard_boot.py's mark()
+_MARK_START = b"\x10vboard-"
+_MARK_WAIT = 0.02  # s: the VM writes a marker at once; a start of one held longer is output
 _RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n"
 _FRIENDLY_BANNER = b'Type "help()" for more information.\r\n'
 _HARD_RESET_EXIT = 90  # vboard_boot.py: machine.reset() exits with this status
@@ -166,7 +172,7 @@ def _catches_sigint(pid):
 
 
 def _maybe_marker(data):
-    """True if `data` (starting with NUL) may be the start of a marker cut by a read."""
+    """True if `data` (starting with DLE) may be the start of a marker cut by a read."""
     if len(data) <= len(_MARK_START):
         return _MARK_START.startswith(data)
     word = data[len(_MARK_START) :]
@@ -218,7 +224,8 @@ class VirtualBoard:
         self._hide_banner = False  # raw reboot: drop the friendly banner, then send Ctrl-A
         self._exit_kind = None  # 'soft' or 'hard' once the shim asked for a reset
         self._spawn_time = 0.0
-        self._parse = b""  # VM output not yet checked for markers
+        self._parse = b""  # VM output held: it may start a marker
+        self._parse_time = 0.0  # when it was held
         self._tail = b""  # last VM output, for banner detection across reads
         self._hidden = b""  # raw reboot: the friendly banner being dropped
         self._boot_log = b""  # VM output before the shim runs, for errors
@@ -345,6 +352,8 @@ class VirtualBoard:
             if not data:
                 break
             self._from_vm(data)
+        held, self._parse = self._parse, b""
+        self._text(held)
         unread = b""
         while True:
             data = _read_available(self._vm_input)
@@ -381,7 +390,7 @@ class VirtualBoard:
             self._boot_log = (self._boot_log + data)[-2000:]
         buf = self._parse + data
         while buf:
-            i = buf.find(b"\x00")
+            i = buf.find(_MARK_START[:1])
             if i < 0:
                 break
             m = _MARK.match(buf, i)
@@ -392,6 +401,7 @@ class VirtualBoard:
             elif _maybe_marker(buf[i:]):  # a marker cut by the read: wait for the rest
                 self._text(buf[:i])
                 self._parse = buf[i:]
+                self._parse_time = time.monotonic()
                 return
             else:
                 self._text(buf[: i + 1])
@@ -522,7 +532,7 @@ class VirtualBoard:
             p.register(self._pidfd, select.POLLIN)
         if present:
             p.register(self._client, select.POLLIN | (select.POLLOUT if self._out else 0))
-        events = dict(p.poll(10 if not present else 100))
+        events = dict(p.poll(10 if not present or self._parse else 100))
         if self._wake_r in events:
             os.read(self._wake_r, 64)
         if present and events.get(self._client, 0) & select.POLLIN:
@@ -534,6 +544,9 @@ class VirtualBoard:
             data = _read_available(self._vm)
             if data:
                 self._from_vm(data)
+        if self._parse and time.monotonic() - self._parse_time >= _MARK_WAIT:
+            held, self._parse = self._parse, b""  # no marker came of it: it is output
+            self._text(held)
         if self._proc.poll() is not None:  # the supervisor holds the pty: no hang-up, the pidfd
             self._vm_ended()
             return

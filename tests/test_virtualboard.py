@@ -51,6 +51,15 @@ def read_until(ser, needle, timeout=5.0):
     return data
 
 
+def read_line(ser, start):
+    """Read from pyserial until a whole line starting with `start` arrives; return that line."""
+    data = read_until(ser, start)
+    data = data[data.index(start) :]
+    if b"\n" not in data:
+        data += read_until(ser, b"\n")
+    return data[: data.index(b"\n")].rstrip(b"\r")
+
+
 @pytest.fixture
 def flash(tmp_path):
     d = tmp_path / "flash"
@@ -449,3 +458,20 @@ def test_flash_must_be_a_folder(tmp_path):
     f.write_text("")
     with pytest.raises(virtualboard.VirtualBoardError, match="not a folder"):
         VirtualBoard(f).start()
+
+
+def test_import_from_a_mounted_folder(board, tmp_path):
+    # mount's read requests end in a NUL byte, which the supervisor must pass on at once
+    host = tmp_path / "host"
+    host.mkdir()
+    (host / "m.py").write_text("print('m from the host')\nVALUE = 9\n")
+    out = mpremote(board.port, "mount", str(host), "exec", "import m; print(m.VALUE)")
+    assert out.splitlines()[-2:] == ["m from the host", "9"], out
+
+
+def test_output_that_looks_like_a_marker_start_is_passed_on(board):
+    with serial.Serial(board.port, timeout=0.1) as ser:
+        ser.write(b"\r\x03")
+        read_until(ser, b">>> ")
+        ser.write(b"import sys, time; n = sys.stdout.write('<\\x10vboard-'); time.sleep(3)\r")
+        read_until(ser, b"<\x10vboard-", timeout=1.5)  # not held back until more output
