@@ -16,7 +16,9 @@ SIGINT ignored and in its own session. The supervisor makes it behave like a boa
 
 - Soft reset. The VM exits on Ctrl-D; the supervisor prints `MPY: soft reboot` and starts a new
   VM in the mode the old one was in (a reboot from the raw REPL stays in the raw REPL: the
-  supervisor hides the friendly banner and sends Ctrl-A itself).
+  supervisor hides the friendly banner, sends Ctrl-A itself and hides the line the friendly
+  REPL ends then, so a client sees what pyexec prints on a board:
+  `OK\r\nMPY: soft reboot\r\nraw REPL; CTRL-B to exit\r\n>`).
 - Hard reset. `machine.reset()` (from the shim), a VM killed or crashed: a new VM, friendly
   REPL, boot banner, no `MPY: soft reboot`.
 - Boot. The shim runs boot.py, then main.py in the friendly REPL only. Host input is held until
@@ -221,7 +223,7 @@ class VirtualBoard:
         self._ready = False  # host input may go to the VM
         self._up = False  # the shim runs: Ctrl-C may become SIGINT
         self._await_prompt = False  # boot is over: the next prompt ends it
-        self._hide_banner = False  # raw reboot: drop the friendly banner, then send Ctrl-A
+        self._hide_until = None  # raw reboot: output dropped until this, see _text
         self._exit_kind = None  # 'soft' or 'hard' once the shim asked for a reset
         self._spawn_time = 0.0
         self._parse = b""  # VM output held: it may start a marker
@@ -329,7 +331,8 @@ class VirtualBoard:
             self._pidfd = None
         self.boots += 1
         self._raw = raw
-        self._ready = self._up = self._hide_banner = self._await_prompt = False
+        self._ready = self._up = self._await_prompt = False
+        self._hide_until = None
         self._exit_kind = None
         self._spawn_time = time.monotonic()
         self._parse = self._tail = self._hidden = self._boot_log = b""
@@ -418,7 +421,7 @@ class VirtualBoard:
         elif word == "done":
             self._await_prompt = True
             if self._raw:
-                self._hide_banner = True
+                self._hide_until = b">>> "
         elif word in ("soft", "hard"):
             if self._exit_kind is None:
                 self._exit_kind = word
@@ -429,23 +432,35 @@ class VirtualBoard:
     def _text(self, data):
         if not data or self._exit_kind:
             return
-        if self._hide_banner:
-            self._hidden += data
-            i = self._hidden.find(b">>> ")
-            if i < 0:
+        if self._hide_until:
+            data = self._hide_friendly_repl(data)
+            if not data:
                 return
-            data, self._hidden = self._hidden[i + 4 :], b""
-            self._hide_banner = False
-            try:
-                os.write(self._vm, b"\x01")  # stay in the raw REPL, as a board does
-            except OSError:  # the VM is gone: _serve restarts it
-                return
-            self._ready = True
         self._track_mode(data)
         self._emit(data)
         if self._await_prompt and (self._tail.endswith(b">>> ") or self._tail.endswith(b"\n>")):
             self._await_prompt = False
             self._prompted.set()  # after _emit: a client opening now sees none of the boot
+
+    def _hide_friendly_repl(self, data):
+        """Raw reboot: drop the friendly banner and prompt, send Ctrl-A at the prompt, and drop
+        the line the REPL ends before the raw banner; return what follows, or b''."""
+        self._hidden += data
+        i = self._hidden.find(self._hide_until)
+        if i < 0:
+            return b""
+        if self._hide_until == _RAW_BANNER:  # a board goes from `soft reboot` to this at once
+            data, self._hidden = self._hidden[i:], b""
+            self._hide_until = None
+            self._ready = True
+            return data
+        self._hidden = self._hidden[i + len(self._hide_until) :]
+        self._hide_until = _RAW_BANNER
+        try:
+            os.write(self._vm, b"\x01")  # stay in the raw REPL, as a board does
+        except OSError:  # the VM is gone: _serve restarts it
+            return b""
+        return self._hide_friendly_repl(b"")
 
     def _track_mode(self, data):
         """Follow the REPL mode from the banners the VM prints on entering each."""

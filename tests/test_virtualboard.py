@@ -475,3 +475,14 @@ def test_output_that_looks_like_a_marker_start_is_passed_on(board):
         read_until(ser, b">>> ")
         ser.write(b"import sys, time; n = sys.stdout.write('<\\x10vboard-'); time.sleep(3)\r")
         read_until(ser, b"<\x10vboard-", timeout=1.5)  # not held back until more output
+
+
+def test_raw_repl_soft_reboot_prints_what_a_board_prints(board):
+    with serial.Serial(board.port, timeout=0.1) as ser:
+        ser.write(b"\r\x03\x03")
+        read_until(ser, b">>> ")
+        ser.write(b"\r\x01")
+        read_until(ser, b"raw REPL; CTRL-B to exit\r\n>")
+        ser.write(b"\x04")
+        out = read_until(ser, b"raw REPL; CTRL-B to exit\r\n>")
+    assert out == b"OK\r\nMPY: soft reboot\r\nraw REPL; CTRL-B to exit\r\n>"
