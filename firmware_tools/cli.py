@@ -430,6 +430,19 @@ def do_board(args):
 _EPILOG["board"] = """example:
   microprop board --flash ./vboard --heap 256k      (prints its port, e.g. /dev/pts/5)
   mpremote connect /dev/pts/5 exec "print(1 + 1)"
+  microprop board --cpu cortex-m0                   (the RP2040's instruction set, in qemu)
+  microprop deploy auto --model model.mpm --data walk.csv
+  microprop board --cpu rv32 --icount --heap 96k    (ticks_us counts instructions)
+
+Without --cpu the board is the MicroPython Unix port (64-bit objects) and --flash DIR is its
+filesystem. With --cpu it is MicroPython's qemu port on an emulated microcontroller: 32-bit
+objects and small ints, native viper code for armv6m (cortex-m0), armv7em (cortex-m3) or
+rv32imc (rv32), a 140k heap. Its flash lives in emulated RAM: it survives soft resets, not
+machine.reset(), which ends qemu; the command then starts it again with the files of --flash
+DIR and says that the flash was lost. Needs qemu (apt-get install qemu-system-arm
+qemu-system-misc, or brew install qemu) and the firmware (--firmware, MICROPROP_FIRMWARE, or
+../shared/firmware/qemu). While it serves, `microprop ports` lists the board and `auto` finds
+it (after any USB board).
 """
 
 
@@ -577,7 +590,7 @@ COMMANDS = {
     "demo": (do_demo, "the whole path on built-in data and a virtual board, no board needed"),
     "export": (do_export, "quantize a float model to int8 and write the board's model file"),
     "info": (do_info, "show a model file: layers, scales, flash and RAM, headroom"),
-    "board": (do_board, "run a virtual board (MicroPython Unix port on a pseudo-terminal)"),
+    "board": (do_board, "run a virtual board (Unix port) or an emulated one (qemu) on a pty"),
     "deploy": (_tool("deploy")[0], "compile and copy the device package, model and config"),
     "monitor": (_tool("monitor")[0], "watch a board's predictions live, log them, send commands"),
     "record": (_tool("record")[0], "record labelled sensor samples from a board into a CSV"),

@@ -3,7 +3,9 @@
 Runs on: host.
 
 One port per line on stdout: device, USB VID:PID, and the recognised board or the port's own
-description. Recognised boards come first; `microprop monitor auto` takes the first of them.
+description. Recognised boards come first; the virtual and emulated boards that `microprop board`
+serves come last, newest first, as `virtual (unix)` or `virtual (cortex-m0)`. `auto` takes the
+first recognised board, else the first USB port, else the newest virtual board.
 No ports is not an error: `--- no serial ports found` on stderr, status 0.
 """
 
