@@ -28,7 +28,12 @@ SIGINT ignored and in its own session. The supervisor makes it behave like a boa
   next VM, and input the old VM had not read when it ended is taken back from its pty (the
   supervisor keeps the pty's far end open for this) and goes to the next VM too. A client that
   connects while `mpremote reset` is taking effect thus reaches the new VM instead of waiting
-  forever for a reply to bytes that died with the old one.
+  forever for a reply to bytes that died with the old one. A hard reset is different for the
+  client that caused it (the one whose input the VM read last: it asked for the reset, or its
+  command crashed the VM): what it sent after that and until the new VM runs is lost, as a
+  board loses it, e.g. the `\r\x02` that `mpremote reset` sends on its way out would otherwise
+  reach the next main.py. The supervisor tells clients apart by their sessions: a new one each
+  time a program opens the port.
 - Ctrl-C. The byte does not interrupt the Unix VM, a signal does: while the VM has its SIGINT
   handler installed (it runs code) a Ctrl-C byte becomes SIGINT, otherwise the byte goes through
   (the REPL reads it). The port restores SIGINT's default action each time it finishes running
@@ -181,6 +186,31 @@ def _maybe_marker(data):
     return data.startswith(_MARK_START) and len(word) < 9 and word.isalpha() and word.islower()
 
 
+def _add_run(runs, session, n):
+    """Append `n` bytes from client `session` to `runs`, a list of [session, bytes]."""
+    if runs and runs[-1][0] == session:
+        runs[-1][1] += n
+    elif n:
+        runs.append([session, n])
+
+
+def _split_runs(runs, n):
+    """([session, bytes] runs of the first `n` bytes, runs of the rest)."""
+    head, rest = [], []
+    for session, count in runs:
+        take = max(0, min(count, n))
+        n -= take
+        if take:
+            head.append([session, take])
+        if count > take:
+            rest.append([session, count - take])
+    return head, rest
+
+
+def _run_bytes(runs):
+    return sum(count for _, count in runs)
+
+
 def _read_available(fd):
     """Up to 4096 bytes that `fd` (non-blocking) has now; b'' if none."""
     try:
@@ -232,6 +262,12 @@ class VirtualBoard:
         self._hidden = b""  # raw reboot: the friendly banner being dropped
         self._boot_log = b""  # VM output before the shim runs, for errors
         self._pending = bytearray()  # host input not yet given to the VM
+        self._pending_runs = []  # [session, bytes]: who sent _pending, in order
+        self._fed_runs = []  # [session, bytes]: who sent what was given to this VM
+        self._session = 0  # the client's session: one more each time a program opens the port
+        self._was_present = False
+        self._read_session = 0  # the session whose input a VM read last
+        self._deaf = None  # a hard reset's client session: its input is lost until a new VM runs
         self._out = bytearray()  # VM output not yet given to the client
 
     # -- public API -------------------------------------------------------------------------
@@ -333,6 +369,7 @@ class VirtualBoard:
         self._raw = raw
         self._ready = self._up = self._await_prompt = False
         self._hide_until = None
+        self._fed_runs = []
         self._exit_kind = None
         self._spawn_time = time.monotonic()
         self._parse = self._tail = self._hidden = self._boot_log = b""
@@ -363,7 +400,13 @@ class VirtualBoard:
             if not data:
                 break
             unread += data
+        read_runs, unread_runs = _split_runs(
+            self._fed_runs, _run_bytes(self._fed_runs) - len(unread)
+        )
+        if read_runs:
+            self._read_session = read_runs[-1][0]
         self._pending[:0] = unread
+        self._pending_runs[:0] = unread_runs
         self._restart()
 
     def _restart(self):
@@ -380,6 +423,8 @@ class VirtualBoard:
                 return
             time.sleep(0.2)  # a VM dying at boot again and again: do not spin
         raw = self._raw and kind == "soft"
+        if kind == "hard":
+            self._drop_input_of_resetting_client()
         self._end_vm()
         if kind == "soft":
             self._emit(b"MPY: soft reboot\r\n")
@@ -416,6 +461,7 @@ class VirtualBoard:
         if word == "up":
             self._up = True
             self._booted.set()
+            self._deaf = None
             if not self._raw:
                 self._ready = True
         elif word == "done":
@@ -489,7 +535,32 @@ class VirtualBoard:
         for part in re.split(b"(\x03)", data):
             if part == b"\x03" and self._sigint():
                 continue
-            self._pending += part
+            self._hold_input(part)
+
+    def _hold_input(self, data):
+        """Queue client input for the VM, unless the board lost it in a hard reset."""
+        if data and self._session != self._deaf:
+            self._pending += data
+            _add_run(self._pending_runs, self._session, len(data))
+
+    def _take_input(self, n):
+        """Remove the first `n` bytes of held input; return who sent them, as runs."""
+        del self._pending[:n]
+        taken, self._pending_runs = _split_runs(self._pending_runs, n)
+        return taken
+
+    def _drop_input_of_resetting_client(self):
+        """Hard reset: the client whose input the VM read last asked for it, or saw it crash;
+        what it sent since is lost, as a board loses it, what later clients send is not."""
+        kept, runs = bytearray(), []
+        i = 0
+        for session, count in self._pending_runs:
+            if session > self._read_session:
+                kept += self._pending[i : i + count]
+                runs.append([session, count])
+            i += count
+        self._pending, self._pending_runs = kept, runs
+        self._deaf = self._read_session
 
     def _sigint(self):
         """Interrupt the VM by signal if it runs code; False if the byte should go through."""
@@ -507,7 +578,7 @@ class VirtualBoard:
             i = self._pending.find(b"\x03")
             if i == 0:
                 if self._sigint():
-                    del self._pending[0]
+                    self._take_input(1)
                     continue
                 i = 1
             chunk = bytes(self._pending[: i if i > 0 else len(self._pending)])
@@ -516,9 +587,10 @@ class VirtualBoard:
             except BlockingIOError:
                 return
             except OSError:  # the VM is gone; its input goes with it
-                self._pending.clear()
+                self._take_input(len(self._pending))
                 return
-            del self._pending[:n]
+            for session, count in self._take_input(n):
+                _add_run(self._fed_runs, session, count)
             if n < len(chunk):
                 return
 
@@ -537,6 +609,10 @@ class VirtualBoard:
         present = self._client_present()
         if not present:
             self._out.clear()
+            self._from_client(_read_available(self._client))  # sent just before it let go
+        elif not self._was_present:
+            self._session += 1
+        self._was_present = present
         p = select.poll()
         p.register(self._wake_r, select.POLLIN)
         vm_events = select.POLLIN if len(self._out) < _OUT_LIMIT else 0

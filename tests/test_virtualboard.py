@@ -486,3 +486,28 @@ def test_raw_repl_soft_reboot_prints_what_a_board_prints(board):
         ser.write(b"\x04")
         out = read_until(ser, b"raw REPL; CTRL-B to exit\r\n>")
     assert out == b"OK\r\nMPY: soft reboot\r\nraw REPL; CTRL-B to exit\r\n>"
+
+
+# main.py reports what reaches its stdin in the first 0.3 s after boot
+STDIN_MAIN = """
+import select, sys
+poller = select.poll()
+poller.register(sys.stdin, select.POLLIN)
+got = ''
+for _ in range(30):
+    if poller.poll(10):
+        got += sys.stdin.read(1)
+print('stdin got %r' % got)
+"""
+
+
+def test_bytes_sent_on_the_way_out_of_a_reset_are_lost(board, flash):
+    (flash / "main.py").write_text(STDIN_MAIN)
+    mpremote(board.port, "reset")  # sends \r\x02 after asking for the reset, then lets go
+    with serial.Serial(board.port, timeout=0.1) as ser:
+        assert read_line(ser, b"stdin got ") == b"stdin got ''"
+    # a client that connects while the reset takes effect: its input reaches the new VM
+    mpremote(board.port, "reset")
+    with serial.Serial(board.port, timeout=0.1) as ser:
+        ser.write(b"hi")
+        assert read_line(ser, b"stdin got ") == b"stdin got 'hi'"
