@@ -162,3 +162,32 @@ def test_the_whole_app(cpu, exported, tmp_path, build_dir, capsys):  # noqa: F81
         assert np.array_equal(pulled.layers[k].w, ref.qmodel.layers[k].w), k
         assert np.array_equal(pulled.layers[k].b, ref.qmodel.layers[k].b), k
     assert np.count_nonzero(pulled.layers[-1].w != q.layers[-1].w) > 0
+
+
+VIPER_LOOP = """
+import time, micropython
+@micropython.viper
+def spin(n: int):
+    i = 0
+    while i < n:
+        i += 1
+def ticks(n):
+    t0 = time.ticks_us()
+    spin(n)
+    return time.ticks_diff(time.ticks_us(), t0)
+spin(10)
+print(ticks(100000), ticks(300000))
+"""
+
+
+@pytest.mark.parametrize("cpu, per_turn", [("cortex-m0", 10), ("cortex-m3", 11)])
+def test_icount_makes_ticks_count_instructions(cpu, per_turn):
+    """Under --icount, time.ticks_us() counts guest instructions: the viper loop's turn is the
+    10 (armv6m) or 11 (armv7m) instructions of its disassembly, run after run."""
+    require_emulated(cpu)
+    with EmulatedBoard(cpu, icount=True) as board:
+        runs = [mpremote(board.port, "exec", VIPER_LOOP).split() for _ in range(2)]
+    t1, t3 = (int(v) for v in runs[0])
+    turn = (t3 - t1) * CPUS[cpu].insn_per_tick / 200000
+    assert abs(turn - per_turn) < 0.02, turn
+    assert runs[0] == runs[1]  # deterministic
