@@ -46,7 +46,10 @@ from pathlib import Path
 
 from .virtualboard import VirtualBoardError, _open_raw_pty, _read_available, _size_bytes
 
-Cpu = collections.namedtuple("Cpu", "name qemu machine firmware insn_per_tick arch stands_for")
+Cpu = collections.namedtuple(
+    "Cpu", "name qemu machine firmware insn_per_tick arch stands_for elf_machine"
+)
+_ELF_MACHINES = {40: "Arm", 243: "RISC-V"}  # ELF e_machine
 
 # name -> how qemu runs it. insn_per_tick: guest instructions per `time.ticks_us()` tick under
 # -icount shift=0 (microbit's SysTick runs at 16 MHz where the port assumes 25).
@@ -66,6 +69,7 @@ CPUS = {
         1562.5,
         "armv6m",
         "RP2040 (Cortex-M0+)",
+        40,
     ),
     "cortex-m3": Cpu(
         "cortex-m3",
@@ -75,6 +79,7 @@ CPUS = {
         1000.0,
         "armv7em",
         "STM32 / RP2350 Arm",
+        40,
     ),
     "rv32": Cpu(
         "rv32",
@@ -84,6 +89,7 @@ CPUS = {
         1000.0,
         "rv32imc",
         "ESP32-C3 / C6",
+        243,
     ),
 }
 FIRMWARE_HEAP = 143360  # the firmware's MICROPY_HEAP_SIZE, the same on all three
@@ -167,6 +173,19 @@ def find_firmware(cpu, firmware=None):
             "emulated board: no %s firmware %s (from %s): give --firmware FILE_OR_FOLDER or set "
             "%s to the folder holding %s"
             % (cpu, path, source, FIRMWARE_ENV, ", ".join(c.firmware for c in CPUS.values()))
+        )
+    with open(path, "rb") as f:
+        head = f.read(20)
+    machine = int.from_bytes(head[18:20], "little") if len(head) == 20 else None
+    if head[:4] != b"\x7fELF" or machine != spec.elf_machine:
+        found = (
+            "not an ELF file"
+            if head[:4] != b"\x7fELF"
+            else "an ELF file for %s" % (_ELF_MACHINES.get(machine, "machine %s" % machine))
+        )
+        raise EmulatedBoardError(
+            "emulated board: firmware %s is %s, expected the %s ELF file for --cpu %s (%s)"
+            % (path, found, _ELF_MACHINES[spec.elf_machine], cpu, spec.firmware)
         )
     return path
 

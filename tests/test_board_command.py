@@ -13,7 +13,13 @@ import time
 import pytest
 
 from firmware_tools import cli, mpremote_run, running_boards, serialport
-from firmware_tools.emulated import CPUS, EmulatedBoard, blocker_line, find_firmware
+from firmware_tools.emulated import (
+    CPUS,
+    EmulatedBoard,
+    EmulatedBoardError,
+    blocker_line,
+    find_firmware,
+)
 
 from .conftest import ROOT, mpremote, require_emulated
 
@@ -124,7 +130,9 @@ def test_missing_qemu_says_how_to_get_it(capsys, monkeypatch, tmp_path):
 
 
 def test_firmware_comes_from_the_option_the_environment_or_shared(monkeypatch, tmp_path):
-    (tmp_path / "virt-rv32.elf").write_bytes(b"\x7fELF")
+    elf = bytearray(64)
+    elf[:4], elf[18:20] = b"\x7fELF", (243).to_bytes(2, "little")  # e_machine: RISC-V
+    (tmp_path / "virt-rv32.elf").write_bytes(elf)
     monkeypatch.setenv("MICROPROP_FIRMWARE", str(tmp_path))
     assert find_firmware("rv32") == tmp_path / "virt-rv32.elf"
     assert find_firmware("rv32", tmp_path / "virt-rv32.elf") == tmp_path / "virt-rv32.elf"
@@ -132,6 +140,12 @@ def test_firmware_comes_from_the_option_the_environment_or_shared(monkeypatch, t
     shared = ROOT.parent / "shared" / "firmware" / "qemu" / "virt-rv32.elf"
     if shared.exists():
         assert find_firmware("rv32") == shared
+    elf[18:20] = (40).to_bytes(2, "little")  # Arm
+    (tmp_path / "arm.elf").write_bytes(elf)
+    with pytest.raises(EmulatedBoardError, match=r"is an ELF file for Arm, expected the RISC-V"):
+        find_firmware("rv32", tmp_path / "arm.elf")
+    with pytest.raises(EmulatedBoardError, match=r"is not an ELF file, expected the Arm"):
+        find_firmware("cortex-m3", ROOT / "README.md")
 
 
 def test_blocker_leaves_the_heap_asked_for():
