@@ -20,7 +20,11 @@ SIGINT ignored and in its own session. The supervisor makes it behave like a boa
   REPL ends then, so a client sees what pyexec prints on a board:
   `OK\r\nMPY: soft reboot\r\nraw REPL; CTRL-B to exit\r\n>`).
 - Hard reset. `machine.reset()` (from the shim), a VM killed or crashed: a new VM, friendly
-  REPL, boot banner, no `MPY: soft reboot`.
+  REPL, boot banner, no `MPY: soft reboot`. If a raw REPL command was running (the supervisor
+  follows the raw REPL protocol in the VM's output, see `_follow_raw`), the supervisor ends it
+  first with the \x04 terminators its client waits for and the error text
+  `virtual board: the VM crashed (SIGSEGV), the board resets`: `mpremote exec` fails at once
+  (status 1) instead of waiting forever, as for a board it would fail on the lost port.
 - Boot. The shim runs boot.py, then main.py in the friendly REPL only. Host input is held until
   the VM runs Python (friendly) or shows the raw prompt (raw): bytes sent to a VM that is still
   starting would be lost.
@@ -254,6 +258,9 @@ class VirtualBoard:
         self._up = False  # the shim runs: Ctrl-C may become SIGINT
         self._await_prompt = False  # boot is over: the next prompt ends it
         self._hide_until = None  # raw reboot: output dropped until this, see _text
+        self._raw_head = None  # raw REPL output since its prompt, while no command runs
+        self._raw_wait = 0  # the \x04 terminators a raw REPL client waits for
+        self._raw_skip = 0  # bytes of a raw-paste window size still to come
         self._exit_kind = None  # 'soft' or 'hard' once the shim asked for a reset
         self._spawn_time = 0.0
         self._parse = b""  # VM output held: it may start a marker
@@ -368,7 +375,8 @@ class VirtualBoard:
         self.boots += 1
         self._raw = raw
         self._ready = self._up = self._await_prompt = False
-        self._hide_until = None
+        self._hide_until = self._raw_head = None
+        self._raw_wait = self._raw_skip = 0
         self._fed_runs = []
         self._exit_kind = None
         self._spawn_time = time.monotonic()
@@ -424,6 +432,7 @@ class VirtualBoard:
             time.sleep(0.2)  # a VM dying at boot again and again: do not spin
         raw = self._raw and kind == "soft"
         if kind == "hard":
+            self._end_raw_command(rc)
             self._drop_input_of_resetting_client()
         self._end_vm()
         if kind == "soft":
@@ -483,6 +492,7 @@ class VirtualBoard:
             if not data:
                 return
         self._track_mode(data)
+        self._follow_raw(data)
         self._emit(data)
         if self._await_prompt and (self._tail.endswith(b">>> ") or self._tail.endswith(b"\n>")):
             self._await_prompt = False
@@ -518,6 +528,55 @@ class VirtualBoard:
             if max(raw_at, friendly_at) >= 0:
                 self._raw = raw_at > friendly_at
         self._tail = seen[-64:]
+
+    def _follow_raw(self, data):
+        """Follow raw REPL commands in the VM's output: after its prompt `>`, `OK` starts a
+        command that ends with two \x04 (output, error), a raw-paste `R\x01` one with three
+        (end of code seen, output, error); `_raw_wait` counts those still to come."""
+        if not self._raw:
+            self._raw_head, self._raw_wait = None, 0
+            return
+        i = 0
+        while i < len(data):
+            if self._raw_skip:
+                n = min(self._raw_skip, len(data) - i)
+                self._raw_skip -= n
+                i += n
+            elif self._raw_wait:
+                i = data.find(b"\x04", i) + 1
+                if not i:
+                    return
+                self._raw_wait -= 1
+            else:
+                c = data[i : i + 1]
+                i += 1
+                if c == b">":
+                    self._raw_head = b""
+                elif self._raw_head is not None:
+                    self._raw_head += c
+                    if self._raw_head in (b"OK", b"R\x01"):
+                        self._raw_wait = 2 if self._raw_head == b"OK" else 3
+                        self._raw_skip = 0 if self._raw_head == b"OK" else 2
+                        self._raw_head = None
+                    elif self._raw_head == b"R\x00":  # no raw paste: still at the prompt
+                        self._raw_head = b""
+                    elif not (b"OK".startswith(self._raw_head) or self._raw_head == b"R"):
+                        self._raw_head = None
+
+    def _end_raw_command(self, rc):
+        """The VM ended in a hard reset while a raw REPL command ran: end the command with an
+        error, as the client would otherwise wait forever for its \x04 terminators."""
+        if not self._raw_wait:
+            return
+        if self._exit_kind == "hard":
+            why = "machine.reset()"
+        elif rc < 0:
+            why = "the VM crashed (%s)" % signal.Signals(-rc).name
+        else:
+            why = "the VM ended (exit status %d)" % rc
+        error = "virtual board: %s, the board resets\r\n" % why
+        self._emit(b"\x04" * (self._raw_wait - 1) + error.encode() + b"\x04")
+        self._raw_wait = 0
 
     def _emit(self, data):
         if self._client_present():

@@ -511,3 +511,40 @@ def test_bytes_sent_on_the_way_out_of_a_reset_are_lost(board, flash):
     with serial.Serial(board.port, timeout=0.1) as ser:
         ser.write(b"hi")
         assert read_line(ser, b"stdin got ") == b"stdin got 'hi'"
+
+
+def mpremote_fails(port, *args, timeout=10):
+    """Run `mpremote connect PORT args...` expecting an error; return (status, stdout, seconds)."""
+    t0 = time.monotonic()
+    try:
+        proc = subprocess.run(
+            [*MPREMOTE, "connect", port, *args], capture_output=True, text=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired as e:
+        pytest.fail("mpremote %s timed out after %ss: %r" % (" ".join(args), timeout, e.stdout))
+    return proc.returncode, proc.stdout + proc.stderr, time.monotonic() - t0
+
+
+def test_a_vm_crash_ends_the_pending_command_with_an_error(board):
+    crash = "import uctypes; print('before'); uctypes.bytearray_at(0, 4)[0]"  # a segfault
+    status, out, seconds = mpremote_fails(board.port, "exec", crash)
+    assert status == 1 and seconds < 5, (status, out)
+    assert out.startswith("before\n") and "virtual board: the VM crashed (SIGSEGV)" in out, out
+    assert mpremote(board.port, "exec", "print('usable')") == "usable\n"
+    # killed from the host while a command runs, and with more output to come
+    proc = subprocess.Popen(
+        [*MPREMOTE, "connect", board.port, "exec", "print('x'); import time; time.sleep(9)"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout.readline() == "x\n"
+        board.kill_vm()
+        out, _ = proc.communicate(timeout=5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1 and "the VM crashed (SIGKILL)" in out, out
+    assert mpremote(board.port, "eval", "1 + 1") == "2\n"
