@@ -257,7 +257,7 @@ class VirtualBoard:
         self._ready = False  # host input may go to the VM
         self._up = False  # the shim runs: Ctrl-C may become SIGINT
         self._await_prompt = False  # boot is over: the next prompt ends it
-        self._hide_until = None  # raw reboot: output dropped until this, see _text
+        self._hide_until = None  # raw reboot: output dropped until this, see _hide_friendly_repl
         self._raw_head = None  # raw REPL output since its prompt, while no command runs
         self._raw_wait = 0  # the \x04 terminators a raw REPL client waits for
         self._raw_skip = 0  # bytes of a raw-paste window size still to come
