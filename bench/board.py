@@ -72,6 +72,7 @@ MODES = _TRAIN.MODES  # training modes: last, bias, all
 LEARN = ("off",) + MODES  # the app's learning modes
 LR_SHIFT = _TRAIN.LR_SHIFT
 TARGET_TICKS = 4000
+HEAP_SCAN = 2048  # heap scan step, bytes
 HEAP_STEP = 64  # resolution of the heap bisection, bytes
 REPLAY_ROWS = 400  # of the demo's replay log: 8 s, for 7 hops; the M0's flash is 256 kB
 BOARD_DIR = "/bench"  # the benchmark's model files on the board's flash
@@ -445,51 +446,74 @@ def measure_speed(board, cpu, quick):
 
 
 def measure_heap(board):
-    """Per learning mode: held bytes, the smallest free heap H that runs the app, and the
-    heap that leaves (FIRMWARE_HEAP - blocker); bisection, one mpremote call per round."""
+    """Per learning mode: the bytes the running app holds, and the smallest heap from which up
+    every heap runs it (free bytes H left by the blocker, and the heap that is: FIRMWARE_HEAP
+    less the blocker, as `EmulatedBoard(heap=)` counts it).
+
+    Success is not monotonic in H (the heap fragments differently), so: a scan down from the
+    whole heap in HEAP_SCAN steps to what the app holds, then a bisection to HEAP_STEP above
+    the highest H that failed. A few mpremote calls, each a chain of trials."""
     from firmware_tools.emulated import FIRMWARE_HEAP
 
-    def trials(frees):
+    def trials(points):
+        """[(learn, free)] -> {(learn, free): (ran, free left, blocker bytes, base, rest)}"""
         scripts = [
-            board.script(HEAP, {"learn": learn, "free": frees[learn]}, timing=False)
-            for learn in frees
+            board.script(HEAP, {"learn": learn, "free": free}, timing=False)
+            for learn, free in points
         ]
+        rows = board.run(scripts, "measuring the app's heap")
         out = {}
-        for row in board.run(scripts, "measuring the app's heap"):
-            learn, free, blocked, a0, verdict = row[1:6]
-            out[learn] = (verdict == "ok", int(free), int(blocked), int(a0), row[6:])
+        for (learn, free), row in zip(points, rows, strict=True):
+            left, blocked, a0, verdict = row[2:6]
+            out[learn, free] = (verdict == "ok", int(left), int(blocked), int(a0), row[6:])
         return out
 
-    full = trials({learn: 0 for learn in LEARN})
-    held, base, lo, hi, best = {}, {}, {}, {}, {}
-    for learn, (ok, free, blocked, a0, rest) in full.items():
+    full = trials([(learn, 0) for learn in LEARN])
+    r = {"app_held": {}, "app_heap": {}, "app_heap_free": {}, "app_heap_lowest": {}}
+    scan = []
+    for learn in LEARN:
+        ok, left, _, a0, rest = full[learn, 0]
         if not ok:
             raise BenchError("the app (learn %s) fails in the whole heap: %s" % (learn, rest))
-        held[learn] = int(rest[0])
-        base[learn] = a0
-        lo[learn] = held[learn] - 1  # it cannot run with less free than it holds
-        hi[learn] = free
-        best[learn] = (free, blocked)
+        r["app_held"][learn] = int(rest[0])
+        r["heap_base"] = a0
+        scan += [(learn, h) for h in range(left - HEAP_SCAN, int(rest[0]) - 1, -HEAP_SCAN)]
+    scanned = trials(scan)
+    lo, hi, best = {}, {}, {}
+    for learn in LEARN:
+        top = full[learn, 0][1]
+        hi[learn], best[learn] = top, full[learn, 0][1:3]
+        lo[learn] = r["app_held"][learn] - 1  # it cannot run with less free than it holds
+        lowest = FIRMWARE_HEAP - full[learn, 0][2]
+        for h in range(top - HEAP_SCAN, lo[learn], -HEAP_SCAN):  # down from the whole heap
+            ok, left, blocked, _, _ = scanned[learn, h]
+            if ok:
+                lowest = min(lowest, FIRMWARE_HEAP - blocked)
+                if lo[learn] == r["app_held"][learn] - 1:  # no failure above it yet
+                    hi[learn], best[learn] = h, (left, blocked)
+            elif lo[learn] == r["app_held"][learn] - 1:
+                lo[learn] = h  # the highest failure
+        r["app_heap_lowest"][learn] = lowest
     while True:
-        frees = {
-            learn: (lo[learn] + hi[learn]) // 2
+        points = [
+            (learn, (lo[learn] + hi[learn]) // 2)
             for learn in LEARN
             if hi[learn] - lo[learn] > HEAP_STEP
-        }
-        if not frees:
+        ]
+        if not points:
             break
-        for learn, (ok, free, blocked, _, _) in trials(frees).items():
+        for (learn, h), (ok, left, blocked, _, _) in trials(points).items():
             if ok:
-                hi[learn] = frees[learn]
-                best[learn] = (free, blocked)
+                hi[learn] = h
+                best[learn] = (left, blocked)
             else:
-                lo[learn] = frees[learn]
-    return {
-        "app_held": held,
-        "app_heap_free": {learn: best[learn][0] for learn in LEARN},
-        "app_heap": {learn: FIRMWARE_HEAP - best[learn][1] for learn in LEARN},
-        "heap_base": base[LEARN[0]],
-    }
+                lo[learn] = h
+    for learn in LEARN:
+        left, blocked = best[learn]
+        r["app_heap_free"][learn] = left
+        r["app_heap"][learn] = FIRMWARE_HEAP - blocked
+        r["app_heap_lowest"][learn] = min(r["app_heap_lowest"][learn], r["app_heap"][learn])
+    return r
 
 
 def measure_cpu(name, files, quick, folder):
@@ -593,16 +617,17 @@ def print_cpu(r):
             learn,
             r["app_held"][learn],
             r["app_heap_free"][learn],
-            r["app_heap"][learn],
-            "%.1f" % (r["app_heap"][learn] / 1024),
+            "%d (%.1f KiB)" % (r["app_heap"][learn], r["app_heap"][learn] / 1024),
+            r["app_heap_lowest"][learn],
         ]
         for learn in LEARN
     ]
     print(
         "\napp heap per learning mode, bytes (in use before the app: %d, the interpreter and "
-        "this script)" % r["heap_base"]
+        "the measuring script)" % r["heap_base"]
     )
-    print(table(["learn", "held", "min free", "min heap", "min heap KiB"], rows))
+    headers = ["learn", "held", "min free", "min heap (every heap above runs)", "lowest ran"]
+    print(table(headers, rows))
 
 
 def print_summary(results):
