@@ -550,11 +550,11 @@ def status(text):
 
 
 def k(v):
-    """Instructions as thousands: 147712 -> '147.7k'."""
-    if v is None:
-        return "-"
+    """Instructions to 4 digits or so, the tick's resolution: 147712 -> '147.7k'."""
     if v >= 10**7:
         return "%.2fM" % (v / 1e6)
+    if v >= 10**6:
+        return "%.0fk" % (v / 1e3)
     return "%.1fk" % (v / 1e3)
 
 
