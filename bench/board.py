@@ -23,8 +23,9 @@ architecture (armv6m, armv7em, rv32imc) in the viper kernels. Measured, per CPU:
 - the app's heap per learning mode (off, last, bias, all; bias and all with the model's
   rehearsal windows, as `microprop export` writes them): what the running app holds
   (`gc.mem_alloc()` after `gc.collect()`, less the same before its first import), and the
-  smallest heap it starts in, predicts and takes a label in (a bytearray blocker leaves H free
-  bytes, H bisected to 64 bytes).
+  smallest heap from which every heap up to 140 kB starts it, predicts and takes a label (a
+  bytearray blocker leaves H free bytes; H scanned down in 2 KiB steps, then bisected to 64
+  bytes above the highest failure: success is not monotonic in H), and the lowest that ran.
 
 Every count is (ticks after N calls - ticks before) x instructions per tick / N, minus the same
 loop around an empty function called with the same arguments; N doubles until the loop lasts
