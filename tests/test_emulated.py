@@ -183,11 +183,12 @@ print(ticks(100000), ticks(300000))
 @pytest.mark.parametrize("cpu, per_turn", [("cortex-m0", 10), ("cortex-m3", 11)])
 def test_icount_makes_ticks_count_instructions(cpu, per_turn):
     """Under --icount, time.ticks_us() counts guest instructions: the viper loop's turn is the
-    10 (armv6m) or 11 (armv7m) instructions of its disassembly, run after run."""
+    10 (armv6m) or 11 (armv7m) instructions of its disassembly, run after run (to the tick: a
+    count starts anywhere within a tick)."""
     require_emulated(cpu)
     with EmulatedBoard(cpu, icount=True) as board:
         runs = [mpremote(board.port, "exec", VIPER_LOOP).split() for _ in range(2)]
     t1, t3 = (int(v) for v in runs[0])
     turn = (t3 - t1) * CPUS[cpu].insn_per_tick / 200000
     assert abs(turn - per_turn) < 0.02, turn
-    assert runs[0] == runs[1]  # deterministic
+    assert all(abs(int(a) - int(b)) <= 1 for a, b in zip(*runs, strict=True)), runs
