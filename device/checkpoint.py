@@ -3,13 +3,17 @@
 Runs on: board and host (MicroPython >= 1.22 and CPython; imports only os, struct, binascii).
 
 The module knows nothing of the trainer: the caller's state is a list of arrays (typecodes
-'b', 'B', 'h', 'H', 'i', 'I') and a short list of ints (steps, counters, PRNG state, ...).
+'b', 'B', 'h', 'H', 'i', 'I'), a short list of ints (steps, counters, PRNG state, ...) and two
+numbers saying how it was made (the learning mode's id and the batch size), which the header
+holds so that a reader (`microprop pull`) knows them before it loads anything.
 
     crc = model_crc_of("model.mpm")
-    seq = save("ckpt", crc, [master_w, b, w], [steps, n_correct, prng_state])
+    seq = save("ckpt", crc, [master_w, b, w], [steps, n_correct, prng_state], mode, batch)
     seq, ignored = load("ckpt", crc, [master_w, b, w], ints)   # seq None: nothing loaded
+    seq, ignored = load("ckpt", crc, arrays, ints, check)      # ... with the values checked
     for path, reason in ignored:
         print("info checkpoint=%s ignored=%s" % (path, reason))
+    head, reason = inspect("ckpt.0")   # {"seq", "model_crc", "mode", "batch", ...} or None
     clear("ckpt")                                                 # reset-model
 
 Two slots, `<prefix>.0` and `<prefix>.1`. `save` writes the slot that does NOT hold the newest
@@ -17,8 +21,16 @@ valid checkpoint of this model, with the next sequence number, then flushes and 
 its last byte (the CRC) is on the filesystem that slot is invalid, so a power cut at any byte
 of a write leaves the previous checkpoint to `load`. `load` takes the newest slot that is
 intact (magic, version, size, CRC) and belongs to this model (model CRC) and this state
-(the same arrays and the same number of ints); every other slot that exists comes back in
-`ignored` with a reason.
+(the same arrays and the same number of ints) and, given a `check`, whose values pass it;
+every other slot that exists comes back in `ignored` with a reason.
+
+`check(ints, mode, batch)`, the caller's, sees a slot's ints and header before anything of it
+is used, and returns a reason (str) to refuse the slot, or one limit per array: None (any value
+of its typecode) or L in 0..2**30 - 1, every item of the array in [-L, L]. With a check, `load`
+also refuses a slot whose ints or limited items lie outside the 31-bit small-int range
+[-2**30, 2**30 - 1] (without making those numbers, which would be big ints on a board): the
+check sees small ints only. The values are checked in the file, before `load` reads any of them
+into the caller's state: a refused slot leaves that state exactly as it was.
 
 Slot file, little-endian (the arrays in native byte order: little-endian on every board and
 supported host):
@@ -26,23 +38,27 @@ supported host):
 | offset    | field            | type                                          |
 |-----------|------------------|-----------------------------------------------|
 | 0         | magic            | 4 bytes b'MPCK'                               |
-| 4         | version          | u16, 1                                        |
+| 4         | version          | u16, 2 (1 had no mode and batch)              |
 | 6         | n_arrays, n_ints | u8, u8                                        |
 | 8         | length           | u32, the file size, CRC included              |
 | 12        | seq              | u32, 1 for the first save, then +1 each save  |
 | 16        | model_crc        | u32, the CRC32 at the end of the model file   |
-| 20        | per array        | u8 typecode (ASCII), u32 item count           |
+| 20        | mode             | u8, the learning mode's id (the caller's)     |
+| 21        | batch            | u32, the batch size (the caller's), >= 1      |
+| 25        | per array        | u8 typecode (ASCII), u32 item count           |
 |           | per int          | i32                                           |
 |           | array data       | each array's bytes, in order                  |
 | length-4  | crc32            | u32, binascii.crc32 of every byte before it   |
 
 `save` checks both slots first (it reads them, as `load` does) to pick the slot and the
-sequence number. Ints are stored as i32, sequence numbers and model CRCs as u32.
+sequence number. Ints are stored as i32, sequence numbers and model CRCs as u32. A slot of
+another version is ignored with the reason `version 1, expected 2`.
 
 Memory: save and load allocate a 256-byte buffer and a few small objects, never anything the
-size of the state. `load` first streams the whole slot through that buffer to check its CRC,
-and only then reads the array bytes straight into the caller's arrays (`readinto`), checking
-the CRC once more on the way: a corrupt slot never touches the live weights.
+size of the state. `load` first streams the whole slot through that buffer to check its CRC
+(and, given a check, streams the limited arrays once more to check their items), and only
+then reads the array bytes straight into the caller's arrays (`readinto`), checking that the
+CRC is still the one it checked: a corrupt or refused slot never touches the live weights.
 """
 
 import binascii
@@ -50,11 +66,12 @@ import os
 import struct
 
 MAGIC = b"MPCK"
-VERSION = 1
+VERSION = 2
 ITEMSIZE = {"b": 1, "B": 1, "h": 2, "H": 2, "i": 4, "I": 4}
 MAX_ITEMS = 255  # arrays, and ints, per checkpoint (u8 counts)
-_HEAD = "<4sHBBIII"  # magic, version, n_arrays, n_ints, length, seq, model_crc
-_HEAD_SIZE = 20
+_HEAD = "<4sHBBIIIBI"  # magic, version, n_arrays, n_ints, length, seq, model_crc, mode, batch
+_HEAD_SIZE = 25
+_SMALL = 0x3FFFFFFF  # the largest small int of a 32-bit port: 2**30 - 1
 _DESC = "<BI"  # typecode, item count
 _DESC_SIZE = 5
 _CRC_SIZE = 4
@@ -132,9 +149,11 @@ def _put(f, data, n):
         raise OSError("checkpoint: wrote %d of %d bytes" % (k, n))
 
 
-def _write(path, seq, model_crc, shape, arrays, ints):
+def _write(path, seq, model_crc, shape, arrays, ints, mode, batch):
     n_head, length = _sizes(shape, len(ints))
-    head = struct.pack(_HEAD, MAGIC, VERSION, len(shape), len(ints), length, seq, model_crc)
+    head = struct.pack(
+        _HEAD, MAGIC, VERSION, len(shape), len(ints), length, seq, model_crc, mode, batch
+    )
     with open(path, "wb") as f:
         crc = binascii.crc32(head)
         _put(f, head, _HEAD_SIZE)
@@ -179,77 +198,185 @@ def _crc_stream(f, buf, n):
     return crc & 0xFFFFFFFF
 
 
-def _check_file(f, model_crc, shape, n_ints, buf):
-    """(seq or None, reason or None) of the open slot `f`; see `_check`."""
+def _item(buf, i, tc):
+    """Item of typecode `tc` at byte i of `buf` (little-endian), or None when it lies outside
+    the 31-bit small-int range (i32 and u32 only; the number is never made)."""
+    v = buf[i]
+    if tc == "b":
+        return v - 256 if v > 127 else v
+    if tc == "B":
+        return v
+    v |= buf[i + 1] << 8
+    if tc == "H":
+        return v
+    if tc == "h":
+        return v - 0x10000 if v > 0x7FFF else v
+    hi = buf[i + 2] | (buf[i + 3] << 8)
+    if tc == "i" and hi > 0x7FFF:
+        hi -= 0x10000
+    if hi > 0x3FFF or hi < -0x4000:
+        return None
+    return (hi << 16) | v
+
+
+def _intact(f, buf):
+    """(header fields, crc, None) of the open slot `f` when it is intact (magic, version, size,
+    CRC); else (None, None, reason)."""
     n = f.seek(0, 2)
     f.seek(0)
-    if n < _HEAD_SIZE + _CRC_SIZE or not _read_exact(f, buf, _HEAD_SIZE):
-        return None, "truncated, %d bytes" % n
-    magic, version, n_arrays, n_got, length, seq, crc_model = struct.unpack_from(_HEAD, buf, 0)
+    if n < 6 or not _read_exact(f, buf, 6):
+        return None, None, "truncated, %d bytes" % n
+    magic, version = struct.unpack_from("<4sH", buf, 0)
     if magic != MAGIC:
-        return None, "bad magic %r, expected %r" % (magic, MAGIC)
+        return None, None, "bad magic %r, expected %r" % (magic, MAGIC)
     if version != VERSION:
-        return None, "unknown version %d, expected %d" % (version, VERSION)
+        return None, None, "version %d, expected %d" % (version, VERSION)
+    f.seek(0)
+    if n < _HEAD_SIZE + _CRC_SIZE or not _read_exact(f, buf, _HEAD_SIZE):
+        return None, None, "truncated, %d bytes" % n
+    head = struct.unpack_from(_HEAD, buf, 0)
+    length = head[4]
     if length != n:
         if n < length:
-            return None, "truncated, %d of %d bytes" % (n, length)
-        return None, "size %d bytes, header says %d" % (n, length)
+            return None, None, "truncated, %d of %d bytes" % (n, length)
+        return None, None, "size %d bytes, header says %d" % (n, length)
     f.seek(0)
     crc = _crc_stream(f, buf, n - _CRC_SIZE)
     if crc is None or not _read_exact(f, buf, _CRC_SIZE):
-        return None, "truncated while reading"
+        return None, None, "truncated while reading"
     stored = struct.unpack_from("<I", buf, 0)[0]
     if stored != crc:
-        return None, "crc mismatch: stored 0x%08x, computed 0x%08x" % (stored, crc)
+        return None, None, "crc mismatch: stored 0x%08x, computed 0x%08x" % (stored, crc)
+    return head, crc, None
+
+
+def _check_file(f, model_crc, shape, n_ints, buf, check):
+    """(seq or None, crc or None, reason or None) of the open slot `f`; see `_check`."""
+    head, crc, reason = _intact(f, buf)
+    if reason is not None:
+        return None, None, reason
+    n_arrays, n_got, n, seq, crc_model, mode, batch = head[2:]
     if crc_model != model_crc:
-        return seq, "belongs to another model (crc 0x%08x, expected 0x%08x)" % (
-            crc_model,
-            model_crc,
-        )
+        why = "belongs to another model (crc 0x%08x, expected 0x%08x)" % (crc_model, model_crc)
+        return seq, None, why
     if n_arrays != len(shape) or n_got != n_ints:
-        return seq, "different shape: %d arrays and %d ints, expected %d and %d" % (
-            n_arrays,
-            n_got,
-            len(shape),
-            n_ints,
-        )
+        why = "different shape: %d arrays and %d ints, expected %d and %d"
+        return seq, None, why % (n_arrays, n_got, len(shape), n_ints)
     f.seek(_HEAD_SIZE)
     for k in range(n_arrays):
         if not _read_exact(f, buf, _DESC_SIZE):
-            return None, "truncated while reading"
+            return None, None, "truncated while reading"
         tc, count = struct.unpack_from(_DESC, buf, 0)
         if tc != ord(shape[k][0]) or count != shape[k][1]:
-            return seq, "different shape: array %d is %s x %d, expected %s x %d" % (
-                k,
-                chr(tc),
-                count,
-                shape[k][0],
-                shape[k][1],
-            )
+            why = "different shape: array %d is %s x %d, expected %s x %d"
+            return seq, None, why % (k, chr(tc), count, shape[k][0], shape[k][1])
     if _sizes(shape, n_ints)[1] != n:
-        return None, "size %d bytes, its arrays need %d" % (n, _sizes(shape, n_ints)[1])
-    return seq, None
+        return None, None, "size %d bytes, its arrays need %d" % (n, _sizes(shape, n_ints)[1])
+    if check is not None:
+        reason = _check_values(f, shape, n_ints, mode, batch, check, buf)
+        if reason is not None:
+            return seq, None, reason
+    return seq, crc, None
 
 
-def _check(path, model_crc, shape, n_ints, buf):
+def _check_values(f, shape, n_ints, mode, batch, check, buf):
+    """The reason why `check` (see the module docstring) refuses the intact slot open in `f`,
+    or None. Reads the ints, then the items of each array that has a limit, through `buf`."""
+    n_head = _sizes(shape, n_ints)[0]
+    f.seek(n_head - 4 * n_ints)
+    ints = []
+    for k in range(n_ints):
+        if not _read_exact(f, buf, 4):
+            return "truncated while reading"
+        v = _item(buf, 0, "i")
+        if v is None:
+            return "int %d outside the 31-bit range" % k
+        ints.append(v)
+    limits = check(ints, mode, batch)
+    if isinstance(limits, str):
+        return limits
+    if len(limits) != len(shape):
+        raise ValueError("checkpoint: %d limits, expected %d" % (len(limits), len(shape)))
+    pos = n_head
+    for k in range(len(shape)):
+        tc, count = shape[k]
+        size = ITEMSIZE[tc]
+        lim = limits[k]
+        if lim is not None:
+            if not 0 <= lim <= _SMALL:
+                raise ValueError("checkpoint: limit %r, expected 0..2**30 - 1" % (lim,))
+            f.seek(pos)
+            reason = _check_items(f, k, tc, count, lim, buf)
+            if reason is not None:
+                return reason
+        pos += count * size
+    return None
+
+
+def _check_items(f, k, tc, count, lim, buf):
+    """The reason why an item of array k (typecode tc, `count` items, next in `f`) lies
+    outside [-lim, lim], or None."""
+    size = ITEMSIZE[tc]
+    per = len(buf) // size
+    i = 0
+    while i < count:
+        m = count - i if count - i < per else per
+        if not _read_exact(f, buf, m * size):
+            return "truncated while reading"
+        for j in range(m):
+            v = _item(buf, j * size, tc)
+            if v is None:
+                return "array %d item %d outside the 31-bit range" % (k, i + j)
+            if v < -lim or v > lim:
+                return "array %d item %d is %d, expected -%d..%d" % (k, i + j, v, lim, lim)
+        i += m
+    return None
+
+
+def _check(path, model_crc, shape, n_ints, buf, check=None):
     """Check the slot at `path` without touching the caller's state.
 
-    -> (None, None) no such file; (None, reason) not an intact checkpoint; (seq, reason) an
-    intact checkpoint of another model or shape; (seq, None) a checkpoint `load` may use."""
+    -> (None, None, None) no such file; (None, None, reason) not an intact checkpoint;
+    (seq, None, reason) an intact checkpoint of another model or shape, or one `check`
+    refuses; (seq, crc, None) a checkpoint `load` may use, with its CRC."""
     try:
         f = open(path, "rb")
     except OSError as e:
         try:
             os.stat(path)  # ENOENT differs between ports (2, 44 on WebAssembly): ask again
         except OSError:
-            return None, None
-        return None, "unreadable (%s)" % (e,)
+            return None, None, None
+        return None, None, "unreadable (%s)" % (e,)
     try:
-        return _check_file(f, model_crc, shape, n_ints, buf)
+        return _check_file(f, model_crc, shape, n_ints, buf, check)
     except OSError as e:
-        return None, "unreadable (%s)" % (e,)
+        return None, None, "unreadable (%s)" % (e,)
     finally:
         f.close()
+
+
+def inspect(path):
+    """The header of the slot file at `path`, for a reader that must know how the state was
+    made before it loads it (`microprop pull`).
+
+    -> (dict, None) for an intact slot (magic, version, size, CRC), the dict's keys n_arrays,
+    n_ints, length, seq, model_crc, mode, batch; (None, reason) otherwise, (None, None) when
+    there is no such file."""
+    try:
+        f = open(path, "rb")
+    except OSError:
+        return None, None
+    try:
+        head, _, reason = _intact(f, bytearray(_CHUNK))
+    finally:
+        f.close()
+    if reason is not None:
+        return None, reason
+    keys = ("n_arrays", "n_ints", "length", "seq", "model_crc", "mode", "batch")
+    out = {}
+    for k in range(len(keys)):
+        out[keys[k]] = head[2 + k]
+    return out, None
 
 
 def _check_args(model_crc, ints):
@@ -259,9 +386,10 @@ def _check_args(model_crc, ints):
         raise ValueError("checkpoint: %d ints, expected <= %d" % (len(ints), MAX_ITEMS))
 
 
-def save(prefix, model_crc, arrays, ints):
-    """Write `arrays` and `ints` (each in [-2**31, 2**31 - 1]) as the newest checkpoint of
-    the model with CRC `model_crc`; return its sequence number.
+def save(prefix, model_crc, arrays, ints, mode=0, batch=1):
+    """Write `arrays` and `ints` (each in [-2**31, 2**31 - 1]), made in learning mode `mode`
+    (0..255) with batch size `batch` (1..2**32 - 1), as the newest checkpoint of the model
+    with CRC `model_crc`; return its sequence number.
 
     The slot written is the one not holding the newest valid checkpoint of this model and
     shape (or, if there is none, of any model), so that checkpoint survives a cut write."""
@@ -269,6 +397,10 @@ def save(prefix, model_crc, arrays, ints):
     for v in ints:
         if not -0x80000000 <= v <= 0x7FFFFFFF:
             raise ValueError("checkpoint: int %r, expected an i32" % (v,))
+    if not 0 <= mode <= 255:
+        raise ValueError("checkpoint: mode %r, expected 0..255" % (mode,))
+    if not 1 <= batch <= 0xFFFFFFFF:
+        raise ValueError("checkpoint: batch %r, expected 1..2**32 - 1" % (batch,))
     shape = _shape(arrays)
     buf = bytearray(_CHUNK)
     paths = slot_paths(prefix)
@@ -278,7 +410,7 @@ def save(prefix, model_crc, arrays, ints):
     best = -1
     best_any = -1
     for i in range(2):
-        seq, reason = _check(paths[i], model_crc, shape, len(ints), buf)
+        seq, _, reason = _check(paths[i], model_crc, shape, len(ints), buf)
         if seq is None:
             continue
         top = max(top, seq)
@@ -290,13 +422,14 @@ def save(prefix, model_crc, arrays, ints):
         keep = keep_any
     if top >= 0xFFFFFFFF:
         raise ValueError("checkpoint: sequence number exhausted; clear() the slots")
-    _write(paths[1] if keep == 0 else paths[0], top + 1, model_crc, shape, arrays, ints)
+    path = paths[1] if keep == 0 else paths[0]
+    _write(path, top + 1, model_crc, shape, arrays, ints, mode, batch)
     return top + 1
 
 
-def _read_into(path, shape, arrays, ints_out, buf):
-    """Read the checked slot `path` into the caller's arrays and ints_out; check its CRC again
-    (the file must not have changed since `_check`)."""
+def _read_into(path, shape, arrays, ints_out, buf, checked):
+    """Read the checked slot `path` into the caller's arrays and ints_out; its CRC must still
+    be `checked`, the one `_check` saw (the file must not have changed since)."""
     n_head, length = _sizes(shape, len(ints_out))
     with open(path, "rb") as f:
         crc = _crc_stream(f, buf, n_head)
@@ -316,33 +449,36 @@ def _read_into(path, shape, arrays, ints_out, buf):
                 break
             crc = binascii.crc32(a, crc)
         ok = crc is not None and _read_exact(f, buf, _CRC_SIZE)
-        if not ok or struct.unpack_from("<I", buf, 0)[0] != crc & 0xFFFFFFFF:
+        crc = crc & 0xFFFFFFFF if ok else None
+        if crc != checked or struct.unpack_from("<I", buf, 0)[0] != crc:
             raise OSError("checkpoint: %s changed while it was loaded" % path)
 
 
-def load(prefix, model_crc, arrays, ints_out):
+def load(prefix, model_crc, arrays, ints_out, check=None):
     """Load the newest valid checkpoint of the model with CRC `model_crc` into the caller's
-    preallocated `arrays` and the list `ints_out` (its length is the number of ints).
+    preallocated `arrays` and the list `ints_out` (its length is the number of ints); with
+    `check(ints, mode, batch)` (see the module docstring), only one whose values it accepts.
 
     -> (seq, ignored): seq is the sequence number loaded, or None when no slot is valid (the
     caller's arrays and ints are then untouched); ignored lists (path, reason) for each slot
-    file that exists and was not used (corrupt, truncated, another model or shape; an older
-    valid slot is not listed)."""
+    file that exists and was not used (corrupt, truncated, another model or shape, refused by
+    the check; an older valid slot is not listed)."""
     _check_args(model_crc, ints_out)
     shape = _shape(arrays)
     buf = bytearray(_CHUNK)
     ignored = []
     best = None
     best_seq = -1
+    best_crc = None
     for path in slot_paths(prefix):
-        seq, reason = _check(path, model_crc, shape, len(ints_out), buf)
+        seq, crc, reason = _check(path, model_crc, shape, len(ints_out), buf, check)
         if reason is not None:
             ignored.append((path, reason))
         elif seq is not None and seq > best_seq:
-            best, best_seq = path, seq
+            best, best_seq, best_crc = path, seq, crc
     if best is None:
         return None, ignored
-    _read_into(best, shape, arrays, ints_out, buf)
+    _read_into(best, shape, arrays, ints_out, buf, best_crc)
     return best_seq, ignored
 
 

@@ -243,9 +243,12 @@ def refit(data):
 c.clear(P)
 assert c.save(P, X, *state(1)) == 1
 data = read(P + ".0")
-write(P + ".1", refit(data[:4] + struct.pack("<H", 2) + data[6:]))
+write(P + ".1", refit(data[:4] + struct.pack("<H", 3) + data[6:]))
 seq, ignored, _, _ = load(X)
-assert seq == 1 and ignored == [(P + ".1", "unknown version 2, expected 1")], ignored
+assert seq == 1 and ignored == [(P + ".1", "version 3, expected 2")], ignored
+write(P + ".1", refit(data[:4] + struct.pack("<H", 1) + data[6:]))
+seq, ignored, _, _ = load(X)
+assert seq == 1 and ignored == [(P + ".1", "version 1, expected 2")], ignored
 write(P + ".1", refit(b"MPRP" + data[4:]))
 seq, ignored, _, _ = load(X)
 assert seq == 1 and ignored[0][1].startswith("bad magic"), ignored
@@ -330,7 +333,7 @@ def test_cuts_cover_every_byte(micropython, tmp_path):
     out = run_micropython(micropython, script(CUTS, tmp_path)).split()
     i = out.index("older")
     count, n = int(out[i + 2]), int(out[i + 3])
-    assert n == 20 + 5 * 7 + 4 * 4 + 5 + 3 + 8 + 4 + 12 + 8 + 4  # the slot's every byte
+    assert n == 25 + 5 * 7 + 4 * 4 + 5 + 3 + 8 + 4 + 12 + 8 + 4  # the slot's every byte
     assert count == 3 * n
 
 
@@ -345,13 +348,29 @@ def test_reasons_are_printable(micropython, tmp_path):
 def test_file_layout(tmp_path):
     prefix = str(tmp_path / "ck")
     w = array("h", [1, -2])
-    assert checkpoint.save(prefix, 0xCAFEF00D, [w, array("B", [9])], [-3]) == 1
+    assert checkpoint.save(prefix, 0xCAFEF00D, [w, array("B", [9])], [-3], 2, 70000) == 1
     data = (tmp_path / "ck.0").read_bytes()
-    body = b"MPCK" + struct.pack("<HBBIII", 1, 2, 1, len(data), 1, 0xCAFEF00D)
+    body = b"MPCK" + struct.pack("<HBBIIIBI", 2, 2, 1, len(data), 1, 0xCAFEF00D, 2, 70000)
     body += b"h" + struct.pack("<I", 2) + b"B" + struct.pack("<I", 1) + struct.pack("<i", -3)
     body += struct.pack("<hhB", 1, -2, 9)
     assert data == body + struct.pack("<I", binascii.crc32(body))
     assert not (tmp_path / "ck.1").exists()
+    head, reason = checkpoint.inspect(prefix + ".0")
+    assert reason is None and head == {
+        "n_arrays": 2,
+        "n_ints": 1,
+        "length": len(data),
+        "seq": 1,
+        "model_crc": 0xCAFEF00D,
+        "mode": 2,
+        "batch": 70000,
+    }
+    assert checkpoint.inspect(prefix + ".1") == (None, None)
+    (tmp_path / "ck.1").write_bytes(data[:-1])
+    assert checkpoint.inspect(prefix + ".1") == (None, "truncated, 47 of 48 bytes")
+    for mode, batch in ((256, 1), (-1, 1), (0, 0), (0, 2**32)):
+        with pytest.raises(ValueError, match="^checkpoint: "):
+            checkpoint.save(prefix, 1, [w], [], mode, batch)
 
 
 def test_model_crc_of_reads_the_model_files_crc(tmp_path):
