@@ -13,15 +13,17 @@ Steps, each an `mpremote connect PORT ...` subprocess under a timeout (as deploy
 3. Copy (one `fs` chain): those files into a temporary folder.
 4. Apply, on the host: the board's own code (device/infer.Model, device/train.Trainer with the
    portable kernel, device/checkpoint.py) loads the newest valid checkpoint of that model file,
-   as the board does at boot: with board.json's `learn` and `batch` first, then the other
-   modes and batch kinds (a checkpoint's arrays say which it was).
+   as the board does at boot, with every field checked: the slot's header names the learning
+   mode and batch size it was made with (device/checkpoint.inspect), the trainer is made with
+   those and board.json's `lr_shift` and `hidden_shift`. A checkpoint of an older format (no
+   mode and batch in its header) is refused, naming its version.
 5. Write the model file with the learned int8 weights and biases (atomically: a temporary file,
    then rename), and print what changed: steps, sequence number, and per layer how many
    weights and biases differ from the board's model file.
 6. Soft reset, so the board runs its app again (`--no-reset` skips it).
 
 Errors are one line (`PullError`), with a hint: no checkpoint on the board says how to make
-one.
+one, a checkpoint of an older format how to replace it.
 """
 
 import json
@@ -44,6 +46,7 @@ from firmware_tools.mpremote_run import (
 from firmware_tools.serialport import add_port_argument
 
 SAVE_HINT = "send `save` to the board first, e.g. microprop pull PORT --save"
+VERSION_HINT = "deploy this microprop to the board, then send `save` (microprop pull PORT --save)"
 _TIMEOUT = 30.0
 _SAVE_TIMEOUT = 10.0
 
@@ -135,44 +138,58 @@ def request_save(port, timeout=_SAVE_TIMEOUT):
     )
 
 
-def _trainer_settings(learn, batch, model):
-    """(mode, batch) pairs to try: board.json's first, then the others."""
-    from device.train import MODES
+def _trainer(model, model_file, head, lr_shift, hidden_shift):
+    """A portable Trainer on `model` with the mode and batch of checkpoint header `head`
+    (device/checkpoint.inspect); ValueError when they are not ones a board could train with."""
+    from device.train import MODES, Trainer
 
-    first = learn if learn in MODES else "last"
-    batch = batch or (model.training or {}).get("batch", 1)
-    out = []
-    for mode in [first] + [m for m in MODES if m != first]:
-        for b in (batch, 1, 2):
-            if (mode, b > 1) not in [(m, x > 1) for m, x in out]:
-                out.append((mode, b))
-    return out
+    if head["mode"] >= len(MODES):
+        raise ValueError("mode id %d, expected 0..%d" % (head["mode"], len(MODES) - 1))
+    return Trainer(
+        model,
+        MODES[head["mode"]],
+        lr_shift,
+        head["batch"],
+        kernel="portable",
+        model_path=str(model_file),
+        hidden_shift=hidden_shift,
+    )
 
 
-def apply_checkpoint(model_file, prefix, learn="last", batch=None):
+def apply_checkpoint(model_file, prefix, lr_shift=None, hidden_shift=None):
     """Load the newest valid checkpoint `prefix`.0/.1 of `model_file` into the board's Model,
-    trying `learn` and `batch` (board.json's) first.
+    with the learning mode and batch size its header names, and board.json's shifts.
 
-    -> (model, trainer, seq, ignored of the first try); seq None when no slot is valid."""
+    -> (model, trainer, seq, ignored): seq None (and trainer None) when no slot is valid;
+    ignored [(slot path, reason), ...] of the slots not used (an older valid one aside)."""
+    from device import checkpoint
     from device.infer import Model
-    from device.train import Trainer
 
     model = Model(str(model_file), kernel="portable")
-    first_ignored = None
-    trainer = None
-    for mode, size in _trainer_settings(learn, batch, model):
+    reasons = {}
+    heads = []
+    for path in checkpoint.slot_paths(str(prefix)):
+        head, reason = checkpoint.inspect(path)
+        if reason is not None:
+            reasons[path] = reason
+        elif head is not None:
+            heads.append((head["seq"], path, head))
+    tried = []
+    for _, path, head in sorted(heads, reverse=True):
+        made = (head["mode"], head["batch"])
+        if made in tried:
+            continue
+        tried.append(made)
         try:
-            trainer = Trainer(
-                model, mode, batch=size, kernel="portable", model_path=str(model_file)
-            )
-        except ValueError:
+            trainer = _trainer(model, model_file, head, lr_shift, hidden_shift)
+        except ValueError as e:
+            reasons[path] = str(e)
             continue
         seq, ignored = trainer.load(str(prefix))
-        if first_ignored is None:
-            first_ignored = ignored
         if seq is not None:
             return model, trainer, seq, ignored
-    return model, trainer, None, first_ignored or []
+        reasons.update(ignored)
+    return model, None, None, sorted(reasons.items())
 
 
 def changes(before, after):
@@ -235,20 +252,22 @@ def _pull(args):
         mpremote(port, chain, "copying from the board", args.timeout)
         local = os.path.join(tmp, "ckpt")
         model, trainer, seq, ignored = apply_checkpoint(
-            local_model, local, clean["learn"], clean["batch"]
+            local_model, local, clean["lr_shift"], clean["hidden_shift"]
         )
         if seq is None:
             reasons = "; ".join("%s: %s" % (slots[int(p[-1])], r) for p, r in ignored)
+            old = any(r.startswith("version ") for _, r in ignored)
             raise PullError(
                 "pull: no valid checkpoint of %s on the board (%s): %s"
-                % (model_path, reasons or "none", SAVE_HINT)
+                % (model_path, reasons or "none", VERSION_HINT if old else SAVE_HINT)
             )
         before = read_model(local_model)
         learned = learned_qmodel(local_model, model)
         slot = slots[int(slot_of(local, seq)[-1])]
+    t = trainer
     print(
-        "--- board %s: %s, checkpoint %s seq %d (mode %s, %d steps, %d%% correct)"
-        % (port, model_path, slot, seq, trainer.mode, trainer.steps, trainer.accuracy())
+        "--- board %s: %s, checkpoint %s seq %d (mode %s, %d steps, %d%% correct, batch %d)"
+        % (port, model_path, slot, seq, t.mode, t.steps, t.accuracy(), t.batch)
     )
     for path, reason in ignored:
         print("--- ignored %s: %s" % (slots[int(path[-1])], reason))
