@@ -12,6 +12,15 @@ Per layer k (the integers themselves are written out in device/train_portable.py
 - d = max|x - zp_x| over the int8 inputs the layer can read, and the bias limit
   max(127 * n_in * d, max|b| at start) (host/bounds.bias_limit).
 
+A layer whose weights learn must read something besides its zero point (`zero_input`): when
+every value it can read is zp_x, x - zp_x is 0 for every input, its weights neither act nor
+learn, d = 0 and the weight-update bound below would divide by it. That is a relu below with
+zero point 127 (its outputs are clamped to [127, 127]), a sigmoid / tanh table holding only
+the zero point, or, for layer 0, an input stage whose every mult is 0 (each input is zp_in).
+The Trainer refuses such a layer in the modes that train its weights ("last" for the last
+layer, "all"); "bias" trains no weights and has nothing to divide. host/trainref.py and the
+exporter's proof (host/bounds.py) apply the same rule through `zero_input`.
+
 Bound proof (2**30 - 1 = LIMIT): |e| <= 256, |delta| <= 32768; |S| <= 127 * n_out * max|delta|
 (checked: refuses wide layers below another hidden layer in "bias" / "all"); |T * D| <= 2**15 *
 2**14; a trainable layer's forward accumulator <= 127 * n_in * d + bias limit; per parameter
@@ -46,6 +55,37 @@ def input_range(layers, k):
     if t is not None:
         return min(t), max(t)
     return -128, 127
+
+
+def zero_input(layers, k, mult):
+    """Why every int8 value layer k reads is its zero point zp_x, or None when it can read
+    another value; `mult` is the input stage's multipliers (layer 0 reads zp_in when all are
+    0; zp_in = layer 0's zp_x, as the model file checks)."""
+    zp = layers[k]["zp_x"]
+    if k == 0:
+        for m in mult:
+            if m:
+                return None
+        return "every input stage mult is 0"
+    lo, hi = input_range(layers, k)
+    if lo != zp or hi != zp:
+        return None
+    below = layers[k - 1]
+    if below["act"] == "relu":
+        return "zero point %d after relu" % zp
+    return "%s table of %d only" % (below["act"], zp)
+
+
+def check_inputs(layers, mult, trains_w):
+    """Raise ValueError for a layer whose weights learn but whose inputs are all its zero point
+    (see the module docstring: nothing to learn from, and d = 0 in the proof)."""
+    for k in range(len(layers)):
+        if trains_w[k]:
+            why = zero_input(layers, k, mult)
+            if why is not None:
+                raise ValueError(
+                    "train: layer %d input takes one value (%s): nothing to learn from" % (k, why)
+                )
 
 
 def input_limits(layers):
@@ -90,7 +130,8 @@ def scales(layers, lr_shift, hidden_shift):
 
 def prove(t, layers):
     """(max_batch, its limiting stage) of Trainer `t` with its plan set; raises ValueError for
-    a stage no batch can fix."""
+    a stage no batch can fix, or for a layer whose weights learn from one value."""
+    check_inputs(layers, t.model._stage[1], t.trains_w)
     n = len(layers)
     best, stage = LIMIT, "no trainable parameter"
     for k in range(n):
