@@ -16,7 +16,12 @@ input the sensors can produce, that
   bias saturates the unit for every input anyway);
 - shifts s = f_x + f_w - f_z in [0, 24]; zp_z + R(acc, s) stays small;
 - softmax: the table's entries are in [0, 2**16], S = sum_j e_j and e_j * 256 + S // 2 stay in
-  range.
+  range;
+- no layer reads only its zero point (device/train_plan.zero_input: a relu below with zero
+  point 127, a sigmoid / tanh table of the zero point only, an input stage whose every mult
+  is 0): every window would give the same prediction, and the board cannot train its weights
+  (its bound proof would divide by max|x - zp_x| = 0). `check_zero_inputs` is that rule for
+  the training proof of host/trainref.py, with the board's message.
 
 Anything else raises ValueError naming the stage and the bound, e.g.
 "bounds: layer 2 accumulator may reach 1234567890, over 2**30 - 1". Layers are numbered from 0
@@ -24,6 +29,8 @@ as in `qmodel.layers`.
 """
 
 import numpy as np
+
+from device import train_plan
 
 from .fixedpoint import SHIFT_MAX, SMALL_INT_MAX
 from .inputstage import MULT_BITS
@@ -90,6 +97,41 @@ def layer_bound(layer, x_range=(-128, 127), trainable=False):
     return max(int(row) * d + int(bj) for row, bj in zip(w.sum(axis=1), b, strict=True))
 
 
+def plan_layers(qmodel):
+    """QModel -> the layer dicts (act, zp_x, zp_z, table) that device/train_plan.py reads."""
+    return [
+        {
+            "act": layer.act,
+            "zp_x": int(layer.zp_x),
+            "zp_z": int(layer.zp_z),
+            "table": None if layer.table is None else [int(v) for v in np.ravel(layer.table)],
+        }
+        for layer in qmodel.layers
+    ]
+
+
+def _mult(qmodel):
+    return [int(m) for m in np.ravel(qmodel.input_stage.mult)]
+
+
+def check_zero_inputs(qmodel, trains_w):
+    """The board's rule (device/train_plan.check_inputs): ValueError "train: layer k input
+    takes one value (...): nothing to learn from" for a layer whose weights learn (trains_w[k])
+    but that reads only its zero point."""
+    train_plan.check_inputs(plan_layers(qmodel), _mult(qmodel), trains_w)
+
+
+def _check_no_zero_input(qmodel):
+    layers, mult = plan_layers(qmodel), _mult(qmodel)
+    for k in range(len(layers)):
+        why = train_plan.zero_input(layers, k, mult)
+        if why is not None:
+            raise ValueError(
+                "bounds: layer %d input takes one value (%s): every window gives the same "
+                "prediction and the board cannot train its weights" % (k, why)
+            )
+
+
 def check_input_stage(stage, feature_lo, feature_hi):
     """Prove the input stage for raw features r in [feature_lo, feature_hi] (per feature)."""
     lo = np.broadcast_to(np.asarray(feature_lo, dtype=object), (stage.n_features,))
@@ -120,6 +162,7 @@ def check_bounds(qmodel, feature_lo, feature_hi, trainable_layers=()):
     "softmax": worst numerator or None}.
     """
     trainable = _trainable(qmodel, trainable_layers)
+    _check_no_zero_input(qmodel)
     result = {"input_stage": check_input_stage(qmodel.input_stage, feature_lo, feature_hi)}
     accs = []
     for k, (layer, x_range) in enumerate(zip(qmodel.layers, _input_ranges(qmodel), strict=True)):

@@ -13,6 +13,8 @@ and device/train_plan.py; the functions here say which step they mirror.
 `check_train_bounds(qmodel, mode, batch)` is the worst-case proof for a mode and batch size,
 for ANY int8 weight: it raises ValueError naming the stage that could leave 31 bits, and
 returns the largest safe batch (the board computes the same number and refuses larger ones).
+Like the board, it first refuses a layer whose weights learn but that reads only its zero
+point (device/train_plan.check_inputs, the same rule and message).
 
 `float_finetune` trains the same layers of the dequantized network in float64 with plain SGD
 at the same learning rate 2**-lr_shift on gradients summed over each mini-batch: the baseline
@@ -28,7 +30,7 @@ import copy
 import numpy as np
 
 from . import reference
-from .bounds import bias_limit
+from .bounds import bias_limit, check_zero_inputs
 from .fixedpoint import SMALL_INT_MAX, check_small, rounding_rshift
 from .mlp import ACTIVATIONS as FLOAT_ACTIVATIONS
 
@@ -180,6 +182,7 @@ def check_train_bounds(qmodel, mode="last", batch=1, lr_shift=None, hidden_shift
     if not isinstance(batch, (int, np.integer)) or batch < 1:
         raise ValueError("train bounds: batch %r, expected an int >= 1" % (batch,))
     plan = train_plan(qmodel, mode, lr_shift, hidden_shift)
+    check_zero_inputs(qmodel, [p["trains_w"] for p in plan])
     stages = {}
 
     def prove(stage, value):
