@@ -194,7 +194,8 @@ class Trainer:
     def step(self, raw, label, count=1):
         """int raw features, class index -> [predicted class, correct (0/1)], the same list
         every call. Forward, error signals, gradients; updates every `batch` steps. count=0:
-        a rehearsal step (device/rehearsal.py), left out of `steps` and `accuracy()`."""
+        a rehearsal step (device/rehearsal.py), left out of `steps` and `accuracy()`; `steps`
+        and `n_correct` stop at 2**30 - 1 steps (they stay small ints)."""
         m = self.model
         if label < 0 or label >= m.n_outputs:
             raise ValueError("train: label %d, expected 0..%d" % (label, m.n_outputs - 1))
@@ -206,7 +207,7 @@ class Trainer:
         else:
             train_portable.learn(self, label)
         correct = 1 if cls == label else 0
-        if count:
+        if count and self.steps < LIMIT:  # counting stops at 2**30 - 1: small ints
             self.steps += 1
             self.n_correct += correct
         self.result[0] = cls

@@ -22,7 +22,7 @@ was and the other slot, or the exported weights, is used; the app reports the re
 
     mode        an id of train_plan.MODES that trains the trainer's parameters
     batch       1..max_batch, and > 1 exactly when the trainer's is
-    steps       0..2**30 - 2 (room for one more step in 31 bits)
+    steps       0..2**30 - 1 (Trainer.step stops counting there)
     n_correct   0..steps (accuracy 0..100)
     PRNG state  1..65535 (xorshift16's states)
     in batch    0..min(batch, trainer's batch) - 1
@@ -106,8 +106,8 @@ def check(t, ints, mode, batch):
         kind = "2..%d" % t.max_batch if t.batch > 1 else "1"
         return "batch %d, expected %s" % (batch, kind)
     steps, n_correct, st, count = ints
-    if not 0 <= steps < LIMIT:
-        return "steps %d, expected 0..%d" % (steps, LIMIT - 1)
+    if not 0 <= steps <= LIMIT:
+        return "steps %d, expected 0..%d" % (steps, LIMIT)
     if not 0 <= n_correct <= steps:
         return "correct answers %d, expected 0..%d (the steps)" % (n_correct, steps)
     if not 1 <= st <= 0xFFFF:
