@@ -25,7 +25,10 @@ Every key is optional; other keys go to `sensors.make_sensor` untouched::
      "rehearsal": "model.rh"} rehearsal windows (device/rehearsal.py), used when the hidden
                               layers learn ("bias", "all") and the file exists; null: none
 
-A bad value gets an `err config ...` line and its default (`check_config`).
+A bad value gets an `err config ...` line and its default (`check_config`). The sensor's own
+keys are checked too where they are present (`sensor_checks`: I2C bus, pins and address 0x08..
+0x77, the MPU6050's full scales); a bad one is dropped, so that the sensor's default applies.
+The host checks the settings it writes with these same rules (`check_value`).
 """
 
 MODES = ("predict", "record", "idle")
@@ -63,10 +66,37 @@ def _is_name(v):
     return isinstance(v, str) and v != ""
 
 
+def _is_pin(v):
+    return _is_int(v) and v >= 0
+
+
+def _is_pins(v):
+    if not isinstance(v, (list, tuple)) or not v:
+        return False
+    for p in v:
+        if not _is_pin(p):
+            return False
+    return True
+
+
+def _is_i2c_addr(v):
+    """A 7-bit address outside the reserved ones: 0x08..0x77 (a string "0x69" too)."""
+    if isinstance(v, str):
+        try:
+            v = int(v, 0)
+        except ValueError:
+            return False
+    return _is_int(v) and 0x08 <= v <= 0x77
+
+
+def _one_of(values):
+    return ", ".join([str(v) for v in values[:-1]]) + " or " + str(values[-1])
+
+
 _CHECKS = (
     ("model", _is_name, "a file name"),
     ("sensor", _is_name, "a sensor kind"),
-    ("rate_hz", _is_rate, "a rate in Hz or null"),
+    ("rate_hz", _is_rate, "a rate in Hz, 0 < rate <= 1000000, or null"),
     ("smoothing", lambda v: _is_int(v) and 1 <= v <= MAX_SMOOTHING, "1..%d" % MAX_SMOOTHING),
     ("mode", lambda v: v in MODES, "predict, record or idle"),
     ("realtime", lambda v: isinstance(v, bool), "true or false"),
@@ -82,6 +112,33 @@ _CHECKS = (
 )
 
 
+def sensor_checks(kind):
+    """(key, check, expected) of the board.json keys of sensor `kind` (see device/sensors.py)."""
+    if kind == "mpu6050":
+        from .sensor_mpu6050 import ACCEL_FS_G, GYRO_FS_DPS
+
+        return (
+            ("i2c", lambda v: v == "soft" or _is_pin(v), 'an I2C bus id >= 0 or "soft"'),
+            ("scl", _is_pin, "a GPIO number >= 0"),
+            ("sda", _is_pin, "a GPIO number >= 0"),
+            ("addr", _is_i2c_addr, "an I2C address 0x08..0x77"),
+            ("accel_fs_g", lambda v: v in ACCEL_FS_G, _one_of(ACCEL_FS_G) + " (g)"),
+            ("gyro_fs_dps", lambda v: v in GYRO_FS_DPS, _one_of(GYRO_FS_DPS) + " (deg/s)"),
+        )
+    if kind == "adc" or kind == "esp32_adc":
+        return (("pins", _is_pins, "a list of GPIO numbers >= 0"),)
+    return ()
+
+
+def check_value(key, value, sensor="replay"):
+    """None if `value` is good for board.json `key` (`sensor`: the kind whose keys apply, for
+    its own keys), else what was expected. Keys without a rule are good."""
+    for k, ok, expected in _CHECKS + sensor_checks(sensor):
+        if k == key:
+            return None if ok(value) else expected
+    return None
+
+
 def check_config(config):
     """board.json dict -> (a copy with defaults filled in, list of problems found)."""
     clean = dict(DEFAULTS)
@@ -95,6 +152,12 @@ def check_config(config):
                 "%s %r, expected %s; using %r" % (key, clean[key], expected, DEFAULTS[key])
             )
             clean[key] = DEFAULTS[key]
+    for key, ok, expected in sensor_checks(clean["sensor"]):
+        if key in clean and not ok(clean[key]):
+            problems.append(
+                "%s %r, expected %s; using the sensor's default" % (key, clean[key], expected)
+            )
+            del clean[key]
     return clean, problems
 
 
