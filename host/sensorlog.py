@@ -295,6 +295,11 @@ def read_sensor_log(
     `rate_hz` overrides the file's rate.
     """
     t = read_sensor_table(path, channels, label_col, subject_col, recording_col, time_col)
+    return log_from_table(t, full_scale, rate_hz)
+
+
+def log_from_table(t, full_scale=None, rate_hz=None):
+    """SensorTable -> SensorLog in int16 counts (`full_scale`, `rate_hz`: as `read_sensor_log`)."""
     path, meta, channels = t.path, t.meta, t.channels
 
     # Full scale: the caller's declaration wins over the file's.
