@@ -29,6 +29,15 @@ Layout on the board:
                                                      export wrote them beside it (FILE.rh)
     /data.csv                                        --data (sensor log replayed by the app)
     /board.json                                      sensor and app settings from the flags
+
+Before the board is touched, the flags and files are checked, and a bad one is refused with one
+line: the board settings by the board's own rules (device/config.py: the values the app would
+refuse, the sensor's I2C address and full scales; `--rate` must be the model's), the model and
+its rehearsal file, and the sensor log (`_checked_data`): read by the host's reader against the
+model (its channels, units, full scales and rate), it is copied as it is when the board's own
+replay reader reads the same counts from every row, and otherwise converted to counts (physical
+values, a gzipped or quoted file, ...) into the build dir, and that file is copied instead. The
+replay sensor needs `--data`.
 """
 
 import binascii
@@ -36,8 +45,11 @@ import hashlib
 import json
 import os
 import re
+from array import array
 from pathlib import Path
 
+from device import config as board_rules
+from device.sensors import KINDS as SENSORS
 from firmware_tools import mpy
 from firmware_tools.mpremote_run import (
     HINT,
@@ -57,7 +69,17 @@ MODEL_TARGET = "/model.mpm"
 REHEARSAL_TARGET = "/model.rh"
 DATA_TARGET = "/data.csv"
 BOARD_JSON_TARGET = "/board.json"
-SENSORS = ("replay", "rp2_temp", "adc", "esp32_adc", "mpu6050")
+_FLAGS = {  # board.json key -> the flag that sets it
+    "pins": "--pins",
+    "i2c": "--i2c",
+    "scl": "--scl",
+    "sda": "--sda",
+    "addr": "--addr",
+    "accel_fs_g": "--accel-fs",
+    "gyro_fs_dps": "--gyro-fs",
+    "rate_hz": "--rate",
+    "smoothing": "--smoothing",
+}
 
 _TIMEOUT = 30.0  # seconds for one mpremote call; for a copy, without progress
 _SECONDS_PER_BYTE = 1 / 1000  # copies without a pty (Windows): a slow UART bridge, 1 kB/s
@@ -132,7 +154,8 @@ def module_form(native, board, cross_sub):
 
 
 def board_config(args):
-    """The /board.json dict from the flags (keys read by the board app)."""
+    """The /board.json dict from the flags (keys read by the board app), each value checked by
+    the board's own rules (device/config.py); DeployError naming the flag of a bad one."""
     sensor = args.sensor or "replay"
     if sensor in ("adc", "esp32_adc") and not args.pins:
         raise DeployError("deploy: --sensor %s needs --pins, e.g. --pins 26,27" % sensor)
@@ -153,11 +176,18 @@ def board_config(args):
     if args.gyro_fs is not None:
         cfg["gyro_fs_dps"] = args.gyro_fs
     if args.rate is not None:
-        cfg["rate_hz"] = int(args.rate) if args.rate == int(args.rate) else args.rate
-    if not 1 <= args.smoothing <= 32:
-        raise DeployError("deploy: --smoothing %d, expected 1..32 windows" % args.smoothing)
+        cfg["rate_hz"] = int(args.rate) if float(args.rate).is_integer() else args.rate
     cfg["smoothing"] = args.smoothing
     cfg["realtime"] = not args.no_realtime
+    for key, value in cfg.items():
+        expected = board_rules.check_value(key, value, sensor)
+        if expected:
+            if isinstance(value, list):
+                value = ",".join(str(v) for v in value)
+            raise DeployError(
+                "deploy: %s %s: expected %s (board.json %s)"
+                % (_FLAGS.get(key, key), value, expected, key)
+            )
     return cfg
 
 
@@ -177,8 +207,9 @@ class Item:
         return {"sha256": self.sha256, "crc32": self.crc32}.get(algo)
 
 
-def build(args, board, build_dir):
-    """The board's files as a list of Items (compiling what needs compiling)."""
+def build(args, board, build_dir, data=None):
+    """The board's files as a list of Items (compiling what needs compiling); `data`: the
+    (file, note) of `checked_inputs`, else --data is checked here."""
     items = []
     cross_sub = mpy.mpy_cross_version()[1] if not args.source else None
     for src in package_files():
@@ -199,7 +230,8 @@ def build(args, board, build_dir):
         if rehearsal:
             items.append(Item(REHEARSAL_TARGET, rehearsal, "rehearsal windows"))
     if args.data:
-        items.append(Item(DATA_TARGET, _existing(args.data, "--data"), "replay data"))
+        data = data or checked_inputs(args, build_dir)[1]
+        items.append(Item(DATA_TARGET, data[0], data[1]))
     items.append(Item(BOARD_JSON_TARGET, _write_board_json(args, build_dir), "settings"))
     main = DEVICE_DIR / "main.py"
     if main.exists():
@@ -225,6 +257,186 @@ def _checked_model(path):
             "deploy: %s is not a model file microprop export wrote: %s" % (path, e)
         ) from None
     return p
+
+
+def checked_inputs(args, build_dir):
+    """The flags and files checked before the board is touched: (the model's sensor
+    description or None, the (file, note) to copy as /data.csv or None); DeployError (one
+    line) for the first bad one."""
+    cfg = board_config(args)
+    desc = None
+    if args.model:
+        from device import modelfile
+
+        desc = modelfile.decode(_checked_model(args.model).read_bytes())["sensor"]
+        _checked_rehearsal(args.model)
+        want = desc["rate_mhz"]
+        if args.rate is not None and want and int(args.rate * 1000 + 0.5) != want:
+            raise DeployError(
+                "deploy: --rate %s: the model was trained at %s Hz; leave --rate out to use its "
+                "rate" % (cfg["rate_hz"], board_rules.hz(want))
+            )
+    if cfg["sensor"] == "replay" and not args.data:
+        raise DeployError(
+            "deploy: the replay sensor needs --data FILE.csv, the sensor log the board replays "
+            "(or --sensor for a hardware sensor)"
+        )
+    data = _checked_data(args.data, desc, build_dir) if args.data else None
+    return desc, data
+
+
+def _checked_data(path, desc, build_dir):
+    """--data as the board's replay sensor reads it: (file to copy, note); DeployError why not.
+
+    The host's reader (host/sensorlog.py) reads it against the model's sensor description
+    `desc` (None without --model): the model's channels, integer counts or physical values
+    with a full scale (the model's, else the file's), units, full scales and rate as the
+    model's. The file is copied as it is when the board's own reader reads the same counts
+    from every row (`_board_reads`); else its counts go to a sensor log written into the build
+    dir, which is copied instead.
+    """
+    from host import sensorlog
+    from host.errors import DataError
+
+    p = _existing(path, "--data")
+    channels = list(desc["channels"]) if desc else None
+    try:
+        table = sensorlog.read_sensor_table(p, channels)
+        physical = _physical_full_scale(table, desc)
+        log = sensorlog.log_from_table(table, physical)
+    except DataError as e:
+        if e.column in (channels or ()) and "unknown channel" in str(e):
+            raise DeployError(
+                "deploy: --data %s has no column %r; the model reads %s"
+                % (path, e.column, ", ".join(channels))
+            ) from None
+        raise DeployError("deploy: --data %s%s" % (e, _physical_hint(e, desc))) from None
+    _check_against_model(path, log, physical, desc)
+    if not physical and _board_reads(p, log, desc):
+        return p, "replay data"
+    if desc:
+        scales = {}
+        for ch, unit, fs in zip(desc["channels"], desc["units"], desc["full_scale"], strict=True):
+            if fs:
+                scales[ch] = (fs, unit)
+        log.full_scale = scales or log.full_scale
+        log.rate_hz = desc["rate_mhz"] / 1000 if desc["rate_mhz"] else log.rate_hz
+    folder = Path(build_dir) / "data"
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / "converting.csv"
+    sensorlog.write_sensor_log(out, log)
+    digest = hashlib.sha256(out.read_bytes()).hexdigest()[:16]
+    out = out.replace(folder / ("data-%s.csv" % digest))
+    if not _board_reads(out, log, desc):
+        raise DeployError(
+            "deploy: --data %s: the board's replay reader cannot read it even converted to "
+            "counts (rows longer than it reads?)" % path
+        )
+    return out, "replay data, converted to counts" if physical else "replay data, rewritten"
+
+
+def _physical_hint(error, desc):
+    """For cells that are no counts: how to declare physical values."""
+    if "expected int16 counts" not in str(error):
+        return ""
+    if desc and all(desc["full_scale"]):
+        from host.sensorlog import format_full_scale
+
+        scales = zip(desc["channels"], desc["full_scale"], desc["units"], strict=True)
+        return "; physical values? make `# values=physical` its first line (converted at the " + (
+            "model's full scale %s)" % format_full_scale({ch: (fs, u) for ch, fs, u in scales})
+        )
+    return "; physical values? make `# values=physical full_scale=ax:8g,...` its first line"
+
+
+def _physical_full_scale(table, desc):
+    """channel -> (full scale, unit) to turn physical values into counts; None for counts."""
+    from host import sensorlog
+    from host.errors import DataError
+
+    meta = table.meta
+    if meta.get("values") != "physical":
+        return None
+    declared = (
+        sensorlog.parse_full_scale(meta["full_scale"], table.path)
+        if meta.get("full_scale")
+        else {}
+    )
+    out = {}
+    for k, ch in enumerate(table.channels):
+        fs = desc["full_scale"][k] if desc else 0
+        unit = declared.get(ch, (0, ""))[1]
+        if fs:  # the counts the model reads: at its full scale, in the file's unit if stated
+            out[ch] = (fs, unit or desc["units"][k])
+        elif ch in declared:
+            out[ch] = declared[ch]
+        else:
+            raise DataError(
+                "sensor log: values=physical but no full scale for %r (declare it in the first "
+                "line, e.g. full_scale=%s:8g)" % (ch, ch),
+                table.path,
+                1,
+            )
+    return out
+
+
+def _check_against_model(path, log, physical, desc):
+    """Units, full scales (of counts) and rate of `log` as the model's, where both state them."""
+    if not desc:
+        return
+    declared = log.full_scale or {}
+    for ch, unit, fs in zip(desc["channels"], desc["units"], desc["full_scale"], strict=True):
+        have_fs, have_unit = declared.get(ch, (0, ""))
+        if physical:
+            have_fs, have_unit = 0, physical[ch][1]
+        if have_unit and unit and have_unit != unit:
+            raise DeployError(
+                "deploy: --data %s: channel %s in %s, the model reads %s"
+                % (path, ch, have_unit, unit)
+            )
+        if have_fs and fs and abs(have_fs - fs) > 1e-4 * fs:
+            raise DeployError(
+                "deploy: --data %s: channel %s recorded at full scale %g%s, the model reads %g%s"
+                % (path, ch, have_fs, have_unit, fs, unit)
+            )
+    want = desc["rate_mhz"]
+    if log.rate_hz and want and abs(log.rate_hz * 1000 - want) > 0.5:
+        raise DeployError(
+            "deploy: --data %s: recorded at %s Hz, the model at %s Hz"
+            % (path, "%g" % log.rate_hz, board_rules.hz(want))
+        )
+
+
+def _board_reads(path, log, desc):
+    """True when the board's replay reader (device/sensor_replay.py, run here) accepts `path`
+    for the model `desc` and reads every row of `log` as the host did, and nothing else."""
+    import numpy as np
+
+    from device.sensor_replay import Replay
+    from device.sensors import check_model
+
+    try:
+        replay = Replay(str(path), log.channels if desc else None)
+    except (OSError, ValueError):  # UnicodeError is a ValueError
+        return False
+    try:
+        if desc:
+            check_model(replay, desc)
+        if list(replay.channels) != list(log.channels):
+            return False
+        out = array("h", bytes(2 * replay.n))
+        got = array("h")
+        for _ in range(len(log)):
+            replay.read(out)
+            got.extend(out)
+        replay.read(out)  # the first row again: the pass held exactly these rows
+        if replay.bad_rows or replay.loops != 1:
+            return False
+        return np.array_equal(np.frombuffer(got, np.int16).reshape(log.counts.shape), log.counts)
+    except (OSError, ValueError):
+        return False
+    finally:
+        replay.close()
 
 
 def _checked_rehearsal(model_path):
@@ -488,12 +700,7 @@ def _deploy(args):
         raise DeployError(
             "deploy: --arch is for --dry-run only (a deploy reads the arch from the board)"
         )
-    board_config(args)  # flags and files are checked before the board is touched
-    if args.model:
-        _checked_model(args.model)
-        _checked_rehearsal(args.model)
-    if args.data:
-        _existing(args.data, "--data")
+    _, data = checked_inputs(args, build_dir)  # before the board is touched
     root_files = [MODEL_TARGET, REHEARSAL_TARGET, DATA_TARGET, BOARD_JSON_TARGET, MAIN_TARGET]
     state = None
     if args.arch:
@@ -515,7 +722,7 @@ def _deploy(args):
             )
         )
     try:
-        items = build(args, fmt, build_dir)
+        items = build(args, fmt, build_dir, data)
     except mpy.MpyError as e:
         raise DeployError("deploy: %s" % e) from None
     copy, same, stale = plan(items, state)

@@ -57,6 +57,14 @@ def build_dir(tmp_path):
 
 
 @pytest.fixture
+def data(tmp_path):
+    """A sensor log for golden.mpm (channels ax, ay; int16 counts), as the board reads it."""
+    path = tmp_path / "log.csv"
+    path.write_text("ax,ay,label\n1,2,a\n3,4,b\n")
+    return path
+
+
+@pytest.fixture
 def flash(tmp_path):
     d = tmp_path / "flash"
     d.mkdir()
@@ -78,16 +86,14 @@ def n_files(device_dir, extra):
 
 
 def test_deploy_then_nothing_to_copy_then_one_changed_file(
-    board, flash, device_dir, build_dir, tmp_path, capsys
+    board, flash, device_dir, build_dir, data, capsys
 ):
     # leftovers of a source install: MicroPython would import infer.py before infer.mpy
     (flash / "lib" / "device").mkdir(parents=True)
     (flash / "lib" / "device" / "infer.py").write_text("raise ImportError('stale')\n")
     (flash / "lib" / "device" / "gone.mpy").write_bytes(b"M\x06\x00\x1f")
-    data = tmp_path / "log.csv"
-    data.write_text("ax,label\n1,a\n2,b\n")
     common = (board.port, "--model", GOLDEN, "--build-dir", build_dir, "--no-reset")
-    flags = ("--data", data, "--sensor", "replay", "--rate", "50", "--smoothing", "3")
+    flags = ("--data", data, "--sensor", "replay", "--rate", "52.5", "--smoothing", "3")
     t0 = time.monotonic()
     status, out = run_deploy(capsys, *common, *flags)
     first = time.monotonic() - t0
@@ -113,7 +119,7 @@ def test_deploy_then_nothing_to_copy_then_one_changed_file(
         "rehearsal": "/model.rh",
         "sensor": "replay",
         "file": "/data.csv",
-        "rate_hz": 50,
+        "rate_hz": 52.5,
         "smoothing": 3,
         "realtime": True,
     }
@@ -184,9 +190,10 @@ def test_killed_board_mid_copy_then_redeploy_verifies(
     assert out == "/lib/device/infer.mpy\n"
 
 
-def test_small_heap_gets_compiled_modules(flash, device_dir, build_dir, capsys):
+def test_small_heap_gets_compiled_modules(flash, device_dir, build_dir, data, capsys):
     with VirtualBoard(flash, heap="64k") as b:
-        status, out = run_deploy(capsys, b.port, "--model", GOLDEN, "--build-dir", build_dir)
+        argv = (b.port, "--model", GOLDEN, "--data", data, "--build-dir", build_dir)
+        status, out = run_deploy(capsys, *argv)
         assert status == 0 and "verified by sha256" in out
         code = (
             "import gc, device.infer as i\n"
@@ -200,11 +207,11 @@ def test_small_heap_gets_compiled_modules(flash, device_dir, build_dir, capsys):
 
 
 def test_main_py_goes_to_the_root_and_runs_after_the_reset(
-    board, flash, device_dir, build_dir, capsys
+    board, flash, device_dir, build_dir, data, capsys
 ):
     main = "with open('/ran.txt', 'w') as f:\n    f.write('main ran')\n"
     (device_dir / "main.py").write_text(main)
-    status, out = run_deploy(capsys, board.port, "--build-dir", build_dir)
+    status, out = run_deploy(capsys, board.port, "--data", data, "--build-dir", build_dir)
     assert "soft reset: the board runs main.py" in out, out
     assert (flash / "main.py").read_text() == main  # as source
     assert not (flash / "lib" / "device" / "main.mpy").exists()
@@ -214,11 +221,14 @@ def test_main_py_goes_to_the_root_and_runs_after_the_reset(
     assert (flash / "ran.txt").read_text() == "main ran"
 
 
-def test_dry_run_reads_the_board_and_copies_nothing(board, flash, device_dir, build_dir, capsys):
-    status, out = run_deploy(capsys, board.port, "--dry-run", "--build-dir", build_dir)
+def test_dry_run_reads_the_board_and_copies_nothing(
+    board, flash, device_dir, build_dir, data, capsys
+):
+    argv = (board.port, "--dry-run", "--data", data, "--build-dir", build_dir)
+    status, out = run_deploy(capsys, *argv)
     assert status == 0
     assert "--- board %s: MicroPython " % board.port in out
-    assert "would copy" in out and "dry run: %d would be copied" % n_files(device_dir, 0) in out
+    assert "would copy" in out and "dry run: %d would be copied" % n_files(device_dir, 1) in out
     assert list(flash.iterdir()) == []
 
 
@@ -227,7 +237,7 @@ def test_dry_run_reads_the_board_and_copies_nothing(board, flash, device_dir, bu
 
 def test_missing_port_is_a_one_line_error(build_dir):
     with pytest.raises(deploy.DeployError) as e:
-        deploy.run(parse("/dev/no-such-board", "--build-dir", build_dir))
+        deploy.run(parse("/dev/no-such-board", "--sensor", "rp2_temp", "--build-dir", build_dir))
     assert str(e.value) == (
         "deploy: no port /dev/no-such-board: is the board plugged in? "
         "(`microprop ports` lists the ports)"
@@ -238,7 +248,7 @@ def test_port_that_is_no_serial_port_is_a_one_line_error(tmp_path, build_dir):
     not_a_port = tmp_path / "file"
     not_a_port.write_text("")
     with pytest.raises(deploy.DeployError) as e:
-        deploy.run(parse(not_a_port, "--build-dir", build_dir))
+        deploy.run(parse(not_a_port, "--sensor", "rp2_temp", "--build-dir", build_dir))
     message = str(e.value)
     assert "\n" not in message
     assert message == (
@@ -253,7 +263,8 @@ def test_silent_port_times_out_with_a_hint(build_dir):
     try:
         t0 = time.monotonic()
         with pytest.raises(deploy.DeployError, match="timed out after 2 s .is the board running"):
-            deploy.run(parse(os.ttyname(slave), "--timeout", 2, "--build-dir", build_dir))
+            argv = (os.ttyname(slave), "--sensor", "rp2_temp", "--timeout", 2)
+            deploy.run(parse(*argv, "--build-dir", build_dir))
         assert time.monotonic() - t0 < 10
     finally:
         os.close(master)
@@ -363,10 +374,11 @@ def test_module_form(value, native, expected):
         ("armv7emsp", "6.2", "/lib/device/kernel_viper.py"),
     ],
 )
-def test_dry_run_for_an_architecture(arch, version, viper_line, build_dir, capsys):
+def test_dry_run_for_an_architecture(arch, version, viper_line, build_dir, data, capsys):
     status, out = run_deploy(
-        capsys, "--dry-run", "--arch", arch, "--mpy-version", version, "--build-dir", build_dir
-    )
+        capsys, "--dry-run", "--arch", arch, "--mpy-version", version, "--data", data,
+        "--build-dir", build_dir,
+    )  # fmt: skip
     assert status == 0
     assert "--- dry run for mpy %s %s (no board read)" % (version, arch) in out
     rows = {ln.split()[2]: ln for ln in out.splitlines() if ln.startswith("  would copy")}

@@ -124,7 +124,8 @@ def test_export_writes_rehearsal_windows_that_deploy_copies(exported, board, tmp
     other = tmp_path / "m.mpm"
     other.write_bytes((d / "model.mpm").read_bytes())
     rehearsal.write(tmp_path / "m.rh", x, y, crc ^ 1, len(qm.classes))
-    args = ["--dry-run", "--arch", "x64", "--model", other, "--build-dir", d / "build"]
+    args = ["--dry-run", "--arch", "x64", "--model", other, "--data", d / "replay.csv"]
+    args += ["--build-dir", d / "build"]
     with pytest.raises(deploy_mod.DeployError, match="is not its rehearsal file"):
         deploy_mod.run(parse(*args))
     (tmp_path / "m.rh").write_bytes(data)
