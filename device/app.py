@@ -8,7 +8,8 @@ Runs on: board and host (MicroPython >= 1.22; the Unix port in tests; CPython ca
     app.handle_line("mode record")         # one command, as if it came over the serial line
 
 The board.json keys and their checks are in device/config.py, the command handlers in
-device/commands.py. `device/board.py` reads board.json, builds the model, sensor, trainer and
+device/commands.py, the protocol's words and the writer of every line kind in
+device/protocol.py. `device/board.py` reads board.json, builds the model, sensor, trainer and
 app, and runs it (the board's main.py calls `board.main()`).
 
 The loop. One sensor read per sample period into an interleaved int16 ring buffer of `window`
@@ -19,11 +20,12 @@ samples, so windows start at samples 0, hop, 2 hop, ... of the stream (`host/boa
 cuts the same). A failed read (any exception from `sensor.read`) skips that sample, prints
 `err sensor <message>` at most once per second of samples and the loop goes on.
 
-Lines out: `pred t=<ms> class=<name> score=<0..255> us=<int> <name>:<0..255> ...` per hop (us:
-features + inference), `sample t=<ms> <channel>=<int> ...` per sample in record mode, `train
-step=<n> label=<name> correct=<0/1> acc=<0..100>`, `info <key>=<value> ...`, `err <code>
-<message>`. `t` is milliseconds since the app started (the read time in realtime; sample index
-times the nominal period otherwise), wrapping at 2**30 like `ticks_ms`. The first line is
+Lines out, written by `self.writer` (a protocol.LineWriter): `pred t=<ms> class=<name>
+score=<0..255> us=<int> <name>:<0..255> ...` per hop (us: features + inference), `sample
+t=<ms> <channel>=<int> ...` per sample in record mode, `train step=<n> label=<name>
+correct=<0/1> acc=<0..100>`, `info <key>=<value> ...`, `err <code> <message>`. `t` is
+milliseconds since the app started (the read time in realtime; sample index times the nominal
+period otherwise), wrapping at 2**30 like `ticks_ms`. The first line is
 `info state=start ...` (App.info_text, with `checkpoint=<slot>|none`), then one line per note
 from the start (`app.notes`: the checkpoint loaded or ignored), then `err config` lines.
 Error codes: config, model, sensor, app, line (too long, bad bytes), command (unknown), mode,
@@ -56,9 +58,10 @@ import sys
 from array import array
 
 from . import protocol
-from .commands import COMMANDS
-from .config import DEFAULTS, MAX_SMOOTHING, MODES, check_config, hz, shorten, token
+from .commands import HANDLERS
+from .config import DEFAULTS, MAX_SMOOTHING, check_config, hz, shorten, token
 from .features import MAX_WINDOW, N_FEATURES, window_features
+from .protocol import MODES
 
 __all__ = ["App", "DEFAULTS", "MAX_SMOOTHING", "MODES", "check_config", "shorten", "sleep_us"]
 
@@ -164,10 +167,8 @@ class App:
 
         classes = model.classes or [str(j) for j in range(k)]
         self.class_names = [token(name) for name in classes]
-        self._class_tags = [(" class=%s score=" % s).encode() for s in self.class_names]
-        self._pair_tags = [(" %s:" % s).encode() for s in self.class_names]
-        self._channel_tags = [(" %s=" % token(s)).encode() for s in names]
-        self._label_tags = [(" label=%s correct=" % s).encode() for s in self.class_names]
+        self._class_bytes = [s.encode() for s in self.class_names]  # as the writer puts them
+        self._channel_bytes = [token(s).encode() for s in names]
 
         self.t_ms = 0
         self.us = 0
@@ -195,8 +196,8 @@ class App:
             longest = max(longest, len(s))
         size = 80 + longest + k * (longest + 6)
         sample = 32
-        for tag in self._channel_tags:
-            sample += len(tag) + 6
+        for name in self._channel_bytes:
+            sample += len(name) + 8
         size = max(size, sample)
         self.writer = protocol.LineWriter(sys.stdout if out is None else out, size)
         if inp is None:
@@ -406,31 +407,10 @@ class App:
     # -- output --------------------------------------------------------------------------------
 
     def _write_pred(self):
-        w = self.writer
-        scores = self.model.scores
-        c = self.cls
-        w.put(b"pred t=")
-        w.put_int(self.t_ms)
-        w.put(self._class_tags[c])
-        w.put_int(scores[c])
-        w.put(b" us=")
-        w.put_int(self.us)
-        tags = self._pair_tags
-        for j in range(len(tags)):
-            w.put(tags[j])
-            w.put_int(scores[j])
-        w.end()
+        self.writer.pred(self.t_ms, self._class_bytes, self.cls, self.model.scores, self.us)
 
     def _write_sample(self):
-        w = self.writer
-        frame = self._frame
-        tags = self._channel_tags
-        w.put(b"sample t=")
-        w.put_int(self.t_ms)
-        for i in range(len(tags)):
-            w.put(tags[i])
-            w.put_int(frame[i])
-        w.end()
+        self.writer.sample(self.t_ms, self._channel_bytes, self._frame)
 
     def _report_fault(self):
         self.sensor_errors = _wrap_add(self.sensor_errors, 1)
@@ -447,11 +427,11 @@ class App:
 
     def err(self, code, message):
         """Print `err <code> <message>`."""
-        self.writer.line("err %s %s" % (code, message))
+        self.writer.err(code, message)
 
     def info(self, text):
         """Print `info <text>` (key=value pairs)."""
-        self.writer.line("info " + text)
+        self.writer.info(text)
 
     def info_text(self, state="running"):
         """The key=value pairs of an `info` answer."""
@@ -529,12 +509,12 @@ class App:
             words = line.split()
             if not words:
                 return
-            handler = COMMANDS.get(words[0])
+            handler = HANDLERS.get(words[0])
             if handler is None:
                 self.err(
                     "command",
-                    "unknown %r, expected mode, label, save, reset-model, info or rate"
-                    % shorten(words[0]),
+                    "unknown %r, expected one of %s"
+                    % (shorten(words[0]), ", ".join(protocol.COMMANDS)),
                 )
                 return
             handler(self, words, line)
@@ -562,20 +542,14 @@ class App:
         self.steps = _wrap_add(self.steps, 1)
         self.correct = _wrap_add(self.correct, correct)
         self.since_save = _wrap_add(self.since_save, 1)
-        w = self.writer
-        w.put(b"train step=")
         t = self.trainer
         if hasattr(t, "steps") and hasattr(t, "accuracy"):
-            w.put_int(t.steps)
+            step = t.steps
             acc = t.accuracy()
         else:
-            w.put_int(self.steps)
+            step = self.steps
             acc = self.correct * 100 // self.steps
-        w.put(self._label_tags[k])
-        w.put_int(correct)
-        w.put(b" acc=")
-        w.put_int(acc)
-        w.end()
+        self.writer.train(step, self._class_bytes[k], correct, acc)
         rh = self.rehearsal
         if rh is not None:  # the window's features are used: self.raw takes a rehearsal window
             n = t.steps if hasattr(t, "steps") else self.steps  # the checkpoint keeps t.steps

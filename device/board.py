@@ -194,7 +194,7 @@ def halt(code, message, out=None, inp=None, max_samples=None):
     writer = protocol.LineWriter(sys.stdout if out is None else out, 80)
 
     def answer(*_):
-        writer.line("err %s %s" % (code, message))
+        writer.err(code, message)
 
     reader = protocol.LineReader(
         protocol.StdinSource() if inp is None else inp, 64, answer, answer
@@ -212,12 +212,12 @@ def main(path="board.json", out=None, inp=None, max_hops=None, max_samples=None)
     raw, problems = load_config(path)
     config, more = check_config(raw)
     for p in problems + more:
-        writer.line("err config " + p)
+        writer.err("config", p)
     try:
         app = build(config, out, inp)
     except RuntimeError as e:
-        writer.line("err %s %s" % e.args)
-        writer.line("info state=halted")
+        writer.err(e.args[0], e.args[1])
+        writer.info("state=halted")
         halt(e.args[0], e.args[1], out, inp, max_samples)
         return
     while True:

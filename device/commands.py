@@ -2,8 +2,9 @@
 
 Runs on: board and host (MicroPython >= 1.22; CPython).
 
-`App.handle_line` splits a line and calls the handler named by its first word (COMMANDS);
-each answers with one line, and anything refused gets `err <command> ...` and changes nothing:
+`App.handle_line` splits a line and calls the handler named by its first word (HANDLERS, keyed
+by device/protocol.py's command words); each answers with one line, and anything refused gets
+`err <command> ...` and changes nothing:
 
     mode predict|record|idle   -> info mode=...   (leaving or entering idle restarts the window)
     label <class name>         -> train step=<n> label=<name> correct=<0/1> acc=<0..100>
@@ -17,13 +18,23 @@ each answers with one line, and anything refused gets `err <command> ...` and ch
 the training step itself (`App.learn`) does not.
 """
 
-from .config import MODES, hz, shorten
+from .config import hz, shorten
+from .protocol import (
+    CMD_INFO,
+    CMD_LABEL,
+    CMD_MODE,
+    CMD_RATE,
+    CMD_RESET_MODEL,
+    CMD_SAVE,
+    MODES,
+)
 
 
 def do_mode(app, words, line):
     if len(words) != 2 or words[1] not in MODES:
         app.err(
-            "mode", "%r refused, expected mode predict, record or idle" % shorten(line.strip())
+            CMD_MODE,
+            "%r refused, expected %s %s" % (shorten(line.strip()), CMD_MODE, "|".join(MODES)),
         )
         return
     app.set_mode(MODES.index(words[1]))
@@ -41,29 +52,29 @@ def class_index(app, name):
 
 def do_label(app, words, line):
     if app.trainer is None:
-        app.err("label", "not available: no on-device training on this board")
+        app.err(CMD_LABEL, "not available: no on-device training on this board")
         return
-    name = line.strip()[len("label") :].strip()
+    name = line.strip()[len(CMD_LABEL) :].strip()
     if not name:
-        app.err("label", "expected label <class name>")
+        app.err(CMD_LABEL, "expected %s <class name>" % CMD_LABEL)
         return
     k = class_index(app, name)
     if k < 0:
         app.err(
-            "label",
+            CMD_LABEL,
             "unknown class %r, expected one of %s" % (shorten(name), ",".join(app.class_names)),
         )
         return
     if app.filled < app.window:
-        app.err("label", "no full window yet (%d of %d samples)" % (app.filled, app.window))
+        app.err(CMD_LABEL, "no full window yet (%d of %d samples)" % (app.filled, app.window))
         return
     try:
         app.learn(k)
     except Exception as e:
-        app.err("label", "training step failed: %s" % shorten(str(e)))
+        app.err(CMD_LABEL, "training step failed: %s" % shorten(str(e)))
         return
     if app.autosave and app.since_save >= app.autosave:
-        _save(app, "save")
+        _save(app)
 
 
 def _trainer_method(app, words, what):
@@ -80,13 +91,13 @@ def _trainer_method(app, words, what):
     return method
 
 
-def _save(app, code):
-    """trainer.save() and its `info saved=...` line; `err <code> failed: ...` on an error.
+def _save(app):
+    """trainer.save() and its `info saved=...` line; `err save failed: ...` on an error.
     A save() that returns (slot path, seq), as device.train.Trainer's does, names them."""
     try:
         got = app.trainer.save()
     except Exception as e:
-        app.err(code, "failed: %s" % shorten(str(e) or type(e).__name__))
+        app.err(CMD_SAVE, "failed: %s" % shorten(str(e) or type(e).__name__))
         return
     app.since_save = 0
     steps = app.train_counts()[0]
@@ -99,7 +110,7 @@ def _save(app, code):
 
 def do_save(app, words, line):
     if _trainer_method(app, words, "save") is not None:
-        _save(app, "save")
+        _save(app)
 
 
 def do_reset_model(app, words, line):
@@ -109,7 +120,7 @@ def do_reset_model(app, words, line):
     try:
         method()
     except Exception as e:
-        app.err("reset-model", "failed: %s" % shorten(str(e) or type(e).__name__))
+        app.err(CMD_RESET_MODEL, "failed: %s" % shorten(str(e) or type(e).__name__))
         return
     app.steps = app.correct = app.since_save = 0
     app.checkpoint, app.seq = "none", 0
@@ -118,7 +129,7 @@ def do_reset_model(app, words, line):
 
 def do_info(app, words, line):
     if len(words) != 1:
-        app.err("info", "takes no arguments, expected info")
+        app.err(CMD_INFO, "takes no arguments, expected %s" % CMD_INFO)
         return
     app.info(app.info_text())
 
@@ -132,12 +143,15 @@ def do_rate(app, words, line):
         if not 0 < rate <= 1000000:
             raise ValueError
     except ValueError:
-        app.err("rate", "%r refused, expected rate <hz>, 0 < hz <= 1e6" % shorten(line.strip()))
+        app.err(
+            CMD_RATE,
+            "%r refused, expected %s <hz>, 0 < hz <= 1e6" % (shorten(line.strip()), CMD_RATE),
+        )
         return
     mhz = int(rate * 1000 + 0.5)
     if model_mhz and mhz != model_mhz:
         app.err(
-            "rate",
+            CMD_RATE,
             "%s Hz refused: the model was trained at %s Hz" % (shorten(words[1]), hz(model_mhz)),
         )
         return
@@ -147,11 +161,11 @@ def do_rate(app, words, line):
     app.info("rate_hz=" + hz(app.rate_mhz))
 
 
-COMMANDS = {
-    "mode": do_mode,
-    "label": do_label,
-    "save": do_save,
-    "reset-model": do_reset_model,
-    "info": do_info,
-    "rate": do_rate,
+HANDLERS = {
+    CMD_MODE: do_mode,
+    CMD_LABEL: do_label,
+    CMD_SAVE: do_save,
+    CMD_RESET_MODEL: do_reset_model,
+    CMD_INFO: do_info,
+    CMD_RATE: do_rate,
 }

@@ -31,7 +31,8 @@ keys are checked too where they are present (`sensor_checks`: I2C bus, pins and 
 The host checks the settings it writes with these same rules (`check_value`).
 """
 
-MODES = ("predict", "record", "idle")
+from .protocol import MODES  # the app modes: a word of the line protocol
+
 LEARN = ("off", "last", "bias", "all")
 MAX_SMOOTHING = 32
 DEFAULTS = {

@@ -1,13 +1,28 @@
-"""The serial line of the board app: output lines built without allocation, command lines read
-without blocking.
+"""The serial line of the board app: every word of its protocol, output lines built without
+allocation, command lines read without blocking.
 
 Runs on: board and host (MicroPython; CPython for tests of the host tools).
 
+The words (DESIGN.md, "The board app and the serial line") are written here and nowhere else:
+the board's writer below and command handlers (device/commands.py) and the host's parser
+(firmware_tools/protocol.py) import them. Board -> host, a line kind then its fields::
+
+    pred t=<ms> class=<name> score=<0..255> us=<int> <name>:<0..255> ...
+    sample t=<ms> <channel>=<int> ...
+    train step=<n> label=<name> correct=<0/1> acc=<0..100>
+    info <key>=<value> ...
+    err <code> <message>
+
+The kinds and field tags are bytes, so that writing them allocates nothing. Host -> board, a
+command word then its arguments (str, as the board reads command lines): `mode <MODES>`,
+`label <class name>`, `save`, `reset-model`, `info`, `rate <hz>`.
+
 `LineWriter` builds one line in a preallocated bytearray (fixed byte strings copied in, ints
 written as decimal digits) and hands it to the stream in one `write(buf, n)` call, the
-MicroPython stream form that writes the first n bytes without slicing. Writing a `pred` or
-`sample` line therefore allocates nothing (checked with `micropython.heap_lock()`); `text` lines
-(info, err) are built from `str` and allocate, which is fine for lines that answer commands.
+MicroPython stream form that writes the first n bytes without slicing. Its `pred`, `sample`
+and `train` methods write those lines and allocate nothing (checked with
+`micropython.heap_lock()`); `info` and `err` lines are built from `str` and allocate, which is
+fine for lines that answer commands.
 
 `LineReader` collects bytes from a non-blocking source into a preallocated line buffer and
 calls back once per complete line. Lines end at `\\n` or `\\r` (so `\\r\\n` gives a line and an
@@ -29,6 +44,34 @@ except ImportError:  # a port without select: no commands, the app still runs
 _MICROPYTHON = sys.implementation.name == "micropython"
 _INT_DIGITS = 12  # "-1073741824" and a spare
 _CHUNK = 16
+
+# Board -> host: the line kinds, and the tags of their fixed fields (` <tag>=<value>`).
+PRED = b"pred"
+SAMPLE = b"sample"
+TRAIN = b"train"
+INFO = b"info"
+ERR = b"err"
+T = b"t"  # pred, sample: milliseconds since the app started
+CLASS = b"class"  # pred: the reported class, its score and the time features + inference took
+SCORE = b"score"
+US = b"us"
+STEP = b"step"  # train
+LABEL = b"label"
+CORRECT = b"correct"
+ACC = b"acc"
+
+# Host -> board: the command words, and the app's modes (`mode <name>`, board.json "mode").
+CMD_MODE = "mode"
+CMD_LABEL = "label"
+CMD_SAVE = "save"
+CMD_RESET_MODEL = "reset-model"
+CMD_INFO = "info"
+CMD_RATE = "rate"
+COMMANDS = (CMD_MODE, CMD_LABEL, CMD_SAVE, CMD_RESET_MODEL, CMD_INFO, CMD_RATE)
+PREDICT = "predict"
+RECORD = "record"
+IDLE = "idle"
+MODES = (PREDICT, RECORD, IDLE)  # the app's mode is an index into this
 
 
 class LineWriter:
@@ -93,10 +136,62 @@ class LineWriter:
         else:
             self._out.write(bytes(self.buf[: n + 1]))
 
-    def line(self, text):
-        """Write a whole line from a str, any length (allocates: for info and err lines)."""
-        text += "\n"
-        self._out.write(text if self._text_out else text.encode())
+    def put_key(self, key, sep=b"="):
+        """Append ` <key>=` (or ` <key>:` with `sep` b":"): a field's tag, its value to follow."""
+        self.put(b" ")
+        self.put(key)
+        self.put(sep)
+
+    def put_field(self, key, v):
+        """Append ` <key>=<v>` for the small int `v`."""
+        self.put_key(key)
+        self.put_int(v)
+
+    # -- the line kinds ------------------------------------------------------------------------
+
+    def pred(self, t_ms, names, cls, scores, us):
+        """`pred t=<ms> class=<name> score=<0..255> us=<int> <name>:<0..255> ...`: `names[j]`
+        (bytes) and `scores[j]` of every class j, `cls` the class reported."""
+        self.put(PRED)
+        self.put_field(T, t_ms)
+        self.put_key(CLASS)
+        self.put(names[cls])
+        self.put_field(SCORE, scores[cls])
+        self.put_field(US, us)
+        for j in range(len(names)):
+            self.put_key(names[j], b":")
+            self.put_int(scores[j])
+        self.end()
+
+    def sample(self, t_ms, names, values):
+        """`sample t=<ms> <channel>=<int> ...`: `names[i]` (bytes) and `values[i]` per channel."""
+        self.put(SAMPLE)
+        self.put_field(T, t_ms)
+        for i in range(len(names)):
+            self.put_field(names[i], values[i])
+        self.end()
+
+    def train(self, step, label, correct, acc):
+        """`train step=<n> label=<name> correct=<0/1> acc=<0..100>`, `label` in bytes."""
+        self.put(TRAIN)
+        self.put_field(STEP, step)
+        self.put_key(LABEL)
+        self.put(label)
+        self.put_field(CORRECT, correct)
+        self.put_field(ACC, acc)
+        self.end()
+
+    def info(self, text):
+        """`info <text>`, `text` the key=value pairs (allocates: any length)."""
+        self._text(INFO, text)
+
+    def err(self, code, message):
+        """`err <code> <message>` (allocates: any length)."""
+        self._text(ERR, "%s %s" % (code, message))
+
+    def _text(self, kind, text):
+        line = kind + b" " + text.encode() + b"\n"
+        self._out.write(line.decode() if self._text_out else line)
 
 
 class StdinSource:

@@ -36,6 +36,17 @@ import sys
 import tempfile
 import time
 
+from firmware_tools.protocol import (
+    CMD_INFO,
+    CMD_LABEL,
+    CMD_SAVE,
+    Err,
+    Info,
+    Train,
+    command,
+    parse_line,
+)
+
 CHUNK_SECONDS = 3.0  # of each activity in turn, in the replayed log
 SKIP_SECONDS = 10.0  # into each held-out recording
 DEFAULT_SECONDS = 10.0
@@ -261,50 +272,60 @@ def train_on_board(port, label, timeout=5.0):
     `info` answer says trainer=none)."""
     from firmware_tools import deploy
 
-    with _session(port) as ask:
-        info = ask("info", "info state=")
-        if _field(info, "trainer") in (None, "none"):
+    with _session(port, timeout) as ask:
+        info, _ = ask(Info, "state", CMD_INFO)
+        trainer = _info_field(info, "trainer")
+        if trainer in (None, "none"):
             return None
-        done = [("info", "trainer=%s steps=%s" % (_field(info, "trainer"), _field(info, "steps")))]
+        done = [(CMD_INFO, "trainer=%s steps=%s" % (trainer, _info_field(info, "steps")))]
         for _ in range(TRAIN_LABELS):
-            done.append(("label " + label, ask("label " + label, "train ")))
-        saved = ask("save", "info saved=")
-        done.append(("save", saved))
-    if not saved.startswith("info saved="):
-        raise DemoError("demo: on-device training: save answered %r" % saved)
+            _, text = ask(Train, None, CMD_LABEL, label)
+            done.append(("%s %s" % (CMD_LABEL, label), text))
+        saved, text = ask(Info, "saved", CMD_SAVE)
+        done.append((CMD_SAVE, text))
+    if not isinstance(saved, Info):
+        raise DemoError("demo: on-device training: %s answered %r" % (CMD_SAVE, text))
     deploy.soft_reset(port)
-    with _session(port) as ask:
-        after = ask("info", "info state=")
+    with _session(port, timeout) as ask:
+        after, _ = ask(Info, "state", CMD_INFO)
     keys = ("checkpoint", "seq", "steps", "acc")
-    done.append(("soft reset, info", " ".join("%s=%s" % (k, _field(after, k)) for k in keys)))
-    if _field(after, "steps") != _field(saved, "steps") or _field(after, "checkpoint") in (
-        None,
-        "none",
-    ):
+    done.append(
+        ("soft reset, " + CMD_INFO, " ".join("%s=%s" % (k, _info_field(after, k)) for k in keys))
+    )
+    steps_kept = _info_field(after, "steps") == _info_field(saved, "steps")
+    if not steps_kept or _info_field(after, "checkpoint") in (None, "none"):
         raise DemoError(
             "demo: on-device training did not survive the reset: saved %r, after %r"
-            % (saved, after)
+            % (text, after.text if isinstance(after, Info) else after)
         )
     return done
 
 
+def _info_field(record, key):
+    """The value of `key` in an `info` answer, None if absent (or not an `info` answer)."""
+    return record.fields.get(key) if isinstance(record, Info) else None
+
+
 @contextlib.contextmanager
 def _session(port, timeout=5.0):
-    """ask(line, prefix): send a command line, return the first answer starting with `prefix`
-    or `err ` (predictions in between are skipped); '' after `timeout` s."""
-    from firmware_tools.protocol import command
+    """ask(kind, key, *command): send a command line, return (record, text) of the first
+    answer parsed as `kind` (an Info with `key` among its fields when `key` is given) or as an
+    Err (predictions in between are skipped); (None, '') after `timeout` s."""
     from firmware_tools.serialport import LineReader, open_port
 
     with LineReader(lambda: open_port(port)) as reader:
 
-        def ask(line, prefix):
-            reader.write(command(*line.split(" ", 1)))
+        def ask(kind, key, *words):
+            reader.write(command(*words))
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 text = reader.readline(0.1)
-                if text and text.startswith((prefix, "err ")):
-                    return text
-            return ""
+                rec = parse_line(text) if text else None
+                if isinstance(rec, Err) or (
+                    isinstance(rec, kind) and (key is None or key in rec.fields)
+                ):
+                    return rec, text
+            return None, ""
 
         yield ask
 
@@ -316,14 +337,6 @@ def _current_label(pred_log, replay, qmodel):
     rate = float(qmodel.sensor["rate_hz"])
     i = int(rows[-1][0] * rate / 1000) if rows else 0
     return str(replay.labels[i % len(replay.labels)])
-
-
-def _field(line, key):
-    for token in line.split():
-        k, eq, v = token.partition("=")
-        if eq and k == key:
-            return v
-    return None
 
 
 # -- the command --------------------------------------------------------------------------------

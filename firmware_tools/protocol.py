@@ -3,7 +3,8 @@
 Runs on: host.
 
 The board prints ASCII lines, a keyword then space-separated fields (DESIGN.md, "The board
-app and the serial line")::
+app and the serial line"); every keyword, field tag, command word and mode is the board's own,
+imported from device/protocol.py, and written nowhere else::
 
     pred t=<ms> class=<name> score=<0..255> us=<int> <name>:<0..255> ...
     sample t=<ms> <channel>=<int> ...
@@ -17,13 +18,35 @@ by a reset, a REPL banner. It never raises. A line is refused whole rather than 
 field must be well formed, required fields present, values in range, and a `pred` line's class
 must be among its scores, which catches most lines cut between two pairs.
 
-The host sends `command(...)` lines the other way: `mode predict`, `label walking`, `info`.
+The host sends `command(...)` lines the other way: `command(CMD_MODE, RECORD)` ->
+`mode record`, `command(CMD_LABEL, "walking")`, `command(CMD_INFO)`.
 """
 
 from dataclasses import dataclass, field
 
-KINDS = ("pred", "sample", "train", "info", "err")
-MODES = ("predict", "record", "idle")
+from device import protocol as board
+from device.protocol import (  # noqa: F401 (the host's names for the command words and modes)
+    CMD_INFO,
+    CMD_LABEL,
+    CMD_MODE,
+    CMD_RATE,
+    CMD_RESET_MODEL,
+    CMD_SAVE,
+    COMMANDS,
+    IDLE,
+    MODES,
+    PREDICT,
+    RECORD,
+)
+
+PRED, SAMPLE, TRAIN, INFO, ERR = (
+    k.decode() for k in (board.PRED, board.SAMPLE, board.TRAIN, board.INFO, board.ERR)
+)
+KINDS = (PRED, SAMPLE, TRAIN, INFO, ERR)
+_T, _CLASS, _SCORE, _US = (k.decode() for k in (board.T, board.CLASS, board.SCORE, board.US))
+_STEP, _LABEL, _CORRECT, _ACC = (
+    k.decode() for k in (board.STEP, board.LABEL, board.CORRECT, board.ACC)
+)
 MAX_LINE = 1024  # longest line the host reads as one line; the board's are far shorter
 
 _INT16 = (-32768, 32767)
@@ -39,7 +62,7 @@ class Pred:
     us: int
     scores: dict = field(default_factory=dict)  # class name -> 0..255, in the board's order
     extra: dict = field(default_factory=dict)  # other key=value fields, as strings
-    kind = "pred"
+    kind = PRED
 
 
 @dataclass(frozen=True)
@@ -48,7 +71,7 @@ class Sample:
 
     t_ms: int
     values: dict  # channel -> int, in the board's order
-    kind = "sample"
+    kind = SAMPLE
 
 
 @dataclass(frozen=True)
@@ -59,7 +82,7 @@ class Train:
     label: str
     correct: bool
     acc: int  # percent, 0..100
-    kind = "train"
+    kind = TRAIN
 
 
 @dataclass(frozen=True)
@@ -68,7 +91,7 @@ class Info:
 
     fields: dict
     text: str
-    kind = "info"
+    kind = INFO
 
 
 @dataclass(frozen=True)
@@ -77,7 +100,7 @@ class Err:
 
     code: str
     message: str
-    kind = "err"
+    kind = ERR
 
 
 def decode(data):
@@ -101,7 +124,7 @@ def parse_line(line):
 
 
 def command(name, *args):
-    """A host -> board line: command('mode', 'record') -> 'mode record\\n'."""
+    """A host -> board line: command(CMD_MODE, RECORD) -> 'mode record\\n'."""
     text = " ".join([name, *map(str, args)])
     if "\n" in text or "\r" in text or not text.isascii():
         raise ValueError("protocol: a command is one ASCII line, found %r" % text)
@@ -151,10 +174,10 @@ def _parse_pred(rest):
             if not colon or not name or v is None or name in scores:
                 return None
             scores[name] = v
-    t = _int(fields.pop("t", ""), 0)
-    name = fields.pop("class", "")
-    score = _int(fields.pop("score", ""), 0, 255)
-    us = _int(fields.pop("us", ""), 0)
+    t = _int(fields.pop(_T, ""), 0)
+    name = fields.pop(_CLASS, "")
+    score = _int(fields.pop(_SCORE, ""), 0, 255)
+    us = _int(fields.pop(_US, ""), 0)
     if t is None or not name or score is None or us is None:
         return None
     if scores and scores.get(name) != score:  # a line cut between pairs, or a mixed-up one
@@ -164,13 +187,13 @@ def _parse_pred(rest):
 
 def _parse_sample(rest):
     pairs = _pairs(rest, "=")
-    if not pairs or pairs[0][0] != "t" or len(pairs) < 2:
+    if not pairs or pairs[0][0] != _T or len(pairs) < 2:
         return None
     t = _int(pairs[0][1], 0)
     values = {}
     for name, text in pairs[1:]:
         v = _int(text, *_INT16)
-        if v is None or name in values or name == "t":
+        if v is None or name in values or name == _T:
             return None
         values[name] = v
     return None if t is None else Sample(t, values)
@@ -181,10 +204,10 @@ def _parse_train(rest):
     if pairs is None:
         return None
     fields = dict(pairs)
-    step = _int(fields.get("step", ""), 0)
-    label = fields.get("label", "")
-    correct = _int(fields.get("correct", ""), 0, 1)
-    acc = _int(fields.get("acc", ""), 0, 100)
+    step = _int(fields.get(_STEP, ""), 0)
+    label = fields.get(_LABEL, "")
+    correct = _int(fields.get(_CORRECT, ""), 0, 1)
+    acc = _int(fields.get(_ACC, ""), 0, 100)
     if step is None or not label or correct is None or acc is None:
         return None
     return Train(step, label, bool(correct), acc)
@@ -207,9 +230,9 @@ def _parse_err(rest):
 
 
 _PARSERS = {
-    "pred": _parse_pred,
-    "sample": _parse_sample,
-    "train": _parse_train,
-    "info": _parse_info,
-    "err": _parse_err,
+    PRED: _parse_pred,
+    SAMPLE: _parse_sample,
+    TRAIN: _parse_train,
+    INFO: _parse_info,
+    ERR: _parse_err,
 }

@@ -177,7 +177,7 @@ class Recorder:
         self.seconds = seconds
         self.wait = wait
         self.info = {}
-        self.previous_mode = "predict"
+        self.previous_mode = protocol.PREDICT
         self.channels = None
         self.samples = []
         self.unparsable = 0
@@ -193,15 +193,16 @@ class Recorder:
     def close(self):
         """Put the app back in its previous mode and let go of the port."""
         if self.reader.connected:
-            self.reader.write(protocol.command("mode", self.previous_mode))
-            status("sent: mode %s" % self.previous_mode)
+            line = protocol.command(protocol.CMD_MODE, self.previous_mode)
+            self.reader.write(line)
+            status("sent: " + line.strip())
         self.reader.close()
 
     def _ask_record(self, reader):
-        reader.write(protocol.command("mode", "record"))
+        reader.write(protocol.command(protocol.CMD_MODE, protocol.RECORD))
 
     def _query_info(self):
-        self.reader.write(protocol.command("info"))
+        self.reader.write(protocol.command(protocol.CMD_INFO))
         end = time.monotonic() + _INFO_WAIT
         while time.monotonic() < end:
             msg = protocol.parse_line(self.reader.readline(end - time.monotonic()) or "")
@@ -210,7 +211,7 @@ class Recorder:
                 if "rate_hz" in self.info or "sensor" in self.info:
                     end = min(end, time.monotonic() + 0.1)  # the rest of the answer, if any
         mode = self.info.get("mode")
-        if mode in protocol.MODES and mode != "record":
+        if mode in protocol.MODES and mode != protocol.RECORD:
             self.previous_mode = mode
 
     def _capture(self):
