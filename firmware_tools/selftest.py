@@ -253,15 +253,18 @@ def board_files(vectors):
 
     files = {}
     manifest = []
+    # One file per model, its model file then its vectors: a board's littlefs gives every file
+    # at least one block (4 kB), and a small emulated flash (256 kB) holds few.
     for m in vectors.models:
-        files[m.name + ".mpm"] = modelfile.to_bytes(m.qmodel)
-        files[m.name + ".raw"] = np.asarray(m.raw, dtype="<i4").tobytes()
-        files[m.name + ".q"] = np.asarray(m.xq, dtype="i1").tobytes()
-        manifest.append("I %s" % m.name)
+        mpm = modelfile.to_bytes(m.qmodel)
+        raw = np.asarray(m.raw, dtype="<i4")
+        files[m.name + ".bin"] = mpm + raw.tobytes() + np.asarray(m.xq, dtype="i1").tobytes()
+        manifest.append("I %s %d %d" % (m.name, len(mpm), len(raw)))
     for name, (q, raw, labels) in vectors.train_data.items():
-        files["t-%s.mpm" % name] = modelfile.to_bytes(q)
-        files["t-%s.raw" % name] = np.asarray(raw, dtype="<i4").tobytes()
-        files["t-%s.lab" % name] = np.asarray(labels, dtype="u1").tobytes()
+        mpm = modelfile.to_bytes(q)
+        labels = np.asarray(labels, dtype="u1").tobytes()
+        files["t-%s.bin" % name] = mpm + labels + np.asarray(raw, dtype="<i4").tobytes()
+        manifest.append("D t-%s %d %d" % (name, len(mpm), len(labels)))
     for c in vectors.cases:
         manifest.append(
             "T %d t-%s %s %d %d %d %d %d"
@@ -361,6 +364,7 @@ except (ImportError, AttributeError):
     _lock = _unlock = None
 D = BOARD_DIR
 ONLY = DETAIL
+DATA = {}
 
 def _crc(buf, c):
     return binascii.crc32(buf, c)
@@ -380,18 +384,18 @@ def _run(m, buf, raw):
         if _unlock:
             _unlock()
 
-def infer_model(name, kernel):
-    m = Model(D + '/' + name + '.mpm', kernel=kernel)
-    f = m.n_inputs
-    outs = m.layer_outputs
-    sums = [0] * (len(outs) + 2)
-    cb = bytearray(1)
-    n = 0
-    for ext, buf in (('raw', array('i', bytes(4 * f))), ('q', array('b', bytes(f)))):
-        size = len(buf) * (4 if ext == 'raw' else 1)
-        with open(D + '/' + name + '.' + ext, 'rb') as fh:
-            while fh.readinto(buf) == size:
-                c = _run(m, buf, ext == 'raw')
+def infer_model(name, n_mpm, n_raw, kernel):
+    with open(D + '/' + name + '.bin', 'rb') as fh:
+        m = Model(fh.read(n_mpm), kernel=kernel)
+        f = m.n_inputs
+        outs = m.layer_outputs
+        sums = [0] * (len(outs) + 2)
+        cb = bytearray(1)
+        n = 0
+        for raw, buf in ((True, array('i', bytes(4 * f))), (False, array('b', bytes(f)))):
+            size = len(buf) * (4 if raw else 1)
+            while (n < n_raw or not raw) and fh.readinto(buf) == size:
+                c = _run(m, buf, raw)
                 if ONLY:
                     row = ['V', name, kernel, str(n), str(c), _h(_crc(m.scores, 0))]
                     for y in outs:
@@ -417,16 +421,16 @@ def _step(t, x, label):
             _unlock()
 
 def train_case(case, name, mode, batch, lr_shift, seed, steps, every, kernel):
-    m = Model(D + '/' + name + '.mpm', kernel=kernel)
-    t = Trainer(m, mode, lr_shift, batch, seed)
-    f = m.n_inputs
-    with open(D + '/' + name + '.lab', 'rb') as fh:
-        labels = fh.read()
-    x = array('i', bytes(4 * f))
-    with open(D + '/' + name + '.raw', 'rb') as fh:
+    n_mpm, n_labels = DATA[name]
+    with open(D + '/' + name + '.bin', 'rb') as fh:
+        m = Model(fh.read(n_mpm), kernel=kernel)
+        t = Trainer(m, mode, lr_shift, batch, seed)
+        f = m.n_inputs
+        x = array('i', bytes(4 * f))
+        labels = fh.read(n_labels)
         for s in range(steps):
-            n = s % len(labels)
-            fh.seek(n * 4 * f)
+            n = s % n_labels
+            fh.seek(n_mpm + n_labels + n * 4 * f)
             fh.readinto(x)
             _step(t, x, labels[n])
             if (s + 1) % every == 0:
@@ -449,13 +453,15 @@ def main():
         lines = fh.read().split('\\n')
     for line in lines:
         w = line.split()
-        if not w or (ONLY and (w[0] != 'I' or w[1] != ONLY[0])):
+        if w and w[0] == 'D':
+            DATA[w[1]] = (int(w[2]), int(w[3]))
+        if not w or w[0] == 'D' or (ONLY and (w[0] != 'I' or w[1] != ONLY[0])):
             continue
         for kernel in kernels:
             gc.collect()
             try:
                 if w[0] == 'I':
-                    infer_model(w[1], kernel)
+                    infer_model(w[1], int(w[2]), int(w[3]), kernel)
                 else:
                     a = [int(v) for v in w[4:]]
                     train_case(int(w[1]), w[2], w[3], a[0], a[1], a[2], a[3], a[4], kernel)
@@ -649,7 +655,8 @@ def _deploy_args(port, args, build_dir):
 
 def ensure_package(port, state, args, build_dir):
     """Install the device package into /lib/device where it differs from the host's (deploy's
-    build, plan, copy and verify; nothing outside /lib/device). Returns a status line."""
+    build, plan, copy and verify; nothing outside /lib/device) -> (status line, the board's
+    state after)."""
     fmt = None if args.source else deploy.board_format(state)
     items = [
         i
@@ -658,17 +665,18 @@ def ensure_package(port, state, args, build_dir):
     ]
     copy, same, stale = deploy.plan(items, state)
     if not copy and not stale:
-        return "device package: %d files, as on the host" % len(same)
+        return "device package: %d files, as on the host" % len(same), state
     after = deploy.install(
         port, items, copy, stale, state, args.timeout, "installing the device package"
     )
-    return "device package: %d of %d files installed (%d bytes), %d removed, verified by %s" % (
+    line = "device package: %d of %d files installed (%d bytes), %d removed, verified by %s" % (
         len(copy),
         len(items),
         sum(i.size for i in copy),
         len(stale),
         after.algo,
     )
+    return line, after
 
 
 def _copy_vectors(port, vectors, folder, state, timeout):
@@ -751,7 +759,8 @@ def _run(args, t0):
             print("--- device package: as found on the board (--no-install)")
         else:
             build_dir = Path(args.build_dir or deploy.default_build_dir())
-            print("--- " + ensure_package(port, state, args, build_dir))
+            line, state = ensure_package(port, state, args, build_dir)
+            print("--- " + line)
         with tempfile.TemporaryDirectory(prefix="microprop-selftest-") as folder:
             copied = True
             size = _copy_vectors(port, vectors, folder, state, timeout)
