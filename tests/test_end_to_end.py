@@ -175,15 +175,16 @@ def read_preds(port, seconds, send=b""):
         if send:
             ser.write(send)
         deadline = time.monotonic() + seconds
+        line = b""
         while time.monotonic() < deadline:
-            line = ser.readline()
+            line += ser.readline()
             if not line.endswith(b"\n"):
-                continue  # nothing yet, or the last piece before the deadline
-            msg = parse_line(line)
+                continue  # nothing yet, or a line cut by the read timeout: wait for its end
+            msg, text, line = parse_line(line), line.decode("ascii", "replace").strip(), b""
             if isinstance(msg, Pred):
                 preds.append((msg.t_ms, msg.class_name, dict(msg.scores)))
             else:
-                other.append(line.decode("ascii", "replace").strip())
+                other.append(text)
     return preds, other
 
 
