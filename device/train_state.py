@@ -115,7 +115,7 @@ def check(t, ints, mode, batch):
     room = batch if batch < t.batch else t.batch
     if not 0 <= count < room:
         return "samples in the batch %d, expected 0..%d" % (count, room - 1)
-    limits = []
+    limits = []  # type: list
     for k in range(t._n):
         if t.trains_w[k]:
             limits.append(None)  # int16 master weights: every value is one the update keeps
