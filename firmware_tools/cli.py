@@ -462,7 +462,7 @@ def _tool(module_name):
 
 
 _EPILOG["deploy"] = """example:
-  microprop deploy auto --model model.mpm                      (replay sensor, data.csv)
+  microprop deploy auto --model model.mpm --data walk.csv       (replay sensor)
   microprop deploy /dev/ttyACM0 --model model.mpm --sensor mpu6050 --i2c 0 --scl 5 --sda 4
   microprop deploy /dev/pts/5 --model model.mpm --data walk.csv --dry-run
 """
