@@ -153,9 +153,10 @@ def module_form(native, board, cross_sub):
     return "mpy", board.arch
 
 
-def board_config(args):
-    """The /board.json dict from the flags (keys read by the board app), each value checked by
-    the board's own rules (device/config.py); DeployError naming the flag of a bad one."""
+def board_config(args, desc=None):
+    """The /board.json dict from the flags (keys read by the board app) and the model's sensor
+    description `desc` (the MPU6050's channels and full scales), each value checked by the
+    board's own rules (device/config.py); DeployError naming the flag of a bad one."""
     sensor = args.sensor or "replay"
     if sensor in ("adc", "esp32_adc") and not args.pins:
         raise DeployError("deploy: --sensor %s needs --pins, e.g. --pins 26,27" % sensor)
@@ -179,6 +180,8 @@ def board_config(args):
         cfg["rate_hz"] = int(args.rate) if float(args.rate).is_integer() else args.rate
     cfg["smoothing"] = args.smoothing
     cfg["realtime"] = not args.no_realtime
+    if sensor == "mpu6050" and desc:
+        _mpu6050_as_the_model(cfg, desc)
     for key, value in cfg.items():
         expected = board_rules.check_value(key, value, sensor)
         if expected:
@@ -189,6 +192,56 @@ def board_config(args):
                 % (_FLAGS.get(key, key), value, expected, key)
             )
     return cfg
+
+
+def _mpu6050_as_the_model(cfg, desc):
+    """Set the MPU6050's channels and full scales to the model's (the board refuses a sensor
+    that differs from its model); DeployError where the chip cannot give what the model reads
+    or a flag asks for another full scale."""
+    from device import sensor_mpu6050 as mpu
+
+    names = list(desc["channels"])
+    if not names or any(c not in mpu.CHANNELS for c in names):
+        raise DeployError(
+            "deploy: --sensor mpu6050 gives channels %s; the model reads %s"
+            % (",".join(mpu.CHANNELS), ",".join(names))
+        )
+    if names != list(mpu.CHANNELS):
+        cfg["channels"] = names
+    units = desc.get("units") or [""] * len(names)
+    scales = desc.get("full_scale") or [0] * len(names)
+    for kind, unit, key, flag in (
+        ("a", "g", "accel_fs_g", "--accel-fs"),
+        ("g", "dps", "gyro_fs_dps", "--gyro-fs"),
+    ):
+        mine = [k for k, c in enumerate(names) if c[0] == kind]
+        bad = [names[k] + " in " + units[k] for k in mine if units[k] and units[k] != unit]
+        if bad:
+            raise DeployError(
+                "deploy: --sensor mpu6050 reads %s in %s; the model reads %s"
+                % (kind + "x..", unit, ", ".join(bad))
+            )
+        found = sorted({scales[k] for k in mine if scales[k]})
+        if len(found) > 1:
+            raise DeployError(
+                "deploy: the model's %s channels have full scales %s; the MPU6050 has one"
+                % (unit, ", ".join("%g" % v for v in found))
+            )
+        if not found:
+            continue
+        fs = int(found[0]) if float(found[0]).is_integer() else found[0]
+        allowed = mpu.ACCEL_FS_G if kind == "a" else mpu.GYRO_FS_DPS
+        if fs not in allowed:
+            raise DeployError(
+                "deploy: the model was trained at %g %s full scale; the MPU6050 has %s"
+                % (fs, unit, ", ".join(str(v) for v in allowed))
+            )
+        if key in cfg and cfg[key] != fs:
+            raise DeployError(
+                "deploy: %s %s: the model was trained at %g %s full scale; leave %s out to "
+                "use it" % (flag, cfg[key], fs, unit, flag)
+            )
+        cfg[key] = fs
 
 
 class Item:
@@ -263,12 +316,9 @@ def checked_inputs(args, build_dir):
     """The flags and files checked before the board is touched: (the model's sensor
     description or None, the (file, note) to copy as /data.csv or None); DeployError (one
     line) for the first bad one."""
-    cfg = board_config(args)
-    desc = None
+    desc = _model_sensor(args)
+    cfg = board_config(args, desc)
     if args.model:
-        from device import modelfile
-
-        desc = modelfile.decode(_checked_model(args.model).read_bytes())["sensor"]
         _checked_rehearsal(args.model)
         want = desc["rate_mhz"]
         if args.rate is not None and want and int(args.rate * 1000 + 0.5) != want:
@@ -457,8 +507,17 @@ def _checked_rehearsal(model_path):
     return p
 
 
+def _model_sensor(args):
+    """The sensor description of --model (checked), or None without one."""
+    if not args.model:
+        return None
+    from device import modelfile
+
+    return modelfile.decode(_checked_model(args.model).read_bytes())["sensor"]
+
+
 def _write_board_json(args, build_dir):
-    text = json.dumps(board_config(args), indent=1, sort_keys=True) + "\n"
+    text = json.dumps(board_config(args, _model_sensor(args)), indent=1, sort_keys=True) + "\n"
     folder = Path(build_dir) / "json"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / ("board-%s.json" % hashlib.sha256(text.encode()).hexdigest()[:16])

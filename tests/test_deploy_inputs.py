@@ -387,3 +387,70 @@ def test_counts_read_by_host_and_board_agree_on_the_converted_file(tmp_path, bui
         got.append(out)
     replay.close()
     assert got == want.tolist() and replay.bad_rows == 0
+
+
+# -- the MPU6050 set up as the model was trained ---------------------------------------------
+
+
+def imu_model(tmp_path, channels, units, full_scale):
+    """golden.mpm (two channels) read from other channels, units and full scales."""
+    m = modelfile.read_model(GOLDEN)
+    m.features = dict(m.features, channels=list(channels))
+    fs = {c: (v, u) for c, u, v in zip(channels, units, full_scale, strict=True)}
+    m.sensor = dict(m.sensor, full_scale=fs)
+    path = tmp_path / "imu.mpm"
+    modelfile.write_model(path, m)
+    return path
+
+
+def test_mpu6050_takes_the_models_channels_and_full_scales(tmp_path):
+    from device.sensor_mpu6050 import MPU6050
+    from device.sensors import check_model
+
+    class FakeI2C:  # an MPU6050 that answers WHO_AM_I and takes every write
+        def readfrom_mem_into(self, addr, reg, buf):
+            buf[0] = 0x68
+
+        def writeto_mem(self, addr, reg, buf):
+            pass
+
+    model = imu_model(tmp_path, ["ay", "gz"], ["g", "dps"], [8, 500])
+    args = parse("--dry-run", "--arch", "x64", "--model", model, "--sensor", "mpu6050")
+    desc = deploy._model_sensor(args)
+    cfg = deploy.board_config(args, desc)
+    assert cfg["channels"] == ["ay", "gz"]
+    assert (cfg["accel_fs_g"], cfg["gyro_fs_dps"]) == (8, 500)
+    # the board's own sensor, made from these settings, passes the board's own check
+    sensor = MPU6050(FakeI2C(), accel_fs_g=8, gyro_fs_dps=500, channels=cfg["channels"])
+    check_model(sensor, desc)
+    # without the model's settings it would not: the chip's defaults are 2 g and 250 dps
+    with pytest.raises(ValueError, match="full scale"):
+        check_model(MPU6050(FakeI2C(), channels=cfg["channels"]), desc)
+
+
+@pytest.mark.parametrize(
+    "channels, units, scales, flags, message",
+    [
+        (["ax", "x"], ["g", "g"], [8, 8], [], "--sensor mpu6050 gives channels ax,ay,az,gx,gy,gz"),
+        (["ax", "ay"], ["", ""], [0, 0], ["--accel-fs", "3"], "--accel-fs 3: expected 2, 4, 8"),
+        (
+            ["ax", "ay"],
+            ["m/s2", "m/s2"],
+            [8, 8],
+            [],
+            "reads ax.. in g; the model reads ax in m/s2",
+        ),
+        (["ax", "ay"], ["g", "g"], [8, 4], [], "the model's g channels have full scales 4, 8"),
+        (["ax", "ay"], ["g", "g"], [3, 3], [], "trained at 3 g full scale; the MPU6050 has 2, 4"),
+        (["ax", "ay"], ["g", "g"], [8, 8], ["--accel-fs", "4"], "--accel-fs 4: the model was"),
+    ],
+)
+def test_mpu6050_that_cannot_read_as_the_model_is_refused(
+    capsys, tmp_path, build_dir, channels, units, scales, flags, message
+):
+    model = imu_model(tmp_path, channels, units, scales)
+    err = refused(
+        capsys, "--dry-run", "--arch", "x64", "--model", model, "--sensor", "mpu6050", *flags,
+        "--build-dir", build_dir,
+    )  # fmt: skip
+    assert message in err, err
