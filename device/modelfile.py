@@ -1,8 +1,8 @@
 """The model file layout, defined once, and its checked decoder (board and host).
 
 Runs on: board and host (MicroPython >= 1.22 and CPython; imports only struct, array, binascii).
-The encoder is `device/modelfile_write.py` (it imports the layout constants from here), so
-that inference on the board never loads it; `encode` below forwards to it.
+The board only reads model files: the encoder is the host's (`host/modelfile.encode`, which
+takes the layout's constants and range checks from here).
 
 Binary, little-endian. `str` is a u8 byte count then that many UTF-8 bytes. Sections follow
 each other with no padding; `n_*` counts come before what they count.
@@ -48,14 +48,14 @@ left before anything is allocated; the header's length and the CRC are checked f
 `load` reads the file twice in small pieces (once for the CRC, once for the fields), never
 holding the whole file in memory: each array field is read straight into its final array.
 
-`decode` returns (and `encode` takes) a dict:
+`decode` returns (and the host's `encode` takes) a dict:
     {"sensor": {"kind", "rate_mhz", "channels", "units", "full_scale"},
      "features": {"window", "hop", "names"},
      "input": {"f_in", "zp_in", "offset", "mult", "shift"},
      "layers": [{"act" (name), "n_in", "n_out", "f_x", "zp_x", "f_w", "f_z", "zp_z",
                  "w" (array 'b'), "b" (array 'i'), "table" (array 'b' or None)}, ...],
      "softmax_exp": array 'i' or None, "classes": [names], "training": {key: int or str}}
-encode accepts plain lists in place of the arrays.
+The host's encode accepts plain lists in place of the arrays.
 """
 
 import binascii
@@ -345,10 +345,3 @@ def load(path):
         _check_crc(f.read(CRC), crc)
         f.seek(HEADER)
         return _read(_Reader(None, f, HEADER, n - CRC))
-
-
-def encode(m):
-    """Model dict -> bytes: `modelfile_write.encode`, imported only when called."""
-    from .modelfile_write import encode
-
-    return encode(m)
