@@ -1,10 +1,8 @@
-"""Scalar integer rounding and clamping of the numeric contract (../DESIGN.md).
+"""Scalar integer rounding of the numeric contract (../DESIGN.md).
 
 Runs on: board and host. The host's NumPy twin is `host/fixedpoint.py`; tests prove them
 identical. Every value stays inside the 31-bit small-int range when the inputs do.
 """
-
-SHIFT_MAX = 24
 
 
 def rounding_rshift(acc, s):
@@ -25,21 +23,3 @@ def rounding_rshift(acc, s):
     if (h & mask) > threshold:
         return (h >> e) + 1
     return h >> e
-
-
-def clamp(x, lo, hi):
-    """int -> int in [lo, hi], saturated."""
-    if x < lo:
-        return lo
-    if x > hi:
-        return hi
-    return x
-
-
-def clamp_int8(x):
-    """int -> int8 range [-128, 127], saturated."""
-    if x < -128:
-        return -128
-    if x > 127:
-        return 127
-    return x

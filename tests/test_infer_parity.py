@@ -348,4 +348,4 @@ def test_rounding_ties_away_from_zero():
     # 5 -> h 3 -> 1.5 -> 2 (not 1.25 -> 1); -6 -> h -3 -> -2; -5 -> h -2 -> -1; 2 -> h 1 -> 1.
     accs = (5, 6, -6, -5, 7, -7, 2, -2)
     assert [dfp.rounding_rshift(v, 2) for v in accs] == [2, 2, -2, -1, 2, -2, 1, -1]
-    assert dfp.clamp_int8(200) == 127 and dfp.clamp_int8(-200) == -128
+    assert hfp.clamp_int8(200) == 127 and hfp.clamp_int8(-200) == -128
