@@ -14,8 +14,9 @@ the board's writer below and command handlers (device/commands.py) and the host'
     err <code> <message>
 
 The kinds and field tags are bytes, so that writing them allocates nothing. Host -> board, a
-command word then its arguments (str, as the board reads command lines): `mode <MODES>`,
-`label <class name>`, `save`, `reset-model`, `info`, `rate <hz>`.
+command word then its arguments, in str as the board reads command lines (device/commands.py):
+`mode predict|record|idle` (MODES), `label <class name>`, `save`, `reset-model`, `info`,
+`rate <hz>`.
 
 `LineWriter` builds one line in a preallocated bytearray (fixed byte strings copied in, ints
 written as decimal digits) and hands it to the stream in one `write(buf, n)` call, the
