@@ -55,6 +55,7 @@ from firmware_tools.mpremote_run import (
     HINT,
     PORT_HELP,
     board_errors,
+    board_script,
     mpremote,
     reset_and_say,
     resolve_port,
@@ -527,59 +528,6 @@ def _write_board_json(args, build_dir):
 
 # -- talking to the board -------------------------------------------------------------------
 
-# Prints `I <_mpy> <free bytes> <hash algorithm> <platform> <version>`, `H <size> <hash> <path>`
-# for each existing file of ROOT_FILES and of /lib/device, `D <path>` for /lib and /lib/device
-# if they are folders.
-# Reads in 512-byte chunks into one buffer: it runs on a 64 kB heap.
-_PROBE = """\
-import os, sys, binascii
-try:
-    from hashlib import sha256 as _h
-    _a = 'sha256'
-except ImportError:
-    _h = None
-    _a = 'crc32' if hasattr(binascii, 'crc32') else 'none'
-_b = bytearray(512)
-_m = memoryview(_b)
-def _hash(p):
-    try:
-        f = open(p, 'rb')
-    except OSError:
-        return
-    n = 0
-    c = 0
-    d = _h() if _h else None
-    with f:
-        while True:
-            k = f.readinto(_b)
-            if not k:
-                break
-            n += k
-            if d:
-                d.update(_m[:k])
-            elif _a == 'crc32':
-                c = binascii.crc32(_m[:k], c)
-    print('H', n, binascii.hexlify(d.digest()).decode() if d else '%08x' % (c & 0xffffffff), p)
-_s = os.statvfs('/')
-print('I', getattr(sys.implementation, '_mpy', -1), _s[0] * _s[4], _a, sys.platform,
-      '.'.join(str(v) for v in sys.implementation.version[:3]))
-for _p in ROOT_FILES:
-    _hash(_p)
-try:
-    _l = list(os.ilistdir(LIB_DIR))
-except OSError:
-    _l = ()
-for _e in _l:
-    if _e[1] == 0x8000:
-        _hash(LIB_DIR + '/' + _e[0])
-for _p in ('/lib', LIB_DIR):
-    try:
-        if os.stat(_p)[0] & 0x4000:
-            print('D', _p)
-    except OSError:
-        pass
-"""
-
 
 class BoardState:
     """What the probe found: format, versions, free flash and the files present."""
@@ -595,7 +543,8 @@ class BoardState:
 
 
 def probe_script(root_files):
-    return _PROBE.replace("ROOT_FILES", repr(list(root_files))).replace("LIB_DIR", repr(LIB_DIR))
+    """firmware_tools/board_scripts/deploy_probe.py, for `root_files` and LIB_DIR."""
+    return board_script("deploy_probe", list(root_files), LIB_DIR)
 
 
 def parse_probe(text):

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 from firmware_tools.serialport import ToolError, open_port
 from firmware_tools.serialport import resolve_port as resolve_name
@@ -20,6 +21,7 @@ from firmware_tools.serialport import resolve_port as resolve_name
 HINT = "is the board running MicroPython? is another program holding the port?"
 PORT_HELP = "board port as mpremote names it: a path, auto, id:SERIAL, a0, u0, c0 (auto)"
 _RESET_TIMEOUT = 5.0
+BOARD_SCRIPTS = Path(__file__).resolve().parent / "board_scripts"
 
 
 class BoardError(ToolError):
@@ -33,6 +35,14 @@ def board_errors(error, command):
         yield
     except BoardError as e:
         raise error("%s: %s" % (command, e)) from None
+
+
+def board_script(name, *args):
+    """The text `mpremote exec` runs for board_scripts/<name>.py: the file, then a call of its
+    `main` with `args` (None, bool, int, str, and lists and tuples of them: their repr is the
+    same literal in MicroPython)."""
+    text = (BOARD_SCRIPTS / (name + ".py")).read_text()
+    return text + "\nmain(%s)\n" % ", ".join(repr(a) for a in args)
 
 
 def mpremote(port, args, what, timeout, stall=False):

@@ -38,6 +38,7 @@ from firmware_tools.mpremote_run import (
     HINT,
     PORT_HELP,
     board_errors,
+    board_script,
     mpremote,
     open_serial,
     reset_and_say,
@@ -50,34 +51,17 @@ VERSION_HINT = "deploy this microprop to the board, then send `save` (microprop 
 _TIMEOUT = 30.0
 _SAVE_TIMEOUT = 10.0
 
-# Prints `J <board.json settings as one JSON line>` and `F <size> <path>` for each existing
-# file of the model and the checkpoint slots. Names as device/config.check_config takes them.
-_PROBE = """\
-import os, json
-try:
-    with open('board.json') as f:
-        _c = json.load(f)
-except Exception:
-    _c = {}
-if not isinstance(_c, dict):
-    _c = {}
-print('J', json.dumps(_c))
-def _name(k, d):
-    v = _c.get(k)
-    return v if isinstance(v, str) and v else d
-def _abs(p):
-    return p if p.startswith('/') else os.getcwd().rstrip('/') + '/' + p
-_p = _abs(_name('checkpoint', 'ckpt'))
-for _f in (_abs(_name('model', 'model.mpm')), _p + '.0', _p + '.1'):
-    try:
-        print('F', os.stat(_f)[6], _f)
-    except OSError:
-        pass
-"""
-
 
 class PullError(RuntimeError):
     """A refused or failed pull: the message is one line, with a hint where one helps."""
+
+
+def probe_script():
+    """firmware_tools/board_scripts/pull_probe.py, with board.json's default model and
+    checkpoint names."""
+    from device.config import DEFAULTS
+
+    return board_script("pull_probe", DEFAULTS["model"], DEFAULTS["checkpoint"])
 
 
 def parse_probe(text):
@@ -234,7 +218,7 @@ def _pull(args):
         fields = request_save(port)
         print("--- saved on the board: %s seq %s" % (fields["saved"], fields.get("seq", "?")))
     config, files = parse_probe(
-        mpremote(port, ["exec", _PROBE], "reading the board", args.timeout)
+        mpremote(port, ["exec", probe_script()], "reading the board", args.timeout)
     )
     model_path, slots, clean = board_paths(config)
     if model_path not in files:

@@ -16,13 +16,14 @@ integers of the host's NumPy reference (`host/reference.py`, `host/trainref.py`)
    -32768, all 32767, all at the input stage's offsets; int8 layer-0 inputs all -128, 127, 0).
    Training cases: the trained model and a random one with sigmoid / tanh hidden layers, each
    in every mode (last, bias, all), a few hundred steps of `device.train.Trainer`.
-3. Copy them to /selftest on the board (a few tens of kB), run `BOARD_SCRIPT` there with
-   `mpremote exec`: every predict and training step inside `micropython.heap_lock()` (a
-   value past the 31-bit small-int range would allocate), once per kernel the board has
-   (portable, viper). It prints one line per model and kernel (a chained crc32 of the classes,
-   of the scores and of each layer's output over all vectors) and one per training checkpoint
-   (steps, correct predictions, PRNG state, crc32 of each layer's int8 weights, int32 biases
-   and int16 master weights). The host computes the same lines.
+3. Copy them to /selftest on the board (a few tens of kB), run
+   firmware_tools/board_scripts/selftest_run.py there with `mpremote exec`: every predict and
+   training step inside `micropython.heap_lock()` (a value past the 31-bit small-int range
+   would allocate), once per kernel the board has (portable, viper). It prints one line per
+   model and kernel (a chained crc32 of the classes, of the scores and of each layer's output
+   over all vectors) and one per training checkpoint (steps, correct predictions, PRNG state,
+   crc32 of each layer's int8 weights, int32 biases and int16 master weights). The host
+   computes the same lines.
 4. Remove /selftest, then soft reset the board in the friendly REPL so that main.py (the app)
    runs again (`--no-reset` skips it; mpremote's Ctrl-C stopped the app at the start).
 
@@ -40,7 +41,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from firmware_tools import deploy
+from firmware_tools import deploy, mpremote_run
 from firmware_tools.mpremote_run import (
     PORT_HELP,
     BoardError,
@@ -343,159 +344,17 @@ def expected_train(case, train_data):
 
 # -- the board side ---------------------------------------------------------------------------
 
-# Runs on the board (MicroPython), from `mpremote exec`. Prints:
-#   K <kernel>,...                                  kernels the board has
-#   I <model> <kernel> <n> <crc cls> <crc scores> <crc layer 0> ...       per model and kernel
-#   V <model> <kernel> <i> <cls> <crc scores> <crc layer 0> ...       per vector (DETAIL only)
-#   T <case> <kernel> <steps> <correct> <state> (<crc w> <crc b> <crc master w|->) per layer
-#   X <what> <kernel> <exception>                   a case that raised; the others go on
-#   Z                                               the end
-_BOARD_SCRIPT = """\
-import gc, sys, binascii
-from array import array
-from device import infer
-from device.infer import Model
-from device.train import Trainer
-try:
-    import micropython
-    _lock = micropython.heap_lock
-    _unlock = micropython.heap_unlock
-except (ImportError, AttributeError):
-    _lock = _unlock = None
-D = BOARD_DIR
-ONLY = DETAIL
-DATA = {}
-
-def _crc(buf, c):
-    return binascii.crc32(buf, c)
-
-def _h(c):
-    return '%08x' % (c & 0xffffffff)
-
-def _run(m, buf, raw):
-    if _lock:
-        _lock()
-    try:
-        if raw:
-            return m.predict(buf)[0]
-        m.forward(buf)
-        return m.classify()
-    finally:
-        if _unlock:
-            _unlock()
-
-def infer_model(name, n_mpm, n_raw, kernel):
-    with open(D + '/' + name + '.bin', 'rb') as fh:
-        m = Model(fh.read(n_mpm), kernel=kernel)
-        f = m.n_inputs
-        outs = m.layer_outputs
-        sums = [0] * (len(outs) + 2)
-        cb = bytearray(1)
-        n = 0
-        for raw, buf in ((True, array('i', bytes(4 * f))), (False, array('b', bytes(f)))):
-            size = len(buf) * (4 if raw else 1)
-            while (n < n_raw or not raw) and fh.readinto(buf) == size:
-                c = _run(m, buf, raw)
-                if ONLY:
-                    row = ['V', name, kernel, str(n), str(c), _h(_crc(m.scores, 0))]
-                    for y in outs:
-                        row.append(_h(_crc(y, 0)))
-                    print(' '.join(row))
-                else:
-                    cb[0] = c
-                    sums[0] = _crc(cb, sums[0])
-                    sums[1] = _crc(m.scores, sums[1])
-                    for k in range(len(outs)):
-                        sums[k + 2] = _crc(outs[k], sums[k + 2])
-                n += 1
-    if not ONLY:
-        print('I', name, kernel, n, ' '.join([_h(s) for s in sums]))
-
-def _step(t, x, label):
-    if _lock:
-        _lock()
-    try:
-        t.step(x, label)
-    finally:
-        if _unlock:
-            _unlock()
-
-def train_case(case, name, mode, batch, lr_shift, seed, steps, every, kernel):
-    n_mpm, n_labels = DATA[name]
-    with open(D + '/' + name + '.bin', 'rb') as fh:
-        m = Model(fh.read(n_mpm), kernel=kernel)
-        t = Trainer(m, mode, lr_shift, batch, seed)
-        f = m.n_inputs
-        x = array('i', bytes(4 * f))
-        labels = fh.read(n_labels)
-        for s in range(steps):
-            n = s % n_labels
-            fh.seek(n_mpm + n_labels + n * 4 * f)
-            fh.readinto(x)
-            _step(t, x, labels[n])
-            if (s + 1) % every == 0:
-                row = ['T', str(case), kernel, str(t.steps), str(t.n_correct), str(t.state)]
-                for k in range(len(m.layers)):
-                    row.append(_h(_crc(m.layers[k]['w'], 0)))
-                    row.append(_h(_crc(m.layers[k]['b'], 0)))
-                    mw = t.master_w[k]
-                    row.append('-' if mw is None else _h(_crc(mw, 0)))
-                print(' '.join(row))
-
-def main():
-    kernels = ['portable']
-    if infer.kernel_viper is not None:
-        kernels.append('viper')
-    if ONLY:
-        kernels = [ONLY[1]]
-    print('K', ','.join(kernels))
-    with open(D + '/manifest.txt') as fh:
-        lines = fh.read().split('\\n')
-    for line in lines:
-        w = line.split()
-        if w and w[0] == 'D':
-            DATA[w[1]] = (int(w[2]), int(w[3]))
-        if not w or w[0] == 'D' or (ONLY and (w[0] != 'I' or w[1] != ONLY[0])):
-            continue
-        for kernel in kernels:
-            gc.collect()
-            try:
-                if w[0] == 'I':
-                    infer_model(w[1], int(w[2]), int(w[3]), kernel)
-                else:
-                    a = [int(v) for v in w[4:]]
-                    train_case(int(w[1]), w[2], w[3], a[0], a[1], a[2], a[3], a[4], kernel)
-            except Exception as e:
-                print('X', w[1], kernel, '%s: %s' % (type(e).__name__, e))
-    print('Z')
-
-main()
-"""
-
-_CLEAN_SCRIPT = """\
-import os
-def _rm(d):
-    try:
-        names = [e[0] for e in os.ilistdir(d)]
-    except OSError:
-        return
-    for n in names:
-        os.remove(d + '/' + n)
-    os.rmdir(d)
-_rm(BOARD_DIR)
-MAKE
-"""
-
 
 def board_script(detail=None):
-    """The script run on the board; `detail`: (model, kernel) to print one line per vector."""
-    return _BOARD_SCRIPT.replace("BOARD_DIR", repr(BOARD_DIR)).replace("DETAIL", repr(detail))
+    """The script run on the board (firmware_tools/board_scripts/selftest_run.py, whose
+    docstring lists the lines it prints); `detail`: (model, kernel) to print one line per
+    vector."""
+    return mpremote_run.board_script("selftest_run", BOARD_DIR, detail)
 
 
 def clean_script(make=False):
     """Remove BOARD_DIR (and, with `make`, create it empty)."""
-    text = _CLEAN_SCRIPT.replace("BOARD_DIR", repr(BOARD_DIR))
-    return text.replace("MAKE", "os.mkdir(%r)" % BOARD_DIR if make else "")
+    return mpremote_run.board_script("selftest_clean", BOARD_DIR, make)
 
 
 def parse_board_output(text):

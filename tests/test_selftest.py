@@ -17,13 +17,13 @@ import time
 
 import pytest
 
-from firmware_tools import cli, demo, deploy, selftest
+from firmware_tools import cli, demo, deploy, mpremote_run, selftest
 from firmware_tools.virtualboard import VirtualBoard
 from host import pipeline
 from host.modelfile import write_model
 from host.sensorlog import write_sensor_log
 
-from .conftest import ROOT
+from .conftest import ROOT, run_micropython
 
 on_linux = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="the virtual board's Ctrl-C needs /proc"
@@ -236,10 +236,41 @@ def test_one_vector_is_named_from_the_detail_rerun(small_vectors):
 
 
 def test_board_script_compiles_for_the_boards(tmp_path):
-    """The script the board runs is MicroPython: mpy-cross compiles it (a syntax check)."""
+    """What `mpremote exec` sends (the scripts with the host's call appended) is MicroPython:
+    mpy-cross compiles it (a syntax check); the files alone are in tests/test_mpy_cross.py."""
     from firmware_tools import mpy
 
     for detail in (None, ("m0", "viper")):
         src = tmp_path / "script.py"
         src.write_text(selftest.board_script(detail) + selftest.clean_script(make=True))
         mpy.compile_file(src, tmp_path / "out", None, "script.py")
+
+
+def test_board_script_under_the_unix_port_is_bit_exact(tmp_path, micropython, small_vectors):
+    """The board script, run by the micropython binary on the vectors' files (no mpremote),
+    prints exactly the host's lines, and one line per vector in detail mode; the clean script
+    empties the folder, then removes it."""
+    folder = tmp_path / "vectors"
+    folder.mkdir()
+    for name, data in small_vectors.files.items():
+        (folder / name).write_bytes(data)
+    script = mpremote_run.board_script("selftest_run", str(folder), None)
+    assert script.endswith("\nmain(%r, None)\n" % str(folder))
+    result = selftest.compare(small_vectors, run_micropython(micropython, script))
+    assert result.mismatch is None and result.kernels == ["portable", "viper"]
+
+    m = small_vectors.models[1]
+    detail = mpremote_run.board_script("selftest_run", str(folder), (m.name, "viper"))
+    text = run_micropython(micropython, detail)
+    assert text.startswith("K viper\n")
+    assert selftest.first_vector_mismatch(m, "viper", text) is None
+
+    def clean(make):
+        script = mpremote_run.board_script("selftest_clean", str(folder), make)
+        run_micropython(micropython, script)
+
+    clean(True)
+    assert folder.is_dir() and not any(folder.iterdir())
+    clean(False)
+    assert not folder.exists()
+    clean(False)  # no folder: nothing to do, no error
