@@ -1,19 +1,26 @@
-"""device/package.json, the `mpremote mip install` manifest, matches the device files.
+"""device/package.json, the `mpremote mip install` manifest, matches the device files, and the
+board imports every one of them.
 
-Runs on: host (pytest); the install test uses the virtual board and the real mpremote CLI.
+Runs on: host (pytest); the install test uses the virtual board and the real mpremote CLI, the
+import test the `micropython` binary.
 """
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 
 import pytest
 
+from device.config import LEARN
+from device.sensors import KINDS
 from firmware_tools import deploy
 from firmware_tools.virtualboard import VirtualBoard
 
 from .conftest import ROOT
+from .test_app import board as board  # noqa: F401  (the fixture: a trained model, a replay)
+from .test_app import run_board
 
 MANIFEST = ROOT / "device" / "package.json"
 REGENERATE = (
@@ -72,3 +79,58 @@ def test_mip_installs_the_package_from_the_local_path(tmp_path):
         assert proc.stdout == "/lib/device/infer.py True\n", proc.stdout + proc.stderr
     installed = {p.name: p.read_bytes() for p in (flash / "lib" / "device").iterdir()}
     assert installed == sources
+
+
+# main.py's start (device.board.main) with a sample limit, recording every device module that
+# is imported on the way: the start unloads some of them again (device/board.py, Memory).
+BOARD_IMPORTS = """
+import builtins, sys
+seen = set()
+_import = builtins.__import__
+
+def _hook(*args):
+    m = _import(*args)
+    for k in sys.modules:
+        if k == "device" or k.startswith("device."):
+            seen.add(k)
+    return m
+
+builtins.__import__ = _hook
+from device.board import main
+main("board.json", max_samples=%d)
+print("imported", " ".join(sorted(seen)))
+"""
+
+
+def board_imports(micropython, folder, config, samples):
+    """The app's output lines and the device modules it imported, for board.json `config`."""
+    (folder / "board.json").write_text(json.dumps(config))
+    lines = run_board(micropython, folder, BOARD_IMPORTS % samples, stdin=b"")
+    assert lines[-1].startswith("imported device"), lines[-20:]
+    return lines[:-1], set(lines[-1].split()[1:])
+
+
+def test_the_board_imports_every_module_of_its_package(board, micropython, tmp_path):
+    """What "the board imports": main.py's start with the replay sensor in every learning mode
+    (model, app, trainer, checkpoints, rehearsal), and with each hardware sensor kind (its
+    driver is imported before the Unix port's missing `machine` stops the start)."""
+    folder = tmp_path / "board"
+    shutil.copytree(board[0], folder)
+    imported = {}
+    for learn in LEARN:
+        config = {"sensor": "replay", "realtime": False, "learn": learn}
+        lines, imported["replay, learn " + learn] = board_imports(micropython, folder, config, 200)
+        assert any(line.startswith("pred ") for line in lines), lines[-20:]
+        assert not any("learn=off" in line for line in lines), lines[:20]
+    hardware = [kind for kind in KINDS if kind != "replay"]
+    assert hardware
+    for kind in hardware:
+        config = {"sensor": kind, "learn": "off", "pins": [26]}
+        lines, imported[kind] = board_imports(micropython, folder, config, 1)
+        assert any(line.startswith("err sensor ") for line in lines), lines[-20:]
+    package = {"device"} | {"device." + p.stem for p in deploy.package_files()}
+    package.discard("device.__init__")
+    union = set().union(*imported.values())
+    assert package - union == set(), "in the package, never imported by the board"
+    assert union - package == set(), "imported by the board, not in the package"
+    assert (ROOT / "device" / "main.py").read_text().count("from device.board import main") == 1
