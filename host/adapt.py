@@ -53,7 +53,7 @@ of one arm show (bench/README.md has the figures).
 
 import numpy as np
 
-from . import pipeline, reference, rehearsal, trainref
+from . import pipeline, reference, rehearsal, trainmany, trainref
 from .errors import DataError
 
 MODES = ("last", "all")
@@ -171,6 +171,18 @@ class _Trial:
         )  # fmt: skip
         return reference.predict(ref.qmodel, self.x_eval)[0]
 
+    def integer_many(self, mode, rates):
+        """integer() for each (lr_shift, hidden_shift) of `rates` at once (host/trainmany.py)
+        -> accuracies, None where the bound proof refuses the rate."""
+        x, y = self.samples(mode)
+        trained = trainmany.train_steps_many(self.qm, x, y, mode, rates, 1, self.seed + 1)
+        return [
+            None
+            if isinstance(q, ValueError)
+            else _accuracy(reference.predict(q, self.x_eval)[0], self.y_eval)
+            for q in trained
+        ]
+
     def float_predictions(self, mode, lr, hidden_shift=0):
         """Evaluation-set classes after float64 SGD on the same layers, samples and order
         (hidden layers at lr * 2**-hidden_shift)."""
@@ -277,12 +289,12 @@ def select_rates(
         before += trial.int_before
         float_before += trial.float_before
         for m in modes:
-            for c in _int_grid(m):
-                if int_sum[m][c] is not None:
-                    try:
-                        int_sum[m][c] += trial.integer(m, *c)
-                    except ValueError:  # the bound proof refuses this rate: not a candidate
-                        int_sum[m][c] = None
+            grid = [c for c in _int_grid(m) if int_sum[m][c] is not None]
+            for c, acc in zip(grid, trial.integer_many(m, grid), strict=True):
+                if acc is None:  # the bound proof refuses this rate: not a candidate
+                    int_sum[m][c] = None
+                else:
+                    int_sum[m][c] += acc
             for c in _float_grid(m):
                 float_sum[m][c] += trial.floating(m, *c)
     n = len(train_subjects)

@@ -9,6 +9,9 @@ SMALL_INT_MIN = -(2**30)
 SMALL_INT_MAX = 2**30 - 1
 SHIFT_MAX = 24
 
+# the reductions without ndarray.min/max's Python wrappers (check_small runs per value set)
+_min, _max = np.minimum.reduce, np.maximum.reduce
+
 
 class BoundError(ValueError):
     """A value left the 31-bit small-int range of 32-bit MicroPython ports."""
@@ -17,9 +20,11 @@ class BoundError(ValueError):
 def check_small(x, what):
     """Raise BoundError if any value of `x` lies outside [-2**30, 2**30)."""
     x = np.asarray(x)
-    if x.size and (x.min() < SMALL_INT_MIN or x.max() > SMALL_INT_MAX):
-        bad = x.min() if x.min() < SMALL_INT_MIN else x.max()
-        raise BoundError("bound: %s reaches %d, outside [-2**30, 2**30)" % (what, int(bad)))
+    if x.size:
+        lo, hi = _min(x, axis=None), _max(x, axis=None)
+        if lo < SMALL_INT_MIN or hi > SMALL_INT_MAX:
+            bad = lo if lo < SMALL_INT_MIN else hi
+            raise BoundError("bound: %s reaches %d, outside [-2**30, 2**30)" % (what, int(bad)))
     return x
 
 
@@ -33,6 +38,15 @@ def rounding_rshift(acc, s):
     `s` may be a scalar or an array broadcasting against `acc`.
     """
     acc = np.asarray(acc, dtype=np.int64)
+    if isinstance(s, (int, np.integer)):  # one shift: the same arithmetic without the masks
+        if not 0 <= s <= SHIFT_MAX:
+            raise ValueError("fixed point: shift must be in [0, %d], found %r" % (SHIFT_MAX, s))
+        if s == 0:
+            return acc.copy()
+        h = (acc >> 1) + (acc & 1)
+        e = int(s) - 1
+        mask = (1 << e) - 1
+        return (h >> e) + ((h & mask) > (mask >> 1) + (h < 0))
     s = np.asarray(s, dtype=np.int64)
     if np.any((s < 0) | (s > SHIFT_MAX)):
         raise ValueError("fixed point: shift must be in [0, %d], found %r" % (SHIFT_MAX, s))
@@ -47,4 +61,4 @@ def rounding_rshift(acc, s):
 
 def clamp_int8(x):
     """int -> int8 range [-128, 127], saturated (returned as int64 for further arithmetic)."""
-    return np.clip(np.asarray(x, dtype=np.int64), -128, 127)
+    return np.minimum(np.maximum(np.asarray(x, dtype=np.int64), -128), 127)

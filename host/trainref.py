@@ -43,6 +43,12 @@ MASTER_MAX = 32768
 MAX_HIDDEN_SHIFT = 30
 DERIV_SHIFT = {"sigmoid": 16, "tanh": 14}
 
+
+def _clip(x, lo, hi):
+    """np.clip for ints, without its per-call limit checks (TrainRef clips a few times a step)."""
+    return np.minimum(np.maximum(x, lo), hi)
+
+
 # --- the random number generator (device/prng.py) ---
 
 DEFAULT_SEED = 0xACE1
@@ -295,7 +301,7 @@ class TrainRef:
         where = "layer %d backward" % k
         check_small(np.abs(d) @ np.abs(w), where + " partial sums")
         s = check_small(d @ w, where + " sum")
-        t = np.clip(rounding_rshift(s, self.plan[k - 1]["sback"]), -32768, 32767)
+        t = _clip(rounding_rshift(s, self.plan[k - 1]["sback"]), -32768, 32767)
         act = below.act
         if act == "relu":
             return np.where(y > below.zp_z, t, 0)
@@ -360,15 +366,15 @@ class TrainRef:
             if p["trains_w"]:
                 u = self._stochastic(self.gw[k].ravel(), p["sw"], where + "weight step")
                 v = check_small(self.master_w[k].ravel() - u, where + "master weight update")
-                v = np.clip(v, -32768, 32767).reshape(layer.w.shape)
+                v = _clip(v, -32768, 32767).reshape(layer.w.shape)
                 self.master_w[k] = v
-                layer.w = np.clip((v + 128) >> 8, -127, 127)
+                layer.w = _clip((v + 128) >> 8, -127, 127)
                 self.gw[k][:] = 0
             if p["trains_b"]:
                 u = self._stochastic(self.gb[k], p["sb"], where + "bias step")
                 v = check_small(layer.b - u, where + "bias update")
                 lim = p["bias_limit"]
-                layer.b = np.clip(v, -lim, lim)
+                layer.b = _clip(v, -lim, lim)
                 self.gb[k][:] = 0
 
     def gradients(self, raw, labels):
@@ -438,9 +444,10 @@ def float_forward(net, x):
     return a
 
 
-def float_gradients(net, x, labels):
-    """Cross-entropy gradients summed over the samples: (dW list, db list), per layer."""
-    a = float_forward(net, x)
+def float_gradients(net, x, labels, a=None):
+    """Cross-entropy gradients summed over the samples: (dW list, db list), per layer.
+    `a`: float_forward(net, x) when the caller has it already."""
+    a = float_forward(net, x) if a is None else a
     y = np.zeros_like(a[-1])
     y[np.arange(len(y)), np.asarray(labels)] = 1.0
     delta = a[-1] - y
@@ -481,9 +488,9 @@ def float_finetune(
     sum_b = [np.zeros_like(b) for b in net["b"]]
     count = 0
     for i in range(len(x)):
-        probs = float_forward(net, x[i : i + 1])[-1]
-        correct[i] = int(np.argmax(probs[0]) == labels[i])
-        dW, db = float_gradients(net, x[i : i + 1], labels[i : i + 1])
+        a = float_forward(net, x[i : i + 1])
+        correct[i] = int(np.argmax(a[-1][0]) == labels[i])
+        dW, db = float_gradients(net, x[i : i + 1], labels[i : i + 1], a)
         for k in range(n):
             sum_w[k] += dW[k]
             sum_b[k] += db[k]

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from firmware_tools.cli import main
-from host import adapt, pipeline, synth
+from host import adapt, pipeline, synth, trainmany, trainref
+from host.fixedpoint import BoundError
 
 
 @pytest.fixture(scope="module")
@@ -131,6 +132,40 @@ def test_rehearsal_interleaves_windows_of_the_training_subjects(small):
     assert [last_on[k] for k in keys] == [last_off[k] for k in keys]  # "last" does not rehearse
     assert "rehearsal: each adaptation step" in adapt.format_adaptation(on)
     assert "rehearsal:" not in adapt.format_adaptation(off)
+
+
+def test_the_grid_trained_at_once_equals_trainref_rate_by_rate(small, monkeypatch):
+    """host/trainmany.py (the rate selection's trainer) gives, for every rate of the grid,
+    TrainRef's weights bit for bit, and refuses what TrainRef refuses, where it refuses it."""
+    qm, _ = adapt._train(small, ["s1", "s2", "s3"], ["s4"], ("all",), FAST)
+    trial = adapt._Trial(qm, small, "s4", 5, 2, 1, ["s1", "s2", "s3"])
+    # rates whose update shifts are <= 0 (no draws) and > 0 side by side, and one TrainRef
+    # refuses (lr_shift 31)
+    for mode in ("last", "bias", "all"):
+        x, y = trial.samples(mode)
+        rates = [(k, h) for k in (0, 1, 3, 5, 7) for h in adapt.hidden_shifts(mode)] + [(31, 0)]
+        many = trainmany.train_steps_many(qm, x, y, mode, rates, 1, 2)
+        assert isinstance(many[-1], ValueError)
+        for (k, h), got in zip(rates, many, strict=True):
+            try:
+                want = trainref.train_steps(qm, x, y, mode, k, 1, 2, h).qmodel
+            except ValueError as e:
+                assert isinstance(got, ValueError) and str(got) == str(e), (mode, k, h)
+                continue
+            for a, b in zip(got.layers, want.layers, strict=True):
+                assert np.array_equal(a.w, b.w) and np.array_equal(a.b, b.b), (mode, k, h)
+    moved = trainmany.train_steps_many(qm, x, y, "all", [(5, 0)], 1, 2)[0]
+    assert not np.array_equal(moved.layers[0].w, qm.layers[0].w)  # the check can fail
+
+    # a value out of 31 bits in any copy: every rate is trained again by TrainRef alone
+    def out_of_bounds(self):
+        raise BoundError("bound: a copy left 31 bits")
+
+    monkeypatch.setattr(trainmany._Many, "_update", out_of_bounds)
+    again = trainmany.train_steps_many(qm, x, y, "all", [(5, 0), (3, 2)], 1, 2)
+    for got, (k, h) in zip(again, [(5, 0), (3, 2)], strict=True):
+        want = trainref.train_steps(qm, x, y, "all", k, 1, 2, h).qmodel
+        assert all(np.array_equal(a.w, b.w) for a, b in zip(got.layers, want.layers, strict=True))
 
 
 def test_rates_are_chosen_on_the_training_subjects_only(small):
