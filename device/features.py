@@ -14,13 +14,7 @@ window starts at (head - length) % capacity. Nothing is copied and nothing is al
 features go into a caller-provided `array('i')` (or list) `out` at out[offset : offset + 7 C].
 """
 
-try:
-    from micropython import const
-except ImportError:  # CPython
-
-    def const(x):
-        return x
-
+from . import const
 
 N_FEATURES = 7
 MAX_WINDOW = 512

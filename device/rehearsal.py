@@ -21,13 +21,7 @@ import binascii
 import struct
 from array import array
 
-try:
-    from micropython import const
-except ImportError:  # CPython
-
-    def const(x):
-        return x
-
+from . import const
 
 MAGIC = b"MPRH"
 VERSION = 1

@@ -26,13 +26,7 @@ file it starts again after the header (`loops` counts the passes).
 
 from array import array
 
-try:
-    from micropython import const
-except ImportError:  # CPython
-
-    def const(x):
-        return x
-
+from . import const
 
 _CHUNK = const(256)
 _LABEL_MAX = const(64)

@@ -403,7 +403,7 @@ import fs from "fs";
 let out = "";
 const mp = await loadMicroPython({ stdout: (line) => { out += line + "\n"; } });
 mp.FS.mkdir("/device");
-mp.FS.writeFile("/device/__init__.py", "");
+mp.FS.writeFile("/device/__init__.py", fs.readFileSync("%s"));
 mp.FS.writeFile("/device/features.py", fs.readFileSync("%s"));
 mp.FS.writeFile("/windows.bin", fs.readFileSync(process.argv[2]));
 mp.runPython("import sys\nsys.path.append('/')\nWINDOWS = '/windows.bin'\n"
@@ -428,7 +428,12 @@ def test_device_features_on_32_bit_vm(tmp_path):
     (tmp_path / "parity.py").write_text(PARITY_SCRIPT)
     runner = tmp_path / "run.mjs"
     runner.write_text(
-        WASM_RUNNER % (WASM_PACKAGE / "micropython.mjs", ROOT / "device" / "features.py")
+        WASM_RUNNER
+        % (
+            WASM_PACKAGE / "micropython.mjs",
+            ROOT / "device" / "__init__.py",
+            ROOT / "device" / "features.py",
+        )
     )
     proc = subprocess.run(
         [node, str(runner), str(tmp_path / "windows.bin"), str(tmp_path / "parity.py")],
