@@ -31,16 +31,18 @@ keys are checked too where they are present (`sensor_checks`: I2C bus, pins and 
 The host checks the settings it writes with these same rules (`check_value`).
 """
 
-from .protocol import MODES  # the app modes: a word of the line protocol
+from .protocol import MODES, PREDICT  # the app modes: words of the line protocol
 
+# "learn": off, then the trainer's modes (device/train_plan.LEARN_MODES, what each trains)
 LEARN = ("off", "last", "bias", "all")
+MAX_SHIFT = 30  # lr_shift and hidden_shift: 0..MAX_SHIFT (device/train.py)
 MAX_SMOOTHING = 32
 DEFAULTS = {
     "model": "model.mpm",
     "sensor": "replay",
     "rate_hz": None,
     "smoothing": 1,
-    "mode": "predict",
+    "mode": PREDICT,
     "realtime": True,
     "kernel": None,
     "learn": "last",
@@ -94,17 +96,24 @@ def _one_of(values):
     return ", ".join([str(v) for v in values[:-1]]) + " or " + str(values[-1])
 
 
+def _is_shift(v):
+    return v is None or (_is_int(v) and 0 <= v <= MAX_SHIFT)
+
+
+_SHIFTS = "0..%d or null" % MAX_SHIFT
+
+
 _CHECKS = (
     ("model", _is_name, "a file name"),
     ("sensor", _is_name, "a sensor kind"),
     ("rate_hz", _is_rate, "a rate in Hz, 0 < rate <= 1000000, or null"),
     ("smoothing", lambda v: _is_int(v) and 1 <= v <= MAX_SMOOTHING, "1..%d" % MAX_SMOOTHING),
-    ("mode", lambda v: v in MODES, "predict, record or idle"),
+    ("mode", lambda v: v in MODES, _one_of(MODES)),
     ("realtime", lambda v: isinstance(v, bool), "true or false"),
     ("kernel", lambda v: v in (None, "portable", "viper"), 'null, "portable" or "viper"'),
-    ("learn", lambda v: v in LEARN, "off, last, bias or all"),
-    ("lr_shift", lambda v: v is None or (_is_int(v) and 0 <= v <= 30), "0..30 or null"),
-    ("hidden_shift", lambda v: v is None or (_is_int(v) and 0 <= v <= 30), "0..30 or null"),
+    ("learn", lambda v: v in LEARN, _one_of(LEARN)),
+    ("lr_shift", _is_shift, _SHIFTS),
+    ("hidden_shift", _is_shift, _SHIFTS),
     ("batch", lambda v: v is None or (_is_int(v) and v >= 1), "an int >= 1 or null"),
     ("seed", lambda v: _is_int(v) and 0 <= v <= 0xFFFF, "0..65535"),
     ("autosave", lambda v: _is_int(v) and 0 <= v < 0x40000000, "an int >= 0 (0: off)"),

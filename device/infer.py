@@ -18,20 +18,13 @@ loops of `input_stage` and `classify`) and `device/kernel_viper.py` (native code
 from array import array
 
 from .fixedpoint import rounding_rshift
+from .modelfile import RELU, SIGMOID, TANH  # activation ids
 
 try:
     from . import kernel_viper
 except Exception:  # CPython (no `micropython`), or a port without the native emitter
     kernel_viper = None
 
-try:
-    from micropython import const
-except ImportError:  # CPython
-    const = int
-
-_RELU = const(1)  # activation ids, as modelfile.ACTIVATIONS
-_SIGMOID = const(2)
-_TANH = const(3)
 _NO_TABLE = bytearray(1)
 
 
@@ -57,10 +50,10 @@ def dense_portable(x, w, b, y, p, t):
             z = -128
         elif z > 127:
             z = 127
-        if act == _RELU:
+        if act == RELU:
             if z < zp_z:
                 z = zp_z
-        elif act == _SIGMOID or act == _TANH:
+        elif act == SIGMOID or act == TANH:
             z = t[z + 128]
         y[j] = z
 
@@ -74,8 +67,8 @@ class Model:
     the arrays kept, see modelfile.load), or its bytes."""
 
     def __init__(self, source, kernel=None):
-        # imported here, not at the top: a board that only predicts can drop the loader once
-        # the model is in (device/board.py), about 10 KB of heap
+        # the module is not kept (only the ids above): a board that only predicts can drop
+        # the loader once the model is in (device/board.py), about 10 KB of heap
         from . import modelfile
 
         if isinstance(source, str):

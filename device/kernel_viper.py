@@ -25,6 +25,8 @@ whenever the true accumulator fits, which the model file guarantees.
 
 import micropython
 
+from .modelfile import RELU, SIGMOID, TANH  # activation ids
+
 
 @micropython.viper
 def dense(x: ptr8, w: ptr8, b: ptr16, c: ptr16, y: ptr8, p: ptr16, u: ptr8, t: ptr8):
@@ -40,6 +42,9 @@ def dense(x: ptr8, w: ptr8, b: ptr16, c: ptr16, y: ptr8, p: ptr16, u: ptr8, t: p
     s = int(p[3])
     zp_z = (int(p[4]) ^ 0x8000) - 0x8000
     act = int(p[5])
+    relu = int(RELU)
+    sigmoid = int(SIGMOID)
+    tanh = int(TANH)
     su = 0
     for i in range(n_in):
         v = int(x[i]) ^ 0x80
@@ -70,10 +75,10 @@ def dense(x: ptr8, w: ptr8, b: ptr16, c: ptr16, y: ptr8, p: ptr16, u: ptr8, t: p
             z = -128
         if z > 127:
             z = 127
-        if act == 1:
+        if act == relu:
             if z < zp_z:
                 z = zp_z
-        elif act == 2 or act == 3:
+        elif act == sigmoid or act == tanh:
             z = int(t[z + 128])
         y[j] = z
 

@@ -69,7 +69,10 @@ except ImportError:  # CPython
 
 MAGIC = b"MPRP"
 VERSION = 1
-ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "softmax")
+ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "softmax")  # a layer's act id: its index
+RELU = ACTIVATIONS.index("relu")  # the ids the kernels test (device/infer.py, train_portable.py)
+SIGMOID = ACTIVATIONS.index("sigmoid")
+TANH = ACTIVATIONS.index("tanh")
 # Output scale (f_y, zp_y) of the table activations, as TFLite.
 TABLE_OUT = {"sigmoid": (8, -128), "tanh": (7, 0)}
 SMALL = 1 << 30  # every stored int32 is in (-SMALL, SMALL)

@@ -41,13 +41,15 @@ Where the rest is written out:
 from array import array
 
 from . import checkpoint, train_plan, train_portable, train_state
+from .config import DEFAULTS, MAX_SHIFT
+from .modelfile import ACTIVATIONS
 from .prng import seed_state
 from .train_plan import (  # noqa: F401 (re-exported: the public names of device.train)
     DELTA_MAX,
     F_DELTA,
     F_DELTA_OUT,
+    LEARN_MODES,
     LIMIT,
-    MODES,
     input_range,
 )
 from .train_state import slot_of  # noqa: F401 (re-exported)
@@ -58,8 +60,6 @@ except Exception:  # CPython (no `micropython`), or a port without the native em
     kernel_train_viper = None
 
 DEFAULT_LR_SHIFT = 7
-MAX_HIDDEN_SHIFT = 30
-_ACTS = ("linear", "relu", "sigmoid", "tanh", "softmax")
 _EMPTY = bytearray(0)  # stands for an absent buffer in a viper call (never read)
 
 
@@ -82,12 +82,9 @@ class Trainer:
         prefix="ckpt",
         hidden_shift=None,
     ):
-        defaults = model.training or {}
-        mode = defaults.get("learn", "last") if mode is None else mode
-        lr_shift = defaults.get("lr_shift", DEFAULT_LR_SHIFT) if lr_shift is None else lr_shift
-        batch = defaults.get("batch", 1) if batch is None else batch
-        if hidden_shift is None:
-            hidden_shift = defaults.get("hidden_shift", 0)
+        mode, lr_shift, batch, hidden_shift = settings(
+            model.training, mode, lr_shift, batch, hidden_shift
+        )
         _check_args(mode, lr_shift, batch, hidden_shift)
         layers = model.layers
         if layers[-1]["act"] != "softmax":
@@ -103,7 +100,7 @@ class Trainer:
         self._w = [layer["w"] for layer in layers]
         self._inputs = [model.x] + model.layer_outputs[:-1]
         self._consts = model._consts if model._viper else None
-        self._act = [_ACTS.index(layer["act"]) for layer in layers]
+        self._act = [ACTIVATIONS.index(layer["act"]) for layer in layers]
         stage = self._plan(layers)
         if batch > self.max_batch:
             raise ValueError(
@@ -112,7 +109,7 @@ class Trainer:
         self._alloc(layers)
         if self.kernel == "viper":
             self._viper_params(layers)
-        self.seed = 1 if seed is None else seed
+        self.seed = DEFAULTS["seed"] if seed is None else seed
         self.state = seed_state(self.seed)
         self.model_path = model_path  # the model file: its CRC names the checkpoints
         self.model_crc = None if model_path is None else checkpoint.model_crc_of(model_path)
@@ -259,17 +256,30 @@ class Trainer:
         train_state.reset(self, self.prefix if prefix is None else prefix)
 
 
+def settings(training, mode=None, lr_shift=None, batch=None, hidden_shift=None):
+    """(mode, lr_shift, batch, hidden_shift): each one given, else the model file's training
+    item (`training`, a dict or None), else the default: board.json's "learn", lr_shift
+    DEFAULT_LR_SHIFT, batch 1, hidden_shift 0. host/trainref.py takes the same."""
+    d = training or {}
+    return (
+        d.get("learn", DEFAULTS["learn"]) if mode is None else mode,
+        d.get("lr_shift", DEFAULT_LR_SHIFT) if lr_shift is None else lr_shift,
+        d.get("batch", 1) if batch is None else batch,
+        d.get("hidden_shift", 0) if hidden_shift is None else hidden_shift,
+    )
+
+
 def _check_args(mode, lr_shift, batch, hidden_shift):
     """Raises ValueError for a mode, shift or batch out of range."""
-    if mode not in MODES:
-        raise ValueError("train: mode %r, expected one of %s" % (mode, ", ".join(MODES)))
-    if not isinstance(lr_shift, int) or not 0 <= lr_shift <= 30:
-        raise ValueError("train: lr_shift %r, expected an int in 0..30" % (lr_shift,))
+    if mode not in LEARN_MODES:
+        raise ValueError("train: mode %r, expected one of %s" % (mode, ", ".join(LEARN_MODES)))
+    if not isinstance(lr_shift, int) or not 0 <= lr_shift <= MAX_SHIFT:
+        raise ValueError("train: lr_shift %r, expected an int in 0..%d" % (lr_shift, MAX_SHIFT))
     if not isinstance(batch, int) or batch < 1:
         raise ValueError("train: batch %r, expected an int >= 1" % (batch,))
-    if not isinstance(hidden_shift, int) or not 0 <= hidden_shift <= MAX_HIDDEN_SHIFT:
+    if not isinstance(hidden_shift, int) or not 0 <= hidden_shift <= MAX_SHIFT:
         raise ValueError(
-            "train: hidden_shift %r, expected an int in 0..%d" % (hidden_shift, MAX_HIDDEN_SHIFT)
+            "train: hidden_shift %r, expected an int in 0..%d" % (hidden_shift, MAX_SHIFT)
         )
 
 

@@ -29,7 +29,9 @@ bias limit, plus 1, stays <= LIMIT. The largest batch this allows is the Trainer
 `max_batch`; a larger batch raises ValueError.
 """
 
-MODES = ("last", "bias", "all")
+from .config import LEARN
+
+LEARN_MODES = LEARN[1:]  # the trainer's modes: board.json "learn" but "off"
 LIMIT = 0x3FFFFFFF
 F_DELTA_OUT = 8  # output error: probability scale 2**-8
 F_DELTA = 12  # hidden error signals: target fractional bits

@@ -38,12 +38,8 @@ The integers of one step (layer k reads x at (f_x, zp_x), weights at f_w):
 """
 
 from .fixedpoint import rounding_rshift
+from .modelfile import RELU, SIGMOID, TANH  # activation ids
 from .prng import xorshift16
-
-# activation ids, indices in device/train.py's _ACTS (shared with kernel_train_viper)
-_RELU = 1
-_SIGMOID = 2
-_TANH = 3
 
 
 def learn(t, label):
@@ -100,13 +96,13 @@ def _backward(t, k):
             r = -32768
         elif r > 32767:
             r = 32767
-        if act == _RELU:
+        if act == RELU:
             if y[i] <= zp:
                 r = 0
-        elif act == _SIGMOID:
+        elif act == SIGMOID:
             p = y[i]
             r = rounding_rshift(r * ((p + 128) * (128 - p)), 16)
-        elif act == _TANH:
+        elif act == TANH:
             a = y[i]
             r = rounding_rshift(r * (16384 - a * a), 14)
         out[i] = r

@@ -8,8 +8,8 @@ the state is, layer by layer, the master weights (array('h')) of each layer whos
 learn, then its biases (array('i'), the model's own), and for batch > 1 the int32 gradient
 sums of the unfinished mini-batch (so training resumes exactly where it stopped), plus the ints
 [steps, n_correct, PRNG state, samples in the batch]; the header holds the mode's id
-(train_plan.MODES) and the batch size. The int8 weights are not stored: `load` recomputes them
-from the master weights ((m + 128) >> 8, clamped), and the viper kernel's row constants with
+(train_plan.LEARN_MODES) and the batch size. The int8 weights are not stored: `load` recomputes
+them from the master weights ((m + 128) >> 8, clamped), and the viper kernel's row constants with
 them. A checkpoint of another model (CRC), or of a mode or batch kind (1 or > 1) that keeps
 other arrays (shape), is ignored with a reason; two modes that train the same parameters (one
 layer: "last" and "all") load each other's checkpoints, and so do two batch sizes of one kind
@@ -20,7 +20,7 @@ Every field of a slot is checked against the model and the trainer before any of
 was and the other slot, or the exported weights, is used; the app reports the refused one with
 `info checkpoint_ignored=<slot> reason=<...>`):
 
-    mode        an id of train_plan.MODES that trains the trainer's parameters
+    mode        an id of train_plan.LEARN_MODES that trains the trainer's parameters
     batch       1..max_batch, and > 1 exactly when the trainer's is
     steps       0..2**30 - 1 (Trainer.step stops counting there)
     n_correct   0..steps (accuracy 0..100)
@@ -41,7 +41,7 @@ import struct
 
 from . import checkpoint, modelfile
 from .prng import seed_state
-from .train_plan import DELTA_MAX, LIMIT, MODES, learns
+from .train_plan import DELTA_MAX, LEARN_MODES, LIMIT, learns
 
 
 def state(t):
@@ -64,7 +64,7 @@ def state(t):
 def save(t, prefix):
     """Write the training state as the newest checkpoint -> (slot path, sequence number)."""
     arrays, ints = state(t)
-    seq = checkpoint.save(prefix, _crc(t), arrays, ints, MODES.index(t.mode), t.batch)
+    seq = checkpoint.save(prefix, _crc(t), arrays, ints, LEARN_MODES.index(t.mode), t.batch)
     return slot_of(prefix, seq), seq
 
 
@@ -97,11 +97,11 @@ def check(t, ints, mode, batch):
     """A slot's ints [steps, n_correct, PRNG state, in batch] and header mode id and batch
     against Trainer `t` -> the reason to refuse it, or the limit of each array of `state(t)`
     (device/checkpoint.py's `check`; the module docstring lists the ranges)."""
-    if not 0 <= mode < len(MODES):
-        return "mode id %d, expected 0..%d" % (mode, len(MODES) - 1)
-    trains_w, trains_b, _ = learns(MODES[mode], t._n)
+    if not 0 <= mode < len(LEARN_MODES):
+        return "mode id %d, expected 0..%d" % (mode, len(LEARN_MODES) - 1)
+    trains_w, trains_b, _ = learns(LEARN_MODES[mode], t._n)
     if trains_w != t.trains_w or trains_b != t.trains_b:
-        return "mode %s, the trainer's %s learns other parameters" % (MODES[mode], t.mode)
+        return "mode %s, the trainer's %s learns other parameters" % (LEARN_MODES[mode], t.mode)
     if not 1 <= batch <= t.max_batch or (batch > 1) != (t.batch > 1):
         kind = "2..%d" % t.max_batch if t.batch > 1 else "1"
         return "batch %d, expected %s" % (batch, kind)

@@ -125,13 +125,13 @@ def request_save(port, timeout=_SAVE_TIMEOUT):
 def _trainer(model, model_file, head, lr_shift, hidden_shift):
     """A portable Trainer on `model` with the mode and batch of checkpoint header `head`
     (device/checkpoint.inspect); ValueError when they are not ones a board could train with."""
-    from device.train import MODES, Trainer
+    from device.train import LEARN_MODES, Trainer
 
-    if head["mode"] >= len(MODES):
-        raise ValueError("mode id %d, expected 0..%d" % (head["mode"], len(MODES) - 1))
+    if head["mode"] >= len(LEARN_MODES):
+        raise ValueError("mode id %d, expected 0..%d" % (head["mode"], len(LEARN_MODES) - 1))
     return Trainer(
         model,
-        MODES[head["mode"]],
+        LEARN_MODES[head["mode"]],
         lr_shift,
         head["batch"],
         kernel="portable",

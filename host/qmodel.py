@@ -31,11 +31,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "softmax")
-# Activation ids in the model file.
-ACTIVATION_IDS = {name: i for i, name in enumerate(ACTIVATIONS)}
-SIGMOID_OUT = (8, -128)
-TANH_OUT = (7, 0)
+from device.modelfile import ACTIVATIONS, TABLE_OUT  # noqa: F401 (ACTIVATIONS: re-exported)
+
+SIGMOID_OUT = TABLE_OUT["sigmoid"]
+TANH_OUT = TABLE_OUT["tanh"]
 
 
 @dataclass

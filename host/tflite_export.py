@@ -16,6 +16,8 @@ import struct
 
 import numpy as np
 
+from device.modelfile import TABLE_OUT
+
 # schema.fbs enums
 _INT32, _INT8 = 2, 9  # TensorType
 _FULLY_CONNECTED, _LOGISTIC, _SOFTMAX, _TANH = 9, 14, 25, 28  # BuiltinOperator
@@ -268,8 +270,8 @@ def activation_tflite(act, n, f_z, zp_z):
     For checking the tables of host/tables.py against TFLite Micro over all inputs.
     """
     codes = {
-        "sigmoid": (_LOGISTIC, (8, -128)),
-        "tanh": (_TANH, (7, 0)),
+        "sigmoid": (_LOGISTIC, TABLE_OUT["sigmoid"]),
+        "tanh": (_TANH, TABLE_OUT["tanh"]),
         "softmax": (_SOFTMAX, (8, -128)),
     }
     if act not in codes:

@@ -26,7 +26,7 @@ import pytest
 from device import checkpoint, train_state
 from device.config import token
 from device.infer import Model
-from device.train import LIMIT, MODES, Trainer
+from device.train import LEARN_MODES, LIMIT, Trainer
 from host import modelfile
 
 from .conftest import ROOT, run_micropython
@@ -59,7 +59,7 @@ SCRIPT = """
 import binascii, sys
 from device.config import token
 from device.infer import Model
-from device.train import MODES, Trainer
+from device.train import LEARN_MODES, Trainer
 from device import train_state
 
 DIR = sys.argv[1]
@@ -96,7 +96,7 @@ def digest(t):
 def in_range(t):
     # the state after a step: every field within what `check` allows
     arrays, ints = train_state.state(t)
-    limits = train_state.check(t, ints, MODES.index(t.mode), t.batch)
+    limits = train_state.check(t, ints, LEARN_MODES.index(t.mode), t.batch)
     if isinstance(limits, str):
         return token(limits)
     for k in range(len(arrays)):
@@ -237,10 +237,10 @@ def expected_reason(t, lay, base, data):
         if not SMALL_MIN <= v <= SMALL_MAX:
             return "int %d outside the 31-bit range" % k
     mode, batch = head["mode"], head["batch"]
-    if mode >= len(MODES):
+    if mode >= len(LEARN_MODES):
         return "mode id"
-    if _learns(MODES[mode], t._n) != (t.trains_w, t.trains_b):
-        return "mode %s" % MODES[mode]
+    if _learns(LEARN_MODES[mode], t._n) != (t.trains_w, t.trains_b):
+        return "mode %s" % LEARN_MODES[mode]
     if not 1 <= batch <= t.max_batch or (batch > 1) != (t.batch > 1):
         return "batch %d" % batch
     steps, n_correct, st, count = ints
@@ -305,7 +305,7 @@ def mutations(t, lay, base, rng):
             continue
         bits = 8 * struct.calcsize(code)
         top = 2**bits - 1
-        limit = {"mode": len(MODES), "batch": t.max_batch, "version": checkpoint.VERSION}
+        limit = {"mode": len(LEARN_MODES), "batch": t.max_batch, "version": checkpoint.VERSION}
         limit.update({"length": lay.length, "n_arrays": len(lay.shape), "n_ints": lay.n_ints})
         limit.update({"seq": 1, "model_crc": struct.unpack_from("<I", base, at)[0]})
         for v in values_around(limit[name], rng, 0, top):

@@ -22,7 +22,7 @@ import serial
 
 from device import checkpoint
 from device.infer import Model
-from device.train import MODES, Trainer
+from device.train import LEARN_MODES, Trainer
 from firmware_tools import cli, deploy, pull
 from firmware_tools.protocol import Err, Info, Pred, Train, parse_line
 from firmware_tools.virtualboard import VirtualBoard
@@ -229,12 +229,12 @@ def trained(flash, raw, labels, mode, batch, steps):
 
 
 @pytest.mark.parametrize("batch", [1, 3])
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", LEARN_MODES)
 def test_pull_takes_mode_and_batch_from_the_header(fake_board, mode, batch, tmp_path, capsys):
     flash, raw, labels = fake_board
     t = trained(flash, raw, labels, mode, batch, 3 * batch + 1)  # mid-batch when batch > 1
     head, reason = checkpoint.inspect(str(flash / "ckpt.0"))
-    assert reason is None and (MODES[head["mode"]], head["batch"]) == (mode, batch)
+    assert reason is None and (LEARN_MODES[head["mode"]], head["batch"]) == (mode, batch)
     out = tmp_path / "pulled.mpm"
     status, text, err = pull_cli(capsys, "fake", "--out", out, "--no-reset")
     assert status == 0, err
