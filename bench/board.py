@@ -69,8 +69,8 @@ INFER_MODELS = _INFER.MODELS  # name -> layer sizes
 TRAIN_MODELS = _TRAIN.MODELS
 QUICK_MODEL = _INFER.SMALL  # 42-32-16-7: in both benchmarks
 KERNELS = ("portable", "viper")
-MODES = _TRAIN.MODES  # training modes: last, bias, all
-LEARN = ("off",) + MODES  # the app's learning modes
+LEARN_MODES = _TRAIN.LEARN_MODES  # training modes: last, bias, all
+LEARN = _TRAIN.LEARN  # the app's learning modes: off, then LEARN_MODES
 LR_SHIFT = _TRAIN.LR_SHIFT
 TARGET_TICKS = 4000
 HEAP_SCAN = 2048  # heap scan step, bytes
@@ -194,7 +194,7 @@ measure("hop", hop, hop_empty)
 TRAIN = """
 from array import array
 from device.infer import Model
-from device.train import Trainer
+from device.train import LEARN_MODES, Trainer
 
 
 class Samples:
@@ -221,7 +221,7 @@ class Empty:
 empty = Empty()
 for name, path in P["models"]:
     for kernel in ("portable", "viper"):
-        for mode in ("last", "bias", "all"):
+        for mode in LEARN_MODES:
             t = m = None
             gc.collect()
             m = Model(path, kernel=kernel)
@@ -414,7 +414,7 @@ def measure_speed(board, cpu, quick):
         "predict_insn": {},
         "forward_insn": {},
         "mac_insn": {},
-        "train_insn": {mode: {} for mode in MODES},
+        "train_insn": {mode: {} for mode in LEARN_MODES},
     }
     for row in board.run(scripts, "measuring speed"):
         kind = row[0]
@@ -607,12 +607,12 @@ def print_cpu(r):
         for kernel in ("viper", "portable"):
             pred = r["predict_insn"].get(name, {}).get(kernel)
             row = [name, kernel]
-            for mode in MODES:
+            for mode in LEARN_MODES:
                 v = r["train_insn"][mode][name][kernel]
                 row.append("%s (%.2fx)" % (k(v), v / pred) if pred else k(v))
             rows.append(row)
     print("\ntraining step, batch 1 (x predict of the same kernel where measured)")
-    print(table(["model", "kernel"] + ["mode " + m for m in MODES], rows, text_cols=2))
+    print(table(["model", "kernel"] + ["mode " + m for m in LEARN_MODES], rows, text_cols=2))
     rows = [
         [
             learn,
@@ -652,7 +652,7 @@ def print_summary(results):
     add("window_features (demo app)", ("features_insn",))
     add("hop: features + predict", ("hop_insn",))
     for name in first["train_insn"]["all"]:
-        for mode in MODES:
+        for mode in LEARN_MODES:
             add("train %s %s viper" % (name, mode), ("train_insn", mode, name, "viper"))
     for learn in LEARN:
         add("app min heap, learn %s" % learn, ("app_heap", learn), str)

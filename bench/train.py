@@ -38,8 +38,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from device.config import LEARN  # noqa: E402, F401 (bench/board.py reads both here)
+from device.train_plan import LEARN_MODES  # noqa: E402, F401
+
 MODELS = {"42-32-16-7": [42, 32, 16, 7], "21-32-16-4": [21, 32, 16, 4]}
-MODES = ("last", "bias", "all")
 BATCHES = (1, 8)
 KERNELS = ("portable", "viper")
 GOAL = 3.0  # mode "all": step <= GOAL x predict
@@ -77,7 +79,7 @@ TIMING = r"""
 import gc, json, micropython, sys, time
 from array import array
 from device.infer import Model
-from device.train import Trainer
+from device.train import LEARN_MODES, Trainer
 import device.train
 
 TARGET_US = int(sys.argv[1]) * 1000
@@ -153,7 +155,7 @@ for name, path in MODELS:
         pred = best_us(lambda: m.predict(raw))
         print(json.dumps({"model": name, "kernel": kernel, "forward_us": fwd,
                           "predict_us": pred}))
-        for mode in ("last", "bias", "all"):
+        for mode in LEARN_MODES:
             for batch in (1, 8):
                 t = step = None
                 m = Model(path, kernel=kernel)

@@ -548,7 +548,7 @@ def _adapt_options(p):
     g.add_argument(
         "--modes",
         type=lambda t: _csv_list(t),
-        default=list(adapt.MODES),
+        default=list(adapt.DEFAULT_LEARN_MODES),
         help="what learns: last, bias, all, comma-separated (last,all)",
     )
     g.add_argument(

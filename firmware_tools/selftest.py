@@ -41,6 +41,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from device.modelfile import ACTIVATIONS
+from device.train_plan import LEARN_MODES
 from firmware_tools import deploy, mpremote_run
 from firmware_tools.mpremote_run import (
     PORT_HELP,
@@ -57,9 +59,8 @@ N_RANDOM_MODELS = 11
 N_VECTORS = 51  # per model, 6 of them edges
 N_STEPS = 200
 CHECK_EVERY = 100
-MODES = ("last", "bias", "all")
-HIDDEN_ACTS = ("linear", "relu", "sigmoid", "tanh")
-LAST_ACTS = ("softmax", "linear", "relu", "sigmoid", "tanh")
+HIDDEN_ACTS = ACTIVATIONS[:-1]  # all but softmax, the last layer's only
+LAST_ACTS = ACTIVATIONS[-1:] + HIDDEN_ACTS
 _MAX_UNITS = 24  # keeps models small for a board's RAM
 _N_TRAIN_SAMPLES = 40
 _EDGES = ("raw edge: all -32768", "raw edge: all 32767", "raw edge: all at the offsets")
@@ -197,7 +198,7 @@ def _extreme_model(rng, lr_shift, batch):
         if q.layers[-1].n_out < 2 or sorted(acts) != ["sigmoid", "tanh"]:
             continue
         try:
-            for mode in MODES:
+            for mode in LEARN_MODES:
                 trainref.check_train_bounds(q, mode, batch, lr_shift)
         except ValueError:
             continue
@@ -238,7 +239,7 @@ def make_vectors(
     seeds = [1, 7, 0xFFFF, 12345, 0xACE1, 3]
     every = min(CHECK_EVERY, steps)
     for name, batch, lr_shift in (("trained", 1, 6), ("random", 4, 7)):
-        for mode in MODES:
+        for mode in LEARN_MODES:
             n = len(cases)
             cases.append(TrainCase(n, name, mode, batch, lr_shift, seeds[n % 6], steps, every))
     vectors = Vectors(models, train_data, cases)
@@ -581,7 +582,7 @@ def summary(vectors, result):
         % (
             len(vectors.cases) - bad_train,
             len(vectors.cases),
-            ", ".join(MODES),
+            ", ".join(LEARN_MODES),
             vectors.n_steps,
             "bit-exact" if not bad_train else "%d MISMATCHED" % bad_train,
         ),

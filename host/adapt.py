@@ -53,10 +53,12 @@ of one arm show (bench/README.md has the figures).
 
 import numpy as np
 
+from device.train_plan import LEARN_MODES
+
 from . import pipeline, reference, rehearsal, trainmany, trainref
 from .errors import DataError
 
-MODES = ("last", "all")
+DEFAULT_LEARN_MODES = ("last", "all")  # what `microprop adapt` compares
 PER_CLASS = 5
 # Passes over the adaptation set; on shoulder subjects 1-7 (leave-one-out) 10 and 20 epochs
 # adapt equally well (5 is worse), so 10: 350 board steps for 5 windows of 7 classes.
@@ -261,8 +263,8 @@ def _float_grid(mode):
 
 
 def select_rates(
-    ds, train_subjects, modes=MODES, epochs=DEFAULT_EPOCHS, seed=0, per_class=PER_CLASS,
-    train_options=None, progress=None, rehearse=None,
+    ds, train_subjects, modes=DEFAULT_LEARN_MODES, epochs=DEFAULT_EPOCHS, seed=0,
+    per_class=PER_CLASS, train_options=None, progress=None, rehearse=None,
 ):  # fmt: skip
     """Leave-one-subject-out over `train_subjects` -> {"lr_shift": {mode: k}, "lr": {mode: lr},
     "hidden_shift": {mode: h} (integer), "float_hidden_shift": {mode: h},
@@ -326,9 +328,9 @@ def _options_from_meta(meta):
 
 
 def run_adaptation(
-    log_or_dataset, train_subjects, test_subjects, modes=MODES, epochs=DEFAULT_EPOCHS, seed=0,
-    per_class=PER_CLASS, lr_shift=None, lr=None, model=None, train_options=None, progress=None,
-    hidden_shift=None, float_hidden_shift=None, rehearse=None,
+    log_or_dataset, train_subjects, test_subjects, modes=DEFAULT_LEARN_MODES,
+    epochs=DEFAULT_EPOCHS, seed=0, per_class=PER_CLASS, lr_shift=None, lr=None, model=None,
+    train_options=None, progress=None, hidden_shift=None, float_hidden_shift=None, rehearse=None,
 ):  # fmt: skip
     """The adaptation experiment (module docstring) -> dict with "rows" (one per test
     subject and mode: accuracies before/after, integer and float), "mean" per mode (with the
@@ -344,8 +346,8 @@ def run_adaptation(
     hidden layers or a {mode: int} dict (default REHEARSE; 0: none).
     """
     for m in modes:
-        if m not in trainref.MODES:
-            raise ValueError("adapt: mode %r, expected one of %s" % (m, ", ".join(trainref.MODES)))
+        if m not in LEARN_MODES:
+            raise ValueError("adapt: mode %r, expected one of %s" % (m, ", ".join(LEARN_MODES)))
     if not isinstance(epochs, (int, np.integer)) or epochs < 1:
         raise ValueError("adapt: epochs %r, expected an int >= 1" % (epochs,))
     if not isinstance(per_class, (int, np.integer)) or per_class < 1:

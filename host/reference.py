@@ -162,9 +162,9 @@ def random_qmodel(rng, n_layers=None, max_units=128, last=None):
     f_x, zp_x = stage.f_in, stage.zp_in
     for k in range(n_layers):
         if k < n_layers - 1:
-            act = str(rng.choice(["linear", "relu", "sigmoid", "tanh"]))
+            act = str(rng.choice(ACTIVATIONS[:-1]))  # softmax: the last layer's only
         else:
-            act = last or str(rng.choice(["linear", "relu", "sigmoid", "tanh", "softmax"]))
+            act = last or str(rng.choice(ACTIVATIONS))
         layer = _random_layer(rng, sizes[k], sizes[k + 1], act, f_x, zp_x)
         layers.append(layer)
         f_x, zp_x = layer.out_scale

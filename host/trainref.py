@@ -29,18 +29,18 @@ import copy
 
 import numpy as np
 
+from device.config import DEFAULTS, MAX_SHIFT
+from device.prng import seed_state, xorshift16
+from device.train import DEFAULT_LR_SHIFT, settings
+from device.train_plan import DELTA_MAX, F_DELTA, F_DELTA_OUT, LEARN_MODES
+
 from . import reference
 from .bounds import bias_limit, check_zero_inputs
 from .fixedpoint import SMALL_INT_MAX, check_small, rounding_rshift
 from .mlp import ACTIVATIONS as FLOAT_ACTIVATIONS
 
-MODES = ("last", "bias", "all")
-DEFAULT_LR_SHIFT = 7
-F_DELTA_OUT = 8
-F_DELTA = 12
-DELTA_MAX = 32768
-MASTER_MAX = 32768
-MAX_HIDDEN_SHIFT = 30
+DEFAULT_MODE = DEFAULTS["learn"]  # the Trainer's, as board.json's
+MASTER_MAX = DELTA_MAX  # |int16| master weights, as device/train_plan.prove
 DERIV_SHIFT = {"sigmoid": 16, "tanh": 14}
 
 
@@ -49,27 +49,7 @@ def _clip(x, lo, hi):
     return np.minimum(np.maximum(x, lo), hi)
 
 
-# --- the random number generator (device/prng.py) ---
-
-DEFAULT_SEED = 0xACE1
-PRNG_VECTORS = {
-    1: [33153, 24609, 59801, 11787, 46494, 55715, 12071, 17913, 39973, 27874],
-    0xACE1: [54031, 61861, 5940, 65394, 5969],
-}
-
-
-def seed_state(seed):
-    """int seed -> state in [1, 65535]: its low 16 bits, or 0xACE1 for 0."""
-    x = int(seed) & 0xFFFF
-    return x if x else DEFAULT_SEED
-
-
-def xorshift16(x):
-    """16-bit state in [1, 65535] -> the next state (x ^= x << 7, x >> 9, x << 8; mod 2**16)."""
-    x ^= (x << 7) & 0xFFFF
-    x ^= x >> 9
-    x ^= (x << 8) & 0xFFFF
-    return x
+# --- the random number generator: device/prng.py's xorshift16, drawn n at a time ---
 
 
 _CYCLE = None  # (states in generation order starting after 1, position of each state)
@@ -118,26 +98,27 @@ def _input_ranges(qmodel):
     return ranges
 
 
+def _check_mode(mode):
+    if mode not in LEARN_MODES:
+        raise ValueError("trainref: mode %r, expected one of %s" % (mode, ", ".join(LEARN_MODES)))
+
+
 def check_hidden_shift(hidden_shift):
-    """-> hidden_shift as an int, or ValueError unless an int in 0..MAX_HIDDEN_SHIFT."""
-    if not isinstance(hidden_shift, (int, np.integer)) or not (
-        0 <= hidden_shift <= MAX_HIDDEN_SHIFT
-    ):
+    """-> hidden_shift as an int, or ValueError unless an int in 0..MAX_SHIFT."""
+    if not isinstance(hidden_shift, (int, np.integer)) or not (0 <= hidden_shift <= MAX_SHIFT):
         raise ValueError(
-            "trainref: hidden_shift %r, expected an int in 0..%d"
-            % (hidden_shift, MAX_HIDDEN_SHIFT)
+            "trainref: hidden_shift %r, expected an int in 0..%d" % (hidden_shift, MAX_SHIFT)
         )
     return int(hidden_shift)
 
 
-def train_plan(qmodel, mode="last", lr_shift=DEFAULT_LR_SHIFT, hidden_shift=0):
+def train_plan(qmodel, mode=DEFAULT_MODE, lr_shift=DEFAULT_LR_SHIFT, hidden_shift=0):
     """Per layer: what learns, error-signal scale f_delta, backward shift sback (from the
     layer above into this one), update shifts sw / sb (layers below the last: lr_shift +
     hidden_shift), d = max|x - zp_x|, the bias limit."""
-    if mode not in MODES:
-        raise ValueError("trainref: mode %r, expected one of %s" % (mode, ", ".join(MODES)))
-    if not isinstance(lr_shift, (int, np.integer)) or not 0 <= lr_shift <= 30:
-        raise ValueError("trainref: lr_shift %r, expected an int in 0..30" % (lr_shift,))
+    _check_mode(mode)
+    if not isinstance(lr_shift, (int, np.integer)) or not 0 <= lr_shift <= MAX_SHIFT:
+        raise ValueError("trainref: lr_shift %r, expected an int in 0..%d" % (lr_shift, MAX_SHIFT))
     hidden_shift = check_hidden_shift(hidden_shift)
     layers = qmodel.layers
     if layers[-1].act != "softmax":
@@ -176,15 +157,11 @@ def effective_lr(lr_shift):
     return 2.0**-lr_shift
 
 
-def check_train_bounds(qmodel, mode="last", batch=1, lr_shift=None, hidden_shift=None):
+def check_train_bounds(qmodel, mode=DEFAULT_MODE, batch=1, lr_shift=None, hidden_shift=None):
     """Prove a training step in `mode` with mini-batches of `batch` stays within 31 bits for
     any int8 weight, or raise ValueError naming the stage. Returns {"max_batch", "stage" (the
     one limiting the batch), "stages": {name: worst value at this batch}}."""
-    defaults = qmodel.training or {}
-    if lr_shift is None:
-        lr_shift = defaults.get("lr_shift", DEFAULT_LR_SHIFT)
-    if hidden_shift is None:
-        hidden_shift = defaults.get("hidden_shift", 0)
+    _, lr_shift, _, hidden_shift = settings(qmodel.training, mode, lr_shift, batch, hidden_shift)
     if not isinstance(batch, (int, np.integer)) or batch < 1:
         raise ValueError("train bounds: batch %r, expected an int >= 1" % (batch,))
     plan = train_plan(qmodel, mode, lr_shift, hidden_shift)
@@ -238,12 +215,9 @@ class TrainRef:
     def __init__(
         self, qmodel, mode=None, lr_shift=None, batch=None, seed=None, hidden_shift=None
     ):  # fmt: skip
-        defaults = qmodel.training or {}
-        mode = defaults.get("learn", "last") if mode is None else mode
-        lr_shift = defaults.get("lr_shift", DEFAULT_LR_SHIFT) if lr_shift is None else lr_shift
-        batch = defaults.get("batch", 1) if batch is None else batch
-        if hidden_shift is None:
-            hidden_shift = defaults.get("hidden_shift", 0)
+        mode, lr_shift, batch, hidden_shift = settings(
+            qmodel.training, mode, lr_shift, batch, hidden_shift
+        )
         self.qmodel = copy.deepcopy(qmodel)
         self.mode, self.lr_shift, self.batch = mode, int(lr_shift), int(batch)
         self.hidden_shift = check_hidden_shift(hidden_shift)
@@ -263,7 +237,7 @@ class TrainRef:
             self.gb.append(np.zeros(layer.n_out, dtype=np.int64) if p["trains_b"] else None)
             layer.w = w.copy()
             layer.b = np.asarray(layer.b, dtype=np.int64).copy()
-        self.state = seed_state(1 if seed is None else seed)
+        self.state = seed_state(DEFAULTS["seed"] if seed is None else seed)
         self.steps = 0
         self.n_correct = 0
         self._count = 0
@@ -462,7 +436,7 @@ def float_gradients(net, x, labels, a=None):
 
 
 def float_finetune(
-    qmodel, raw, labels, mode="last", lr_shift=DEFAULT_LR_SHIFT, batch=1, lr=None,
+    qmodel, raw, labels, mode=DEFAULT_MODE, lr_shift=DEFAULT_LR_SHIFT, batch=1, lr=None,
     hidden_shift=0,
 ):  # fmt: skip
     """Fine-tune the layers `mode` names of the dequantized `qmodel` with float64 SGD, one
@@ -470,8 +444,7 @@ def float_finetune(
     with lr * (gradient summed over the batch), lr * 2**-hidden_shift below the last layer;
     lr defaults to 2**-lr_shift, the integer trainer's rate. Returns (net, correct): the
     float network and, per sample, whether it was predicted right before learning from it."""
-    if mode not in MODES:
-        raise ValueError("trainref: mode %r, expected one of %s" % (mode, ", ".join(MODES)))
+    _check_mode(mode)
     hidden_shift = check_hidden_shift(hidden_shift)
     net = dequantize(qmodel)
     net["W"] = [W.copy() for W in net["W"]]

@@ -174,7 +174,7 @@ def test_vectors_cover_every_activation_and_the_edges():
     assert {a for layers in acts for a in layers[:-1]} == set(selftest.HIDDEN_ACTS)
     assert {layers[-1] for layers in acts} == set(selftest.LAST_ACTS)
     assert len(v.models) == 12 and v.n_vectors == 612
-    assert {c.mode for c in v.cases} == set(selftest.MODES) and v.n_steps == 1200
+    assert {c.mode for c in v.cases} == set(selftest.LEARN_MODES) and v.n_steps == 1200
     for m in v.models:
         assert m.raw[-3:].tolist()[0] == [-32768] * m.raw.shape[1]
         assert m.raw[-3:].tolist()[1] == [32767] * m.raw.shape[1]

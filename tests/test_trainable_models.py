@@ -27,7 +27,7 @@ from .test_learning_app import WINDOW, configure, records, run_app
 from .test_learning_app import folder as folder  # noqa: F401  (the fixture)
 from .test_train_parity import mlp_model
 
-MODES = ("last", "bias", "all")
+MODES = dtrain.LEARN_MODES
 NOTHING = "input takes one value (%s): nothing to learn from"
 
 
