@@ -60,7 +60,7 @@ from array import array
 from . import protocol
 from .commands import HANDLERS
 from .config import DEFAULTS, MAX_SMOOTHING, check_config, hz, shorten, token
-from .features import MAX_WINDOW, N_FEATURES, window_features
+from .features import FEATURES, MAX_WINDOW, N_FEATURES, window_features
 from .protocol import MODES
 
 __all__ = ["App", "DEFAULTS", "MAX_SMOOTHING", "MODES", "check_config", "shorten", "sleep_us"]
@@ -98,7 +98,6 @@ except ImportError:  # CPython: the same wrapping clocks from time.monotonic_ns
 
 
 APP_VERSION = "0.1.0"
-FEATURE_KINDS = ("mean", "std", "min", "max", "mad", "crossings", "energy")
 _PREDICT = const(0)
 _RECORD = const(1)
 _IDLE = const(2)
@@ -208,9 +207,9 @@ class App:
 
     def _check_model(self, model):
         f = model.features
-        if list(f["names"]) != list(FEATURE_KINDS):
+        if list(f["names"]) != list(FEATURES):
             raise ValueError(
-                "app: model features %s, expected %s" % (",".join(f["names"]), FEATURE_KINDS)
+                "app: model features %s, expected %s" % (",".join(f["names"]), FEATURES)
             )
         c = len(model.sensor["channels"])
         if c < 1 or model.n_inputs != N_FEATURES * c:

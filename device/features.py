@@ -16,7 +16,8 @@ features go into a caller-provided `array('i')` (or list) `out` at out[offset : 
 
 from . import const
 
-N_FEATURES = 7
+FEATURES = ("mean", "std", "min", "max", "mad", "crossings", "energy")  # per channel
+N_FEATURES = len(FEATURES)
 MAX_WINDOW = 512
 _SIG = const(1024)  # 2**10: samples keep 10 significant bits before squaring
 _TOP4 = const(1048576)  # 2**20: highest power of 4 that isqrt meets

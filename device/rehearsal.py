@@ -25,9 +25,9 @@ from . import const
 
 MAGIC = b"MPRH"
 VERSION = 1
-_HEAD = "<4sHHHBBI"  # magic, version, n_features, n_windows, n_classes, reserved, model_crc
-_HEAD_SIZE = const(16)
-_MAX_WINDOWS = const(1024)
+HEAD = "<4sHHHBBI"  # magic, version, n_features, n_windows, n_classes, reserved, model_crc
+_HEAD_SIZE = const(16)  # struct.calcsize(HEAD)
+MAX_WINDOWS = const(1024)
 # per feature of a channel (device/features.py): mean, std, min, max, mad, crossings, energy
 _LO = (-32768, 0, -32768, -32768, 0, 0, 0)
 _HI = (32767, 65536, 32767, 32767, 65535, 511, 65536)
@@ -41,7 +41,7 @@ class Rehearsal:
             head = f.read(_HEAD_SIZE)
             if len(head) < _HEAD_SIZE:
                 raise ValueError("rehearsal: %d bytes, too short" % size)
-            magic, version, n_f, n_w, n_c, _, crc_model = struct.unpack(_HEAD, head)
+            magic, version, n_f, n_w, n_c, _, crc_model = struct.unpack(HEAD, head)
             if magic != MAGIC or version != VERSION:
                 raise ValueError(
                     "rehearsal: magic %r version %d, expected %r version %d"
@@ -52,7 +52,7 @@ class Rehearsal:
                     "rehearsal: %d features, %d classes; the model has %d, %d"
                     % (n_f, n_c, n_features, n_classes)
                 )
-            if not 1 <= n_w <= _MAX_WINDOWS or size != _HEAD_SIZE + n_w * (1 + 4 * n_f) + 4:
+            if not 1 <= n_w <= MAX_WINDOWS or size != _HEAD_SIZE + n_w * (1 + 4 * n_f) + 4:
                 raise ValueError("rehearsal: %d bytes for %d windows, a bad size" % (size, n_w))
             if crc_model != model_crc:
                 raise ValueError("rehearsal: belongs to another model")

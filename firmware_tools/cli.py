@@ -209,12 +209,13 @@ def _model_dataset(args, meta):
 
 def _load_any_model(path):
     """(kind, model, meta) for a float model (.npz) or a board model file (.mpm)."""
+    from device.modelfile import MAGIC
     from host.mlp import MLP
     from host.modelfile import read_model
 
     with open(path, "rb") as f:
-        head = f.read(4)
-    if head == b"MPRP":
+        head = f.read(len(MAGIC))
+    if head == MAGIC:
         qm = read_model(path)
         meta = {
             "classes": list(qm.classes),

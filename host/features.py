@@ -43,12 +43,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from device.features import FEATURES, MAX_WINDOW, N_FEATURES
+
 from .errors import DataError
 from .fixedpoint import check_small
 
-FEATURES = ("mean", "std", "min", "max", "mad", "crossings", "energy")
-N_FEATURES = len(FEATURES)
-MAX_WINDOW = 512
 SIG_BITS = 10  # significant bits kept before squaring
 ENERGY_SHIFT = 14  # energy unit: 2**14 counts**2
 

@@ -38,17 +38,15 @@ import struct
 
 import numpy as np
 
+from device.rehearsal import HEAD, MAGIC, MAX_WINDOWS, VERSION
+
 from . import features, modelfile, pipeline
 from .errors import DataError
 
-MAGIC = b"MPRH"
-VERSION = 1
 PER_CLASS = 5
-MAX_WINDOWS = 1024
 MAX_FEATURES = 512
 SUFFIX = ".rh"
-_HEAD = "<4sHHHBBI"
-_HEAD_SIZE = struct.calcsize(_HEAD)
+HEAD_SIZE = struct.calcsize(HEAD)
 
 
 def pick(ds, subjects, classes, per_class=PER_CLASS, seed=0):
@@ -85,30 +83,30 @@ def to_bytes(x, y, model_crc, n_classes):
     lo, hi = features.feature_bounds(x.shape[1] // features.N_FEATURES)
     if x.shape[1] % features.N_FEATURES or (x < lo).any() or (x > hi).any():
         raise ValueError("rehearsal: features outside the window features' ranges")
-    head = struct.pack(_HEAD, MAGIC, VERSION, x.shape[1], len(x), n_classes, 0, model_crc)
+    head = struct.pack(HEAD, MAGIC, VERSION, x.shape[1], len(x), n_classes, 0, model_crc)
     body = head + y.astype(np.uint8).tobytes() + x.astype("<i4").tobytes()
     return body + struct.pack("<I", binascii.crc32(body))
 
 
 def from_bytes(data, model_crc=None):
     """-> (x (n, F) int64, y (n,) int64, model_crc); ValueError saying what is wrong."""
-    if len(data) < _HEAD_SIZE + 4:
+    if len(data) < HEAD_SIZE + 4:
         raise ValueError("rehearsal: %d bytes, too short for a rehearsal file" % len(data))
-    magic, version, n_f, n_w, n_c, _, crc_model = struct.unpack_from(_HEAD, data)
+    magic, version, n_f, n_w, n_c, _, crc_model = struct.unpack_from(HEAD, data)
     if magic != MAGIC or version != VERSION:
         raise ValueError(
             "rehearsal: magic %r version %d, expected %r version %d"
             % (magic, version, MAGIC, VERSION)
         )
-    size = _HEAD_SIZE + n_w + 4 * n_w * n_f + 4
+    size = HEAD_SIZE + n_w + 4 * n_w * n_f + 4
     if len(data) != size:
         raise ValueError("rehearsal: %d bytes, expected %d" % (len(data), size))
     if binascii.crc32(data[:-4]) != struct.unpack_from("<I", data, size - 4)[0]:
         raise ValueError("rehearsal: CRC mismatch")
     if model_crc is not None and crc_model != model_crc:
         raise ValueError("rehearsal: belongs to another model")
-    y = np.frombuffer(data, np.uint8, n_w, _HEAD_SIZE).astype(np.int64)
-    x = np.frombuffer(data, "<i4", n_w * n_f, _HEAD_SIZE + n_w).astype(np.int64)
+    y = np.frombuffer(data, np.uint8, n_w, HEAD_SIZE).astype(np.int64)
+    x = np.frombuffer(data, "<i4", n_w * n_f, HEAD_SIZE + n_w).astype(np.int64)
     x = x.reshape(n_w, n_f)
     to_bytes(x, y, crc_model, n_c)  # the same checks as writing: labels, features, sizes
     return x, y, crc_model

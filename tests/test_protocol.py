@@ -284,10 +284,9 @@ class FakeModel:
     kernel = "fake"
 
     def __init__(self):
-        from device.app import FEATURE_KINDS
-        from device.features import N_FEATURES
+        from device.features import FEATURES, N_FEATURES
 
-        self.features = {"names": list(FEATURE_KINDS), "window": 4, "hop": 2}
+        self.features = {"names": list(FEATURES), "window": 4, "hop": 2}
         self.sensor = {"channels": ["ax", "ay"], "rate_mhz": 50000}
         self.n_inputs = 2 * N_FEATURES
         self.scores = [30, 200, 25]
