@@ -30,7 +30,7 @@ import numpy as np
 
 from .fixedpoint import SHIFT_MAX
 from .optim import Adam
-from .qmodel import QLayer, QModel
+from .qmodel import ACTIVATIONS, QLayer, QModel
 from .reference import forward_layers
 from .tables import TABLE_F_MAX, TABLE_F_MIN, activation_table, softmax_exp_table
 
@@ -107,7 +107,7 @@ def _calibration_range(z, act, percentile, last):
 
 
 def _act_name(act, last):
-    if act not in ("relu", "sigmoid", "tanh", "linear", "softmax"):
+    if act not in ACTIVATIONS:
         raise ValueError("quantize: unknown activation %r" % (act,))
     if act == "softmax" and not last:
         raise ValueError("quantize: softmax only on the last layer")
