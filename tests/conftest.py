@@ -12,29 +12,26 @@ are not found by `auto`.
 
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATASETS = ROOT.parent / "shared" / "datasets"
-IN_CI = bool(os.environ.get("CI"))
+from .helpers import (  # noqa: F401  (run_micropython and mpremote: for the tests that import them from here)
+    IN_CI,
+    ROOT,
+    SHARED_DATASETS,
+    app_board,
+    make_exported,
+    make_sweep,
+    make_trained,
+    make_trained_board,
+    micropython_path,
+    mpremote,
+    require_emulated,
+    run_micropython,
+)
 
 os.environ["MICROPROP_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="microprop-tests-")
-
-
-def micropython_path():
-    """Path of the MicroPython Unix port, or None."""
-    env = os.environ.get("MICROPYTHON")
-    if env:
-        return env
-    here = Path(sys.executable).parent / "micropython"
-    if here.exists():
-        return str(here)
-    return shutil.which("micropython")
 
 
 @pytest.fixture(scope="session")
@@ -46,60 +43,6 @@ def micropython():
     return path
 
 
-def run_micropython(binary, script, args=(), cwd=None, timeout=600, stdin=None, heapsize=None):
-    """Run `script` (source text) under MicroPython with device/ importable; return stdout.
-
-    Raises AssertionError with the VM's stderr if it fails.
-    """
-    cmd = [binary]
-    if heapsize:
-        cmd += ["-X", "heapsize=%s" % heapsize]
-    env = dict(os.environ, MICROPYPATH=os.pathsep.join([str(cwd or ROOT), ".frozen"]))
-    proc = subprocess.run(
-        cmd + ["-c", script, *args],
-        cwd=cwd or ROOT,
-        env=env,
-        capture_output=True,
-        timeout=timeout,
-        input=stdin,
-        text=stdin is None or isinstance(stdin, str),
-    )
-    if proc.returncode != 0:
-        raise AssertionError(
-            "micropython failed (%d):\nstdout:\n%s\nstderr:\n%s"
-            % (proc.returncode, proc.stdout[-4000:], proc.stderr[-4000:])
-        )
-    return proc.stdout
-
-
-def mpremote(port, *args, timeout=15):
-    """Run `mpremote connect PORT args...`; return stdout, fail on an error or a timeout."""
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "mpremote", "connect", port, *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-    except subprocess.TimeoutExpired as e:
-        pytest.fail("mpremote %s timed out after %ss: %r" % (" ".join(args), timeout, e.stdout))
-    assert proc.returncode == 0, "mpremote %s failed:\n%s%s" % (args, proc.stdout, proc.stderr)
-    return proc.stdout
-
-
-def require_emulated(cpu):
-    """Skip (fail in CI) unless qemu and the firmware for `cpu` are here."""
-    from firmware_tools.emulated import EmulatedBoardError, find_firmware, find_qemu
-
-    try:
-        find_qemu(cpu)
-        find_firmware(cpu)
-    except EmulatedBoardError as e:
-        if IN_CI:
-            pytest.fail(str(e))
-        pytest.skip(str(e))
-
-
 @pytest.fixture(scope="session")
 def datasets():
     """Folder of the shared datasets; fails in CI when absent, skips elsewhere."""
@@ -108,3 +51,45 @@ def datasets():
             pytest.fail("shared datasets missing at %s" % SHARED_DATASETS)
         pytest.skip("shared datasets not found at %s" % SHARED_DATASETS)
     return SHARED_DATASETS
+
+
+@pytest.fixture(scope="session")
+def infer_sweep(tmp_path_factory):
+    """The inference parity sweep on disk: (folder, [(qmodel, raw, xq)]) (helpers.make_sweep)."""
+    return make_sweep(tmp_path_factory.mktemp("sweep"))
+
+
+@pytest.fixture(scope="session")
+def trained(datasets, tmp_path_factory):
+    """Models trained on both shared datasets (helpers.make_trained)."""
+    return make_trained(tmp_path_factory.mktemp("trained"))
+
+
+@pytest.fixture(scope="session")
+def board(tmp_path_factory):
+    """The board app's folder: (folder, QModel, the replayed counts, the synthetic log), built
+    once (helpers.make_trained_board). Tests copy it (`folder`) before writing to it. The
+    modules whose `board` is a virtual board (test_end_to_end, test_virtualboard) define their
+    own."""
+    return make_trained_board(tmp_path_factory.mktemp("board"))
+
+
+@pytest.fixture
+def folder(board, tmp_path):
+    """A fresh copy of the board folder; `configure(**keys)` writes its board.json."""
+    d = tmp_path / "b"
+    shutil.copytree(board[0], d)
+    return d
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory):
+    """(folder, qmodel, replay log): trained and exported with the microprop CLI, once."""
+    return make_exported(tmp_path_factory.mktemp("e2e"))
+
+
+@pytest.fixture
+def fake_app_board(tmp_path):
+    """A virtual board running helpers.FAKE_APP."""
+    with app_board(tmp_path / "flash") as b:
+        yield b

@@ -8,7 +8,6 @@ The fixture trains a small model on synthetic data, quantizes it and writes a "b
 as deploy would: model.mpm, data.csv (a slice of the synthetic log), board.json and device/.
 """
 
-import dataclasses
 import json
 import shutil
 import subprocess
@@ -19,50 +18,9 @@ import numpy as np
 import pytest
 
 from firmware_tools.protocol import Err, Info, Pred, Sample, Train, parse_line
-from host import boardeval, metrics, modelfile, pipeline, quantize, reference, sensorlog, synth
-from host.inputstage import InputStage
+from host import boardeval, metrics, pipeline, reference
 
-from .conftest import ROOT, run_micropython
-
-N_SAMPLES = 1500  # rows of data.csv; the replay loops past them
-START = 1000  # first row of the synthetic log in data.csv
-
-
-@pytest.fixture(scope="module")
-def board(tmp_path_factory):
-    """(board folder, QModel, the replayed counts, the synthetic log)."""
-    log = synth.generate(seed=1, subjects=3, seconds_per_activity=8)
-    ds = pipeline.make_dataset(log)
-    mlp, meta, _, _ = pipeline.train_model(ds, hidden=(16,), epochs=30, patience=100)
-    stage = InputStage.from_dict(meta["input_stage"])
-    y = pipeline.class_indices(ds.labels, meta["classes"])
-    q = quantize.quantize(
-        mlp,
-        stage,
-        stage.apply(ds.X),
-        y,
-        classes=meta["classes"],
-        features=meta["features"],
-        sensor=meta["sensor"],
-        qat=False,
-    )
-    d = tmp_path_factory.mktemp("board")
-    modelfile.write_model(d / "model.mpm", q)
-    part = slice(START, START + N_SAMPLES)
-    rows = dataclasses.replace(
-        log,
-        counts=log.counts[part],
-        labels=log.labels[part],
-        subjects=log.subjects[part],
-        recordings=log.recordings[part],
-        t_ms=None,
-    )
-    sensorlog.write_sensor_log(d / "data.csv", rows)
-    (d / "board.json").write_text(json.dumps({"sensor": "replay", "realtime": False}))
-    shutil.copytree(ROOT / "device", d / "device", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "device" / "main.py", d / "main.py")
-    (d / "counts.bin").write_bytes(rows.counts.astype("<i2").tobytes())
-    return d, q, np.asarray(rows.counts, dtype=np.int64), log
+from .helpers import run_micropython, stream
 
 
 def run_board(micropython, board_dir, script, stdin=b""):
@@ -82,12 +40,6 @@ def parsed(lines, kind=None):
         if kind is None or isinstance(rec, kind):
             out.append(rec)
     return out
-
-
-def stream(counts, n):
-    """The replay's first n samples: the file, looped."""
-    reps = -(-n // len(counts))
-    return np.concatenate([counts] * reps)[:n]
 
 
 def expected_preds(q, counts, n_hops, smoothing=1):

@@ -30,9 +30,7 @@ from device.train import LEARN_MODES, LIMIT, Trainer
 from host import modelfile
 
 from .conftest import ROOT, run_micropython
-from .test_app import board as board  # noqa: F401  (the fixture: a trained model, a replay)
-from .test_learning_app import configure, records, run_app
-from .test_learning_app import folder as folder  # noqa: F401  (a copy of the board folder)
+from .helpers import configure, records, run_app
 from .test_train_parity import mlp_model
 
 SEED = 20240712
@@ -476,7 +474,7 @@ def test_mutated_checkpoints_never_crash_portable(micropython, fuzz):
     assert seen >= 2000 and 0.3 * seen < refused < seen, (seen, refused)
 
 
-def test_the_app_reports_a_refused_slot_and_loads_the_other(micropython, folder):  # noqa: F811
+def test_the_app_reports_a_refused_slot_and_loads_the_other(micropython, folder):
     """A newer slot with an out-of-range field (valid CRC) and one of the old format version:
     the app's start says `info checkpoint_ignored=<slot> reason=<...>` and loads the other."""
     configure(folder)

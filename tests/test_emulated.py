@@ -29,9 +29,7 @@ from firmware_tools.protocol import Err, Info, Pred, Train
 from host import features, modelfile, reference, trainref
 
 from .conftest import ROOT, mpremote, require_emulated
-from .test_end_to_end import HostLines, check_line_for_line, read_preds
-from .test_end_to_end import exported as exported  # noqa: F401  (the fixture: a model, a replay)
-from .test_pull import read_until
+from .helpers import HostLines, check_line_for_line, read_preds, read_until
 
 pytestmark = [
     pytest.mark.emulated,
@@ -102,7 +100,7 @@ def set_board_json(port, tmp_path, **keys):
 
 
 @pytest.mark.parametrize("cpu", ["cortex-m0", "rv32"])
-def test_the_whole_app(cpu, exported, tmp_path, build_dir, capsys):  # noqa: F811
+def test_the_whole_app(cpu, exported, tmp_path, build_dir, capsys):
     require_emulated(cpu)
     folder, q, replay = exported
     arch = CPUS[cpu].arch

@@ -12,7 +12,6 @@ of `microprop monitor --log` loses no line already received; and `microprop demo
 
 import argparse
 import csv
-import math
 import re
 import subprocess
 import sys
@@ -21,64 +20,17 @@ import time
 
 import numpy as np
 import pytest
-import serial
 
 from firmware_tools import cli, demo, monitor
 from firmware_tools.virtualboard import VirtualBoard
 from host import pipeline
 from host.boardeval import predict_stream
-from host.modelfile import read_model
-from host.sensorlog import write_sensor_log
 
-from .conftest import ROOT
+from .helpers import ROOT, HostLines, check_line_for_line, read_preds
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="the virtual board's Ctrl-C needs /proc"
 )
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    """(folder, qmodel, replay log): trained and exported with the microprop CLI."""
-    d = tmp_path_factory.mktemp("e2e")
-    npz = d / "model.npz"
-    train = ["train", "--data", "synth", "--hidden", "8", "--epochs", "30", "--patience", "30"]
-    assert cli.main(train + ["--out", str(npz), "--quiet"]) == 0
-    assert cli.main(["export", str(npz), "--qat", "off"]) == 0
-    qm = read_model(d / "model.mpm")
-    test_subjects = qm.training["test_subjects"].split(",")
-    log = pipeline.load_log("synth", seed=0)
-    replay = demo.replay_log(log, test_subjects, ["idle", "walking", "running", "shaking"], 50)
-    write_sensor_log(d / "replay.csv", replay)
-    return d, qm, replay
-
-
-class HostLines:
-    """What the board must print at t, from the host: (class name, {class: score}) of the
-    window ending at the sample read at t, in the replay looped for ever; None for a t at
-    which no window ends."""
-
-    def __init__(self, qm, counts):
-        self.classes = list(qm.classes)
-        self.window, self.hop = qm.features["window"], qm.features["hop"]
-        self.rate = float(qm.sensor["rate_hz"])
-        self.period = math.lcm(len(counts), self.hop)  # window starts repeat after this
-        copies = self.period // len(counts) + self.window // len(counts) + 2
-        preds = predict_stream(qm, np.tile(counts, (copies, 1)))
-        self.table = {}
-        for e, cls, scores in preds:
-            start = e - self.window + 1
-            if start < self.period:
-                pairs = {c: int(v) for c, v in zip(self.classes, scores, strict=True)}
-                self.table[start] = (self.classes[cls], pairs)
-
-    def get(self, t):
-        e = int(t * self.rate / 1000)
-        for i in (e - 1, e, e + 1):  # t = floor(i * 1000 / rate)
-            start = i - self.window + 1
-            if int(i * 1000 // self.rate) == t and start >= 0 and start % self.hop == 0:
-                return self.table[start % self.period]
-        return None
 
 
 @pytest.fixture(scope="module")
@@ -163,39 +115,6 @@ def mpremote(port, *args):
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout
-
-
-def read_preds(port, seconds, send=b""):
-    """`pred` lines as (t, class, {class: score}), read with pyserial for `seconds`; also the
-    other lines. `send` goes to the board first."""
-    from firmware_tools.protocol import Pred, parse_line
-
-    preds, other = [], []
-    with serial.Serial(port, 115200, timeout=0.05) as ser:
-        if send:
-            ser.write(send)
-        deadline = time.monotonic() + seconds
-        line = b""
-        while time.monotonic() < deadline:
-            line += ser.readline()
-            if not line.endswith(b"\n"):
-                continue  # nothing yet, or a line cut by the read timeout: wait for its end
-            msg, text, line = parse_line(line), line.decode("ascii", "replace").strip(), b""
-            if isinstance(msg, Pred):
-                preds.append((msg.t_ms, msg.class_name, dict(msg.scores)))
-            else:
-                other.append(text)
-    return preds, other
-
-
-def check_line_for_line(preds, host_lines, hop_ms=1000):
-    """Every prediction equals the host's for its window; consecutive ones are consecutive
-    windows (none lost) unless t went back (a reset)."""
-    assert preds
-    for i, (t, cls, scores) in enumerate(preds):
-        assert host_lines.get(t) == (cls, scores), (i, t, cls, scores, host_lines.get(t))
-        if i and t > preds[i - 1][0]:
-            assert t - preds[i - 1][0] == hop_ms, (i, preds[i - 1][0], t)
 
 
 def test_predictions_equal_the_hosts_line_for_line(board, host_lines):

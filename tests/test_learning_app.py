@@ -11,9 +11,7 @@ samples n - window .. n - 1 of the replayed stream, which the host cuts too. A `
 is the driver's own: it prints the model's weights and the trainer's state.
 """
 
-import json
 import random
-import shutil
 import signal
 import subprocess
 import time
@@ -23,109 +21,23 @@ import pytest
 
 from device.infer import Model
 from device.train import Trainer
-from firmware_tools.protocol import Err, Info, Train, parse_line
-from host import features, modelfile, trainref
+from firmware_tools.protocol import Err, Info, Train
+from host import modelfile, trainref
 
-from .conftest import run_micropython
-from .test_app import N_SAMPLES, START, stream
-from .test_app import board as board  # noqa: F401  (the fixture: a trained model, a replay)
-
-DRIVER = """
-import sys
-from device import app as appmod
-from device import board
-
-def dump(a):
-    t = a.trainer
-    print("dump steps=%d n_correct=%d state=%d" % (t.steps, t.n_correct, t.state))
-    for k in range(len(a.model.layers)):
-        layer = a.model.layers[k]
-        m = t.master_w[k]
-        print("dump w%d %s" % (k, ",".join([str(v) for v in layer["w"]])))
-        print("dump b%d %s" % (k, ",".join([str(v) for v in layer["b"]])))
-        print("dump m%d %s" % (k, "-" if m is None else ",".join([str(v) for v in m])))
-
-class Scheduled:
-    '''stdin lines "<n> <command>": each given to the app once it has read n samples.'''
-    def __init__(self, text):
-        self.items = []
-        for line in text.split("\\n"):
-            if line.strip():
-                n, cmd = line.split(" ", 1)
-                self.items.append((int(n), cmd))
-        self.pending = b""
-        self.app = None
-    def readinto(self, buf):
-        while not self.pending:
-            if not self.items or self.app.samples < self.items[0][0]:
-                return 0
-            cmd = self.items.pop(0)[1]
-            if cmd == "dump":
-                dump(self.app)
-            else:
-                self.pending = (cmd + "\\n").encode()
-        n = min(len(buf), len(self.pending))
-        for i in range(n):
-            buf[i] = self.pending[i]
-        self.pending = self.pending[n:]
-        return n
-
-inp = Scheduled(sys.stdin.read())
-raw, problems = board.load_config("board.json")
-cfg, more = appmod.check_config(raw)
-a = board.build(cfg, inp=inp)
-inp.app = a
-a.run(max_samples=int(sys.argv[1]))
-"""
-
-WINDOW = 100
-
-
-@pytest.fixture
-def folder(board, tmp_path):  # noqa: F811
-    """A fresh copy of the board folder; `configure(**keys)` writes its board.json."""
-    d = tmp_path / "b"
-    shutil.copytree(board[0], d)
-    return d
-
-
-def configure(d, **keys):
-    cfg = {"sensor": "replay", "realtime": False, "lr_shift": 4}
-    cfg.update(keys)
-    (d / "board.json").write_text(json.dumps(cfg))
-
-
-def run_app(micropython, d, schedule, samples):
-    """Run the driver for `samples` sample periods with `schedule` [(n, command)] on stdin."""
-    stdin = "".join("%d %s\n" % item for item in schedule)
-    out = run_micropython(micropython, DRIVER, [str(samples)], cwd=d, stdin=stdin, timeout=60)
-    return out.splitlines()
-
-
-def records(lines):
-    """(protocol records, dumps: [{key: ints}] one per `dump`)."""
-    recs, dumps = [], []
-    for line in lines:
-        if line.startswith("dump steps="):
-            dumps.append({k: int(v) for k, v in (p.split("=") for p in line.split()[1:])})
-        elif line.startswith("dump "):
-            _, key, values = line.split(" ")
-            dumps[-1][key] = None if values == "-" else [int(v) for v in values.split(",")]
-        else:
-            rec = parse_line(line)
-            assert rec is not None, "not a protocol line: %r" % line
-            recs.append(rec)
-    return recs, dumps
-
-
-def label_schedule(q, log_labels, times):
-    """[(n, "label <class>")]: the class of the last sample of each window (the true one)."""
-    return [(n, "label " + str(log_labels[(n - 1) % len(log_labels)])) for n in times]
-
-
-def host_windows(counts, times):
-    s = stream(counts, max(times))
-    return [features.window_features(s[n - WINDOW : n]) for n in times]
+from .helpers import (
+    HEAP,
+    WINDOW,
+    configure,
+    host_windows,
+    label_schedule,
+    labels_of,
+    records,
+    run_app,
+    run_micropython,
+)
+from .helpers import (
+    LEARNING_DRIVER as DRIVER,
+)
 
 
 def run_ref(ref, counts, schedule):
@@ -162,18 +74,13 @@ def exported(d):
     return out
 
 
-def labels_of(board_fixture):
-    log = board_fixture[3]
-    return [str(v) for v in log.labels[START : START + N_SAMPLES]]
-
-
 # ----------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
     "learn, batch, kernel", [("last", 1, None), ("all", 3, None), ("bias", 2, "portable")]
 )
-def test_train_lines_and_weights_equal_trainref(micropython, board, folder, learn, batch, kernel):  # noqa: F811
+def test_train_lines_and_weights_equal_trainref(micropython, board, folder, learn, batch, kernel):
     """40 labels at arbitrary sample times: every `train` line's step, correctness and running
     accuracy, and the weights after them, are TrainRef's on the same windows."""
     _, q, counts, _ = board
@@ -201,7 +108,7 @@ def test_train_lines_and_weights_equal_trainref(micropython, board, folder, lear
     assert learn == "bias" or changed > 0  # the test would see a step that does nothing
 
 
-def test_label_errors_change_nothing(micropython, board, folder):  # noqa: F811
+def test_label_errors_change_nothing(micropython, board, folder):
     _, q, counts, _ = board
     configure(folder)
     schedule = [
@@ -222,7 +129,7 @@ def test_label_errors_change_nothing(micropython, board, folder):  # noqa: F811
     assert not list(folder.glob("ckpt.*"))
 
 
-def test_save_boot_continue_and_reset(micropython, board, folder):  # noqa: F811
+def test_save_boot_continue_and_reset(micropython, board, folder):
     """Save mid-batch; a fresh process loads the checkpoint (info line) with the saved weights
     and training goes on exactly as if never stopped; reset-model gives back the exported
     weights and clears the slots; the next boot finds no checkpoint."""
@@ -270,7 +177,7 @@ def test_save_boot_continue_and_reset(micropython, board, folder):  # noqa: F811
     assert dumps[0]["steps"] == 0
 
 
-def test_checkpoint_of_another_model_is_ignored(micropython, board, folder):  # noqa: F811
+def test_checkpoint_of_another_model_is_ignored(micropython, board, folder):
     _, q, counts, _ = board
     configure(folder)
     other = folder / "other.mpm"
@@ -292,7 +199,7 @@ def test_checkpoint_of_another_model_is_ignored(micropython, board, folder):  # 
 KILL_SAMPLES = 100000
 
 
-def test_killed_mid_save_boots_with_loadable_weights(micropython, board, folder):  # noqa: F811
+def test_killed_mid_save_boots_with_loadable_weights(micropython, board, folder):
     """autosave after every step, killed at a random moment (SIGKILL, several times): the next
     boot loads a checkpoint, and its weights are TrainRef's after the steps it names; with the
     newest slot cut short, the older one loads (the cut one is reported)."""
@@ -352,35 +259,7 @@ def test_killed_mid_save_boots_with_loadable_weights(micropython, board, folder)
     assert cut.fields["reason"].startswith("truncated")
 
 
-HEAP = """
-import micropython
-from device import app as appmod
-from device import board
-
-class Empty:
-    def readinto(self, buf):
-        return 0
-
-for kernel in ("viper", "portable"):
-    for learn, batch in (("last", 1), ("all", 2)):
-        cfg, _ = appmod.check_config(
-            {"sensor": "replay", "realtime": False, "kernel": kernel, "learn": learn,
-             "batch": batch}
-        )
-        a = board.build(cfg, inp=Empty())
-        a.run(max_samples=120)
-        for i in range(6):
-            micropython.heap_lock()
-            try:
-                a.learn(i % a.model.n_outputs)
-            finally:
-                micropython.heap_unlock()
-        t = a.trainer
-        print("info locked kernel=%s learn=%s steps=%d" % (t.kernel, learn, t.steps))
-"""
-
-
-def test_a_training_step_allocates_nothing(micropython, board, folder):  # noqa: F811
+def test_a_training_step_allocates_nothing(micropython, board, folder):
     """App.learn (features of the last window, the step, the `train` line) in heap_lock."""
     lines = run_micropython(micropython, HEAP, cwd=folder, timeout=60).splitlines()
     locked = [ln for ln in lines if ln.startswith("info locked")]
@@ -392,7 +271,7 @@ def test_a_training_step_allocates_nothing(micropython, board, folder):  # noqa:
     assert sum(ln.startswith("train step=") for ln in lines) == 4 * 6
 
 
-def test_a_trainer_that_cannot_be_made_leaves_the_app_predicting(micropython, board, folder):  # noqa: F811
+def test_a_trainer_that_cannot_be_made_leaves_the_app_predicting(micropython, board, folder):
     _, q, _, _ = board
     configure(folder, batch=1 << 29)
     schedule = [(WINDOW, "label " + q.classes[0]), (WINDOW, "info")]

@@ -3,12 +3,11 @@
 Runs on: host (pytest; the virtual board needs Linux).
 
 Port names, errors and the line reader run against pyserial's `loop://`, a bare pty and fakes;
-the monitor runs end to end against the virtual board, whose main.py is `FAKE_APP` below (a
-stand-in for the board app that mixes garbage bytes, split writes and cut lines into the
-protocol), through a board reset and through an unplug and replug.
+the monitor runs end to end against the virtual board, whose main.py is tests/helpers.py's
+`FAKE_APP` (a stand-in for the board app that mixes garbage bytes, split writes and cut lines
+into the protocol), through a board reset and through an unplug and replug.
 """
 
-import argparse
 import csv
 import os
 import pty
@@ -16,7 +15,6 @@ import subprocess
 import sys
 import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -25,88 +23,10 @@ from serial.tools.list_ports_common import ListPortInfo
 
 from firmware_tools import monitor, ports, serialport
 from firmware_tools.serialport import LineReader, ToolError, open_port, resolve_port
-from firmware_tools.virtualboard import VirtualBoard
+
+from .helpers import app_board, on_linux, parse
 
 ROOT = Path(__file__).resolve().parent.parent
-on_linux = pytest.mark.skipif(
-    not sys.platform.startswith("linux"), reason="the virtual board needs Linux"
-)
-
-# The board app's stand-in (MicroPython): every 10 ms one `pred` line (mode predict) or one
-# `sample` line (mode record), t going up by 10 per step, so that a test sees any line that
-# went missing. Faults: pred lines written in two pieces, garbage bytes with a terminal escape,
-# a cut pred line, an unparsable sample line, a skipped sample every 50 (a gap in t).
-FAKE_APP = """\
-import select
-import sys
-import time
-
-poll = select.poll()
-poll.register(sys.stdin, select.POLLIN)
-out = sys.stdout
-mode = "predict"
-t = 0
-n = 0
-out.write("info app=fake boot=1\\n")
-while True:
-    while poll.poll(0):
-        cmd = sys.stdin.readline().strip()
-        if cmd == "info":
-            out.write("info mode=%s sensor=fake rate_hz=100\\n" % mode)
-        elif cmd in ("mode predict", "mode record", "mode idle"):
-            mode = cmd[5:]
-            out.write("info mode=%s\\n" % mode)
-        else:
-            out.write("err 1 unknown command: %s\\n" % cmd)
-    n += 1
-    if mode == "predict":
-        s = n % 256
-        line = "pred t=%d class=%s score=%d us=%d idle:%d walk:%d\\n" % (
-            t, "walk" if s > 127 else "idle", max(s, 255 - s), 1000 + n % 7, 255 - s, s)
-        if n % 7 == 3:
-            out.write(line[:17])
-            time.sleep_ms(4)
-            out.write(line[17:])
-        else:
-            out.write(line)
-        if n % 11 == 5:
-            sys.stdout.buffer.write(b"\\xff\\xfe\\x01\\x1b[2Jjunk\\r\\n")
-        if n % 13 == 8:
-            out.write("pred t=%d class=wa\\r\\n" % t)
-    elif mode == "record":
-        if n % 50 != 25:
-            out.write("sample t=%d ax=%d ay=%d az=%d\\n" % (t, n % 100, -n % 300, 4096))
-        if n % 37 == 17:
-            out.write("sample t=%d ax=oops\\n" % t)
-    t += 10
-    time.sleep_ms(10)
-"""
-
-
-@contextmanager
-def app_board(flash):
-    """A virtual board running FAKE_APP as main.py (booted without it first: faster)."""
-    flash.mkdir(parents=True, exist_ok=True)
-    with VirtualBoard(flash) as board:
-        (flash / "main.py").write_text(FAKE_APP)
-        boots = board.boots
-        board.kill_vm()  # a hard reset: the next VM runs main.py
-        deadline = time.monotonic() + 5
-        while board.boots == boots and time.monotonic() < deadline:
-            time.sleep(0.01)
-        yield board
-
-
-@pytest.fixture
-def board(tmp_path):
-    with app_board(tmp_path / "flash") as b:
-        yield b
-
-
-def parse(add_arguments, argv):
-    p = argparse.ArgumentParser()
-    add_arguments(p)
-    return p.parse_args(argv)
 
 
 def run_monitor(argv):
@@ -365,9 +285,9 @@ def test_monitor_shows_control_characters_escaped(capsys):
 
 
 @on_linux
-def test_monitor_logs_every_prediction_through_garbage(board, tmp_path, capsys):
+def test_monitor_logs_every_prediction_through_garbage(fake_app_board, tmp_path, capsys):
     log = tmp_path / "preds.csv"
-    assert run_monitor([board.port, "--seconds", "2", "--log", str(log)]) == 0
+    assert run_monitor([fake_app_board.port, "--seconds", "2", "--log", str(log)]) == 0
     out, err = capsys.readouterr()
     rows = read_log(log)[1:]
     shown = [line for line in out.splitlines() if line.startswith("t=")]
@@ -385,18 +305,18 @@ def test_monitor_logs_every_prediction_through_garbage(board, tmp_path, capsys):
 
 
 @on_linux
-def test_monitor_keeps_logging_through_a_board_reset(board, tmp_path, capsys):
+def test_monitor_keeps_logging_through_a_board_reset(fake_app_board, tmp_path, capsys):
     log = tmp_path / "preds.csv"
     seen = []
 
     def reset():
         seen.extend(read_log(log)[1:])  # what the log holds when the board goes down
-        board.kill_vm()
+        fake_app_board.kill_vm()
 
     timer = threading.Timer(1.2, reset)
     timer.start()
     try:
-        assert run_monitor([board.port, "--seconds", "2.5", "--log", str(log)]) == 0
+        assert run_monitor([fake_app_board.port, "--seconds", "2.5", "--log", str(log)]) == 0
     finally:
         timer.cancel()
     rows = read_log(log)[1:]
@@ -447,20 +367,20 @@ def test_monitor_reconnects_after_unplug_and_replug(tmp_path, capsys):
 
 
 @on_linux
-def test_a_second_monitor_gets_a_clear_error(board, capsys):
+def test_a_second_monitor_gets_a_clear_error(fake_app_board, capsys):
     first = subprocess.Popen(
-        [sys.executable, "-m", "firmware_tools.monitor", board.port, "--seconds", "8"],
+        [sys.executable, "-m", "firmware_tools.monitor", fake_app_board.port, "--seconds", "8"],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
-        assert first.stderr.readline().startswith("--- monitor on %s" % board.port)
-        assert monitor.main([board.port, "--seconds", "1"]) == 1
+        assert first.stderr.readline().startswith("--- monitor on %s" % fake_app_board.port)
+        assert monitor.main([fake_app_board.port, "--seconds", "1"]) == 1
         err = capsys.readouterr().err
         assert err == "microprop: port %s is busy: is another program holding the port?\n" % (
-            board.port
+            fake_app_board.port
         )
     finally:
         first.kill()
@@ -468,9 +388,9 @@ def test_a_second_monitor_gets_a_clear_error(board, capsys):
 
 
 @on_linux
-def test_typed_lines_go_to_the_board(board):
+def test_typed_lines_go_to_the_board(fake_app_board):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "firmware_tools.monitor", board.port, "--seconds", "2.5",
+        [sys.executable, "-m", "firmware_tools.monitor", fake_app_board.port, "--seconds", "2.5",
          "--send", "mode idle"],
         cwd=ROOT,
         stdin=subprocess.PIPE,

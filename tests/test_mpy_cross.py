@@ -11,8 +11,7 @@ import pytest
 
 from firmware_tools.mpremote_run import BOARD_SCRIPTS
 
-from .conftest import ROOT
-from .test_infer_parity import _mpy_cross
+from .helpers import ROOT, _mpy_cross
 
 ARCHS = ("x64", "armv6m", "armv7emsp", "xtensawin", "rv32imc")
 DEVICE_FILES = sorted((ROOT / "device").glob("*.py"))

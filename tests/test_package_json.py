@@ -19,7 +19,6 @@ from firmware_tools import deploy
 from firmware_tools.virtualboard import VirtualBoard
 
 from .conftest import ROOT
-from .test_app import board as board  # noqa: F401  (the fixture: a trained model, a replay)
 from .test_app import run_board
 
 MANIFEST = ROOT / "device" / "package.json"

@@ -14,7 +14,6 @@ import json
 import shutil
 import struct
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -24,11 +23,11 @@ from device import checkpoint
 from device.infer import Model
 from device.train import LEARN_MODES, Trainer
 from firmware_tools import cli, deploy, pull
-from firmware_tools.protocol import Err, Info, Pred, Train, parse_line
+from firmware_tools.protocol import Err, Info, Pred, Train
 from firmware_tools.virtualboard import VirtualBoard
 from host import features, modelfile, reference, trainref
 
-from .test_app import board as board  # noqa: F401  (the fixture: a trained model)
+from .helpers import read_until
 from .test_train_parity import mlp_model
 
 pytestmark = pytest.mark.skipif(
@@ -40,22 +39,6 @@ LR_SHIFT = 2
 N_LABELS = 5
 
 
-def read_until(ser, want, timeout=15):
-    """Protocol records read from `ser` up to the first for which want(record) is true."""
-    recs, buf = [], b""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        buf += ser.read(ser.in_waiting or 1)
-        *lines, buf = buf.replace(b"\r", b"\n").split(b"\n")
-        for line in lines:
-            rec = parse_line(line)
-            if rec is not None:
-                recs.append(rec)
-                if want(rec):
-                    return recs
-    raise AssertionError("timed out; got %r" % recs[-5:])
-
-
 def pull_cli(capsys, *argv):
     """`microprop pull ...` in-process -> (status, stdout, stderr)."""
     capsys.readouterr()
@@ -64,7 +47,7 @@ def pull_cli(capsys, *argv):
     return status, out, err
 
 
-def test_pull_brings_back_the_learned_weights(board, tmp_path, capsys):  # noqa: F811
+def test_pull_brings_back_the_learned_weights(board, tmp_path, capsys):
     _, q, _, _ = board
     model = tmp_path / "model.mpm"
     modelfile.write_model(model, q)

@@ -2,7 +2,7 @@
 
 Runs on: host (pytest; the virtual board needs Linux).
 
-The board is the virtual board running the app's stand-in `FAKE_APP` (see test_monitor.py):
+The board is the virtual board running the app's stand-in `FAKE_APP` (tests/helpers.py):
 100 samples/s, one sample in 50 skipped (a gap in t), one unparsable sample line in 37. One
 test records from the real app instead: deployed with a trained model and a replay log, in
 real time.
@@ -27,10 +27,8 @@ from firmware_tools.serialport import ToolError
 from firmware_tools.virtualboard import VirtualBoard
 from host import pipeline
 from host.sensorlog import read_sensor_log
-from tests.conftest import ROOT
-from tests.test_end_to_end import exported as exported  # noqa: F401  (model and replay log)
-from tests.test_monitor import board as board  # noqa: F401  (the fixture)
-from tests.test_monitor import on_linux, parse
+
+from .helpers import ROOT, on_linux, parse
 
 
 def run_record(argv):
@@ -52,9 +50,9 @@ def lost_in_gaps(t_ms, spacing=10):
 
 
 @on_linux
-def test_record_writes_a_log_the_trainer_reads(board, tmp_path, capsys):
+def test_record_writes_a_log_the_trainer_reads(fake_app_board, tmp_path, capsys):
     out = tmp_path / "walk.csv"
-    argv = [board.port, "--label", "walk", "--seconds", "1.5", "--out", str(out)]
+    argv = [fake_app_board.port, "--label", "walk", "--seconds", "1.5", "--out", str(out)]
     assert run_record(argv + ["--subject", "anna", "--recording", "anna-1"]) == 0
     log = read_sensor_log(out)
     assert log.channels == ["ax", "ay", "az"]
@@ -78,14 +76,14 @@ def test_record_writes_a_log_the_trainer_reads(board, tmp_path, capsys):
     unparsable = int(report.split(" in gaps of t, ")[1].split()[0])
     assert unparsable >= 2  # `sample t=... ax=oops`, once in 37 steps
     assert report.endswith("-> %s" % out)
-    assert in_predict_mode(board.port)
+    assert in_predict_mode(fake_app_board.port)
     assert sorted(os.listdir(tmp_path)) == ["flash", "walk.csv"]  # no temporary file left
 
 
 @on_linux
-def test_record_appends_and_never_overwrites(board, tmp_path, capsys):
+def test_record_appends_and_never_overwrites(fake_app_board, tmp_path, capsys):
     out = tmp_path / "log.csv"
-    base = [board.port, "--seconds", "0.6", "--out", str(out)]
+    base = [fake_app_board.port, "--seconds", "0.6", "--out", str(out)]
     assert run_record(base + ["--label", "walk"]) == 0
     first = out.read_text()
     with pytest.raises(ToolError, match="log.csv exists: pass --append"):
@@ -105,7 +103,7 @@ def test_record_appends_and_never_overwrites(board, tmp_path, capsys):
 
 
 @on_linux
-def test_ctrl_c_keeps_nothing(board, tmp_path, capsys):
+def test_ctrl_c_keeps_nothing(fake_app_board, tmp_path, capsys):
     out = tmp_path / "log.csv"
     out.write_text("# rate_hz=100\nax,ay,az,label,t_ms\n1,2,3,walk,0\n")
     before = out.read_bytes()
@@ -113,7 +111,16 @@ def test_ctrl_c_keeps_nothing(board, tmp_path, capsys):
     timer.start()
     try:
         with pytest.raises(KeyboardInterrupt):
-            argv = [board.port, "--label", "x", "--seconds", "5", "--out", str(out), "--append"]
+            argv = [
+                fake_app_board.port,
+                "--label",
+                "x",
+                "--seconds",
+                "5",
+                "--out",
+                str(out),
+                "--append",
+            ]
             run_record(argv)
     finally:
         timer.cancel()
@@ -121,17 +128,22 @@ def test_ctrl_c_keeps_nothing(board, tmp_path, capsys):
     assert sorted(os.listdir(tmp_path)) == ["flash", "log.csv"]  # no temporary file left
     err = capsys.readouterr().err
     assert err.endswith("--- interrupted: nothing written, %s unchanged\n" % out)
-    assert in_predict_mode(board.port)
+    assert in_predict_mode(fake_app_board.port)
 
 
 @on_linux
-def test_a_board_reset_mid_recording_is_recovered(board, tmp_path, capsys, monkeypatch):
+def test_a_board_reset_mid_recording_is_recovered(fake_app_board, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(record, "_SILENCE", 0.5)  # the app restarts in predict mode
     out = tmp_path / "log.csv"
-    timer = threading.Timer(1.0, board.kill_vm)
+    timer = threading.Timer(1.0, fake_app_board.kill_vm)
     timer.start()
     try:
-        assert run_record([board.port, "--label", "a", "--seconds", "2.5", "--out", str(out)]) == 0
+        assert (
+            run_record(
+                [fake_app_board.port, "--label", "a", "--seconds", "2.5", "--out", str(out)]
+            )
+            == 0
+        )
     finally:
         timer.cancel()
     t = read_sensor_log(out).t_ms.tolist()
@@ -144,7 +156,7 @@ def test_a_board_reset_mid_recording_is_recovered(board, tmp_path, capsys, monke
 
 
 @pytest.fixture
-def app_board(exported, tmp_path):  # noqa: F811
+def app_board(exported, tmp_path):
     """A virtual board running the real app: the end-to-end test's model and replay log,
     deployed by `microprop deploy` (a subprocess) to replay in real time at the model's rate."""
     d = exported[0]

@@ -12,9 +12,7 @@ from device.checkpoint import model_crc_of
 from firmware_tools.protocol import Err, Info, Train
 from host import features, pipeline, rehearsal, trainref
 
-from .conftest import run_micropython
-from .test_app import board as board  # noqa: F401  (the fixture: a trained model, a replay)
-from .test_learning_app import (
+from .helpers import (
     HEAP,
     WINDOW,
     configure,
@@ -23,8 +21,8 @@ from .test_learning_app import (
     labels_of,
     records,
     run_app,
+    run_micropython,
 )
-from .test_learning_app import folder as folder  # noqa: F401  (the fixture: a board folder copy)
 
 N_F = 14  # two channels
 
@@ -38,7 +36,7 @@ def small_set(seed=0, n=6, n_classes=3):
     return x, rng.integers(0, n_classes, n)
 
 
-def model_crc(folder):  # noqa: F811
+def model_crc(folder):
     return model_crc_of(str(folder / "model.mpm"))
 
 
@@ -131,7 +129,7 @@ def test_device_reader_equals_the_host_and_refuses_every_damaged_byte(micropytho
     truncated or corrupted at any byte (and one of another model) with a ValueError."""
     import shutil
 
-    from tests.test_app import ROOT
+    from .helpers import ROOT
 
     x, y = small_set(seed=3)
     rehearsal.write(tmp_path / "good.rh", x, y, 777, 3)
@@ -148,7 +146,7 @@ def test_device_reader_equals_the_host_and_refuses_every_damaged_byte(micropytho
     assert "damaged refused" in lines  # every truncation and every flipped byte refused
 
 
-def write_rehearsal_for(folder, q, counts, per_class=2, seed=5):  # noqa: F811
+def write_rehearsal_for(folder, q, counts, per_class=2, seed=5):
     """A rehearsal file of the fixture's model from windows of its own replay stream."""
     times = [WINDOW + 37 * i for i in range(30)]
     x = np.array(host_windows(counts, times))
@@ -159,7 +157,7 @@ def write_rehearsal_for(folder, q, counts, per_class=2, seed=5):  # noqa: F811
     return x, y
 
 
-def test_the_app_rehearses_after_each_label_bit_for_bit(micropython, board, folder):  # noqa: F811
+def test_the_app_rehearses_after_each_label_bit_for_bit(micropython, board, folder):
     """learn=all with model.rh: each `label` trains on its window, then on the next rehearsal
     window; the weights are TrainRef's on that interleaved sequence, and `train` lines count
     only the labelled windows."""
@@ -189,7 +187,7 @@ def test_the_app_rehearses_after_each_label_bit_for_bit(micropython, board, fold
         assert d["m%d" % k] == np.asarray(ref.master_w[k]).ravel().tolist(), k
 
 
-def test_rehearsal_goes_on_in_order_after_a_checkpoint(micropython, board, folder):  # noqa: F811
+def test_rehearsal_goes_on_in_order_after_a_checkpoint(micropython, board, folder):
     """Save, a fresh process loads the checkpoint and goes on with the rehearsal window after
     the last one used: the weights are those of one process that never stopped; reset-model
     starts the rehearsal cycle again."""
@@ -239,7 +237,7 @@ def test_the_app_without_a_usable_rehearsal_file_learns_without(
     folder,
     learn,
     damage,
-    note,  # noqa: F811
+    note,
 ):
     """No file, a file of another model, a corrupted file: one info line, and `label` trains
     the labelled window only (TrainRef without rehearsal). In "last" the file is not used."""
@@ -270,7 +268,7 @@ def test_the_app_without_a_usable_rehearsal_file_learns_without(
     assert dumps[0]["w0"] == np.asarray(ref.qmodel.layers[0].w).ravel().tolist()
 
 
-def test_a_label_with_rehearsal_allocates_nothing(micropython, board, folder):  # noqa: F811
+def test_a_label_with_rehearsal_allocates_nothing(micropython, board, folder):
     """test_learning_app's heap_lock run (App.learn, both kernels) with model.rh present: in
     "all" each label takes its rehearsal step too, still inside heap_lock."""
     _, q, counts, _ = board

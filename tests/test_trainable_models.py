@@ -21,10 +21,8 @@ from host import bounds, modelfile, trainref
 from host.rehearsal import path_for
 
 from .conftest import ROOT, run_micropython
-from .test_app import board as board  # noqa: F401  (the fixture: a trained model, a replay)
+from .helpers import WINDOW, configure, records, run_app
 from .test_cli import FAST, assert_one_line_error, write_log
-from .test_learning_app import WINDOW, configure, records, run_app
-from .test_learning_app import folder as folder  # noqa: F401  (the fixture)
 from .test_train_parity import mlp_model
 
 MODES = dtrain.LEARN_MODES
@@ -168,8 +166,8 @@ def test_device_trainer_refuses_under_micropython(micropython, tmp_path):
 
 def test_the_board_app_keeps_predicting_and_says_why_it_cannot_learn(
     micropython,
-    board,  # noqa: F811
-    folder,  # noqa: F811
+    board,
+    folder,
 ):
     _, q, _, _ = board
     dead = _relu127(modelfile.from_bytes(modelfile.to_bytes(q)))

@@ -8,48 +8,13 @@ Runs on: host (pytest), plus the `micropython` binary.
 import os
 import subprocess
 
-import numpy as np
 import pytest
 
 from firmware_tools.cli import main
-from host import modelfile, pipeline
 
-from .conftest import ROOT
-from .test_infer_parity import SWEEP, _compare, compile_device
-
-N_WINDOWS = 150
-SOURCES = (("shoulder", ["8", "9", "10"]), ("basic_motions", ["test"]))
-
-
-@pytest.fixture(scope="module")
-def trained(datasets, tmp_path_factory):
-    """(qmodel, raw features, int8 edges, float report, int8 report) per shared dataset."""
-    return make_trained(tmp_path_factory.mktemp("trained"))
-
-
-def make_trained(d):
-    """Train, quantize and write one model per shared dataset into folder `d`, with real
-    windows and edge inputs -> (d, [(qmodel, raw, xq, float report, int8 report)])."""
-    cases = []
-    for i, (source, test_subjects) in enumerate(SOURCES):
-        ds = pipeline.make_dataset(pipeline.load_log(source), source=source)
-        mlp, meta, float_report, _ = pipeline.train_model(
-            ds, hidden=(32, 16), test_subjects=test_subjects, seed=0
-        )
-        qm = pipeline.quantize_model(mlp, meta, ds)
-        int_report = pipeline.evaluate_qmodel(qm, ds, test_subjects)
-        rng = np.random.default_rng(i)
-        pick = rng.choice(len(ds.X), size=min(N_WINDOWS, len(ds.X)), replace=False)
-        f = ds.X.shape[1]
-        raw = np.concatenate([ds.X[pick], np.full((1, f), -32768), np.full((1, f), 32767)]).astype(
-            np.int64
-        )
-        xq = np.array([[-128] * f, [127] * f, [0] * f], dtype=np.int64)
-        modelfile.write_model(d / ("m%d.mpm" % i), qm)
-        (d / ("m%d.raw" % i)).write_bytes(raw.astype("<i4").tobytes())
-        (d / ("m%d.q" % i)).write_bytes(xq.astype("i1").tobytes())
-        cases.append((qm, raw, xq, float_report, int_report))
-    return d, cases
+from .helpers import INFER_SWEEP as SWEEP
+from .helpers import ROOT, SOURCES, compile_device
+from .helpers import compare_infer as _compare
 
 
 def test_int8_within_one_point_of_float(trained):

@@ -11,9 +11,9 @@ MemoryError. The 64-bit Unix port has 63-bit small ints and cannot show it; this
 
 import pytest
 
-from .conftest import run_micropython
-from .test_infer_parity import N_MODELS, N_RAW, SWEEP, _compare, make_sweep
-from .test_trained_models import make_trained
+from .helpers import INFER_SWEEP as SWEEP
+from .helpers import N_MODELS, N_RAW, run_micropython
+from .helpers import compare_infer as _compare
 from .wasm_runner import require_wasm, run_wasm
 
 
@@ -142,18 +142,6 @@ def test_portable_kernel_fails_past_the_bound_on_this_port_only(micropython):
     assert run_micropython(micropython, OVERFLOW).splitlines() == ["ok 64", "ok 64"]
 
 
-@pytest.fixture(scope="module")
-def sweep(tmp_path_factory):
-    """test_infer_parity's random models and inputs (the same seed, so the same sweep)."""
-    return make_sweep(tmp_path_factory.mktemp("sweep"))
-
-
-@pytest.fixture(scope="module")
-def trained(datasets, tmp_path_factory):
-    """test_trained_models' models of both shared datasets."""
-    return make_trained(tmp_path_factory.mktemp("trained"))
-
-
 def _vm_files(folder, n):
     """The sweep files m0..m{n-1} (.mpm, .raw, .q) of a host folder, as VM paths -> bytes."""
     return {
@@ -163,11 +151,11 @@ def _vm_files(folder, n):
     }
 
 
-def test_portable_kernel_equals_reference_under_heap_lock(sweep):
+def test_portable_kernel_equals_reference_under_heap_lock(infer_sweep):
     """The parity run of test_infer_parity repeated here, the same 200 random models within the
     contract and the same 56 inputs each (edges included); every predict / forward inside
     heap_lock; one VM."""
-    d, cases = sweep
+    d, cases = infer_sweep
     out = run_wasm(
         SWEEP, files=_vm_files(d, len(cases)), args=("/sweep", str(len(cases)), "portable")
     )
