@@ -14,7 +14,13 @@ window starts at (head - length) % capacity. Nothing is copied and nothing is al
 features go into a caller-provided `array('i')` (or list) `out` at out[offset : offset + 7 C].
 """
 
-from . import const
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
 
 FEATURES = ("mean", "std", "min", "max", "mad", "crossings", "energy")  # per channel
 N_FEATURES = len(FEATURES)

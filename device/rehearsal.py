@@ -21,7 +21,13 @@ import binascii
 import struct
 from array import array
 
-from . import const
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
 
 MAGIC = b"MPRH"
 VERSION = 1

@@ -15,7 +15,13 @@ Counts are the chip's own int16 registers: 32768 counts = the configured full sc
 
 from array import array
 
-from . import const
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
 
 _WHO_AM_I = const(0x75)
 _PWR_MGMT_1 = const(0x6B)

@@ -26,7 +26,13 @@ file it starts again after the header (`loops` counts the passes).
 
 from array import array
 
-from . import const
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
 
 _CHUNK = const(256)
 _LABEL_MAX = const(64)
