@@ -5,8 +5,9 @@ Runs on: host (pytest), plus the `micropython` binary.
 One sweep: 200 random models within the numeric contract, each with 50 random raw feature
 vectors plus raw edges (all -32768, all 32767, all at the offsets) and int8 layer-0 edges (all
 -128, all 127, all 0). Every layer's output, the class and the scores are compared, for the
-portable and the viper kernel, with the device package loaded from .py and from .mpy (one
-MicroPython process each, run side by side), and every predict runs inside heap_lock.
+portable and the viper kernel, with the device package loaded from .py and, on the edges and
+the first 10 random inputs of every model, from .mpy (one MicroPython process each, run side by
+side), and every predict runs inside heap_lock.
 """
 
 import os
@@ -21,22 +22,32 @@ from host import fixedpoint as hfp
 from host import modelfile, reference
 
 from .helpers import INFER_SWEEP as SWEEP
-from .helpers import N_MODELS, N_RAW, ROOT, compile_device, run_micropython
+from .helpers import (
+    N_MODELS,
+    N_RAW,
+    N_RAW_AGAIN,
+    ROOT,
+    compile_device,
+    run_micropython,
+    sweep_again,
+    write_sweep,
+)
 from .helpers import compare_infer as _compare
 
 
 @pytest.fixture(scope="module")
 def device_runs(infer_sweep, micropython, tmp_path_factory):
-    """Both sweeps (.py and .mpy), each one MicroPython process, run side by side."""
-    d, _ = infer_sweep
+    """The sweep from .py, and from .mpy on its edges and first N_RAW_AGAIN random inputs
+    (helpers.sweep_again), each one MicroPython process, run side by side."""
+    d, cases = infer_sweep
     mpy_root = tmp_path_factory.mktemp("mpy")
     compile_device(mpy_root)
-    args = [str(d), str(N_MODELS), "portable,viper"]
+    again = write_sweep(tmp_path_factory.mktemp("again"), sweep_again(cases))
     procs = {}
-    for name, root in (("py", ROOT), ("mpy", mpy_root)):
+    for name, root, folder in (("py", ROOT, d), ("mpy", mpy_root, again)):
         env = dict(os.environ, MICROPYPATH=str(root))
         procs[name] = subprocess.Popen(
-            [micropython, "-c", SWEEP, *args],
+            [micropython, "-c", SWEEP, str(folder), str(N_MODELS), "portable,viper"],
             cwd=root,
             env=env,
             stdout=subprocess.PIPE,
@@ -71,8 +82,8 @@ def test_device_py_equals_reference(infer_sweep, device_runs):
 
 def test_device_mpy_equals_reference(infer_sweep, device_runs):
     _, cases = infer_sweep
-    n = _compare(device_runs["mpy"], cases, ("portable", "viper"), ".mpy")
-    assert n == 2 * N_MODELS * (N_RAW + 6)
+    n = _compare(device_runs["mpy"], sweep_again(cases), ("portable", "viper"), ".mpy")
+    assert n == 2 * N_MODELS * (N_RAW_AGAIN + 6)
 
 
 def test_portable_kernel_under_cpython_equals_reference(infer_sweep):

@@ -399,10 +399,13 @@ def test_typed_lines_go_to_the_board(fake_app_board):
         text=True,
     )  # fmt: skip
     try:
-        time.sleep(1.0)
+        head = [proc.stderr.readline()]  # the monitor is on the port once it has sent --send
+        while head[-1] and not head[-1].startswith("--- sent: mode idle"):
+            head.append(proc.stderr.readline())
         proc.stdin.write("info\n\nlabel caf\u00e9\nbogus\n")
         proc.stdin.flush()
         out, err = proc.communicate(timeout=10)
+        err = "".join(head) + err
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -9,11 +9,10 @@ a result outside needs a heap-allocated big int, which `micropython.heap_lock()`
 MemoryError. The 64-bit Unix port has 63-bit small ints and cannot show it; this port can.
 """
 
-import numpy as np
 import pytest
 
 from .helpers import INFER_SWEEP as SWEEP
-from .helpers import N_MODELS, N_RAW, run_micropython
+from .helpers import N_MODELS, N_RAW_AGAIN, run_micropython, sweep_again, write_sweep
 from .helpers import compare_infer as _compare
 from .wasm_runner import require_wasm, run_wasm
 
@@ -152,29 +151,18 @@ def _vm_files(folder, n):
     }
 
 
-# Random inputs per model on this port. The Unix port runs all N_RAW of them through the same
-# portable kernel bit for bit (tests/test_infer_parity.py, from .py and .mpy); what this port
-# adds is the 31-bit bound, which every model meets at its edge inputs (all -32768, all 32767,
-# all at the offsets, int8 -128, 127, 0: the largest |x - zp_x| the contract allows) at least
-# as closely as at random ones. So: every model, every edge, the first N_RAW_WASM random inputs.
-N_RAW_WASM = 10
-
-
-def test_portable_kernel_equals_reference_under_heap_lock(infer_sweep):
+def test_portable_kernel_equals_reference_under_heap_lock(infer_sweep, tmp_path):
     """The parity run of test_infer_parity on this port: the same 200 random models within the
-    contract, each with its 6 edge inputs and its first N_RAW_WASM random ones; every predict /
-    forward inside heap_lock; one VM."""
+    contract, each with its 6 edge inputs and its first N_RAW_AGAIN random ones (helpers.py
+    says why); every predict / forward inside heap_lock; one VM."""
     d, cases = infer_sweep
-    files, subset = {}, []
-    for i, (q, raw, xq) in enumerate(cases):
-        raw = np.concatenate([raw[:N_RAW_WASM], raw[N_RAW:]])  # the edges are the last 3 rows
-        files["/sweep/m%d.mpm" % i] = (d / ("m%d.mpm" % i)).read_bytes()
-        files["/sweep/m%d.raw" % i] = raw.astype("<i4").tobytes()
-        files["/sweep/m%d.q" % i] = xq.astype("i1").tobytes()
-        subset.append((q, raw, xq))
-    out = run_wasm(SWEEP, files=files, args=("/sweep", str(len(cases)), "portable"))
-    n = _compare(out, subset, ("portable",), "/lib/device/infer.py")
-    assert n == N_MODELS * (N_RAW_WASM + 6)
+    again = sweep_again(cases)
+    write_sweep(tmp_path, again)
+    out = run_wasm(
+        SWEEP, files=_vm_files(tmp_path, len(again)), args=("/sweep", str(len(again)), "portable")
+    )
+    n = _compare(out, again, ("portable",), "/lib/device/infer.py")
+    assert n == N_MODELS * (N_RAW_AGAIN + 6)
 
 
 def test_portable_kernel_equals_reference_on_trained_models(trained):
