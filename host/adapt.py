@@ -185,6 +185,12 @@ class _Trial:
             for q in trained
         ]
 
+    def floating_many(self, mode, rates):
+        """floating() for each (lr, hidden_shift) of `rates` at once (host/trainmany.py)."""
+        x, y = self.samples(mode)
+        nets = trainmany.float_finetune_many(self.qm, x, y, mode, rates)
+        return [_accuracy(trainref.float_predict(net, self.x_eval), self.y_eval) for net in nets]
+
     def float_predictions(self, mode, lr, hidden_shift=0):
         """Evaluation-set classes after float64 SGD on the same layers, samples and order
         (hidden layers at lr * 2**-hidden_shift)."""
@@ -297,8 +303,9 @@ def select_rates(
                     int_sum[m][c] = None
                 else:
                     int_sum[m][c] += acc
-            for c in _float_grid(m):
-                float_sum[m][c] += trial.floating(m, *c)
+            grid = _float_grid(m)
+            for c, acc in zip(grid, trial.floating_many(m, grid), strict=True):
+                float_sum[m][c] += acc
     n = len(train_subjects)
     int_scores = {m: {k: v / n for k, v in d.items() if v is not None} for m, d in int_sum.items()}
     float_scores = {m: {lr: v / n for lr, v in d.items()} for m, d in float_sum.items()}

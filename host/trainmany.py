@@ -199,3 +199,47 @@ def _matvec(w, x):
 def _vecmat(d, w):
     """(C, n_out) . (C, n_out, n_in) -> (C, n_in), exact in int64."""
     return np.matmul(d[:, None, :], w)[:, 0, :]
+
+
+def float_finetune_many(qmodel, raw, labels, mode, rates):
+    """trainref.float_finetune (batch 1) for each (lr, hidden_shift) of `rates` over the same
+    samples, vectorised over the copies the same way -> a float network per rate. Each copy's
+    products and sums are the ones float_finetune computes for it, row by row."""
+    for _, h in rates:
+        trainref.check_hidden_shift(h)
+    net = trainref.dequantize(qmodel)
+    c, n = len(rates), len(net["W"])
+    W = [np.repeat(w[None], c, axis=0) for w in net["W"]]
+    b = [np.repeat(v[None], c, axis=0) for v in net["b"]]
+    lrs = [
+        np.array([lr * (2.0**-h if k < n - 1 else 1.0) for lr, h in rates])[:, None]
+        for k in range(n)
+    ]
+    learn_w = [mode == "all" or (mode == "last" and k == n - 1) for k in range(n)]
+    learn_b = [mode != "last" or k == n - 1 for k in range(n)]
+    lowest = min(k for k in range(n) if learn_w[k] or learn_b[k])
+    x = trainref.float_inputs(net, raw)
+    for i, label in enumerate(np.asarray(labels, dtype=np.int64)):
+        a = [np.repeat(x[i : i + 1], c, axis=0)]  # float_forward, one row per copy
+        for k in range(n):
+            z = np.matmul(a[k][:, None, :], W[k].transpose(0, 2, 1))[:, 0, :] + b[k]
+            a.append(trainref._float_act(net["acts"][k], z))
+        delta = a[-1].copy()  # float_gradients: a - one-hot
+        delta[:, label] -= 1.0
+        for k in reversed(range(lowest, n)):
+            d = delta
+            if k > lowest:
+                delta = np.matmul(delta[:, None, :], W[k])[:, 0, :] * trainref._float_deriv(
+                    net["acts"][k - 1], a[k]
+                )
+            if learn_w[k]:
+                W[k] = W[k] - lrs[k][:, :, None] * np.matmul(d[:, :, None], a[k][:, None, :])
+            if learn_b[k]:
+                b[k] = b[k] - lrs[k] * d
+    nets = []
+    for j in range(c):
+        one = dict(net)
+        one["W"] = [w[j].copy() for w in W]
+        one["b"] = [v[j].copy() for v in b]
+        nets.append(one)
+    return nets

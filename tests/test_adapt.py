@@ -135,8 +135,9 @@ def test_rehearsal_interleaves_windows_of_the_training_subjects(small):
 
 
 def test_the_grid_trained_at_once_equals_trainref_rate_by_rate(small, monkeypatch):
-    """host/trainmany.py (the rate selection's trainer) gives, for every rate of the grid,
-    TrainRef's weights bit for bit, and refuses what TrainRef refuses, where it refuses it."""
+    """host/trainmany.py (the rate selection's trainers) gives, for every rate of the grid,
+    TrainRef's weights bit for bit, and refuses what TrainRef refuses, where it refuses it; and
+    float_finetune's float weights exactly."""
     qm, _ = adapt._train(small, ["s1", "s2", "s3"], ["s4"], ("all",), FAST)
     trial = adapt._Trial(qm, small, "s4", 5, 2, 1, ["s1", "s2", "s3"])
     # rates whose update shifts are <= 0 (no draws) and > 0 side by side, and one TrainRef
@@ -154,6 +155,17 @@ def test_the_grid_trained_at_once_equals_trainref_rate_by_rate(small, monkeypatc
                 continue
             for a, b in zip(got.layers, want.layers, strict=True):
                 assert np.array_equal(a.w, b.w) and np.array_equal(a.b, b.b), (mode, k, h)
+    # and the float baseline's grid: float_finetune rate by rate, to the last bit
+    for mode in ("last", "bias", "all"):
+        x, y = trial.samples(mode)
+        rates = [(lr, h) for lr in (2**-3, 2**-5.5) for h in adapt.hidden_shifts(mode)]
+        for (lr, h), got in zip(
+            rates, trainmany.float_finetune_many(qm, x, y, mode, rates), strict=True
+        ):
+            want, _ = trainref.float_finetune(qm, x, y, mode=mode, lr=lr, hidden_shift=h)
+            for k in range(len(want["W"])):
+                assert np.array_equal(got["W"][k], want["W"][k]), (mode, lr, h, k)
+                assert np.array_equal(got["b"][k], want["b"][k]), (mode, lr, h, k)
     moved = trainmany.train_steps_many(qm, x, y, "all", [(5, 0)], 1, 2)[0]
     assert not np.array_equal(moved.layers[0].w, qm.layers[0].w)  # the check can fail
 
