@@ -36,6 +36,14 @@ from . import protocol
 from .config import check_config, shorten, token
 
 try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
+
+try:
     from time import sleep_ms
 except ImportError:  # CPython
 
@@ -43,6 +51,9 @@ except ImportError:  # CPython
         from time import sleep
 
         sleep(ms / 1000)
+
+
+_APP_RESERVE = const(6144)  # bytes kept in one piece for the app stage (see build)
 
 
 def load_config(path="board.json"):
@@ -65,6 +76,10 @@ def build(config, out=None, inp=None):
     A MemoryError at any stage (a heap too small for the app) is one of these too."""
     stage = "model"
     try:
+        # A block kept free for the app stage: the stages before it leave the heap in holes
+        # (the loader's and the sensor factory's code and buffers, freed), and the app's code
+        # and buffers need some of it in one piece. Taken while the heap is whole.
+        reserve = bytearray(_APP_RESERVE)
         from .infer import Model
 
         # stage by stage, each stage's modules loaded when the one before is done, with what
@@ -88,6 +103,8 @@ def build(config, out=None, inp=None):
         unload("sensors")  # only the start needs these; the app's modules come next
         free_heap()
         stage = "app"
+        del reserve
+        free_heap()
         from .app import App  # last: its modules come after the model's and sensor's start
 
         app = App(model, sensor, config, out, inp)
