@@ -314,6 +314,7 @@ def test_deploy_reports_the_flash_the_files_leave(flash, tmp_path, capsys):
         parser = argparse.ArgumentParser()
         deploy.add_arguments(parser)
         argv = [port, "--model", str(ROOT / "tests" / "data" / "golden.mpm"), "--no-reset"]
+        argv += ["--sensor", "rp2_temp"]  # a hardware sensor: no replay log to copy
         argv += ["--build-dir", str(tmp_path / "build"), "--timeout", "20", *more]
         capsys.readouterr()
         status = deploy.run(parser.parse_args(argv))
