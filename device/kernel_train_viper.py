@@ -48,8 +48,6 @@ from array import array
 import micropython
 from micropython import const
 
-from .modelfile import RELU, SIGMOID, TANH  # activation ids
-
 _B = const(11)  # update_layer's parameters: the biases' part
 _HAS_W = const(22)  # the layer's weights learn
 _HAS_B = const(23)  # its biases learn
@@ -122,9 +120,6 @@ def backward(acc: int, idx: int, j: int, a: ptr32):
     s = int(p[2])
     act = int(p[3])
     zp = (int(p[4]) ^ 0x8000) - 0x8000
-    relu = int(RELU)
-    sigmoid = int(SIGMOID)
-    tanh = int(TANH)
     for i in range(n_in):
         acc = 0
         idx = i
@@ -147,13 +142,13 @@ def backward(acc: int, idx: int, j: int, a: ptr32):
             acc = 32767
         v = (int(y[i]) ^ 0x80) - 0x80
         e = 0  # the derivative's shift
-        if act == relu:  # 1 where y > zp
+        if act == 1:  # relu (modelfile.RELU, literal as in kernel_viper): 1 where y > zp
             if v <= zp:
                 acc = 0
-        elif act == sigmoid:  # p (1 - p) at 2**-16
+        elif act == 2:  # sigmoid: p (1 - p) at 2**-16
             acc *= (v + 128) * (128 - v)
             e = 16
-        elif act == tanh:  # 1 - a * a at 2**-14
+        elif act == 3:  # tanh: 1 - a * a at 2**-14
             acc *= 16384 - v * v
             e = 14
         if e != 0:  # acc = R(acc, e)

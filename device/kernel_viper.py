@@ -6,7 +6,10 @@ Runs on: board (and the Unix port); needs a port with the native emitter (`@micr
 `dense` is the int8 dense layer; `input_stage` and `classify` are the input stage and the
 argmax and softmax around it, so that `predict` runs no bytecode loop. None allocates.
 TFLite rounding (`fixedpoint.rounding_rshift`) is written out inline in `dense` and
-`input_stage`: a call from viper would box its arguments.
+`input_stage`: a call from viper would box its arguments. So are the activation ids, the
+indices of `modelfile.ACTIVATIONS` (1 relu, 2 sigmoid, 3 tanh; `infer.py` imports them as
+RELU, SIGMOID, TANH): read from module globals they cost this module's code and globals about
+100 bytes of heap on the board, and tests/test_infer_parity.py runs every activation.
 
 Viper loads are unsigned (ptr8, ptr16), ptr32 sign-extends on some ports only, and arithmetic
 wraps at the machine word. So these kernels read signed values as ptr8 and ptr16 (ptr32 only
@@ -25,8 +28,6 @@ whenever the true accumulator fits, which the model file guarantees.
 
 import micropython
 
-from .modelfile import RELU, SIGMOID, TANH  # activation ids
-
 
 @micropython.viper
 def dense(x: ptr8, w: ptr8, b: ptr16, c: ptr16, y: ptr8, p: ptr16, u: ptr8, t: ptr8):
@@ -42,9 +43,6 @@ def dense(x: ptr8, w: ptr8, b: ptr16, c: ptr16, y: ptr8, p: ptr16, u: ptr8, t: p
     s = int(p[3])
     zp_z = (int(p[4]) ^ 0x8000) - 0x8000
     act = int(p[5])
-    relu = int(RELU)
-    sigmoid = int(SIGMOID)
-    tanh = int(TANH)
     su = 0
     for i in range(n_in):
         v = int(x[i]) ^ 0x80
@@ -75,10 +73,10 @@ def dense(x: ptr8, w: ptr8, b: ptr16, c: ptr16, y: ptr8, p: ptr16, u: ptr8, t: p
             z = -128
         if z > 127:
             z = 127
-        if act == relu:
+        if act == 1:  # the ids of modelfile.ACTIVATIONS, literal here: see the docstring
             if z < zp_z:
                 z = zp_z
-        elif act == sigmoid or act == tanh:
+        elif act == 2 or act == 3:
             z = int(t[z + 128])
         y[j] = z
 

@@ -33,7 +33,7 @@ MAGIC = b"MPRH"
 VERSION = 1
 HEAD = "<4sHHHBBI"  # magic, version, n_features, n_windows, n_classes, reserved, model_crc
 _HEAD_SIZE = const(16)  # struct.calcsize(HEAD)
-MAX_WINDOWS = const(1024)
+_MAX_WINDOWS = const(1024)  # host/rehearsal.py reads it too
 # per feature of a channel (device/features.py): mean, std, min, max, mad, crossings, energy
 _LO = (-32768, 0, -32768, -32768, 0, 0, 0)
 _HI = (32767, 65536, 32767, 32767, 65535, 511, 65536)
@@ -58,7 +58,7 @@ class Rehearsal:
                     "rehearsal: %d features, %d classes; the model has %d, %d"
                     % (n_f, n_c, n_features, n_classes)
                 )
-            if not 1 <= n_w <= MAX_WINDOWS or size != _HEAD_SIZE + n_w * (1 + 4 * n_f) + 4:
+            if not 1 <= n_w <= _MAX_WINDOWS or size != _HEAD_SIZE + n_w * (1 + 4 * n_f) + 4:
                 raise ValueError("rehearsal: %d bytes for %d windows, a bad size" % (size, n_w))
             if crc_model != model_crc:
                 raise ValueError("rehearsal: belongs to another model")
