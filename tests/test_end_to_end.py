@@ -39,6 +39,53 @@ def host_lines(exported):
     return HostLines(qm, replay.counts)
 
 
+# The tests that need no module board come first: the board's app prints as fast as it can
+# from the first test that uses it to the module's end, and would spin a core through these.
+
+
+def test_demo_runs_the_whole_path(tmp_path):
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "firmware_tools.cli", "demo", "--seconds", "5", "--quiet",
+         "--out", str(tmp_path / "model.npz")],
+        capture_output=True, text=True, timeout=90, cwd=ROOT, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    took = time.monotonic() - t0
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    seen = int(out.split("predictions seen: ")[1].split()[0])
+    assert seen >= 2
+    assert "board predictions equal the host's: %d/%d\n" % (seen, seen) in out
+    if "the board app has no trainer" not in out:  # the app trains on labels
+        assert "  save             -> info saved=" in out, out
+        assert re.search(r"soft reset, info -> checkpoint=\S+ seq=\d+ steps=5 ", out), out
+    for name in ("model.npz", "model.mpm", "replay.csv", "predictions.csv"):
+        assert (tmp_path / name).exists(), name
+    print("\n--- microprop demo --seconds 5: %.1f s" % took)
+
+
+def test_demo_check_finds_a_different_prediction(exported):
+    _, qm, replay = exported
+    stream = np.tile(replay.counts, (2, 1))
+    rows = []
+    for e, cls, scores in predict_stream(qm, stream)[:12]:
+        pairs = {c: int(s) for c, s in zip(qm.classes, scores, strict=True)}
+        rows.append((e * 20 + 3, qm.classes[cls], pairs))  # real time: a few ms late
+    result = demo.check_predictions(rows[2:], qm, replay.counts, replay.labels)
+    assert result["equal"] == result["seen"] == 10 and result["first_difference"] is None
+    t, cls, pairs = rows[6]
+    pairs = dict(pairs, **{cls: pairs[cls] - 1})
+    rows[6] = (t, cls, pairs)
+    result = demo.check_predictions(rows[2:], qm, replay.counts, replay.labels)
+    assert result["equal"] == 9
+    assert result["first_difference"].startswith("board: t=%d class=%s scores " % (t, cls))
+    fast = [
+        (int(e * 1000 // 50), c, s) for (_, c, s), e in zip(rows, range(99, 699, 50), strict=True)
+    ]
+    result = demo.check_predictions(fast, qm, replay.counts, realtime=False)
+    assert (result["seen"], result["equal"]) == (12, 11)
+
+
 @pytest.fixture(scope="module")
 def board(exported, tmp_path_factory):
     """A virtual board with the app deployed by `microprop deploy` (a subprocess)."""
@@ -178,46 +225,3 @@ def test_board_reset_mid_stream_loses_no_logged_line(board, host_lines, capsys):
         classes = next(csv.reader(f))[5:]
     preds = [(t, c, {k: int(v) for k, v in zip(classes, s, strict=True)}) for t, c, s in got]
     check_line_for_line(preds, host_lines)
-
-
-def test_demo_runs_the_whole_path(tmp_path):
-    t0 = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-m", "firmware_tools.cli", "demo", "--seconds", "5", "--quiet",
-         "--out", str(tmp_path / "model.npz")],
-        capture_output=True, text=True, timeout=90, cwd=ROOT, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
-    took = time.monotonic() - t0
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    out = proc.stdout
-    seen = int(out.split("predictions seen: ")[1].split()[0])
-    assert seen >= 2
-    assert "board predictions equal the host's: %d/%d\n" % (seen, seen) in out
-    if "the board app has no trainer" not in out:  # the app trains on labels
-        assert "  save             -> info saved=" in out, out
-        assert re.search(r"soft reset, info -> checkpoint=\S+ seq=\d+ steps=5 ", out), out
-    for name in ("model.npz", "model.mpm", "replay.csv", "predictions.csv"):
-        assert (tmp_path / name).exists(), name
-    print("\n--- microprop demo --seconds 5: %.1f s" % took)
-
-
-def test_demo_check_finds_a_different_prediction(exported):
-    _, qm, replay = exported
-    stream = np.tile(replay.counts, (2, 1))
-    rows = []
-    for e, cls, scores in predict_stream(qm, stream)[:12]:
-        pairs = {c: int(s) for c, s in zip(qm.classes, scores, strict=True)}
-        rows.append((e * 20 + 3, qm.classes[cls], pairs))  # real time: a few ms late
-    result = demo.check_predictions(rows[2:], qm, replay.counts, replay.labels)
-    assert result["equal"] == result["seen"] == 10 and result["first_difference"] is None
-    t, cls, pairs = rows[6]
-    pairs = dict(pairs, **{cls: pairs[cls] - 1})
-    rows[6] = (t, cls, pairs)
-    result = demo.check_predictions(rows[2:], qm, replay.counts, replay.labels)
-    assert result["equal"] == 9
-    assert result["first_difference"].startswith("board: t=%d class=%s scores " % (t, cls))
-    fast = [
-        (int(e * 1000 // 50), c, s) for (_, c, s), e in zip(rows, range(99, 699, 50), strict=True)
-    ]
-    result = demo.check_predictions(fast, qm, replay.counts, realtime=False)
-    assert (result["seen"], result["equal"]) == (12, 11)
