@@ -22,12 +22,13 @@ import numpy as np
 import pytest
 import serial
 
-from firmware_tools import cli, demo
+from firmware_tools import cli, demo, deploy
 from firmware_tools.protocol import Pred, parse_line
 from firmware_tools.virtualboard import VirtualBoard
 from host import features, modelfile, pipeline, quantize, reference, sensorlog, synth
 from host.boardeval import predict_stream
-from host.inputstage import InputStage
+from host.inputstage import InputStage, fit_input_stage
+from host.mlp import MLP
 from host.modelfile import read_model
 from host.sensorlog import write_sensor_log
 
@@ -654,3 +655,86 @@ def parse(add_arguments, argv):
     p = argparse.ArgumentParser()
     add_arguments(p)
     return p.parse_args(argv)
+
+
+# --- shared by several test modules ---
+
+# Hidden activations of the training sweeps (tests/test_train_parity.py, test_train_gradients).
+ACTS = ("relu", "sigmoid", "tanh")
+
+
+def mlp_model(rng, sizes, act, n=400):
+    """A quantized random float MLP (meaningful scales) with raw features and teacher labels."""
+    n_in = sizes[0]
+    spread = rng.integers(1, 30, size=n_in)
+    centre = rng.integers(-2000, 2000, size=n_in)
+    raw = centre + rng.integers(-1000, 1001, size=(n, n_in)) * spread
+    lo, hi = np.full(n_in, -(2**26)), np.full(n_in, 2**26)
+    stage = fit_input_stage(raw, lo, hi)
+    x_q = stage.apply(raw)
+    mlp = MLP(sizes, hidden_activation=act, seed=int(rng.integers(2**30)))
+    teacher = MLP(sizes, hidden_activation=act, seed=int(rng.integers(2**30)))
+    labels = teacher.predict(stage.to_float(x_q))
+    classes = ["c%d" % j for j in range(sizes[-1])]
+    q = quantize.quantize(mlp, stage, x_q, classes=classes)
+    return q, raw, labels
+
+
+def data_model(seed=3):
+    """A model trained and quantized on synthetic sensor data; its samples: the windows of the
+    test subjects (unseen wearers: what on-board adaptation is for), with their labels."""
+    log = synth.generate(seed=seed, subjects=5, seconds_per_activity=30)
+    ds = pipeline.make_dataset(log, source="synth")
+    mlp, meta, _, _ = pipeline.train_model(
+        ds, hidden=(16, 8), activation="relu", epochs=40, patience=40, seed=seed
+    )
+    stage = InputStage.from_dict(meta["input_stage"])
+    test = np.isin(ds.subjects, meta["data"]["test_subjects"])
+    y = pipeline.class_indices(ds.labels, meta["classes"])
+    x_q = stage.apply(ds.X)
+    q = quantize.quantize(mlp, stage, x_q[~test], y[~test], classes=meta["classes"], qat=False)
+    order = np.random.default_rng(seed).permutation(int(test.sum()))
+    return q, ds.X[test][order], y[test][order]
+
+
+GOLDEN = ROOT / "tests" / "data" / "golden.mpm"
+
+
+def parse_deploy(*argv):
+    parser = argparse.ArgumentParser(prog="microprop deploy")
+    deploy.add_arguments(parser)
+    return parser.parse_args([str(a) for a in argv])
+
+
+CLI_LOG_HEADER = "subject,recording,label,ax,ay,az\n"
+FAST = ["--epochs", "30", "--quiet", "--hidden", "8"]
+
+
+def write_log(path, rows_per_class=300, classes=("still", "move"), subjects=("1", "2", "3")):
+    rng = np.random.default_rng(1)
+    lines = [CLI_LOG_HEADER]
+    for s in subjects:
+        for k, label in enumerate(classes):
+            for _ in range(rows_per_class):
+                a = rng.normal(0, 100 + 2000 * k, size=3).astype(int)
+                lines.append("%s,%s-%s,%s,%d,%d,%d\n" % (s, s, label, label, *a))
+    path.write_text("".join(lines))
+    return path
+
+
+def assert_one_line_error(code, err, *needles):
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("microprop: "), err
+    assert "Traceback" not in err
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+
+
+def run_board(micropython, board_dir, script, stdin=b""):
+    """Run `script` in the board folder (device/ importable); the output lines."""
+    out = run_micropython(micropython, script, cwd=board_dir, stdin=stdin, timeout=60)
+    if isinstance(out, bytes):
+        out = out.decode("ascii")
+    return out.splitlines()

@@ -20,15 +20,7 @@ import pytest
 from firmware_tools.protocol import Err, Info, Pred, Sample, Train, parse_line
 from host import boardeval, metrics, pipeline, reference
 
-from .helpers import run_micropython, stream
-
-
-def run_board(micropython, board_dir, script, stdin=b""):
-    """Run `script` in the board folder (device/ importable); the output lines."""
-    out = run_micropython(micropython, script, cwd=board_dir, stdin=stdin, timeout=60)
-    if isinstance(out, bytes):
-        out = out.decode("ascii")
-    return out.splitlines()
+from .helpers import run_board, stream
 
 
 def parsed(lines, kind=None):

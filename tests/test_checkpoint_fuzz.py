@@ -30,8 +30,7 @@ from device.train import LEARN_MODES, LIMIT, Trainer
 from host import modelfile
 
 from .conftest import ROOT, run_micropython
-from .helpers import configure, records, run_app
-from .test_train_parity import mlp_model
+from .helpers import configure, mlp_model, records, run_app
 
 SEED = 20240712
 LR_SHIFT = 6

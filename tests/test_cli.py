@@ -6,43 +6,17 @@ Runs on: host (pytest).
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from firmware_tools.cli import main
 
-HEADER = "subject,recording,label,ax,ay,az\n"
-
-
-def write_log(path, rows_per_class=300, classes=("still", "move"), subjects=("1", "2", "3")):
-    rng = np.random.default_rng(1)
-    lines = [HEADER]
-    for s in subjects:
-        for k, label in enumerate(classes):
-            for _ in range(rows_per_class):
-                a = rng.normal(0, 100 + 2000 * k, size=3).astype(int)
-                lines.append("%s,%s-%s,%s,%d,%d,%d\n" % (s, s, label, label, *a))
-    path.write_text("".join(lines))
-    return path
+from .helpers import FAST, assert_one_line_error, write_log
 
 
 def run(argv, capsys):
     code = main(argv)
     out, err = capsys.readouterr()
     return code, out, err
-
-
-def assert_one_line_error(code, err, *needles):
-    assert code == 1
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("microprop: "), err
-    assert "Traceback" not in err
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
-
-
-FAST = ["--epochs", "30", "--quiet", "--hidden", "8"]
 
 
 def test_train_and_eval_on_csv(tmp_path, capsys):

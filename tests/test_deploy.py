@@ -6,7 +6,6 @@ Deploys run in-process (`deploy.run`) on a copy of device/, so that a test can c
 and a thread can kill the board's VM in the middle of a copy. Every mpremote call has a timeout.
 """
 
-import argparse
 import json
 import os
 import pty
@@ -21,18 +20,12 @@ from firmware_tools import deploy, mpy
 from firmware_tools.virtualboard import VirtualBoard
 
 from .conftest import ROOT, mpremote
-
-GOLDEN = ROOT / "tests" / "data" / "golden.mpm"
+from .helpers import GOLDEN
+from .helpers import parse_deploy as parse
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="the virtual board's Ctrl-C needs /proc"
 )
-
-
-def parse(*argv):
-    parser = argparse.ArgumentParser(prog="microprop deploy")
-    deploy.add_arguments(parser)
-    return parser.parse_args([str(a) for a in argv])
 
 
 def run_deploy(capsys, *argv):

@@ -24,7 +24,8 @@ from firmware_tools.virtualboard import VirtualBoard
 from host import modelfile, pipeline, quantize, sensorlog, synth
 from host.inputstage import InputStage
 
-from .test_deploy import GOLDEN, parse
+from .helpers import GOLDEN
+from .helpers import parse_deploy as parse
 
 # golden.mpm reads ax, ay at 52.5 Hz, 8 g full scale
 GOOD = "ax,ay,label\n1,2,a\n3,4,b\n"

@@ -107,7 +107,7 @@ def test_export_writes_rehearsal_windows_that_deploy_copies(exported, board, tmp
     from firmware_tools import deploy as deploy_mod
     from host import rehearsal
 
-    from .test_deploy import parse
+    from .helpers import parse_deploy as parse
 
     d, qm, _ = exported
     data = (d / "model.rh").read_bytes()

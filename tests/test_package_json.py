@@ -19,7 +19,7 @@ from firmware_tools import deploy
 from firmware_tools.virtualboard import VirtualBoard
 
 from .conftest import ROOT
-from .test_app import run_board
+from .helpers import run_board
 
 MANIFEST = ROOT / "device" / "package.json"
 REGENERATE = (

@@ -27,8 +27,7 @@ from firmware_tools.protocol import Err, Info, Pred, Train
 from firmware_tools.virtualboard import VirtualBoard
 from host import features, modelfile, reference, trainref
 
-from .helpers import read_until
-from .test_train_parity import mlp_model
+from .helpers import mlp_model, read_until
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="the virtual board's Ctrl-C needs /proc"

@@ -9,9 +9,10 @@ to device/train.py by tests/test_train_parity.py.
 import numpy as np
 import pytest
 
+from device.train import LEARN_MODES as MODES
 from host import quantize, reference, trainref
 
-from .test_train_parity import ACTS, MODES, data_model, mlp_model
+from .helpers import ACTS, data_model, mlp_model
 
 N_BATCH = 64
 

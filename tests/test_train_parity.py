@@ -24,16 +24,14 @@ import pytest
 from device import prng as dprng
 from device import train as dtrain
 from device.infer import Model
-from host import modelfile, pipeline, quantize, reference, synth, trainref
-from host.inputstage import InputStage, fit_input_stage
-from host.mlp import MLP
+from host import modelfile, reference, trainref
 
 from .conftest import run_micropython
+from .helpers import ACTS, data_model, mlp_model
 from .wasm_runner import require_wasm, run_wasm
 
 SEED = 20240613
 MODES = dtrain.LEARN_MODES
-ACTS = ("relu", "sigmoid", "tanh")
 BATCHES = (1, 8)
 N_STEPS = 1000
 N_STEPS_EXTREME = 300
@@ -121,23 +119,6 @@ run(sys.argv[1], sys.argv[2].split(","))
 # --- models ---
 
 
-def mlp_model(rng, sizes, act, n=400):
-    """A quantized random float MLP (meaningful scales) with raw features and teacher labels."""
-    n_in = sizes[0]
-    spread = rng.integers(1, 30, size=n_in)
-    centre = rng.integers(-2000, 2000, size=n_in)
-    raw = centre + rng.integers(-1000, 1001, size=(n, n_in)) * spread
-    lo, hi = np.full(n_in, -(2**26)), np.full(n_in, 2**26)
-    stage = fit_input_stage(raw, lo, hi)
-    x_q = stage.apply(raw)
-    mlp = MLP(sizes, hidden_activation=act, seed=int(rng.integers(2**30)))
-    teacher = MLP(sizes, hidden_activation=act, seed=int(rng.integers(2**30)))
-    labels = teacher.predict(stage.to_float(x_q))
-    classes = ["c%d" % j for j in range(sizes[-1])]
-    q = quantize.quantize(mlp, stage, x_q, classes=classes)
-    return q, raw, labels
-
-
 def extreme_model(rng, act, lr_shift):
     """A random_qmodel (wild scales and weights) whose hidden layers are all `act` and that
     passes the training bound proof in every mode at batch 8."""
@@ -152,23 +133,6 @@ def extreme_model(rng, act, lr_shift):
             continue
         raw = reference.random_raw(rng, q, 200)
         return q, raw, rng.integers(0, q.layers[-1].n_out, size=len(raw))
-
-
-def data_model(seed=3):
-    """A model trained and quantized on synthetic sensor data; its samples: the windows of the
-    test subjects (unseen wearers: what on-board adaptation is for), with their labels."""
-    log = synth.generate(seed=seed, subjects=5, seconds_per_activity=30)
-    ds = pipeline.make_dataset(log, source="synth")
-    mlp, meta, _, _ = pipeline.train_model(
-        ds, hidden=(16, 8), activation="relu", epochs=40, patience=40, seed=seed
-    )
-    stage = InputStage.from_dict(meta["input_stage"])
-    test = np.isin(ds.subjects, meta["data"]["test_subjects"])
-    y = pipeline.class_indices(ds.labels, meta["classes"])
-    x_q = stage.apply(ds.X)
-    q = quantize.quantize(mlp, stage, x_q[~test], y[~test], classes=meta["classes"], qat=False)
-    order = np.random.default_rng(seed).permutation(int(test.sum()))
-    return q, ds.X[test][order], y[test][order]
 
 
 def _crc(a, dtype):

@@ -21,9 +21,16 @@ from host import bounds, modelfile, trainref
 from host.rehearsal import path_for
 
 from .conftest import ROOT, run_micropython
-from .helpers import WINDOW, configure, records, run_app
-from .test_cli import FAST, assert_one_line_error, write_log
-from .test_train_parity import mlp_model
+from .helpers import (
+    FAST,
+    WINDOW,
+    assert_one_line_error,
+    configure,
+    mlp_model,
+    records,
+    run_app,
+    write_log,
+)
 
 MODES = dtrain.LEARN_MODES
 NOTHING = "input takes one value (%s): nothing to learn from"
