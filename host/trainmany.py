@@ -161,8 +161,12 @@ class _Many:
         up = ~low
         if up.any():
             g, s = g[up], s[up]
-            states, pos = trainref._cycle()
-            idx = (pos[self.state[up]][:, None] + 1 + np.arange(g.shape[1])) % 65535
+            states, pos = _cycle_twice()
+            m = g.shape[1]
+            if m > 65535:  # more steps than one period: wrap the index
+                idx = (pos[self.state[up]][:, None] + np.arange(1, m + 1)) % 65535
+            else:  # the cycle twice over: no modulo over every weight
+                idx = pos[self.state[up]][:, None] + np.arange(1, m + 1)
             r = states[idx]
             self.state[up] = r[:, -1]
             t = np.minimum(s, 16)
@@ -189,6 +193,18 @@ class _Many:
                 lim = p["bias_limit"]
                 self.b[k] = trainref._clip(v, -lim, lim)
                 self.gb[k][:] = 0
+
+
+_CYCLE_TWICE = None
+
+
+def _cycle_twice():
+    """trainref._cycle with its states repeated once: states[pos[x] + k] for 1 <= k <= 65535."""
+    global _CYCLE_TWICE
+    if _CYCLE_TWICE is None:
+        states, pos = trainref._cycle()
+        _CYCLE_TWICE = (np.concatenate([states, states]), pos)
+    return _CYCLE_TWICE
 
 
 def _matvec(w, x):
