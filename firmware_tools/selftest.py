@@ -294,12 +294,7 @@ def _outputs(m):
     q = m.qmodel
     rows = []
     for x0 in (reference.input_stage(q, m.raw), np.asarray(m.xq, dtype=np.int64)):
-        outs = reference.forward_layers(q, x0)
-        cls = np.argmax(outs[-1], axis=1)
-        if q.layers[-1].act == "softmax":
-            scores = reference.softmax_q(q, outs[-1]) + 128
-        else:
-            scores = outs[-1] + 128
+        cls, scores, outs = reference.classify(q, x0)
         for n in range(len(x0)):
             rows.append((int(cls[n]), scores[n], [o[n] for o in outs]))
     return rows

@@ -85,12 +85,19 @@ def predict(qmodel, raw_features):
     lower index. Scores are the softmax probabilities + 128, or the last layer's int8 output
     + 128 for the other activations.
     """
-    outs = forward_layers(qmodel, input_stage(qmodel, raw_features))
+    cls, scores, _ = classify(qmodel, input_stage(qmodel, raw_features))
+    return cls, scores
+
+
+def classify(qmodel, x_q):
+    """int8 inputs (n, F) -> (class index (n,), scores (n, k) in 0..255, [each layer's int8
+    output (n, units)]): `predict` after the input stage, with the layer outputs."""
+    outs = forward_layers(qmodel, x_q)
     y = outs[-1]
     cls = np.argmax(y, axis=1)
     if qmodel.layers[-1].act == "softmax":
-        return cls, softmax_q(qmodel, y) + 128
-    return cls, y + 128
+        return cls, softmax_q(qmodel, y) + 128, outs
+    return cls, y + 128, outs
 
 
 # --- random models within the contract, for parity tests ---

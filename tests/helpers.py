@@ -178,12 +178,7 @@ def _expected_lines(q, raw, xq, i, kernel):
     """The lines the sweep must print for model `q`, from the NumPy reference."""
     lines = []
     for kind, x0 in (("raw", reference.input_stage(q, raw)), ("q", xq)):
-        outs = reference.forward_layers(q, x0)
-        cls = np.argmax(outs[-1], axis=1)
-        if q.layers[-1].act == "softmax":
-            scores = reference.softmax_q(q, outs[-1]) + 128
-        else:
-            scores = outs[-1] + 128
+        cls, scores, outs = reference.classify(q, x0)
         for n in range(len(x0)):
             parts = [kernel + ":" + kind, str(i), str(n), str(int(cls[n])), _crc(scores[n], "u1")]
             parts += [_crc(o[n], "i1") for o in outs]
