@@ -44,7 +44,13 @@ import threading
 import time
 from pathlib import Path
 
-from .virtualboard import VirtualBoardError, _open_raw_pty, _read_available, _size_bytes
+from .virtualboard import (
+    PtyBoard,
+    VirtualBoardError,
+    _size_bytes,
+    open_raw_pty,
+    read_available,
+)
 
 Cpu = collections.namedtuple(
     "Cpu", "name qemu machine firmware insn_per_tick arch stands_for elf_machine"
@@ -234,7 +240,7 @@ def _human(n):
     return "%dk" % (n >> 10) if n % 1024 == 0 else str(n)
 
 
-class EmulatedBoard:
+class EmulatedBoard(PtyBoard):
     """qemu running MicroPython as a board on a pseudo-terminal: `with EmulatedBoard(cpu) as b:
     b.port`."""
 
@@ -272,7 +278,7 @@ class EmulatedBoard:
             raise EmulatedBoardError("emulated board: --flash %s is not a folder" % self.flash_dir)
         self._stop.clear()
         self._error = None
-        self._client, slave, self.port = _open_raw_pty()
+        self._client, slave, self.port = open_raw_pty()
         os.close(slave)  # the client side stays closed until a client opens it
         self._wake_r, self._wake_w = os.pipe()
         try:
@@ -283,31 +289,6 @@ class EmulatedBoard:
         self._thread = threading.Thread(target=self._serve, name="emulatedboard", daemon=True)
         self._thread.start()
         return self
-
-    def stop(self):
-        """Stop qemu and close the port."""
-        self._stop.set()
-        if self._wake_w is not None:
-            os.write(self._wake_w, b"x")
-        if self._thread:
-            self._thread.join(5)
-            self._thread = None
-        self._end_qemu()
-        for fd in (self._client, self._wake_r, self._wake_w):
-            if fd is not None:
-                os.close(fd)
-        self._client = self._wake_r = self._wake_w = None
-
-    @property
-    def error(self):
-        """Why the supervisor stopped serving, or None."""
-        return self._error
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
 
     # -- qemu -------------------------------------------------------------------------------
 
@@ -326,7 +307,7 @@ class EmulatedBoard:
             os.set_blocking(f.fileno(), False)
         self.boots += 1
 
-    def _end_qemu(self):
+    def _end_process(self):
         proc, self._proc = self._proc, None
         if not proc:
             return
@@ -414,7 +395,7 @@ class EmulatedBoard:
                 self._failed("timeout waiting for the board to %s" % what)
             ready, _, _ = select.select([out], [], [], min(left, 0.5))
             if ready:
-                data = _read_available(out)
+                data = read_available(out)
                 if not data and self._proc.poll() is not None:
                     self._failed("qemu ended while the board should %s" % what)
                 seen += data
@@ -425,7 +406,7 @@ class EmulatedBoard:
     def _failed(self, why):
         err = b""
         if self._proc and self._proc.stderr:
-            err = _read_available(self._proc.stderr.fileno())
+            err = read_available(self._proc.stderr.fileno())
         detail = " ".join(err.decode("utf-8", "replace").split())
         raise EmulatedBoardError(
             "emulated board: %s%s" % (why, ": qemu says %s" % detail[-300:] if detail else "")
@@ -434,7 +415,7 @@ class EmulatedBoard:
     def _restart(self):
         """qemu has ended (machine.reset(), or a crash): start a new one, re-make the flash."""
         rc = self._proc.poll()
-        self._end_qemu()
+        self._end_process()
         if rc != 0 and time.monotonic() - self._booted_at < _CRASH_LOOP:
             self._failed("qemu exited with status %s right after booting" % rc)
         cause = "machine.reset() ended qemu" if rc == 0 else "qemu exited with status %s" % rc
@@ -443,12 +424,6 @@ class EmulatedBoard:
         self._boot()
 
     # -- the loop ---------------------------------------------------------------------------
-
-    def _client_present(self):
-        """True while a program has the port open (the master reports no hang-up)."""
-        p = select.poll()
-        p.register(self._client, select.POLLIN)
-        return not any(ev & select.POLLHUP for _, ev in p.poll(0))
 
     def _serve(self):
         try:
@@ -475,9 +450,9 @@ class EmulatedBoard:
         if self._wake_r in events:
             os.read(self._wake_r, 64)
         if present and events.get(self._client, 0) & select.POLLIN:
-            self._pending += _read_available(self._client)
+            self._pending += read_available(self._client)
         if events.get(out, 0) & (select.POLLIN | select.POLLHUP):
-            data = _read_available(out)
+            data = read_available(out)
             if data and present:
                 self._out += data
         if self._proc.poll() is not None:

@@ -215,7 +215,7 @@ def _run_bytes(runs):
     return sum(count for _, count in runs)
 
 
-def _read_available(fd):
+def read_available(fd):
     """Up to 4096 bytes that `fd` (non-blocking) has now; b'' if none."""
     try:
         return os.read(fd, 4096)
@@ -223,7 +223,7 @@ def _read_available(fd):
         return b""
 
 
-def _open_raw_pty():
+def open_raw_pty():
     """(master fd, slave fd, slave path), both ends raw, the master non-blocking."""
     master, slave = pty.openpty()
     tty.setraw(slave)
@@ -231,7 +231,44 @@ def _open_raw_pty():
     return master, slave, os.ttyname(slave)
 
 
-class VirtualBoard:
+class PtyBoard:
+    """What a board on a pseudo-terminal shares, whatever runs behind it: closing it, its
+    error, the context manager, and whether a client has the port open. A subclass has
+    `_client` (the master fd), the wake pipe, `_thread`, `_error`, and `_end_process()`."""
+
+    def stop(self):
+        """End what runs the board and close the port."""
+        self._stop.set()
+        if self._wake_w is not None:
+            os.write(self._wake_w, b"x")
+        if self._thread:
+            self._thread.join(5)
+            self._thread = None
+        self._end_process()
+        for fd in (self._client, self._wake_r, self._wake_w):
+            if fd is not None:
+                os.close(fd)
+        self._client = self._wake_r = self._wake_w = None
+
+    @property
+    def error(self):
+        """Why the supervisor stopped serving, or None."""
+        return self._error
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def _client_present(self):
+        """True while a program has the port open (the master reports no hang-up)."""
+        p = select.poll()
+        p.register(self._client, select.POLLIN)
+        return not any(ev & select.POLLHUP for _, ev in p.poll(0))
+
+
+class VirtualBoard(PtyBoard):
     """The Unix port as a board on a pseudo-terminal: `with VirtualBoard(d) as b: b.port`."""
 
     def __init__(self, flash_dir, heap="256k", flash_size=DEFAULT_FLASH):
@@ -287,7 +324,7 @@ class VirtualBoard:
             raise VirtualBoardError("virtual board: %s is not a folder" % self.flash_dir)
         self.flash_dir.mkdir(parents=True, exist_ok=True)
         self._program = _vm_program()
-        self._client, slave, self.port = _open_raw_pty()
+        self._client, slave, self.port = open_raw_pty()
         os.close(slave)  # the client side stays closed until a client opens it
         self._wake_r, self._wake_w = os.pipe()
         for event in (self._stop, self._booted, self._prompted):
@@ -310,41 +347,16 @@ class VirtualBoard:
         self._prompted.wait(2.0)
         return self
 
-    def stop(self):
-        """End the VM and close the port."""
-        self._stop.set()
-        if self._wake_w is not None:
-            os.write(self._wake_w, b"x")
-        if self._thread:
-            self._thread.join(5)
-            self._thread = None
-        self._end_vm()
-        for fd in (self._client, self._wake_r, self._wake_w):
-            if fd is not None:
-                os.close(fd)
-        self._client = self._wake_r = self._wake_w = None
-
-    @property
-    def error(self):
-        """Why the supervisor stopped serving, or None."""
-        return self._error
-
     def kill_vm(self):
         """Kill the VM as a crash would; the supervisor starts a new one (a hard reset)."""
         proc = self._proc
         if proc and proc.poll() is None:
             proc.kill()
 
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-
     # -- the VM -----------------------------------------------------------------------------
 
     def _spawn(self, raw):
-        self._vm, slave, path = _open_raw_pty()
+        self._vm, slave, path = open_raw_pty()
         env = dict(
             os.environ,
             VBOARD_VM=self._program,
@@ -382,7 +394,7 @@ class VirtualBoard:
         self._spawn_time = time.monotonic()
         self._parse = self._tail = self._hidden = self._boot_log = b""
 
-    def _end_vm(self):
+    def _end_process(self):
         if self._proc:
             if self._proc.poll() is None:
                 self._proc.kill()
@@ -396,7 +408,7 @@ class VirtualBoard:
     def _vm_ended(self):
         """The VM has ended: take its last output, keep the input it did not read, restart."""
         while True:
-            data = _read_available(self._vm)
+            data = read_available(self._vm)
             if not data:
                 break
             self._from_vm(data)
@@ -404,7 +416,7 @@ class VirtualBoard:
         self._text(held)
         unread = b""
         while True:
-            data = _read_available(self._vm_input)
+            data = read_available(self._vm_input)
             if not data:
                 break
             unread += data
@@ -434,7 +446,7 @@ class VirtualBoard:
         if kind == "hard":
             self._end_raw_command(rc)
             self._drop_input_of_resetting_client()
-        self._end_vm()
+        self._end_process()
         if kind == "soft":
             self._emit(b"MPY: soft reboot\r\n")
         self._spawn(raw)
@@ -584,12 +596,6 @@ class VirtualBoard:
 
     # -- the client -------------------------------------------------------------------------
 
-    def _client_present(self):
-        """True while a program has the port open (the master reports no hang-up)."""
-        p = select.poll()
-        p.register(self._client, select.POLLIN)
-        return not any(ev & select.POLLHUP for _, ev in p.poll(0))
-
     def _from_client(self, data):
         for part in re.split(b"(\x03)", data):
             if part == b"\x03" and self._sigint():
@@ -668,7 +674,7 @@ class VirtualBoard:
         present = self._client_present()
         if not present:
             self._out.clear()
-            self._from_client(_read_available(self._client))  # sent just before it let go
+            self._from_client(read_available(self._client))  # sent just before it let go
         elif not self._was_present:
             self._session += 1
         self._was_present = present
@@ -691,7 +697,7 @@ class VirtualBoard:
             except OSError:
                 pass
         if events.get(self._vm, 0) & select.POLLIN:
-            data = _read_available(self._vm)
+            data = read_available(self._vm)
             if data:
                 self._from_vm(data)
         if self._parse and time.monotonic() - self._parse_time >= _MARK_WAIT:
