@@ -23,7 +23,7 @@ import pytest
 import serial
 
 from firmware_tools import cli, demo, deploy
-from firmware_tools.protocol import Pred, parse_line
+from firmware_tools.protocol import Err, Info, Pred, Train, parse_line
 from firmware_tools.virtualboard import VirtualBoard
 from host import features, modelfile, pipeline, quantize, reference, sensorlog, synth
 from host.boardeval import predict_stream
@@ -573,6 +573,20 @@ def read_until(ser, want, timeout=15):
                 if want(rec):
                     return recs
     raise AssertionError("timed out; got %r" % recs[-5:])
+
+
+def label_and_save(ser, class_name, n):
+    """On a board whose app has just started: wait for its start line and a whole window,
+    send `label <class_name>` n times and `save` -> (the start `Info`, the `Train` records,
+    the `saved` Info); fails on an `err` line."""
+    start = read_until(ser, lambda r: isinstance(r, Info) and "state" in r.fields)[-1]
+    read_until(ser, lambda r: isinstance(r, Pred))  # a whole window is in
+    for _ in range(n):
+        ser.write(b"label %s\n" % class_name.encode())
+    ser.write(b"save\n")
+    recs = read_until(ser, lambda r: isinstance(r, Info) and "saved" in r.fields)
+    assert not [r for r in recs if isinstance(r, Err)], recs
+    return start, [r for r in recs if isinstance(r, Train)], recs[-1]
 
 
 # --- a virtual board running an app's stand-in (tests/test_monitor.py) ---

@@ -25,11 +25,11 @@ import serial
 
 from firmware_tools import cli, mpy
 from firmware_tools.emulated import CPUS, EmulatedBoard
-from firmware_tools.protocol import Err, Info, Pred, Train
+from firmware_tools.protocol import Info
 from host import features, modelfile, reference, trainref
 
 from .conftest import ROOT, mpremote, require_emulated
-from .helpers import HostLines, check_line_for_line, read_preds, read_until
+from .helpers import HostLines, check_line_for_line, label_and_save, read_preds, read_until
 
 pytestmark = [
     pytest.mark.emulated,
@@ -127,21 +127,14 @@ def test_the_whole_app(cpu, exported, tmp_path, build_dir, capsys):
             ser.write(b"\r\x03\x02")
             time.sleep(0.3)
             ser.write(b"\x04")  # a soft reset at the friendly REPL runs main.py
-            start = read_until(ser, lambda r: isinstance(r, Info) and "state" in r.fields)[-1]
+            start, trains, saved = label_and_save(ser, q.classes[label], N_LABELS)
             assert start.fields["checkpoint"] == "none" and start.fields["trainer"] == "last"
-            read_until(ser, lambda r: isinstance(r, Pred))  # a whole window is in
-            for _ in range(N_LABELS):
-                ser.write(b"label %s\n" % q.classes[label].encode())
-            ser.write(b"save\n")
-            recs = read_until(ser, lambda r: isinstance(r, Info) and "saved" in r.fields)
-            assert not [r for r in recs if isinstance(r, Err)], recs
-            trains = [r for r in recs if isinstance(r, Train)]
             ref = trainref.TrainRef(q, "last", LR_SHIFT, 1, 1)
             for k, t in enumerate(trains):
                 _, correct = ref.step(raw, label)
                 assert t.step == k + 1 and t.correct == bool(correct)
             assert len(trains) == N_LABELS
-            assert recs[-1].fields["saved"] == "ckpt.0"
+            assert saved.fields["saved"] == "ckpt.0"
 
             # soft reset: the app loads the checkpoint it saved
             ser.write(b"\x03")

@@ -23,11 +23,11 @@ from device import checkpoint
 from device.infer import Model
 from device.train import LEARN_MODES, Trainer
 from firmware_tools import cli, deploy, pull
-from firmware_tools.protocol import Err, Info, Pred, Train
+from firmware_tools.protocol import Info
 from firmware_tools.virtualboard import VirtualBoard
 from host import features, modelfile, reference, trainref
 
-from .helpers import mlp_model, read_until
+from .helpers import label_and_save, mlp_model, read_until
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="the virtual board's Ctrl-C needs /proc"
@@ -77,21 +77,14 @@ def test_pull_brings_back_the_learned_weights(board, tmp_path, capsys):
         assert deploy.soft_reset(vb.port)
         with serial.Serial(vb.port, timeout=0.1) as ser:
             ser.write(b"info\n")
-            start = read_until(ser, lambda r: isinstance(r, Info) and "state" in r.fields)[-1]
+            start, trains, saved = label_and_save(ser, q.classes[label], N_LABELS)
             assert start.fields["checkpoint"] == "none" and start.fields["trainer"] == "last"
-            read_until(ser, lambda r: isinstance(r, Pred))  # a full window is in
-            for _ in range(N_LABELS):
-                ser.write(b"label %s\n" % q.classes[label].encode())
-            ser.write(b"save\n")
-            recs = read_until(ser, lambda r: isinstance(r, Info) and "saved" in r.fields)
-        assert not [r for r in recs if isinstance(r, Err)]
-        trains = [r for r in recs if isinstance(r, Train)]
         ref = trainref.TrainRef(q, "last", LR_SHIFT, 1, 1)
         for k, t in enumerate(trains):
             _, correct = ref.step(raw, label)
             assert t.step == k + 1 and t.correct == bool(correct)
         assert len(trains) == N_LABELS
-        assert recs[-1].fields == {"saved": "ckpt.0", "seq": "1", "steps": str(N_LABELS)}
+        assert saved.fields == {"saved": "ckpt.0", "seq": "1", "steps": str(N_LABELS)}
 
         status, text, err = pull_cli(capsys, vb.port, "--out", out, "--save")
         assert status == 0, err
