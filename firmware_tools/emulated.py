@@ -34,6 +34,7 @@ The supervisor makes qemu's UART behave like a board's serial port that outlives
 
 import binascii
 import collections
+import fcntl
 import os
 import re
 import select
@@ -108,7 +109,12 @@ INSTALL_QEMU = (
 _BOOT_TIMEOUT = 30.0
 _REPL_TIMEOUT = 20.0
 _CRASH_LOOP = 2.0  # seconds: qemu failing again this soon after a boot is not restarted
-_OUT_LIMIT = 1 << 16  # bytes queued for a slow client before qemu is made to wait
+# Bytes queued for a slow client before qemu's output is left in its pipe. Keep it large:
+# qemu's emulated UARTs drop what the guest sends while their backend cannot take it (a board's
+# USB serial would make the sender wait), so a full pipe loses lines mid-stream.
+_OUT_LIMIT = 1 << 22
+_PIPE_SIZE = 1 << 20  # qemu's stdout pipe, where the system allows it
+_F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Python 3.10+ names it; Linux only)
 _CHUNK = 3072  # file bytes per raw-REPL command when making the flash
 _FRIENDLY_PROMPT = b"\r\n>>> "
 _RAW_PROMPT = b"raw REPL; CTRL-B to exit\r\n>"
@@ -305,6 +311,10 @@ class EmulatedBoard(PtyBoard):
         )
         for f in (self._proc.stdout, self._proc.stderr):
             os.set_blocking(f.fileno(), False)
+        try:  # room for a second of a fast app's output while this process is busy (Linux)
+            fcntl.fcntl(self._proc.stdout.fileno(), _F_SETPIPE_SZ, _PIPE_SIZE)
+        except (OSError, AttributeError):
+            pass
         self.boots += 1
 
     def _end_process(self):
@@ -452,9 +462,12 @@ class EmulatedBoard(PtyBoard):
         if present and events.get(self._client, 0) & select.POLLIN:
             self._pending += read_available(self._client)
         if events.get(out, 0) & (select.POLLIN | select.POLLHUP):
-            data = read_available(out)
-            if data and present:
-                self._out += data
+            for _ in range(64):  # drain the pipe: a full one makes the UART drop bytes
+                data = read_available(out)
+                if present:
+                    self._out += data
+                if len(data) < 4096:
+                    break
         if self._proc.poll() is not None:
             self._restart()
             return
