@@ -237,11 +237,12 @@ def write_sweep(d, cases):
     return d
 
 
-# Random inputs per model where a sweep runs again through code the full sweep has proven bit
-# for bit on all N_RAW (the .mpy build of the same source, the WebAssembly port's portable
-# kernel): a miscompiled module fails on any input, and the 31-bit bound is pressed hardest by
-# the edge inputs (all -32768, all 32767, all at the offsets; int8 -128, 127, 0: the largest
-# |x - zp_x| the contract allows), which every model keeps.
+# Random inputs per model where a sweep runs code whose integer math is proven bit for bit on
+# all N_RAW elsewhere (the .mpy build of the same source; the portable kernel, proven on all
+# N_RAW of 40 models under CPython, run by MicroPython's Unix port and the WebAssembly port): a
+# miscompiled module or a port's integer difference fails on any input, and the 31-bit bound
+# is pressed hardest by the edge inputs (all -32768, all 32767, all at the offsets; int8 -128,
+# 127, 0: the largest |x - zp_x| the contract allows), which every model keeps.
 N_RAW_AGAIN = 10
 
 

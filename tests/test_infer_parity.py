@@ -5,9 +5,10 @@ Runs on: host (pytest), plus the `micropython` binary.
 One sweep: 200 random models within the numeric contract, each with 50 random raw feature
 vectors plus raw edges (all -32768, all 32767, all at the offsets) and int8 layer-0 edges (all
 -128, all 127, all 0). Every layer's output, the class and the scores are compared, for the
-portable and the viper kernel, with the device package loaded from .py and, on the edges and
-the first 10 random inputs of every model, from .mpy (one MicroPython process each, run side by
-side), and every predict runs inside heap_lock.
+viper kernel on all of them and, on the edges and the first 10 random inputs of every model
+(helpers.sweep_again), for the portable kernel and for the .mpy build of both (one MicroPython
+process each, run side by side); every predict runs inside heap_lock. The portable kernel is
+also run under CPython on all inputs of 40 models, and on the 32-bit WebAssembly port.
 """
 
 import os
@@ -37,17 +38,23 @@ from .helpers import compare_infer as _compare
 
 @pytest.fixture(scope="module")
 def device_runs(infer_sweep, micropython, tmp_path_factory):
-    """The sweep from .py, and from .mpy on its edges and first N_RAW_AGAIN random inputs
-    (helpers.sweep_again), each one MicroPython process, run side by side."""
+    """Three MicroPython processes, run side by side: the viper kernel from .py on the whole
+    sweep; the portable kernel from .py, and both kernels from .mpy, on its edges and first
+    N_RAW_AGAIN random inputs (helpers.sweep_again) -> {name: stdout}."""
     d, cases = infer_sweep
     mpy_root = tmp_path_factory.mktemp("mpy")
     compile_device(mpy_root)
     again = write_sweep(tmp_path_factory.mktemp("again"), sweep_again(cases))
+    runs = (
+        ("viper", ROOT, d, "viper"),
+        ("portable", ROOT, again, "portable"),
+        ("mpy", mpy_root, again, "portable,viper"),
+    )
     procs = {}
-    for name, root, folder in (("py", ROOT, d), ("mpy", mpy_root, again)):
+    for name, root, folder, kernels in runs:
         env = dict(os.environ, MICROPYPATH=str(root))
         procs[name] = subprocess.Popen(
-            [micropython, "-c", SWEEP, str(folder), str(N_MODELS), "portable,viper"],
+            [micropython, "-c", SWEEP, str(folder), str(N_MODELS), kernels],
             cwd=root,
             env=env,
             stdout=subprocess.PIPE,
@@ -76,8 +83,10 @@ def test_sweep_covers_the_contract(infer_sweep):
 
 def test_device_py_equals_reference(infer_sweep, device_runs):
     _, cases = infer_sweep
-    n = _compare(device_runs["py"], cases, ("portable", "viper"), ".py")
-    assert n == 2 * N_MODELS * (N_RAW + 6)
+    n = _compare(device_runs["viper"], cases, ("viper",), ".py")
+    assert n == N_MODELS * (N_RAW + 6)
+    n = _compare(device_runs["portable"], sweep_again(cases), ("portable",), ".py")
+    assert n == N_MODELS * (N_RAW_AGAIN + 6)
 
 
 def test_device_mpy_equals_reference(infer_sweep, device_runs):
