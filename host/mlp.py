@@ -18,6 +18,10 @@ The output layer is either softmax with cross-entropy loss (classification) or l
 mean squared error (regression); both pairs give the same simple output error `a - y` (divided by
 the number of outputs for MSE). The loss of a batch is the weighted mean of the per-sample losses
 plus `l2 / 2 * sum(W**2)` over the weights (not the biases).
+
+`forward_pass` and `backward_pass` are the host's one float forward and one float backward:
+the trainer here, quantization-aware fine-tuning (host/quantize.py, through the `fake_quant`
+hook) and the float baseline of on-board learning (host/trainref.py) all run them.
 """
 
 import json
@@ -60,8 +64,8 @@ def identity(z):
 
 
 def softmax(z):
-    e = np.exp(z - z.max(axis=1, keepdims=True))  # subtract the max: exp never overflows
-    return e / e.sum(axis=1, keepdims=True)
+    e = np.exp(z - z.max(axis=-1, keepdims=True))  # subtract the max: exp never overflows
+    return e / e.sum(axis=-1, keepdims=True)
 
 
 ACTIVATIONS = {
@@ -76,6 +80,7 @@ DERIVATIVES = {
     "relu": lambda a: (a > 0).astype(a.dtype),
     "sigmoid": lambda a: a * (1.0 - a),
     "tanh": lambda a: 1.0 - a * a,
+    "linear": np.ones_like,
 }
 
 
@@ -92,6 +97,73 @@ def squared_error(y, a):
 
 LOSSES = {"cross_entropy": cross_entropy, "mse": squared_error}
 OUTPUT_LOSS = {"softmax": "cross_entropy", "linear": "mse"}
+
+
+def output_error(a, Y, loss, weight=1.0):
+    """delta_L, the loss's gradient at the output layer's z, per sample: a - y for softmax with
+    cross-entropy and for linear with MSE (which also divides by the number of outputs, as its
+    loss is their mean), times each sample's `weight` in the loss ((n, 1) or a number)."""
+    delta = (a - Y) * weight
+    if loss == "mse":
+        delta /= Y.shape[-1]
+    return delta
+
+
+# --- the float forward and backward pass ---
+#
+# Shapes: x and every a (n, n_in), W (n_out, n_in), b (n_out,). Leading axes, when present,
+# stack copies of the network (host/trainref.py trains one copy per learning rate at once):
+# x (c, n, n_in), W (c, n_out, n_in), b (c, 1, n_out). `_T` transposes the last two axes, so
+# that for one network `x @ _T(W)` is `x @ W.T`.
+
+
+def _T(m):
+    return np.swapaxes(m, -1, -2)
+
+
+def forward_pass(W, b, acts, x, fake_quant=None, logits=False):
+    """Function signals of every layer, [x, a_1, ..., a_L]: a_k = act_k(a_{k-1} @ W_k.T + b_k).
+
+    logits: stop before the output layer's activation (a_L is then its z: softmax logits).
+    fake_quant: None, or quantization-aware training's hook (host/quantize.FakeQuant), with W
+    and b its rounded weights: `pre_activation(k, z)` puts layer k's z on its int8 grid (and
+    keeps the straight-through mask for `backward_pass`), `output(k, a)` its output.
+    """
+    a = [x]
+    for k, act in enumerate(acts):
+        z = a[k] @ _T(W[k]) + b[k]
+        if fake_quant is not None:
+            z = fake_quant.pre_activation(k, z)
+        if logits and k == len(acts) - 1:
+            a.append(z)
+            break
+        a_k = ACTIVATIONS[act](z)
+        if fake_quant is not None:
+            a_k = fake_quant.output(k, a_k)
+        a.append(a_k)
+    return a
+
+
+def backward_pass(W, acts, a, delta, masks=None, lowest=0):
+    """Backpropagation: from delta, the error signal at the output layer's z (n, n_out), and
+    a = forward_pass(...), the gradients (dW, db) of every layer from `lowest` up, summed over
+    the samples (None below `lowest`: the error signal stops there).
+
+    Credit flows down through the weights and the derivative of the activation below:
+    delta_{k-1} = (delta_k @ W_k) * act'(a_{k-1}). masks: fake quantization's straight-through
+    estimator (the rounding passes gradients as if it were not there, but a pre-activation
+    clamped at -128 or 127 passes none): layer k's error signal is multiplied by masks[k].
+    """
+    n = len(W)
+    dW, db = [None] * n, [None] * n
+    for k in reversed(range(lowest, n)):
+        if masks is not None:
+            delta = delta * masks[k]
+        dW[k] = _T(delta) @ a[k]
+        db[k] = delta.sum(axis=-2)
+        if k > lowest:
+            delta = (delta @ W[k]) * DERIVATIVES[acts[k - 1]](a[k])
+    return dW, db
 
 
 def _one_of(kind, name, choices):
@@ -144,9 +216,35 @@ class MLP:
             self.output,
         )
 
+    @classmethod
+    def from_weights(cls, W, b, activations):
+        """An MLP holding float64 copies of the weights W (n_out, n_in) and biases b (n_out,)
+        of each layer; activations: one name per layer, the hidden layers' all the same."""
+        acts = list(activations)
+        if not acts or len(W) != len(acts) or len(b) != len(acts):
+            raise ValueError(
+                "mlp: expected one weight matrix, bias vector and activation per layer, found "
+                "%d, %d and %d" % (len(W), len(b), len(acts))
+            )
+        if len(set(acts[:-1])) > 1:
+            raise ValueError("mlp: hidden layers must share one activation, found %s" % acts)
+        W = [np.array(w, dtype=np.float64) for w in W]
+        b = [np.array(v, dtype=np.float64) for v in b]
+        sizes = [W[0].shape[1]] + [w.shape[0] for w in W]
+        for k, (w, v) in enumerate(zip(W, b, strict=True)):
+            if w.shape != (sizes[k + 1], sizes[k]) or v.shape != (sizes[k + 1],):
+                raise ValueError(
+                    "mlp: layer %d has W %s and b %s, expected %s and %s"
+                    % (k, w.shape, v.shape, (sizes[k + 1], sizes[k]), (sizes[k + 1],))
+                )
+        mlp = cls(sizes, acts[0] if len(acts) > 1 else HIDDEN_ACTIVATIONS[0], acts[-1])
+        mlp.W, mlp.b = W, b
+        return mlp
+
     # --- forward ---
 
-    def _check_X(self, X):
+    def check_X(self, X):
+        """X as float64 (n, n_in), or ValueError saying the shape expected and found."""
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != self.sizes[0]:
             raise ValueError(
@@ -156,14 +254,11 @@ class MLP:
 
     def logits(self, X):
         """Inputs (n, n_in) -> the output layer's z (n, n_out), before softmax."""
-        a = self._check_X(X)
-        for W, b, act in zip(self.W[:-1], self.b[:-1], self.activations[:-1], strict=True):
-            a = ACTIVATIONS[act](a @ W.T + b)
-        return a @ self.W[-1].T + self.b[-1]
+        return forward_pass(self.W, self.b, self.activations, self.check_X(X), logits=True)[-1]
 
     def forward(self, X):
         """Inputs (n, n_in) -> outputs (n, n_out): probabilities (softmax) or values (linear)."""
-        return ACTIVATIONS[self.activations[-1]](self.logits(X))
+        return forward_pass(self.W, self.b, self.activations, self.check_X(X))[-1]
 
     def predict(self, X):
         """Class indices (n,) by argmax of the logits, ties to the lower index (softmax);
@@ -175,7 +270,9 @@ class MLP:
 
     # --- loss and backpropagation ---
 
-    def _check_targets(self, Y, n):
+    def check_targets(self, Y, n):
+        """Y as float64 (n, n_out) (a linear model with one output also takes (n,)), or
+        ValueError saying the shape expected and found."""
         Y = np.asarray(Y, dtype=np.float64)
         if Y.ndim == 1 and self.sizes[-1] == 1:
             Y = Y[:, None]
@@ -198,39 +295,37 @@ class MLP:
         total = w.sum()
         return w / total if total > 0 else w
 
+    def _penalty(self, l2):
+        return 0.5 * l2 * sum((W * W).sum() for W in self.W)
+
     def loss_value(self, X, Y, sample_weight=None, l2=0.0):
         """Weighted mean loss of outputs against Y (one-hot or targets), plus the L2 term."""
-        X = self._check_X(X)
-        Y = self._check_targets(Y, len(X))
+        X = self.check_X(X)
+        Y = self.check_targets(Y, len(X))
         w = self._weights(sample_weight, len(X))
-        data_loss = w @ LOSSES[self.loss](Y, self.forward(X))
-        return data_loss + 0.5 * l2 * sum((W * W).sum() for W in self.W)
+        return w @ LOSSES[self.loss](Y, self.forward(X)) + self._penalty(l2)
 
-    def loss_and_grads(self, X, Y, sample_weight=None, l2=0.0):
+    def loss_and_grads(self, X, Y, sample_weight=None, l2=0.0, fake_quant=None):
         """Loss and its gradients (dW list, db list) by backpropagation of error signals.
 
         Y: one-hot rows (softmax) or targets (linear, (n,) allowed for one output).
+        fake_quant: quantization-aware training's hook (see forward_pass): the forward runs on
+        the rounded weights and values, the gradients are the float weights' (straight-through).
         """
-        X = self._check_X(X)
-        Y = self._check_targets(Y, len(X))
+        X = self.check_X(X)
+        Y = self.check_targets(Y, len(X))
         w = self._weights(sample_weight, len(X))
-
-        # Forward: keep every layer's function signal a (a[0] is the input).
-        a = [X]
-        for W, b, act in zip(self.W, self.b, self.activations, strict=True):
-            a.append(ACTIVATIONS[act](a[-1] @ W.T + b))
-        loss = w @ LOSSES[self.loss](Y, a[-1]) + 0.5 * l2 * sum((W * W).sum() for W in self.W)
-
-        # Backward: the output error signal, then credit assigned back through the hidden layers.
-        delta = (a[-1] - Y) * w[:, None]
-        if self.loss == "mse":
-            delta /= Y.shape[1]
-        dW, db = [None] * len(self.W), [None] * len(self.W)
-        for k in reversed(range(len(self.W))):  # k: the layer
-            dW[k] = delta.T @ a[k] + l2 * self.W[k]
-            db[k] = delta.sum(axis=0)
-            if k > 0:
-                delta = (delta @ self.W[k]) * DERIVATIVES[self.activations[k - 1]](a[k])
+        W, b, masks = self.W, self.b, None
+        if fake_quant is not None:
+            W, b = fake_quant.weights(self.W, self.b)
+        a = forward_pass(W, b, self.activations, X, fake_quant)
+        if fake_quant is not None:
+            masks = fake_quant.masks
+        loss = w @ LOSSES[self.loss](Y, a[-1]) + self._penalty(l2)
+        delta = output_error(a[-1], Y, self.loss, w[:, None])
+        dW, db = backward_pass(W, self.activations, a, delta, masks)
+        for k in range(len(dW)):
+            dW[k] += l2 * self.W[k]  # the L2 term's gradient: weights only
         return loss, dW, db
 
     # --- files ---
@@ -358,7 +453,7 @@ def _text_json(x):
 
 def _check_data(mlp, X, y, what="X"):
     """Validate inputs and labels; returns X float64 and y (int classes or float targets)."""
-    X = mlp._check_X(X)
+    X = mlp.check_X(X)
     if len(X) == 0:
         raise ValueError("mlp: %s has no rows" % what)
     if not np.all(np.isfinite(X)):
@@ -367,7 +462,7 @@ def _check_data(mlp, X, y, what="X"):
     if len(y) != len(X):
         raise ValueError("mlp: %s has %d rows but its labels have %d" % (what, len(X), len(y)))
     if mlp.output == "linear":
-        y = mlp._check_targets(y, len(X))
+        y = mlp.check_targets(y, len(X))
         if not np.all(np.isfinite(y)):
             raise ValueError("mlp: targets of %s have NaN or inf values" % what)
         return X, y
@@ -460,6 +555,7 @@ def train(
     class_weight=None,
     seed=0,
     progress=None,
+    fake_quant=None,
 ):
     """Train `mlp` in place with shuffled mini-batches; returns the history.
 
@@ -473,6 +569,8 @@ def train(
     progress(epoch, epochs, train_loss, val_loss, val_acc, seconds_left) is called after each
     epoch, with `epoch` counted from 0 and val_loss, val_acc None without a validation set (val_acc
     NaN for a linear output). Same arguments and seed give bit-identical weights.
+    fake_quant: quantization-aware training's hook (host/quantize.FakeQuant, see forward_pass)
+    for the training batches; validation, if any, runs the float network.
 
     History: "loss", "val_loss", "val_acc" (float lists, one entry per epoch; NaN where there is
     no validation set or no accuracy), "best_epoch" (index into those lists, from 0; the last
@@ -515,7 +613,8 @@ def train(
         total = 0.0
         for i in range(0, n, batch_size):
             idx = order[i : i + batch_size]
-            loss, dW, db = mlp.loss_and_grads(X[idx], Y[idx], None if sw is None else sw[idx], l2)
+            w = None if sw is None else sw[idx]
+            loss, dW, db = mlp.loss_and_grads(X[idx], Y[idx], w, l2, fake_quant)
             opt.step(dW + db)
             total += loss * len(idx)
         train_loss = total / n

@@ -29,7 +29,7 @@ data wins (post-training, QAT at the post-training scales, or QAT re-calibrated)
 import numpy as np
 
 from .fixedpoint import SHIFT_MAX
-from .optim import Adam
+from .mlp import MLP, forward_pass, train
 from .qmodel import ACTIVATIONS, QLayer, QModel
 from .reference import forward_layers
 from .tables import TABLE_F_MAX, TABLE_F_MIN, activation_table, softmax_exp_table
@@ -154,8 +154,10 @@ def quantize_layer(
     return QLayer(w_q, b_q, act, int(f_x), int(zp_x), int(f_w), int(f_z), int(zp_z), table)
 
 
-def _build(Ws, bs, acts, input_stage, X_q, scales=None, percentile=99.99, meta=None):
-    """Float weights -> QModel, layer by layer through the quantized pipeline."""
+def build_qmodel(Ws, bs, acts, input_stage, X_q, scales=None, percentile=99.99, meta=None):
+    """Float weights -> QModel, layer by layer through the quantized pipeline: each layer's
+    scales chosen on the calibration inputs X_q as the layers below turn them (quantize_layer),
+    or given as `scales` [(f_w, (f_z, zp_z)) per layer]."""
     layers = []
     f_x, zp_x = input_stage.f_in, input_stage.zp_in
     x_q = np.asarray(X_q, dtype=np.int64)
@@ -210,103 +212,71 @@ def _r2(pred, y):
     return 1.0 - err / var if var > 0 else -err
 
 
-def _float_forward(Ws, bs, acts, x):
-    """Float forward -> the last layer's pre-activations (logits, or the linear output)."""
-    for k, (W, b, act) in enumerate(zip(Ws, bs, acts, strict=True)):
-        x = x @ W.T + b
-        if k < len(Ws) - 1:
-            x = _ACT[act](x)
-    return x
-
-
-def _sigmoid(z):
-    e = np.exp(-np.abs(z))
-    return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
-
-
-_ACT = {"relu": lambda z: np.maximum(z, 0.0), "sigmoid": _sigmoid, "tanh": np.tanh}
-_ACT_GRAD = {  # derivative from the output a
-    "relu": lambda a: (a > 0).astype(np.float64),
-    "sigmoid": lambda a: a * (1.0 - a),
-    "tanh": lambda a: 1.0 - a * a,
-}
-
-
 # -- quantization-aware training ---------------------------------------------------------------
 
 
+class FakeQuant:
+    """Fake quantization at a QModel's scales, the hook of mlp.forward_pass for
+    quantization-aware training: weights, biases, pre-activations and sigmoid / tanh outputs are
+    rounded to the grids the board computes on (written-out rounding, as quantize_layer), but
+    stay floats so that gradients flow through them. `masks[k]` (set by the forward) is 0 where
+    layer k's pre-activation was clamped at -128 or 127, 1 elsewhere: the straight-through
+    estimator passes gradients through the rounding, not through the clamp."""
+
+    def __init__(self, qmodel):
+        self.layers = qmodel.layers
+        self.masks = [None] * len(self.layers)
+
+    def weights(self, Ws, bs):
+        """Float weights and biases -> their values on each layer's int8 and int32 grids."""
+        Wq, bq = [], []
+        for W, b, layer in zip(Ws, bs, self.layers, strict=True):
+            f_b = layer.f_x + layer.f_w
+            Wq.append(quantize_weights(W, layer.f_w) * 2.0**-layer.f_w)
+            bq.append(_round(b * 2.0**f_b) * 2.0**-f_b)
+        return Wq, bq
+
+    def pre_activation(self, k, z):
+        """Layer k's z -> its value on the int8 grid (f_z, zp_z), clamped."""
+        layer = self.layers[k]
+        zq = _round(z * 2.0**layer.f_z) + layer.zp_z
+        self.masks[k] = ((zq >= -128) & (zq <= 127)).astype(np.float64)
+        return (np.clip(zq, -128, 127) - layer.zp_z) * 2.0**-layer.f_z
+
+    def output(self, k, a):
+        """Layer k's activation output -> its int8 grid: sigmoid / tanh outputs are table
+        entries at their own scale; relu keeps z's grid; softmax and linear are left alone
+        (the board's argmax reads the logits)."""
+        layer = self.layers[k]
+        if layer.act not in ("sigmoid", "tanh"):
+            return a
+        f_y, zp_y = layer.out_scale
+        yq = np.clip(_round(a * 2.0**f_y) + zp_y, -128, 127)
+        return (yq - zp_y) * 2.0**-f_y
+
+
 def fake_quant_forward(Ws, bs, qmodel, x):
-    """Fake-quantized forward at `qmodel`'s scales. x: float inputs on the input grid (n, n_in).
-
-    Returns (a, masks, Wq): the function signal per layer (a[0] = x; the last entry is the
-    logits or linear output), the straight-through masks (1 where the pre-activation did not
-    saturate) and the fake-quantized weights used.
-    """
-    a, masks, Wqs = [x], [], []
-    for W, b, layer in zip(Ws, bs, qmodel.layers, strict=True):
-        f_b = layer.f_x + layer.f_w
-        Wq = quantize_weights(W, layer.f_w) * 2.0**-layer.f_w
-        bq = _round(b * 2.0**f_b) * 2.0**-f_b
-        zq = _round((a[-1] @ Wq.T + bq) * 2.0**layer.f_z) + layer.zp_z
-        masks.append(((zq >= -128) & (zq <= 127)).astype(np.float64))
-        z = (np.clip(zq, -128, 127) - layer.zp_z) * 2.0**-layer.f_z
-        if layer.act == "relu":
-            y = np.maximum(z, 0.0)
-        elif layer.act in ("sigmoid", "tanh"):
-            f_y, zp_y = layer.out_scale
-            yq = np.clip(_round(_ACT[layer.act](z) * 2.0**f_y) + zp_y, -128, 127)
-            y = (yq - zp_y) * 2.0**-f_y
-        else:
-            y = z
-        a.append(y)
-        Wqs.append(Wq)
-    return a, masks, Wqs
-
-
-def _fake_quant_grads(Ws, bs, qmodel, x, Y, classify):
-    """Loss gradients through the fake-quantized forward, straight-through estimator."""
-    a, masks, Wqs = fake_quant_forward(Ws, bs, qmodel, x)
-    n = len(x)
-    out = a[-1]
-    if classify:
-        e = np.exp(out - out.max(axis=1, keepdims=True))
-        delta = (e / e.sum(axis=1, keepdims=True) - Y) / n
-    else:
-        delta = (out - Y) / (n * Y.shape[1])
-    delta = delta * masks[-1]
-    dW, db = [None] * len(Ws), [None] * len(Ws)
-    for k in reversed(range(len(Ws))):
-        dW[k] = delta.T @ a[k]
-        db[k] = delta.sum(axis=0)
-        if k > 0:
-            act = qmodel.layers[k - 1].act
-            delta = (delta @ Wqs[k]) * _ACT_GRAD[act](a[k]) * masks[k - 1]
-    return dW, db
+    """The fake-quantized forward at `qmodel`'s scales: float inputs on the input grid (n, n_in)
+    -> every layer's function signal (mlp.forward_pass; the last is softmax probabilities or
+    the linear output)."""
+    fq = FakeQuant(qmodel)
+    Wq, bq = fq.weights(Ws, bs)
+    return forward_pass(Wq, bq, [layer.act for layer in qmodel.layers], x, fq)
 
 
 def qat_finetune(Ws, bs, qmodel, x, y, epochs=10, lr=1e-4, batch_size=32, seed=0):
-    """Fine-tune float weights (copies) through the fake-quantized forward at `qmodel`'s scales.
+    """Fine-tune float weights (copies) through the fake-quantized forward at `qmodel`'s scales:
+    mlp.train with Adam, no L2 and no validation, and the FakeQuant hook.
 
     x: float network inputs on the input grid (n, n_in); y: class indices (softmax) or targets.
     Returns (Ws, bs).
     """
-    Ws = [np.array(W, dtype=np.float64) for W in Ws]
-    bs = [np.array(b, dtype=np.float64) for b in bs]
-    classify = qmodel.layers[-1].act == "softmax"
-    n_out = qmodel.layers[-1].n_out
-    if classify:
-        Y = np.eye(n_out)[np.asarray(y, dtype=np.int64)]
-    else:
-        Y = np.asarray(y, dtype=np.float64).reshape(len(x), n_out)
-    opt = Adam(Ws + bs, lr)
-    rng = np.random.default_rng(seed)
-    for _ in range(epochs):
-        order = rng.permutation(len(x))
-        for i in range(0, len(x), batch_size):
-            idx = order[i : i + batch_size]
-            dW, db = _fake_quant_grads(Ws, bs, qmodel, x[idx], Y[idx], classify)
-            opt.step(dW + db)
-    return Ws, bs
+    net = MLP.from_weights(Ws, bs, [layer.act for layer in qmodel.layers])
+    train(
+        net, x, y, optimizer="adam", lr=lr, batch_size=batch_size, epochs=epochs, l2=0.0,
+        val_fraction=0.0, seed=seed, fake_quant=FakeQuant(qmodel),
+    )  # fmt: skip
+    return net.W, net.b
 
 
 # -- the quantizer -----------------------------------------------------------------------------
@@ -353,7 +323,7 @@ def quantize(
     if qat not in (True, False, "auto"):
         raise ValueError("quantize: qat must be True, False or 'auto', found %r" % (qat,))
     meta = {"classes": classes, "features": features, "sensor": sensor}
-    ptq = _build(Ws, bs, acts, input_stage, X_q, percentile=percentile, meta=meta)
+    ptq = build_qmodel(Ws, bs, acts, input_stage, X_q, percentile=percentile, meta=meta)
     report = {"float_score": None, "ptq_score": None, "qat_score": None, "chosen": "ptq"}
     if info is not None:
         info.update(report)
@@ -367,7 +337,8 @@ def quantize(
     else:
         X_eval, y_eval = _check_inputs(X_val_q, mlp, "X_val_q"), y_val
     x_eval = input_stage.to_float(X_eval)
-    float_score = _score_float(_float_forward(Ws, bs, acts, x_eval), y_eval, acts[-1])
+    logits = forward_pass(Ws, bs, acts, x_eval, logits=True)[-1]
+    float_score = _score_float(logits, y_eval, acts[-1])
     ptq_score = score_q(ptq, X_eval, y_eval)
     report.update(float_score=float_score, ptq_score=ptq_score)
     best, best_score = ptq, ptq_score
@@ -375,8 +346,11 @@ def quantize(
         x = input_stage.to_float(X_q)
         Wq, bq = qat_finetune(Ws, bs, ptq, x, y_calib, qat_epochs, qat_lr, qat_batch_size, seed)
         candidates = [
-            ("qat", _build(Wq, bq, acts, input_stage, X_q, _scales(ptq), meta=meta)),
-            ("qat-recalibrated", _build(Wq, bq, acts, input_stage, X_q, None, percentile, meta)),
+            ("qat", build_qmodel(Wq, bq, acts, input_stage, X_q, _scales(ptq), meta=meta)),
+            (
+                "qat-recalibrated",
+                build_qmodel(Wq, bq, acts, input_stage, X_q, None, percentile, meta),
+            ),
         ]
         for name, qm in candidates:
             score = score_q(qm, X_eval, y_eval)
