@@ -123,17 +123,17 @@ def gains(variant, ds, mds, seed, train_subjects, test_subjects):
     out = {}
     for held_out, fit_on, kind in folds:
         subjects = [held_out] if held_out else test_subjects
-        qm, _ = adapt._train(ds, fit_on, subjects, ("all",), options)
+        qm, _ = adapt.train_and_quantize(ds, fit_on, subjects, ("all",), options)
         net = trainref.dequantize(qm)
         for s in subjects:
-            trial = adapt._Trial(qm, ds, s, adapt.PER_CLASS, EPOCHS, seed, rehearse=NO_REHEARSAL)
+            trial = adapt.Trial(qm, ds, s, adapt.PER_CLASS, EPOCHS, seed, rehearse=NO_REHEARSAL)
             adapt_idx, _ = adapt.adaptation_split(ds, s, list(qm.classes))
             mirrored = mds.X[adapt_idx][adapt.epoch_order(len(adapt_idx), EPOCHS, seed)]
             replay = rehearsal.pick(ds, fit_on, list(qm.classes), rehearsal.PER_CLASS, seed)
             seq, per_epoch = sequence(variant, trial, net, mirrored, replay)
             for i, (_, opts) in enumerate(cands):
                 after = trainref.float_predict(finetune(net, seq, per_epoch, **opts), trial.x_eval)
-                gain = adapt._accuracy(after, trial.y_eval) - trial.float_before
+                gain = adapt.accuracy(after, trial.y_eval) - trial.float_before
                 out.setdefault((kind, i), []).append(100 * gain)
     return out
 

@@ -117,12 +117,14 @@ def epoch_order(n, epochs, seed):
     return np.concatenate([rng.permutation(n) for _ in range(epochs)] or [np.zeros(0, int)])
 
 
-def _accuracy(pred, y):
+def accuracy(pred, y):
+    """Fraction of predictions equal to the labels y (NaN when there are none)."""
     return float(np.mean(np.asarray(pred) == np.asarray(y))) if len(y) else float("nan")
 
 
-class _Trial:
-    """One subject's adaptation and evaluation sets on one quantized model."""
+class Trial:
+    """One subject's adaptation and evaluation sets on one quantized model: `samples(mode)`
+    the steps in order, integer and float predictions on the evaluation set after them."""
 
     def __init__(self, qm, ds, subject, per_class, epochs, seed, fit_subjects=(), rehearse=None):
         classes = list(qm.classes)
@@ -152,8 +154,8 @@ class _Trial:
         self.int_before_pred = reference.predict(qm, self.x_eval)[0]
         net = trainref.dequantize(qm)
         self.float_before_pred = trainref.float_predict(net, self.x_eval)
-        self.int_before = _accuracy(self.int_before_pred, self.y_eval)
-        self.float_before = _accuracy(self.float_before_pred, self.y_eval)
+        self.int_before = accuracy(self.int_before_pred, self.y_eval)
+        self.float_before = accuracy(self.float_before_pred, self.y_eval)
 
     def samples(self, mode):
         """(raw features, class indices) of the steps `mode` takes, in order: the adaptation
@@ -181,15 +183,16 @@ class _Trial:
         return [
             None
             if isinstance(q, ValueError)
-            else _accuracy(reference.predict(q, self.x_eval)[0], self.y_eval)
+            else accuracy(reference.predict(q, self.x_eval)[0], self.y_eval)
             for q in trained
         ]
 
     def floating_many(self, mode, rates):
-        """floating() for each (lr, hidden_shift) of `rates` at once (host/trainmany.py)."""
+        """floating() for each (lr, hidden_shift) of `rates` at once
+        (trainref.float_finetune_many)."""
         x, y = self.samples(mode)
-        nets = trainmany.float_finetune_many(self.qm, x, y, mode, rates)
-        return [_accuracy(trainref.float_predict(net, self.x_eval), self.y_eval) for net in nets]
+        nets, _ = trainref.float_finetune_many(self.qm, x, y, mode, rates)
+        return [accuracy(trainref.float_predict(net, self.x_eval), self.y_eval) for net in nets]
 
     def float_predictions(self, mode, lr, hidden_shift=0):
         """Evaluation-set classes after float64 SGD on the same layers, samples and order
@@ -202,16 +205,16 @@ class _Trial:
 
     def integer(self, mode, lr_shift, hidden_shift=0):
         """Accuracy after board-exact training (see integer_predictions)."""
-        return _accuracy(self.integer_predictions(mode, lr_shift, hidden_shift), self.y_eval)
+        return accuracy(self.integer_predictions(mode, lr_shift, hidden_shift), self.y_eval)
 
     def floating(self, mode, lr, hidden_shift=0):
         """Accuracy after float64 SGD on the same layers (see float_predictions)."""
-        return _accuracy(self.float_predictions(mode, lr, hidden_shift), self.y_eval)
+        return accuracy(self.float_predictions(mode, lr, hidden_shift), self.y_eval)
 
     def split(self, pred):
         """(accuracy on the adapted recordings' windows, on the other recordings' windows)."""
         y = self.y_eval
-        return _accuracy(pred[self.same], y[self.same]), _accuracy(pred[~self.same], y[~self.same])
+        return accuracy(pred[self.same], y[self.same]), accuracy(pred[~self.same], y[~self.same])
 
 
 def _subset(ds, subjects):
@@ -230,8 +233,9 @@ def _quantize(mlp, meta, ds, modes):
     return pipeline.quantize_model(mlp, meta, ds, trainable_layers=trainable)
 
 
-def _train(ds, train_subjects, test_subjects, modes, train_options):
-    """Float model on `train_subjects` only, quantized: -> (qmodel, float test accuracy)."""
+def train_and_quantize(ds, train_subjects, test_subjects, modes, train_options):
+    """A float model trained on `train_subjects` only (pipeline.train_model with
+    `train_options`), quantized as export does for `modes` -> (qmodel, float test accuracy)."""
     sub = _subset(ds, list(train_subjects) + list(test_subjects))
     mlp, meta, report, _ = pipeline.train_model(
         sub, test_subjects=list(test_subjects), **train_options
@@ -292,8 +296,8 @@ def select_rates(
             progress(
                 "rates: fold %d/%d, subject %s left out" % (n + 1, len(train_subjects), held_out)
             )
-        qm, _ = _train(ds, others, [held_out], modes, options)
-        trial = _Trial(qm, ds, held_out, per_class, epochs, seed, others, rehearse)
+        qm, _ = train_and_quantize(ds, others, [held_out], modes, options)
+        trial = Trial(qm, ds, held_out, per_class, epochs, seed, others, rehearse)
         before += trial.int_before
         float_before += trial.float_before
         for m in modes:
@@ -394,14 +398,14 @@ def run_adaptation(
     if model is None:
         if progress:
             progress("model: training on subjects %s" % ",".join(train_subjects))
-        qm, float_test = _train(ds, train_subjects, test_subjects, modes, options)
+        qm, float_test = train_and_quantize(ds, train_subjects, test_subjects, modes, options)
     else:
         mlp, meta = model
         qm = _quantize(mlp, meta, ds, modes)
         float_test = None
     rows = []
     for s in test_subjects:
-        trial = _Trial(qm, ds, s, per_class, epochs, seed, train_subjects, rehearse)
+        trial = Trial(qm, ds, s, per_class, epochs, seed, train_subjects, rehearse)
         for m in modes:
             int_after = trial.integer_predictions(m, lr_shift[m], hidden_shift[m])
             float_after = trial.float_predictions(m, lr[m], float_hidden_shift[m])
@@ -413,9 +417,9 @@ def run_adaptation(
                 "n_same": int(trial.same.sum()),
                 "n_other": int((~trial.same).sum()),
                 "int_before": trial.int_before,
-                "int_after": _accuracy(int_after, trial.y_eval),
+                "int_after": accuracy(int_after, trial.y_eval),
                 "float_before": trial.float_before,
-                "float_after": _accuracy(float_after, trial.y_eval),
+                "float_after": accuracy(float_after, trial.y_eval),
             }
             for name, pred in (
                 ("int_before", trial.int_before_pred), ("int_after", int_after),

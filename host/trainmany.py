@@ -10,6 +10,7 @@ as on the board). The adaptation experiment (host/adapt.py) tries a grid of rate
 subject; one step for the whole grid costs what one step for one rate did. tests/test_adapt.py
 proves every copy bit-identical to TrainRef. When any value of any copy leaves 31 bits, each
 rate is run again on its own by TrainRef, so a BoundError lands on the rates that raise it.
+(The float baseline's grid is trainref.float_finetune_many.)
 """
 
 import copy
@@ -35,7 +36,7 @@ def train_steps_many(qmodel, raw, labels, mode, rates, batch=1, seed=None):
     if not ok:
         return results
     try:
-        many = _Many(qmodel, mode, [rates[i] for i in ok], batch, seed)
+        many = Many(qmodel, mode, [rates[i] for i in ok], batch, seed)
         many.run(raw, labels)
         for j, i in enumerate(ok):
             results[i] = many.qmodel(j)
@@ -50,7 +51,7 @@ def train_steps_many(qmodel, raw, labels, mode, rates, batch=1, seed=None):
     return results
 
 
-class _Many:
+class Many:
     """TrainRef's state with a leading axis of C copies (one per rate)."""
 
     def __init__(self, qmodel, mode, rates, batch, seed):
@@ -134,16 +135,16 @@ class _Many:
                 self.gb[k] = check_small(self.gb[k] + d, "layer %d bias gradient sum" % k)
         self._count += 1
         if self._count >= self.batch:
-            self._update()
+            self.update()
             self._count = 0
 
     def _backward(self, k, d, y):
-        """TrainRef._backward for every copy: delta(k) (C, n_out) -> delta(k - 1)."""
+        """TrainRef's _backward for every copy: delta(k) (C, n_out) -> delta(k - 1)."""
         w, below = self.w[k], self.q.layers[k - 1]
         where = "layer %d backward" % k
         check_small(_vecmat(np.abs(d), np.abs(w)), where + " partial sums")
         s = check_small(_vecmat(d, w), where + " sum")
-        t = trainref._clip(rounding_rshift(s, self.plan[k - 1]["sback"]), -32768, 32767)
+        t = trainref.clamp(rounding_rshift(s, self.plan[k - 1]["sback"]), -32768, 32767)
         if below.act == "relu":
             return np.where(y > below.zp_z, t, 0)
         if below.act in trainref.DERIV_SHIFT:
@@ -153,7 +154,7 @@ class _Many:
         return t
 
     def _stochastic(self, g, s, what):
-        """TrainRef._stochastic for every copy: g (C, m), s (C, 1) -> the update steps."""
+        """TrainRef's _stochastic for every copy: g (C, m), s (C, 1) -> the update steps."""
         out = np.empty_like(g)
         low = s[:, 0] <= 0
         if low.any():
@@ -174,8 +175,8 @@ class _Many:
             out[up] = (g >> s) + (frac > ((r - 1) >> (16 - t)))
         return out
 
-    def _update(self):
-        """TrainRef._update for every copy: layer by layer, weights row-major, then biases."""
+    def update(self):
+        """TrainRef's _update for every copy: layer by layer, weights row-major, then biases."""
         c = len(self.state)
         for k, p in enumerate(self.plan):
             where = "layer %d " % k
@@ -183,15 +184,15 @@ class _Many:
                 shape = self.w[k].shape
                 u = self._stochastic(self.gw[k].reshape(c, -1), self.sw[k], where + "weight step")
                 v = check_small(self.master_w[k].reshape(c, -1) - u, where + "master weight")
-                v = trainref._clip(v, -32768, 32767).reshape(shape)
+                v = trainref.clamp(v, -32768, 32767).reshape(shape)
                 self.master_w[k] = v
-                self.w[k] = trainref._clip((v + 128) >> 8, -127, 127)
+                self.w[k] = trainref.clamp((v + 128) >> 8, -127, 127)
                 self.gw[k][:] = 0
             if p["trains_b"]:
                 u = self._stochastic(self.gb[k], self.sb[k], where + "bias step")
                 v = check_small(self.b[k] - u, where + "bias update")
                 lim = p["bias_limit"]
-                self.b[k] = trainref._clip(v, -lim, lim)
+                self.b[k] = trainref.clamp(v, -lim, lim)
                 self.gb[k][:] = 0
 
 
@@ -199,10 +200,11 @@ _CYCLE_TWICE = None
 
 
 def _cycle_twice():
-    """trainref._cycle with its states repeated once: states[pos[x] + k] for 1 <= k <= 65535."""
+    """trainref.xorshift_cycle with its states repeated once: states[pos[x] + k] for
+    1 <= k <= 65535."""
     global _CYCLE_TWICE
     if _CYCLE_TWICE is None:
-        states, pos = trainref._cycle()
+        states, pos = trainref.xorshift_cycle()
         _CYCLE_TWICE = (np.concatenate([states, states]), pos)
     return _CYCLE_TWICE
 
@@ -215,47 +217,3 @@ def _matvec(w, x):
 def _vecmat(d, w):
     """(C, n_out) . (C, n_out, n_in) -> (C, n_in), exact in int64."""
     return np.matmul(d[:, None, :], w)[:, 0, :]
-
-
-def float_finetune_many(qmodel, raw, labels, mode, rates):
-    """trainref.float_finetune (batch 1) for each (lr, hidden_shift) of `rates` over the same
-    samples, vectorised over the copies the same way -> a float network per rate. Each copy's
-    products and sums are the ones float_finetune computes for it, row by row."""
-    for _, h in rates:
-        trainref.check_hidden_shift(h)
-    net = trainref.dequantize(qmodel)
-    c, n = len(rates), len(net["W"])
-    W = [np.repeat(w[None], c, axis=0) for w in net["W"]]
-    b = [np.repeat(v[None], c, axis=0) for v in net["b"]]
-    lrs = [
-        np.array([lr * (2.0**-h if k < n - 1 else 1.0) for lr, h in rates])[:, None]
-        for k in range(n)
-    ]
-    learn_w = [mode == "all" or (mode == "last" and k == n - 1) for k in range(n)]
-    learn_b = [mode != "last" or k == n - 1 for k in range(n)]
-    lowest = min(k for k in range(n) if learn_w[k] or learn_b[k])
-    x = trainref.float_inputs(net, raw)
-    for i, label in enumerate(np.asarray(labels, dtype=np.int64)):
-        a = [np.repeat(x[i : i + 1], c, axis=0)]  # float_forward, one row per copy
-        for k in range(n):
-            z = np.matmul(a[k][:, None, :], W[k].transpose(0, 2, 1))[:, 0, :] + b[k]
-            a.append(trainref._float_act(net["acts"][k], z))
-        delta = a[-1].copy()  # float_gradients: a - one-hot
-        delta[:, label] -= 1.0
-        for k in reversed(range(lowest, n)):
-            d = delta
-            if k > lowest:
-                delta = np.matmul(delta[:, None, :], W[k])[:, 0, :] * trainref._float_deriv(
-                    net["acts"][k - 1], a[k]
-                )
-            if learn_w[k]:
-                W[k] = W[k] - lrs[k][:, :, None] * np.matmul(d[:, :, None], a[k][:, None, :])
-            if learn_b[k]:
-                b[k] = b[k] - lrs[k] * d
-    nets = []
-    for j in range(c):
-        one = dict(net)
-        one["W"] = [w[j].copy() for w in W]
-        one["b"] = [v[j].copy() for v in b]
-        nets.append(one)
-    return nets

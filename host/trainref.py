@@ -18,7 +18,10 @@ point (device/train_plan.check_inputs, the same rule and message).
 
 `float_finetune` trains the same layers of the dequantized network in float64 with plain SGD
 at the same learning rate 2**-lr_shift on gradients summed over each mini-batch: the baseline
-the integer trainer is compared with.
+the integer trainer is compared with. Its forward and backward are host/mlp.py's (one float
+forward and backward on the host); `float_finetune_many` runs it for a grid of rates at once.
+Which layers learn in each mode is the device's `learns` (device/train_plan.py), here as on
+the board.
 
 `hidden_shift` (default 0) is discriminative fine-tuning: every layer below the last learns
 at 2**-(lr_shift + hidden_shift), the last layer at 2**-lr_shift, in the integer trainer (its
@@ -32,20 +35,21 @@ import numpy as np
 from device.config import DEFAULTS, MAX_SHIFT
 from device.prng import seed_state, xorshift16
 from device.train import DEFAULT_LR_SHIFT, settings
-from device.train_plan import DELTA_MAX, F_DELTA, F_DELTA_OUT, LEARN_MODES
+from device.train_plan import DELTA_MAX, F_DELTA, F_DELTA_OUT, LEARN_MODES, learns
 
 from . import reference
 from .bounds import bias_limit, check_zero_inputs
 from .fixedpoint import SMALL_INT_MAX, check_small, rounding_rshift
-from .mlp import ACTIVATIONS as FLOAT_ACTIVATIONS
+from .mlp import backward_pass, forward_pass, output_error
 
 DEFAULT_MODE = DEFAULTS["learn"]  # the Trainer's, as board.json's
 MASTER_MAX = DELTA_MAX  # |int16| master weights, as device/train_plan.prove
 DERIV_SHIFT = {"sigmoid": 16, "tanh": 14}
 
 
-def _clip(x, lo, hi):
-    """np.clip for ints, without its per-call limit checks (TrainRef clips a few times a step)."""
+def clamp(x, lo, hi):
+    """Integers x clamped to [lo, hi]: np.clip without its per-call limit checks (TrainRef
+    clamps a few times a step)."""
     return np.minimum(np.maximum(x, lo), hi)
 
 
@@ -55,7 +59,9 @@ def _clip(x, lo, hi):
 _CYCLE = None  # (states in generation order starting after 1, position of each state)
 
 
-def _cycle():
+def xorshift_cycle():
+    """xorshift16's whole period, made once: (states (65535,) in the order the generator
+    visits them starting after 1, the position of each state in that order (65536,))."""
     global _CYCLE
     if _CYCLE is None:
         states = np.empty(65535, dtype=np.int64)
@@ -75,7 +81,7 @@ def draws(state, n):
     """The next n xorshift16 states after `state` -> (int64 array (n,), the new state)."""
     if n == 0:
         return np.zeros(0, dtype=np.int64), state
-    states, pos = _cycle()
+    states, pos = xorshift_cycle()
     idx = (pos[state] + 1 + np.arange(n)) % 65535
     r = states[idx]
     return r, int(r[-1])
@@ -124,6 +130,7 @@ def train_plan(qmodel, mode=DEFAULT_MODE, lr_shift=DEFAULT_LR_SHIFT, hidden_shif
     if layers[-1].act != "softmax":
         raise ValueError("trainref: last layer %r, expected softmax" % layers[-1].act)
     n = len(layers)
+    trains_w, trains_b, lowest = learns(mode, n)
     plan = [{} for _ in layers]
     f_delta = F_DELTA_OUT
     plan[-1].update(f_delta=F_DELTA_OUT, sback=0)
@@ -139,9 +146,9 @@ def train_plan(qmodel, mode=DEFAULT_MODE, lr_shift=DEFAULT_LR_SHIFT, hidden_shif
         big = int(np.abs(np.asarray(layer.b, dtype=np.int64)).max(initial=0))
         lr_k = lr_shift + (hidden_shift if k < n - 1 else 0)
         p.update(
-            trains_w=mode == "all" or (mode == "last" and k == n - 1),
-            trains_b=mode != "last" or k == n - 1,
-            has_delta=mode != "last" or k == n - 1,
+            trains_w=trains_w[k],
+            trains_b=trains_b[k],
+            has_delta=k >= lowest,
             sw=lr_k + p["f_delta"] + f_x - f_w - 8,
             sb=lr_k + p["f_delta"] - f_x - f_w,
             dmax=d,
@@ -275,7 +282,7 @@ class TrainRef:
         where = "layer %d backward" % k
         check_small(np.abs(d) @ np.abs(w), where + " partial sums")
         s = check_small(d @ w, where + " sum")
-        t = _clip(rounding_rshift(s, self.plan[k - 1]["sback"]), -32768, 32767)
+        t = clamp(rounding_rshift(s, self.plan[k - 1]["sback"]), -32768, 32767)
         act = below.act
         if act == "relu":
             return np.where(y > below.zp_z, t, 0)
@@ -340,15 +347,15 @@ class TrainRef:
             if p["trains_w"]:
                 u = self._stochastic(self.gw[k].ravel(), p["sw"], where + "weight step")
                 v = check_small(self.master_w[k].ravel() - u, where + "master weight update")
-                v = _clip(v, -32768, 32767).reshape(layer.w.shape)
+                v = clamp(v, -32768, 32767).reshape(layer.w.shape)
                 self.master_w[k] = v
-                layer.w = _clip((v + 128) >> 8, -127, 127)
+                layer.w = clamp((v + 128) >> 8, -127, 127)
                 self.gw[k][:] = 0
             if p["trains_b"]:
                 u = self._stochastic(self.gb[k], p["sb"], where + "bias step")
                 v = check_small(layer.b - u, where + "bias update")
                 lim = p["bias_limit"]
-                layer.b = _clip(v, -lim, lim)
+                layer.b = clamp(v, -lim, lim)
                 self.gb[k][:] = 0
 
     def gradients(self, raw, labels):
@@ -396,43 +403,12 @@ def float_inputs(net, raw):
     return net["input_stage"].transform(np.asarray(raw, dtype=np.int64))
 
 
-def _float_act(name, z):
-    return z if name == "linear" else FLOAT_ACTIVATIONS[name](z)
-
-
-def _float_deriv(name, a):
-    if name == "relu":
-        return (a > 0).astype(a.dtype)
-    if name == "sigmoid":
-        return a * (1.0 - a)
-    if name == "tanh":
-        return 1.0 - a * a
-    return np.ones_like(a)
-
-
-def float_forward(net, x):
-    """float inputs (n, n_in) -> every layer's output [x, a_1, ..., probabilities]."""
-    a = [np.asarray(x, dtype=np.float64)]
-    for W, b, act in zip(net["W"], net["b"], net["acts"], strict=True):
-        a.append(_float_act(act, a[-1] @ W.T + b))
-    return a
-
-
-def float_gradients(net, x, labels, a=None):
-    """Cross-entropy gradients summed over the samples: (dW list, db list), per layer.
-    `a`: float_forward(net, x) when the caller has it already."""
-    a = float_forward(net, x) if a is None else a
-    y = np.zeros_like(a[-1])
-    y[np.arange(len(y)), np.asarray(labels)] = 1.0
-    delta = a[-1] - y
-    n = len(net["W"])
-    dW, db = [None] * n, [None] * n
-    for k in reversed(range(n)):
-        dW[k] = delta.T @ a[k]
-        db[k] = delta.sum(axis=0)
-        if k > 0:
-            delta = (delta @ net["W"][k]) * _float_deriv(net["acts"][k - 1], a[k])
-    return dW, db
+def float_gradients(net, x, labels):
+    """Cross-entropy gradients summed over the samples x (n, n_in) with class indices
+    `labels`: (dW list, db list), per layer (mlp.forward_pass and backward_pass)."""
+    a = forward_pass(net["W"], net["b"], net["acts"], np.asarray(x, dtype=np.float64))
+    Y = np.eye(a[-1].shape[-1])[np.asarray(labels, dtype=np.int64)]
+    return backward_pass(net["W"], net["acts"], a, output_error(a[-1], Y, "cross_entropy"))
 
 
 def float_finetune(
@@ -444,42 +420,61 @@ def float_finetune(
     with lr * (gradient summed over the batch), lr * 2**-hidden_shift below the last layer;
     lr defaults to 2**-lr_shift, the integer trainer's rate. Returns (net, correct): the
     float network and, per sample, whether it was predicted right before learning from it."""
-    _check_mode(mode)
-    hidden_shift = check_hidden_shift(hidden_shift)
-    net = dequantize(qmodel)
-    net["W"] = [W.copy() for W in net["W"]]
-    net["b"] = [b.copy() for b in net["b"]]
     lr = effective_lr(lr_shift) if lr is None else float(lr)
-    n = len(net["W"])
-    lrs = [lr * (2.0**-hidden_shift if k < n - 1 else 1.0) for k in range(n)]
-    learn_w = [mode == "all" or (mode == "last" and k == n - 1) for k in range(n)]
-    learn_b = [mode != "last" or k == n - 1 for k in range(n)]
+    nets, correct = float_finetune_many(qmodel, raw, labels, mode, [(lr, hidden_shift)], batch)
+    return nets[0], correct[0]
+
+
+def float_finetune_many(qmodel, raw, labels, mode, rates, batch=1):
+    """float_finetune for each (lr, hidden_shift) of `rates` over the same samples, at once:
+    one copy of the network per rate, stacked on a leading axis that mlp.forward_pass and
+    backward_pass carry along (each copy computes what it would alone, to the last bit).
+    Returns (a float network per rate, correct (rates, n))."""
+    _check_mode(mode)
+    for _, h in rates:
+        check_hidden_shift(h)
+    net = dequantize(qmodel)
+    acts, c, n = net["acts"], len(rates), len(net["W"])
+    trains_w, trains_b, lowest = learns(mode, n)
+    W = [np.repeat(w[None], c, axis=0) for w in net["W"]]  # (c, n_out, n_in)
+    b = [np.repeat(v[None, None], c, axis=0) for v in net["b"]]  # (c, 1, n_out)
+    # the layers below the last learn 2**hidden_shift times slower
+    lrs = [
+        np.array([lr * (2.0**-h if k < n - 1 else 1.0) for lr, h in rates])[:, None, None]
+        for k in range(n)
+    ]
     x = float_inputs(net, raw)
     labels = np.asarray(labels, dtype=np.int64)
-    correct = np.zeros(len(x), dtype=np.int64)
-    sum_w = [np.zeros_like(W) for W in net["W"]]
-    sum_b = [np.zeros_like(b) for b in net["b"]]
+    Y = np.eye(W[-1].shape[1])[labels]
+    correct = np.zeros((c, len(x)), dtype=np.int64)
+    gw, gb = [None] * n, [None] * n  # gradients summed over the batch so far
     count = 0
     for i in range(len(x)):
-        a = float_forward(net, x[i : i + 1])
-        correct[i] = int(np.argmax(a[-1][0]) == labels[i])
-        dW, db = float_gradients(net, x[i : i + 1], labels[i : i + 1], a)
-        for k in range(n):
-            sum_w[k] += dW[k]
-            sum_b[k] += db[k]
+        a = forward_pass(W, b, acts, np.repeat(x[None, i : i + 1], c, axis=0))
+        correct[:, i] = np.argmax(a[-1][:, 0], axis=1) == labels[i]
+        delta = output_error(a[-1], Y[i], "cross_entropy")
+        dW, db = backward_pass(W, acts, a, delta, lowest=lowest)
+        for k in range(lowest, n):
+            gw[k] = dW[k] if count == 0 else gw[k] + dW[k]
+            gb[k] = db[k][:, None] if count == 0 else gb[k] + db[k][:, None]
         count += 1
         if count == batch:
-            for k in range(n):
-                if learn_w[k]:
-                    net["W"][k] -= lrs[k] * sum_w[k]
-                if learn_b[k]:
-                    net["b"][k] -= lrs[k] * sum_b[k]
-                sum_w[k][:] = 0
-                sum_b[k][:] = 0
+            for k in range(lowest, n):
+                if trains_w[k]:
+                    W[k] = W[k] - lrs[k] * gw[k]
+                if trains_b[k]:
+                    b[k] = b[k] - lrs[k] * gb[k]
             count = 0
-    return net, correct
+    nets = []
+    for j in range(c):
+        one = dict(net)
+        one["W"] = [w[j].copy() for w in W]
+        one["b"] = [v[j, 0].copy() for v in b]
+        nets.append(one)
+    return nets, correct
 
 
 def float_predict(net, raw):
     """int raw features (n, F) -> class indices (n,) of the float network (argmax)."""
-    return np.argmax(float_forward(net, float_inputs(net, raw))[-1], axis=1)
+    a = forward_pass(net["W"], net["b"], net["acts"], float_inputs(net, raw))
+    return np.argmax(a[-1], axis=1)

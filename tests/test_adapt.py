@@ -108,8 +108,8 @@ def test_given_hidden_shift_slows_the_hidden_layers_only(small):
 def test_rehearsal_interleaves_windows_of_the_training_subjects(small):
     """When hidden layers learn, each adaptation step is followed by one on a rehearsal window
     (host/rehearsal.py) of the model's own training subjects, integer and float alike."""
-    qm, _ = adapt._train(small, ["s1", "s2", "s3"], ["s4"], ("all",), FAST)
-    trial = adapt._Trial(qm, small, "s4", 5, 2, 1, ["s1", "s2", "s3"], {"last": 0, "all": 2})
+    qm, _ = adapt.train_and_quantize(small, ["s1", "s2", "s3"], ["s4"], ("all",), FAST)
+    trial = adapt.Trial(qm, small, "s4", 5, 2, 1, ["s1", "s2", "s3"], {"last": 0, "all": 2})
     x, y = trial.samples("all")
     assert len(x) == 2 * len(trial.x_adapt)
     assert (x[0::2] == trial.x_adapt).all() and (y[0::2] == trial.y_adapt).all()
@@ -135,11 +135,11 @@ def test_rehearsal_interleaves_windows_of_the_training_subjects(small):
 
 
 def test_the_grid_trained_at_once_equals_trainref_rate_by_rate(small, monkeypatch):
-    """host/trainmany.py (the rate selection's trainers) gives, for every rate of the grid,
-    TrainRef's weights bit for bit, and refuses what TrainRef refuses, where it refuses it; and
-    float_finetune's float weights exactly."""
-    qm, _ = adapt._train(small, ["s1", "s2", "s3"], ["s4"], ("all",), FAST)
-    trial = adapt._Trial(qm, small, "s4", 5, 2, 1, ["s1", "s2", "s3"])
+    """host/trainmany.py (the rate selection's integer trainer) gives, for every rate of the
+    grid, TrainRef's weights bit for bit, and refuses what TrainRef refuses, where it refuses
+    it; and trainref.float_finetune_many gives float_finetune's float weights exactly."""
+    qm, _ = adapt.train_and_quantize(small, ["s1", "s2", "s3"], ["s4"], ("all",), FAST)
+    trial = adapt.Trial(qm, small, "s4", 5, 2, 1, ["s1", "s2", "s3"])
     # rates whose update shifts are <= 0 (no draws) and > 0 side by side, and one TrainRef
     # refuses (lr_shift 31)
     for mode in ("last", "bias", "all"):
@@ -160,7 +160,7 @@ def test_the_grid_trained_at_once_equals_trainref_rate_by_rate(small, monkeypatc
         x, y = trial.samples(mode)
         rates = [(lr, h) for lr in (2**-3, 2**-5.5) for h in adapt.hidden_shifts(mode)]
         for (lr, h), got in zip(
-            rates, trainmany.float_finetune_many(qm, x, y, mode, rates), strict=True
+            rates, trainref.float_finetune_many(qm, x, y, mode, rates)[0], strict=True
         ):
             want, _ = trainref.float_finetune(qm, x, y, mode=mode, lr=lr, hidden_shift=h)
             for k in range(len(want["W"])):
@@ -173,7 +173,7 @@ def test_the_grid_trained_at_once_equals_trainref_rate_by_rate(small, monkeypatc
     def out_of_bounds(self):
         raise BoundError("bound: a copy left 31 bits")
 
-    monkeypatch.setattr(trainmany._Many, "_update", out_of_bounds)
+    monkeypatch.setattr(trainmany.Many, "update", out_of_bounds)
     again = trainmany.train_steps_many(qm, x, y, "all", [(5, 0), (3, 2)], 1, 2)
     for got, (k, h) in zip(again, [(5, 0), (3, 2)], strict=True):
         want = trainref.train_steps(qm, x, y, "all", k, 1, 2, h).qmodel
