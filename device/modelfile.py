@@ -98,7 +98,7 @@ def _in_range(value, lo, hi, what):
     return value
 
 
-class _Reader:
+class Reader:
     """Reads the fields in order from `buf` (the whole file) or, when `buf` is None, from the
     open file `f`; checks that each field is there before it is read."""
 
@@ -286,7 +286,7 @@ def _read_training(r):
 
 
 def _read(r):
-    """The fields after the header, from the _Reader `r`, -> the model dict."""
+    """The fields after the header, from the Reader `r`, -> the model dict."""
     m = {"sensor": _read_sensor(r), "features": _read_features(r)}
     inp = m["input"] = _read_input(r)
     n = _in_range(r.field("B", "layer count"), 1, _MAX_LAYERS, "layer count")
@@ -323,7 +323,7 @@ def decode(buf):
     n = len(buf)
     _check_header(buf, n)
     _check_crc(buf[n - CRC :], binascii.crc32(memoryview(buf)[: n - CRC]))
-    return _read(_Reader(buf, None, HEADER, n - CRC))
+    return _read(Reader(buf, None, HEADER, n - CRC))
 
 
 def load(path):
@@ -347,4 +347,4 @@ def load(path):
         f.seek(n - CRC)
         _check_crc(f.read(CRC), crc)
         f.seek(HEADER)
-        return _read(_Reader(None, f, HEADER, n - CRC))
+        return _read(Reader(None, f, HEADER, n - CRC))

@@ -18,8 +18,8 @@ Runs on: board and host (any ADC object with `read_u16`; tests pass fakes).
 # 16**k * 22000000 = Q_k * D + R_k is tabulated: then r * 22000000 = Q * D + R with
 # Q = sum n_k * Q_k and R = sum n_k * R_k < 2**28, and 308451400000 = 41022 * D + 4971922.
 # Every intermediate stays below 2**30 (the boards' small-int limit).
-_TEMP_D = 7519049
-_TEMP_QR = ((2, 6961902), (46, 6123746), (749, 232299), (11984, 3716784))
+TEMP_D = 7519049
+TEMP_QR = ((2, 6961902), (46, 6123746), (749, 232299), (11984, 3716784))
 
 
 def rp2_temp_centi(raw):
@@ -32,9 +32,9 @@ def rp2_temp_centi(raw):
     r = 4971922
     for k in range(4):
         d = (raw >> (4 * k)) & 15
-        q += d * _TEMP_QR[k][0]
-        r -= d * _TEMP_QR[k][1]
-    t = 43722 - q + (2 * r + _TEMP_D) // (2 * _TEMP_D)
+        q += d * TEMP_QR[k][0]
+        r -= d * TEMP_QR[k][1]
+    t = 43722 - q + (2 * r + TEMP_D) // (2 * TEMP_D)
     if t > 32767:
         return 32767
     if t < -32768:

@@ -317,7 +317,7 @@ def checked_inputs(args, build_dir):
     """The flags and files checked before the board is touched: (the model's sensor
     description or None, the (file, note) to copy as /data.csv or None); DeployError (one
     line) for the first bad one."""
-    desc = _model_sensor(args)
+    desc = model_sensor(args)
     cfg = board_config(args, desc)
     if args.model:
         _checked_rehearsal(args.model)
@@ -508,7 +508,7 @@ def _checked_rehearsal(model_path):
     return p
 
 
-def _model_sensor(args):
+def model_sensor(args):
     """The sensor description of --model (checked), or None without one."""
     if not args.model:
         return None
@@ -518,7 +518,7 @@ def _model_sensor(args):
 
 
 def _write_board_json(args, build_dir):
-    text = json.dumps(board_config(args, _model_sensor(args)), indent=1, sort_keys=True) + "\n"
+    text = json.dumps(board_config(args, model_sensor(args)), indent=1, sort_keys=True) + "\n"
     folder = Path(build_dir) / "json"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / ("board-%s.json" % hashlib.sha256(text.encode()).hexdigest()[:16])

@@ -178,7 +178,7 @@ class View:
 
     def show(self, line, msg):
         if self.raw or not isinstance(msg, protocol.Pred):
-            return _visible(line)
+            return visible(line)
         now = time.monotonic()
         self.times.append(now)
         while now - self.times[0] > _RATE_WINDOW:
@@ -199,7 +199,7 @@ class View:
         )
 
 
-def _visible(line):
+def visible(line):
     """Control characters (but tab) as \\xNN, so that garbage cannot upset the terminal."""
     if all(" " <= ch or ch == "\t" for ch in line) and "\x7f" not in line:
         return line

@@ -95,7 +95,7 @@ def _field(text):
 def run(args):
     """Record, write the log, report; 0 on success, ToolError when there is nothing to keep."""
     recording = args.recording or "%s-%s" % (args.label, time.strftime("%Y%m%d-%H%M%S"))
-    existing = _read_existing(args.out) if args.append and os.path.exists(args.out) else None
+    existing = read_existing(args.out) if args.append and os.path.exists(args.out) else None
     if os.path.exists(args.out) and existing is None:
         raise ToolError(
             "%s exists: pass --append to add to it, or choose another --out" % args.out
@@ -117,7 +117,7 @@ def run(args):
     rate_hz = rec.rate_hz()
     n = len(rec.samples)
     if existing is not None:
-        _append(args.out, existing, rec, args.label, args.subject, recording, rate_hz)
+        append_rows(args.out, existing, rec, args.label, args.subject, recording, rate_hz)
     else:
         log = SensorLog(
             channels=rec.channels,
@@ -235,7 +235,7 @@ class Recorder:
             if line is None:
                 continue
             msg = protocol.parse_line(line)
-            if isinstance(msg, protocol.Sample) and self._take(msg):
+            if isinstance(msg, protocol.Sample) and self.take(msg):
                 if start is None:
                     start = time.monotonic()
                     status(
@@ -249,7 +249,7 @@ class Recorder:
                 self.unparsable += 1
         self.duration = time.monotonic() - start
 
-    def _take(self, sample):
+    def take(self, sample):
         names = list(sample.values)
         if self.channels is None:
             self.channels = names
@@ -320,7 +320,7 @@ def _open_text(path, mode, gz=None):
     return open(path, mode, newline="", encoding="utf-8")
 
 
-def _read_existing(path):
+def read_existing(path):
     """(text, meta, header) of an existing sensor log, for --append."""
     try:
         with _open_text(path, "r") as f:
@@ -340,7 +340,7 @@ def _read_existing(path):
     return text, meta, [h.strip() for h in header]
 
 
-def _append(path, existing, rec, label, subject, recording, rate_hz):
+def append_rows(path, existing, rec, label, subject, recording, rate_hz):
     text, meta, header = existing
     missing = [ch for ch in rec.channels if ch not in header]
     if missing:

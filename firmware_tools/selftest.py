@@ -168,7 +168,7 @@ def _random_models(rng, n, n_vectors):
     return out
 
 
-def _trained_model(seed):
+def trained_model(seed):
     """A small MLP trained and quantized on synthetic data; (qmodel, held-out windows' raw
     features, their class indices)."""
     import numpy as np
@@ -220,7 +220,7 @@ def make_vectors(
         )
     rng = np.random.default_rng(seed)
     models = _random_models(rng, n_models - 1, n_vectors)
-    qm, raw, labels = _trained_model(seed)
+    qm, raw, labels = trained_model(seed)
     n_random = n_vectors - 6
     picks = raw[:n_random]
     if len(picks) < n_random:  # few windows: top up with random ones
@@ -285,7 +285,7 @@ def _crc(a, dtype, value=0):
     return binascii.crc32(np.ascontiguousarray(a, dtype=dtype).tobytes(), value) & 0xFFFFFFFF
 
 
-def _outputs(m):
+def layer_outputs_of(m):
     """Per vector (raw ones, then int8 ones): (class, scores, [layer outputs])."""
     import numpy as np
 
@@ -308,7 +308,7 @@ def vector_fields(cls, scores, outs):
 def expected_infer(m):
     """The board's summary fields for model `m`: count, then chained crc32 of the classes,
     the scores and each layer's output over all vectors."""
-    rows = _outputs(m)
+    rows = layer_outputs_of(m)
     sums = [0] * (2 + len(m.qmodel.layers))
     for cls, scores, outs in rows:
         sums[0] = _crc([cls], "u1", sums[0])
@@ -487,7 +487,7 @@ def first_vector_mismatch(model, kernel, text):
         if (name, k) == (model.name, kernel)
     }
     names = _infer_fields(len(model.qmodel.layers))
-    for i, (cls, scores, outs) in enumerate(_outputs(model)):
+    for i, (cls, scores, outs) in enumerate(layer_outputs_of(model)):
         want = vector_fields(cls, scores, outs)
         got = rows.get(i)
         if got is None:

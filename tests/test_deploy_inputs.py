@@ -417,7 +417,7 @@ def test_mpu6050_takes_the_models_channels_and_full_scales(tmp_path):
 
     model = imu_model(tmp_path, ["ay", "gz"], ["g", "dps"], [8, 500])
     args = parse("--dry-run", "--arch", "x64", "--model", model, "--sensor", "mpu6050")
-    desc = deploy._model_sensor(args)
+    desc = deploy.model_sensor(args)
     cfg = deploy.board_config(args, desc)
     assert cfg["channels"] == ["ay", "gz"]
     assert (cfg["accel_fs_g"], cfg["gyro_fs_dps"]) == (8, 500)

@@ -131,18 +131,18 @@ def test_golden_file_reencodes_to_identical_bytes():
 def field_offsets(data):
     """{field label: byte offset} of every field the decoder reads from `data`."""
     offsets = {}
-    need = layout._Reader.need
+    need = layout.Reader.need
 
     def recording_need(self, n, what):
         p = need(self, n, what)
         offsets.setdefault(what, p)
         return p
 
-    layout._Reader.need = recording_need
+    layout.Reader.need = recording_need
     try:
         layout.decode(data)
     finally:
-        layout._Reader.need = need
+        layout.Reader.need = need
     return offsets
 
 

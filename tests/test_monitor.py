@@ -278,7 +278,7 @@ def test_monitor_refuses_a_log_that_is_not_its_own(tmp_path):
 def test_monitor_shows_control_characters_escaped(capsys):
     assert run_monitor(["loop://", "--seconds", "0.3", "--send", "info a\tb"]) == 0
     assert capsys.readouterr().out == "info a\tb\n"
-    assert monitor._visible("\x1b[2Jx\x7f") == "\\x1b[2Jx\\x7f"
+    assert monitor.visible("\x1b[2Jx\x7f") == "\\x1b[2Jx\\x7f"
 
 
 # -- the monitor against the virtual board ---------------------------------------------------

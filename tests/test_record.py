@@ -248,9 +248,9 @@ def test_appending_needs_the_same_channels(tmp_path):
     out = tmp_path / "log.csv"
     out.write_text("gx,label\n1,walk\n")
     rec = _recorder_with([(0, {"ax": 1}), (10, {"ax": 2})])
-    existing = record._read_existing(str(out))
+    existing = record.read_existing(str(out))
     with pytest.raises(ToolError, match="no column for channel ax"):
-        record._append(str(out), existing, rec, "a", "0", "r", 100.0)
+        record.append_rows(str(out), existing, rec, "a", "0", "r", 100.0)
     assert out.read_text() == "gx,label\n1,walk\n"
 
 
@@ -258,7 +258,7 @@ def _recorder_with(samples, info=None):
     rec = Recorder(lambda: serial.serial_for_url("loop://", timeout=0.01), seconds=1)
     rec.info = dict(info or {})
     for t, values in samples:
-        rec._take(Sample(t, values))
+        rec.take(Sample(t, values))
     rec.close()
     return rec
 

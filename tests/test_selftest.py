@@ -75,7 +75,7 @@ def pred_lines(port, seconds=1.0):
 @on_linux
 def test_selftest_passes_on_a_board_running_the_app(tmp_path, build_dir):
     # the app first: a small model replaying synthetic data, as fast as it can
-    vectors_model = selftest._trained_model(3)[0]
+    vectors_model = selftest.trained_model(3)[0]
     model = tmp_path / "model.mpm"
     write_model(model, vectors_model)
     log = pipeline.load_log("synth", seed=3)
@@ -219,7 +219,7 @@ def test_compare_accepts_exact_output_and_names_the_first_difference(small_vecto
 
 def test_one_vector_is_named_from_the_detail_rerun(small_vectors):
     m = small_vectors.models[1]
-    rows = selftest._outputs(m)
+    rows = selftest.layer_outputs_of(m)
     lines = []
     for i, (cls, scores, outs) in enumerate(rows):
         fields = selftest.vector_fields(cls, scores, outs)

@@ -647,9 +647,9 @@ def test_to_counts_is_exact_and_matches_the_host_but_on_ties():
 def test_rp2_temp_within_31_bits():
     worst = 0
     for raw in (0, 0xFFFF, 0xEEEE, 0x7FFF):
-        q = sum(((raw >> (4 * k)) & 15) * sensor_adc._TEMP_QR[k][0] for k in range(4))
-        rr = sum(((raw >> (4 * k)) & 15) * sensor_adc._TEMP_QR[k][1] for k in range(4))
-        worst = max(worst, q, rr, abs(2 * (4971922 - rr)) + sensor_adc._TEMP_D)
+        q = sum(((raw >> (4 * k)) & 15) * sensor_adc.TEMP_QR[k][0] for k in range(4))
+        rr = sum(((raw >> (4 * k)) & 15) * sensor_adc.TEMP_QR[k][1] for k in range(4))
+        worst = max(worst, q, rr, abs(2 * (4971922 - rr)) + sensor_adc.TEMP_D)
     assert worst < 2**30
     for raw in range(0, 65536, 7):
         assert sensor_adc.rp2_temp_centi(raw) == exact_temp(raw)
