@@ -53,7 +53,7 @@ of one arm show (bench/README.md has the figures).
 
 import numpy as np
 
-from device.train_plan import LEARN_MODES
+from device.train_plan import LEARN_MODES, learns
 
 from . import pipeline, reference, rehearsal, trainmany, trainref
 from .errors import DataError
@@ -66,8 +66,16 @@ DEFAULT_EPOCHS = 10
 LR_SHIFTS = tuple(range(4, 10))  # the board's rates 2**-4 .. 2**-9
 FLOAT_LRS = tuple(2.0 ** (-k / 2) for k in range(4, 17))  # 2**-2 .. 2**-8, half-octave steps
 HIDDEN_SHIFTS = (0, 2, 4)  # hidden layers 1, 1/4, 1/16 of the last layer's rate
+
+
+def trains_hidden(mode):
+    """Whether `mode` trains a layer below the last ("bias", "all"; device.train_plan.learns)."""
+    trains_w, trains_b, _ = learns(mode, 2)
+    return trains_w[0] or trains_b[0]
+
+
 # rehearsal windows per class (host/rehearsal.py) interleaved when the mode trains hidden layers
-REHEARSE = {"last": 0, "bias": rehearsal.PER_CLASS, "all": rehearsal.PER_CLASS}
+REHEARSE = {m: rehearsal.PER_CLASS if trains_hidden(m) else 0 for m in LEARN_MODES}
 
 
 def window_recordings(ds):
@@ -227,9 +235,9 @@ def _subset(ds, subjects):
 
 def _quantize(mlp, meta, ds, modes):
     """Quantize as export does, with the bound proof covering the layers the modes train."""
-    n_layers = len(mlp.W)
-    learns_all = any(m in ("all", "bias") for m in modes)
-    trainable = tuple(range(n_layers)) if learns_all else (n_layers - 1,)
+    n = len(mlp.W)
+    plans = [learns(m, n) for m in modes]
+    trainable = tuple(k for k in range(n) if any(w[k] or b[k] for w, b, _ in plans))
     return pipeline.quantize_model(mlp, meta, ds, trainable_layers=trainable)
 
 
@@ -256,7 +264,7 @@ def _pick(scores, grid):
 
 def hidden_shifts(mode):
     """The hidden shifts worth trying in `mode`: only 0 when no hidden layer learns."""
-    return HIDDEN_SHIFTS if mode != "last" else (0,)
+    return HIDDEN_SHIFTS if trains_hidden(mode) else (0,)
 
 
 def _int_grid(mode):
@@ -378,7 +386,7 @@ def run_adaptation(
     if rehearse is None or isinstance(rehearse, dict):
         rehearse = dict(REHEARSE, **(rehearse or {}))
     else:
-        rehearse = {m: (int(rehearse) if m != "last" else 0) for m in REHEARSE}
+        rehearse = {m: (int(rehearse) if trains_hidden(m) else 0) for m in REHEARSE}
     if any(not isinstance(k, (int, np.integer)) or k < 0 for k in rehearse.values()):
         raise ValueError("adapt: rehearse %r, expected windows per class >= 0" % (rehearse,))
 
@@ -517,7 +525,7 @@ def format_adaptation(result):
         k, lr = r["lr_shift"][m], r["lr"][m]
         h, fh = r["hidden_shift"][m], r["float_hidden_shift"][m]
         text = "  %-4s integer lr_shift %d (2**-%d), float lr %.4g" % (m, k, k, lr)
-        if m != "last":
+        if trains_hidden(m):
             text += "; hidden_shift int8 %d, float %d" % (h, fh)
         if sel:
             text += "; leave-one-out mean there: int8 %.1f -> %.1f, float %.1f -> %.1f" % (
