@@ -149,10 +149,11 @@ def backward_pass(W, acts, a, delta, masks=None, lowest=0):
     a = forward_pass(...), the gradients (dW, db) of every layer from `lowest` up, summed over
     the samples (None below `lowest`: the error signal stops there).
 
-    Credit flows down through the weights and the derivative of the activation below:
-    delta_{k-1} = (delta_k @ W_k) * act'(a_{k-1}). masks: fake quantization's straight-through
-    estimator (the rounding passes gradients as if it were not there, but a pre-activation
-    clamped at -128 or 127 passes none): layer k's error signal is multiplied by masks[k].
+    Credit flows down through the weights and the derivative of the activation below, as the
+    module docstring writes (here layers count from 0 and a[k] is layer k's input). masks: fake
+    quantization's straight-through estimator (the rounding passes gradients as if it were not
+    there, but a pre-activation clamped at -128 or 127 passes none): layer k's error signal is
+    multiplied by masks[k].
     """
     n = len(W)
     dW, db = [None] * n, [None] * n

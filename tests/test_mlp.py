@@ -153,6 +153,50 @@ def test_forward_and_predict():
     assert r.predict(X).shape == (5,)
 
 
+def test_forward_and_backward_pass_carry_stacked_copies_of_the_network():
+    """Leading axes stack copies of the network (host/trainref.py: one per learning rate):
+    each copy gets what it would alone; `lowest` stops the error signal, `logits` the
+    forward before the output activation."""
+    nets = [MLP([4, 5, 3, 3], hidden_activation="tanh", seed=s) for s in range(3)]
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, 2, 4))  # two samples per copy
+    Y = one_hot(rng.integers(0, 3, size=2), 3)
+    W = [np.stack([m.W[k] for m in nets]) for k in range(3)]
+    b = [np.stack([m.b[k] for m in nets])[:, None, :] for k in range(3)]
+    a = mlp_module.forward_pass(W, b, nets[0].activations, x)
+    dW, db = mlp_module.backward_pass(W, nets[0].activations, a, a[-1] - Y, lowest=1)
+    assert dW[0] is None and db[0] is None
+    for j, m in enumerate(nets):
+        a1 = mlp_module.forward_pass(m.W, m.b, m.activations, x[j])
+        np.testing.assert_allclose(a[-1][j], a1[-1], rtol=1e-12)
+        np.testing.assert_allclose(a1[-1], m.forward(x[j]), rtol=1e-12)
+        np.testing.assert_allclose(
+            mlp_module.forward_pass(m.W, m.b, m.activations, x[j], logits=True)[-1],
+            m.logits(x[j]),
+            rtol=1e-12,
+        )
+        _, dW1, db1 = m.loss_and_grads(x[j], Y, l2=0.0)  # the mean: 1/2 of the sums
+        for k in (1, 2):
+            np.testing.assert_allclose(dW[k][j], 2 * dW1[k], rtol=1e-12)
+            np.testing.assert_allclose(db[k][j], 2 * db1[k], rtol=1e-12)
+
+
+def test_from_weights_copies_and_checks_them():
+    m = MLP([3, 4, 2], hidden_activation="sigmoid", seed=0)
+    c = MLP.from_weights(m.W, m.b, m.activations)
+    assert c.sizes == [3, 4, 2] and c.activations == ["sigmoid", "softmax"]
+    X = np.random.default_rng(0).normal(size=(5, 3))
+    np.testing.assert_array_equal(c.forward(X), m.forward(X))
+    c.W[0][...] = 0.0
+    assert m.W[0].any()  # a copy
+    with pytest.raises(ValueError, match="share one activation"):
+        MLP.from_weights(m.W + [np.ones((2, 2))], m.b + [np.ones(2)], ["relu", "tanh", "softmax"])
+    with pytest.raises(ValueError, match=r"layer 1 has W \(3, 4\)"):
+        MLP.from_weights([m.W[0], np.ones((3, 4))], m.b, m.activations)
+    with pytest.raises(ValueError, match="one weight matrix, bias vector and activation"):
+        MLP.from_weights(m.W, m.b, ["softmax"])
+
+
 # --- determinism ---
 
 
