@@ -118,7 +118,7 @@ def output_error(a, Y, loss, weight=1.0):
 
 
 def _T(m):
-    return np.swapaxes(m, -1, -2)
+    return m.swapaxes(-1, -2)
 
 
 def forward_pass(W, b, acts, x, fake_quant=None, logits=False):
@@ -283,28 +283,12 @@ class MLP:
             )
         return Y
 
-    def _weights(self, sample_weight, n):
-        """Per-sample weights normalised to sum to 1 (uniform when None)."""
-        if sample_weight is None:
-            return np.full(n, 1.0 / n)
-        w = np.asarray(sample_weight, dtype=np.float64)
-        if w.shape != (n,) or not np.all(np.isfinite(w)) or np.any(w < 0):
-            raise ValueError(
-                "mlp: expected sample_weight of %d finite values >= 0, found shape %s"
-                % (n, w.shape)
-            )
-        total = w.sum()
-        return w / total if total > 0 else w
-
-    def _penalty(self, l2):
-        return 0.5 * l2 * sum((W * W).sum() for W in self.W)
-
     def loss_value(self, X, Y, sample_weight=None, l2=0.0):
         """Weighted mean loss of outputs against Y (one-hot or targets), plus the L2 term."""
         X = self.check_X(X)
         Y = self.check_targets(Y, len(X))
-        w = self._weights(sample_weight, len(X))
-        return w @ LOSSES[self.loss](Y, self.forward(X)) + self._penalty(l2)
+        w = _check_sample_weight(sample_weight, len(X))
+        return w @ LOSSES[self.loss](Y, self.forward(X)) + _penalty(self, l2)
 
     def loss_and_grads(self, X, Y, sample_weight=None, l2=0.0, fake_quant=None):
         """Loss and its gradients (dW list, db list) by backpropagation of error signals.
@@ -315,19 +299,8 @@ class MLP:
         """
         X = self.check_X(X)
         Y = self.check_targets(Y, len(X))
-        w = self._weights(sample_weight, len(X))
-        W, b, masks = self.W, self.b, None
-        if fake_quant is not None:
-            W, b = fake_quant.weights(self.W, self.b)
-        a = forward_pass(W, b, self.activations, X, fake_quant)
-        if fake_quant is not None:
-            masks = fake_quant.masks
-        loss = w @ LOSSES[self.loss](Y, a[-1]) + self._penalty(l2)
-        delta = output_error(a[-1], Y, self.loss, w[:, None])
-        dW, db = backward_pass(W, self.activations, a, delta, masks)
-        for k in range(len(dW)):
-            dW[k] += l2 * self.W[k]  # the L2 term's gradient: weights only
-        return loss, dW, db
+        w = _check_sample_weight(sample_weight, len(X))
+        return _loss_and_grads(self, X, Y, w, l2, fake_quant)
 
     # --- files ---
 
@@ -430,6 +403,45 @@ class MLP:
             raise _LoadError("bad architecture (%s)" % e) from None
         mlp.W, mlp.b = arrays[0::2], arrays[1::2]
         return mlp, meta
+
+
+def _check_sample_weight(sample_weight, n):
+    """Per-sample weights normalised to sum to 1 (uniform when None); ValueError unless n
+    finite values >= 0."""
+    if sample_weight is None:
+        return np.full(n, 1.0 / n)
+    w = np.asarray(sample_weight, dtype=np.float64)
+    if w.shape != (n,) or not np.all(np.isfinite(w)) or np.any(w < 0):
+        raise ValueError(
+            "mlp: expected sample_weight of %d finite values >= 0, found shape %s" % (n, w.shape)
+        )
+    return _normalised(w)
+
+
+def _normalised(w):
+    total = w.sum()
+    return w / total if total > 0 else w
+
+
+def _penalty(mlp, l2):
+    """The L2 term of the loss: l2 / 2 * sum(W**2) over the weights."""
+    return 0.5 * l2 * sum((W * W).sum() for W in mlp.W)
+
+
+def _loss_and_grads(mlp, X, Y, w, l2, fake_quant):
+    """MLP.loss_and_grads on checked arrays, w: the sample weights normalised to sum to 1."""
+    W, b, masks = mlp.W, mlp.b, None
+    if fake_quant is not None:
+        W, b = fake_quant.weights(mlp.W, mlp.b)
+    a = forward_pass(W, b, mlp.activations, X, fake_quant)
+    if fake_quant is not None:
+        masks = fake_quant.masks
+    loss = w @ LOSSES[mlp.loss](Y, a[-1]) + _penalty(mlp, l2)
+    delta = output_error(a[-1], Y, mlp.loss, w[:, None])
+    dW, db = backward_pass(W, mlp.activations, a, delta, masks)
+    for k in range(len(dW)):
+        dW[k] += l2 * mlp.W[k]  # the L2 term's gradient: weights only
+    return loss, dW, db
 
 
 class _LoadError(Exception):
@@ -614,8 +626,8 @@ def train(
         total = 0.0
         for i in range(0, n, batch_size):
             idx = order[i : i + batch_size]
-            w = None if sw is None else sw[idx]
-            loss, dW, db = mlp.loss_and_grads(X[idx], Y[idx], w, l2, fake_quant)
+            w = np.full(len(idx), 1.0 / len(idx)) if sw is None else _normalised(sw[idx])
+            loss, dW, db = _loss_and_grads(mlp, X[idx], Y[idx], w, l2, fake_quant)
             opt.step(dW + db)
             total += loss * len(idx)
         train_loss = total / n
