@@ -155,25 +155,28 @@ class Many:
 
     def _stochastic(self, g, s, what):
         """TrainRef's _stochastic for every copy: g (C, m), s (C, 1) -> the update steps."""
-        out = np.empty_like(g)
         low = s[:, 0] <= 0
-        if low.any():
-            out[low] = check_small(g[low] << -s[low], what)
+        if not low.any():  # every copy draws (the usual case): no masked copies of g
+            return self._rounded(g, s, slice(None))
+        out = np.empty_like(g)
+        out[low] = check_small(g[low] << -s[low], what)
         up = ~low
         if up.any():
-            g, s = g[up], s[up]
-            states, pos = _cycle_twice()
-            m = g.shape[1]
-            if m > 65535:  # more steps than one period: wrap the index
-                idx = (pos[self.state[up]][:, None] + np.arange(1, m + 1)) % 65535
-            else:  # the cycle twice over: no modulo over every weight
-                idx = pos[self.state[up]][:, None] + np.arange(1, m + 1)
-            r = states[idx]
-            self.state[up] = r[:, -1]
-            t = np.minimum(s, 16)
-            frac = (g >> (s - t)) & ((1 << t) - 1)
-            out[up] = (g >> s) + (frac > ((r - 1) >> (16 - t)))
+            out[up] = self._rounded(g[up], s[up], up)
         return out
+
+    def _rounded(self, g, s, which):
+        """SR(g, s) for s > 0 of the copies `which` (rows of g, s), drawing from their states."""
+        states, pos = _cycle_twice()
+        m = g.shape[1]
+        idx = pos[self.state[which]][:, None] + np.arange(1, m + 1)
+        if m > 65535:  # more steps than one period: wrap the index (else the cycle twice over)
+            idx %= 65535
+        r = states[idx]
+        self.state[which] = r[:, -1]
+        t = np.minimum(s, 16)
+        frac = (g >> (s - t)) & ((1 << t) - 1)
+        return (g >> s) + (frac > ((r - 1) >> (16 - t)))
 
     def update(self):
         """TrainRef's _update for every copy: layer by layer, weights row-major, then biases."""
