@@ -69,11 +69,11 @@ MAGIC = b"MPCK"
 VERSION = 2
 ITEMSIZE = {"b": 1, "B": 1, "h": 2, "H": 2, "i": 4, "I": 4}
 MAX_ITEMS = 255  # arrays, and ints, per checkpoint (u8 counts)
-_HEAD = "<4sHBBIIIBI"  # magic, version, n_arrays, n_ints, length, seq, model_crc, mode, batch
-_HEAD_SIZE = 25
+HEAD = "<4sHBBIIIBI"  # magic, version, n_arrays, n_ints, length, seq, model_crc, mode, batch
+HEAD_SIZE = 25
 _SMALL = 0x3FFFFFFF  # the largest small int of a 32-bit port: 2**30 - 1
-_DESC = "<BI"  # typecode, item count
-_DESC_SIZE = 5
+DESC = "<BI"  # typecode, item count
+DESC_SIZE = 5
 _CRC_SIZE = 4
 _CHUNK = 256  # bytes per read while checking a slot's CRC
 
@@ -95,7 +95,7 @@ def model_crc_of(path):
         return struct.unpack("<I", f.read(_CRC_SIZE))[0]
 
 
-def _typecode(a):
+def typecode(a):
     """The typecode of array `a`; MicroPython's arrays have no .typecode, their repr names it."""
     try:
         tc = a.typecode
@@ -113,13 +113,14 @@ def _shape(arrays):
         raise ValueError("checkpoint: %d arrays, expected <= %d" % (len(arrays), MAX_ITEMS))
     shape = []
     for a in arrays:
-        shape.append((_typecode(a), len(a)))
+        shape.append((typecode(a), len(a)))
     return shape
 
 
-def _sizes(shape, n_ints):
-    """(header bytes, file bytes) of a checkpoint of this shape."""
-    head = _HEAD_SIZE + _DESC_SIZE * len(shape) + 4 * n_ints
+def sizes(shape, n_ints):
+    """(header bytes, file bytes) of a checkpoint of this shape ([(typecode, item count), ...],
+    as the arrays' descriptors say) with n_ints ints."""
+    head = HEAD_SIZE + DESC_SIZE * len(shape) + 4 * n_ints
     total = head
     for tc, n in shape:
         total += n * ITEMSIZE[tc]
@@ -150,17 +151,17 @@ def _put(f, data, n):
 
 
 def _write(path, seq, model_crc, shape, arrays, ints, mode, batch):
-    n_head, length = _sizes(shape, len(ints))
+    n_head, length = sizes(shape, len(ints))
     head = struct.pack(
-        _HEAD, MAGIC, VERSION, len(shape), len(ints), length, seq, model_crc, mode, batch
+        HEAD, MAGIC, VERSION, len(shape), len(ints), length, seq, model_crc, mode, batch
     )
     with open(path, "wb") as f:
         crc = binascii.crc32(head)
-        _put(f, head, _HEAD_SIZE)
+        _put(f, head, HEAD_SIZE)
         for tc, n in shape:
-            d = struct.pack(_DESC, ord(tc), n)
+            d = struct.pack(DESC, ord(tc), n)
             crc = binascii.crc32(d, crc)
-            _put(f, d, _DESC_SIZE)
+            _put(f, d, DESC_SIZE)
         for v in ints:
             d = struct.pack("<i", v)
             crc = binascii.crc32(d, crc)
@@ -232,9 +233,9 @@ def _intact(f, buf):
     if version != VERSION:
         return None, None, "version %d, expected %d" % (version, VERSION)
     f.seek(0)
-    if n < _HEAD_SIZE + _CRC_SIZE or not _read_exact(f, buf, _HEAD_SIZE):
+    if n < HEAD_SIZE + _CRC_SIZE or not _read_exact(f, buf, HEAD_SIZE):
         return None, None, "truncated, %d bytes" % n
-    head = struct.unpack_from(_HEAD, buf, 0)
+    head = struct.unpack_from(HEAD, buf, 0)
     length = head[4]
     if length != n:
         if n < length:
@@ -262,16 +263,16 @@ def _check_file(f, model_crc, shape, n_ints, buf, check):
     if n_arrays != len(shape) or n_got != n_ints:
         why = "different shape: %d arrays and %d ints, expected %d and %d"
         return seq, None, why % (n_arrays, n_got, len(shape), n_ints)
-    f.seek(_HEAD_SIZE)
+    f.seek(HEAD_SIZE)
     for k in range(n_arrays):
-        if not _read_exact(f, buf, _DESC_SIZE):
+        if not _read_exact(f, buf, DESC_SIZE):
             return None, None, "truncated while reading"
-        tc, count = struct.unpack_from(_DESC, buf, 0)
+        tc, count = struct.unpack_from(DESC, buf, 0)
         if tc != ord(shape[k][0]) or count != shape[k][1]:
             why = "different shape: array %d is %s x %d, expected %s x %d"
             return seq, None, why % (k, chr(tc), count, shape[k][0], shape[k][1])
-    if _sizes(shape, n_ints)[1] != n:
-        return None, None, "size %d bytes, its arrays need %d" % (n, _sizes(shape, n_ints)[1])
+    if sizes(shape, n_ints)[1] != n:
+        return None, None, "size %d bytes, its arrays need %d" % (n, sizes(shape, n_ints)[1])
     if check is not None:
         reason = _check_values(f, shape, n_ints, mode, batch, check, buf)
         if reason is not None:
@@ -282,7 +283,7 @@ def _check_file(f, model_crc, shape, n_ints, buf, check):
 def _check_values(f, shape, n_ints, mode, batch, check, buf):
     """The reason why `check` (see the module docstring) refuses the intact slot open in `f`,
     or None. Reads the ints, then the items of each array that has a limit, through `buf`."""
-    n_head = _sizes(shape, n_ints)[0]
+    n_head = sizes(shape, n_ints)[0]
     f.seek(n_head - 4 * n_ints)
     ints = []
     for k in range(n_ints):
@@ -430,7 +431,7 @@ def save(prefix, model_crc, arrays, ints, mode=0, batch=1):
 def _read_into(path, shape, arrays, ints_out, buf, checked):
     """Read the checked slot `path` into the caller's arrays and ints_out; its CRC must still
     be `checked`, the one `_check` saw (the file must not have changed since)."""
-    n_head, length = _sizes(shape, len(ints_out))
+    n_head, length = sizes(shape, len(ints_out))
     with open(path, "rb") as f:
         crc = _crc_stream(f, buf, n_head)
         if crc is None:

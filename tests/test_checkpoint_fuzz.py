@@ -47,7 +47,7 @@ SETTINGS = (
 SIZES = {"m2": (6, 8, 4), "m1": (5, 3)}
 SMALL_MIN, SMALL_MAX = -(2**30), 2**30 - 1
 
-# Field names of checkpoint._HEAD, in order (offsets come from the format itself).
+# Field names of checkpoint.HEAD, in order (offsets come from the format itself).
 HEAD_FIELDS = ("magic", "version", "n_arrays", "n_ints", "length", "seq", "model_crc")
 HEAD_FIELDS += ("mode", "batch")
 INT_NAMES = ("steps", "n_correct", "state", "count")
@@ -148,8 +148,8 @@ print("done")
 
 
 def head_offsets():
-    """{field: (offset, struct code)} of checkpoint._HEAD."""
-    fmt = checkpoint._HEAD
+    """{field: (offset, struct code)} of checkpoint.HEAD."""
+    fmt = checkpoint.HEAD
     codes = []
     i = 1
     while i < len(fmt):
@@ -162,7 +162,7 @@ def head_offsets():
     out = {}
     for name, code in zip(HEAD_FIELDS, codes, strict=True):
         out[name] = (struct.calcsize("<" + "".join(codes[: len(out)])), "<" + code)
-    assert struct.calcsize(fmt) == checkpoint._HEAD_SIZE
+    assert struct.calcsize(fmt) == checkpoint.HEAD_SIZE
     return out
 
 
@@ -177,10 +177,10 @@ class Layout:
 
     def __init__(self, t):
         arrays, ints = train_state.state(t)
-        self.shape = [(checkpoint._typecode(a), len(a)) for a in arrays]
+        self.shape = [(checkpoint.typecode(a), len(a)) for a in arrays]
         self.n_ints = len(ints)
-        self.n_head, self.length = checkpoint._sizes(self.shape, self.n_ints)
-        self.desc_at = checkpoint._HEAD_SIZE
+        self.n_head, self.length = checkpoint.sizes(self.shape, self.n_ints)
+        self.desc_at = checkpoint.HEAD_SIZE
         self.ints_at = self.n_head - 4 * self.n_ints
         self.array_at = []
         pos = self.n_head
@@ -201,7 +201,7 @@ class Layout:
 
     def parse(self, data):
         """(header dict, ints, [numpy arrays]) of checkpoint bytes of this layout."""
-        head = dict(zip(HEAD_FIELDS, struct.unpack_from(checkpoint._HEAD, data, 0), strict=True))
+        head = dict(zip(HEAD_FIELDS, struct.unpack_from(checkpoint.HEAD, data, 0), strict=True))
         ints = list(struct.unpack_from("<%di" % self.n_ints, data, self.ints_at))
         arrays = []
         for (tc, n), at in zip(self.shape, self.array_at, strict=True):
@@ -226,8 +226,8 @@ def expected_reason(t, lay, base, data):
     if head["n_arrays"] != len(lay.shape) or head["n_ints"] != lay.n_ints:
         return "different shape"
     for k, (tc, n) in enumerate(lay.shape):
-        at = lay.desc_at + checkpoint._DESC_SIZE * k
-        got = struct.unpack_from(checkpoint._DESC, data, at)
+        at = lay.desc_at + checkpoint.DESC_SIZE * k
+        got = struct.unpack_from(checkpoint.DESC, data, at)
         if got != (ord(tc), n):
             return "different shape: array %d" % k
     for k, v in enumerate(ints):
@@ -311,7 +311,7 @@ def mutations(t, lay, base, rng):
             for v in range(1, 6):
                 put("batch=%d" % v, at, code, v)
     for k, (_, n) in enumerate(lay.shape):
-        at = lay.desc_at + checkpoint._DESC_SIZE * k
+        at = lay.desc_at + checkpoint.DESC_SIZE * k
         for v in sorted({ord(c) for c in "bBhHiIfx\0"}):
             put("desc%d.tc=%d" % (k, v), at, "<B", v)
         for v in values_around(n, rng, 0, 2**32 - 1):

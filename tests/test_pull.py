@@ -146,10 +146,10 @@ def test_out_must_be_a_model_file_name(tmp_path, capsys):
 def as_version_1(data):
     """Checkpoint bytes of format version 2 rewritten as version 1 wrote them: no mode and
     batch in the header, the mode's id the last of the ints."""
-    head = struct.unpack_from(checkpoint._HEAD, data, 0)
+    head = struct.unpack_from(checkpoint.HEAD, data, 0)
     _, _, n_arrays, n_ints, length, seq, model_crc, mode, _ = head
-    rest = data[checkpoint._HEAD_SIZE : -4]
-    split = checkpoint._DESC_SIZE * n_arrays + 4 * n_ints
+    rest = data[checkpoint.HEAD_SIZE : -4]
+    split = checkpoint.DESC_SIZE * n_arrays + 4 * n_ints
     body = struct.pack(
         "<4sHBBIII", b"MPCK", 1, n_arrays, n_ints + 1, length - 5 + 4, seq, model_crc
     )
@@ -267,7 +267,7 @@ def test_pull_refuses_out_of_range_fields(fake_board, tmp_path, capsys):
     flash, raw, labels = fake_board
     trained(flash, raw, labels, "last", 1, 3)
     good = (flash / "ckpt.0").read_bytes()
-    mode_at = struct.calcsize(checkpoint._HEAD[:-2])
+    mode_at = struct.calcsize(checkpoint.HEAD[:-2])
     for at, code, value, reason in (
         (mode_at, "<B", 7, "mode id 7, expected 0..2"),
         (mode_at + 1, "<I", 0, "train: batch 0, expected an int >= 1"),
