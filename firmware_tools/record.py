@@ -16,7 +16,7 @@ line (the rate from `info`, else from the spacing of t), then the channels, `lab
   it was, and the command ends with status 130. A recording of the wrong length under the right
   label is worse than none; run the command again.
 - Each run is its own recording (default `<label>-<YYYYmmdd-HHMMSS>`), so that training windows
-  never span two sessions.
+  never span two sessions; after a board restart (t starts again) it goes on as `<recording>.2`.
 - Stderr reports samples per second and the lines dropped: gaps in t (samples the board printed
   but the host lost, or the board skipped) and unparsable lines.
 
@@ -124,7 +124,7 @@ def run(args):
             counts=np.array([s.values_list for s in rec.samples], dtype=np.int64),
             labels=np.full(n, args.label),
             subjects=np.full(n, args.subject),
-            recordings=np.full(n, recording),
+            recordings=np.array(rec.recording_ids(recording)),
             rate_hz=rate_hz,
             full_scale=rec.full_scale(),
             meta={"sensor": rec.info["sensor"]} if _meta_ok(rec.info.get("sensor")) else {},
@@ -182,6 +182,7 @@ class Recorder:
         self.samples = []
         self.unparsable = 0
         self.restarts = 0
+        self.restart_at = []  # index of the first sample after each board restart
         self.duration = 0.0
         self.last_err = None
 
@@ -258,9 +259,18 @@ class Recorder:
             return False
         if self.samples and sample.t_ms < self.samples[-1].t_ms:
             self.restarts += 1
+            self.restart_at.append(len(self.samples))
             status("the board restarted (t went back), recording on")
         self.samples.append(_Row(sample.t_ms, list(sample.values.values())))
         return True
+
+    def recording_ids(self, recording):
+        """Recording id per sample: `recording`, then `recording.2`, ... after each board
+        restart (t starts again there, and a recording's t may not go back)."""
+        ids = [recording] * len(self.samples)
+        for k, i in enumerate(self.restart_at):
+            ids[i:] = ["%s.%d" % (recording, k + 2)] * (len(ids) - i)
+        return ids
 
     def spacing_ms(self):
         """Milliseconds between samples: from the app's rate, else the median step of t."""
@@ -359,7 +369,8 @@ def append_rows(path, existing, rec, label, subject, recording, rate_hz):
     fixed = {"label": label, "subject": subject, "recording": recording}
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    for s in rec.samples:
+    for s, recording_id in zip(rec.samples, rec.recording_ids(recording), strict=True):
+        fixed["recording"] = recording_id
         row = []
         for h in header:
             if h in index:
