@@ -12,14 +12,15 @@ of the `pred` lines, line for line.
 
 `evaluate` replays a whole sensor log as the board does and scores each window whose samples
 all carry one label (and one recording); windows across a label or recording change are
-predicted (they feed the smoothing) but not scored. The accuracy a user reads here is the
-accuracy the board has on that replay.
+predicted (they feed the smoothing) but not scored, nor are windows across the log's breaks
+(gaps in t_ms, left-out rows: the board would see samples the log does not hold). The accuracy
+a user reads here is the accuracy the board has on that replay.
 """
 
 import numpy as np
 
 from .errors import DataError
-from .features import MAX_WINDOW, features_batch
+from .features import MAX_WINDOW, features_batch, label_runs
 from .metrics import classification_report
 from .reference import predict
 
@@ -135,8 +136,8 @@ def evaluate(qmodel, dataset, smoothing=1):
     ends = np.array([p[0] for p in preds], dtype=np.int64)
     pred = np.array([p[1] for p in preds], dtype=np.int64)
     starts = ends - window + 1
-    labels = np.asarray(log.labels).astype(str)
-    runs = _runs(labels, np.asarray(log.recordings).astype(str))
+    labels = np.asarray(log.labels)
+    runs = label_runs(log)  # windows across a label, recording or break are not scored
     one_run = runs[starts] == runs[ends]
     index = {c: i for i, c in enumerate(qmodel.classes)}
     known = np.array([lab in index for lab in labels[starts]], dtype=bool)
@@ -145,11 +146,3 @@ def evaluate(qmodel, dataset, smoothing=1):
     report = classification_report(y, pred[keep], list(qmodel.classes))
     report.update(windows=len(preds), scored=int(keep.sum()), skipped=int((~keep).sum()))
     return report
-
-
-def _runs(*keys):
-    """Run id per sample: increments wherever any key changes value."""
-    change = np.zeros(len(keys[0]), dtype=bool)
-    for k in keys:
-        change[1:] |= k[1:] != k[:-1]
-    return np.cumsum(change)

@@ -163,47 +163,91 @@ class Windows:
         return len(self.X)
 
 
-def _runs(*keys):
-    """Run id per sample: increments wherever any of the key arrays changes value."""
+def _runs(*keys, breaks=None):
+    """Run id per sample: increments wherever any of the key arrays changes value, and at each
+    index of `breaks` (a SensorLog's splits)."""
     n = len(keys[0])
     change = np.zeros(n, dtype=bool)
     for k in keys:
         k = np.asarray(k)
         change[1:] |= k[1:] != k[:-1]
+    if breaks is not None and len(breaks):
+        change[np.asarray(breaks, dtype=np.int64)] = True
     return np.cumsum(change)
 
 
-def window_starts(log, length, hop):
-    """Start indices of the windows `make_windows` keeps (vectorised)."""
+def segments(log):
+    """Piece id per sample: a new piece at each change of subject or recording and at each of
+    the log's breaks (gaps in t_ms, left-out rows). No window spans two pieces."""
+    return _runs(log.subjects, log.recordings, breaks=getattr(log, "breaks", None))
+
+
+def label_runs(log, seg=None):
+    """Run id per sample: a new run at each new piece (`segments`) and each change of label."""
+    return _runs(segments(log) if seg is None else seg, log.labels)
+
+
+def _longest(run):
+    """Length of the longest run of equal ids in the sorted-by-position id array `run`."""
+    return int(np.bincount(run - run[0]).max())
+
+
+def window_starts(log, length, hop, what=None):
+    """Start indices of the windows `make_windows` keeps (vectorised).
+
+    `what` names the window in errors (default "window of <length> samples").
+    """
     _check_window(length)
     if hop < 1:
         raise ValueError("features: hop must be >= 1, found %d" % hop)
     n = len(log.counts)
     if n == 0:
         raise DataError("features: empty sensor log", log.path)
-    seg = _runs(log.subjects, log.recordings)  # contiguous runs of one recording
+    what = what or "window of %d samples" % length
+    seg = segments(log)  # contiguous pieces of one recording
     first = np.flatnonzero(np.r_[True, seg[1:] != seg[:-1]])
     sizes = np.diff(np.r_[first, n])
     if sizes.max() < length:
         raise DataError(
-            "features: window of %d samples is longer than every recording (longest %d)"
-            % (length, sizes.max()),
+            "features: %s is longer than every recording (longest %d)%s"
+            % (what, sizes.max(), _split_note(log)),
             log.path,
         )
     per_seg = np.maximum((sizes - length) // hop + 1, 0)
     k = np.arange(per_seg.sum()) - np.repeat(np.cumsum(per_seg) - per_seg, per_seg)
     starts = np.repeat(first, per_seg) + hop * k
-    label_run = _runs(log.subjects, log.recordings, log.labels)
-    return starts[label_run[starts] == label_run[starts + length - 1]]
+    label_run = label_runs(log, seg)
+    starts = starts[label_run[starts] == label_run[starts + length - 1]]
+    if len(starts) == 0:
+        longest = _longest(label_run)
+        raise DataError(
+            "features: no %s has one label throughout: the longest stretch of one label in one "
+            "recording is %d sample%s%s"
+            % (
+                what,
+                longest,
+                "" if longest == 1 else "s",
+                " (is it the label column?)" * (longest < 3),
+            ),
+            log.path,
+        )
+    return starts
 
 
-def make_windows(log, length, hop):
+def _split_note(log):
+    splits = getattr(log, "splits", None) or {}
+    n = splits.get("gap_splits", 0) + splits.get("ignore_splits", 0)
+    return "; %d splits at gaps in t_ms and left-out rows" % n if n else ""
+
+
+def make_windows(log, length, hop, what=None):
     """SensorLog -> Windows of `length` samples every `hop` samples, with their features.
 
-    Windows start at each recording's first sample and lie inside one contiguous run of one
-    recording (of one subject); a window whose label changes inside it is dropped.
+    Windows start at each piece's first sample and lie inside one contiguous piece of one
+    recording (of one subject), never across the log's breaks; a window whose label changes
+    inside it is dropped. `what` names the window in errors.
     """
-    starts = window_starts(log, length, hop)
+    starts = window_starts(log, length, hop, what)
     counts = np.asarray(log.counts, dtype=np.int64)
     c = counts.shape[1]
     X = np.empty((len(starts), c * N_FEATURES), dtype=np.int64)

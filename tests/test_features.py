@@ -446,3 +446,21 @@ def test_device_features_on_32_bit_vm(tmp_path):
     assert len(lines) == len(cases), proc.stdout[-3000:] + proc.stderr[-3000:]
     for line, x in zip(lines, cases, strict=True):
         assert [int(v) for v in line.split()] == window_features(x).tolist()
+
+
+def test_windows_never_span_a_break():
+    log = toy_log()
+    assert make_windows(log, 3, 1).starts.tolist() == [0, 1, 2, 3, 6, 7, 10, 11]
+    log.breaks = np.array([2, 8])  # e.g. a gap in t_ms before row 2 and left-out rows before 8
+    assert make_windows(log, 3, 1).starts.tolist() == [2, 3, 10, 11]
+
+
+def test_no_window_of_one_label_names_the_cause():
+    log = toy_log()
+    log.labels = np.array(["a", "b"] * 7)  # a label that changes every row: a wrong column
+    with pytest.raises(DataError) as e:
+        make_windows(log, 3, 1, "window of 3 samples (--window)")
+    assert str(e.value) == (
+        "toy.csv: features: no window of 3 samples (--window) has one label throughout: the "
+        "longest stretch of one label in one recording is 1 sample (is it the label column?)"
+    )

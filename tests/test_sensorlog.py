@@ -9,14 +9,17 @@ import os
 import numpy as np
 import pytest
 
+from host import sensorlog
 from host.datasets import load_basic_motions, load_shoulder
 from host.errors import DataError
+from host.features import make_windows
 from host.sensorlog import (
     SensorLog,
     check_classes,
     format_full_scale,
     parse_full_scale,
     read_sensor_log,
+    sort_labels,
     to_counts,
     write_sensor_log,
 )
@@ -96,7 +99,7 @@ def test_full_scale_syntax():
     fs = parse_full_scale("ax:8g,gx:2000dps,t:1.5,m:4.9e2uT")
     assert fs == {"ax": (8.0, "g"), "gx": (2000.0, "dps"), "t": (1.5, ""), "m": (490.0, "uT")}
     assert parse_full_scale(format_full_scale(fs)) == fs
-    with pytest.raises(DataError, match="bad full_scale item 'ax=8g'"):
+    with pytest.raises(DataError, match=r"bad item 'ax=8g', expected channel:.* \(write ax:8g\)"):
         parse_full_scale("ax=8g")
     with pytest.raises(DataError, match="positive"):
         parse_full_scale("ax:0g")
@@ -162,7 +165,7 @@ def test_default_columns_and_recordings(tmp_path):
         ("ax,label\n1,a\n-inf,b\n", "row 3, column 'ax': sensor log: expected a finite number"),
         ("ax,label\n1.5,a\n", "row 2, column 'ax': sensor log: expected int16 counts"),
         ("ax,label\n40000,a\n", "row 2, column 'ax': sensor log: expected int16 counts"),
-        ("ax,label\n1,\n", "row 2, column 'label': sensor log: empty label"),
+        ("ax,label\n1,\n", "sensor log: every row has an ignored or empty label ('')"),
         ("ax,ax,label\n1,2,a\n", "row 1: sensor log: duplicate column 'ax'"),
         ("# values=physical full_scale=ax:8g\nax,ay,label\n1,2,a\n", "no full scale for"),
         ("# values=volts\nax,label\n1,a\n", "values must be counts or physical"),
@@ -237,3 +240,102 @@ def test_basic_motions_writes_as_a_sensor_log(datasets, tmp_path):
     back = read_sensor_log(tmp_path / "bm.csv")
     np.testing.assert_array_equal(back.counts, log.counts)
     assert back.meta["scaling"] == "max_abs_per_sensor_group"
+
+
+# --- reading right: byte-order mark, label order, left-out rows, gaps and steps back in t_ms ---
+
+
+@pytest.mark.parametrize("name", ["log.csv", "log.csv.gz"])
+def test_a_utf8_byte_order_mark_is_dropped(tmp_path, name):
+    path = write(tmp_path, "\ufeffax,label\n1,a\n", name)
+    assert read_sensor_log(path).channels == ["ax"]  # not '\ufeffax'
+    path = write(tmp_path, "\ufeff# rate_hz=50\nax,label\n1,a\n", name)
+    log = read_sensor_log(path)
+    assert log.rate_hz == 50.0 and log.channels == ["ax"]
+
+
+def test_numeric_labels_sort_as_numbers(tmp_path):
+    rows = "".join("%d,%s\n" % (i, v) for i, v in enumerate(["10", "2", "-1", "11", "1", "2"]))
+    log = read_sensor_log(write(tmp_path, "ax,label\n" + rows))
+    assert log.classes == ["-1", "1", "2", "10", "11"]
+    assert check_classes(log.labels) == ["-1", "1", "2", "10", "11"]
+    assert sort_labels(["walk", "10", "2.5", "Run", "-3"]) == ["-3", "2.5", "10", "Run", "walk"]
+
+
+def test_ignored_and_empty_labels_are_left_out_and_split_the_recording(tmp_path):
+    text = "ax,label,t_ms\n" + "".join(
+        "%d,%s,%d\n" % (i, v, 20 * i) for i, v in enumerate("a a - - a a b  b".split(" "))
+    )
+    text = text.replace(",-,", ",-1,")
+    log = read_sensor_log(write(tmp_path, "# rate_hz=50\n" + text), ignore_labels=["-1"])
+    assert log.counts[:, 0].tolist() == [0, 1, 4, 5, 6, 8]  # rows 2, 3 ('-1') and 7 ('') out
+    assert log.labels.tolist() == ["a", "a", "a", "a", "b", "b"]
+    assert log.breaks.tolist() == [2, 5]  # where rows were left out, inside the recording
+    assert log.splits["ignored"] == {"-1": 2, "": 1}
+    assert log.splits["ignore_splits"] == 2 and log.splits["gap_splits"] == 0
+    # no window spans a cut: counts 1,4 and 6,8 are no window (4,5 and 5,6 change label)
+    assert make_windows(log, 2, 1).starts.tolist() == [0, 2]
+    # without ignoring, '-1' is a class, and only the empty label is left out
+    assert read_sensor_log(write(tmp_path, "# rate_hz=50\n" + text)).classes == ["-1", "a", "b"]
+
+
+def test_gaps_in_t_ms_split_recordings_and_are_counted(tmp_path):
+    t = [0, 20, 40, 100, 120, 140, 0, 20, 500]  # a 60 ms step, a new recording, a 480 ms step
+    rec = ["r1"] * 6 + ["r2"] * 3
+    text = "ax,label,recording,t_ms\n" + "".join(
+        "%d,a,%s,%d\n" % (i, r, v) for i, (r, v) in enumerate(zip(rec, t, strict=True))
+    )
+    log = read_sensor_log(write(tmp_path, "# rate_hz=50\n" + text))
+    assert log.breaks.tolist() == [3, 8] and log.splits["gap_splits"] == 2
+    assert log.splits["gap_ms"] == 30.0  # 1.5 sample periods at 50 Hz
+    assert make_windows(log, 3, 1).starts.tolist() == [0, 3]  # none across 40 -> 100
+    # at 10 Hz (100 ms a sample) only the 480 ms step is a gap
+    log = read_sensor_log(write(tmp_path, text, "norate.csv"), rate_hz=10)
+    assert log.breaks.tolist() == [8]
+    # without a rate there is no sample period to compare with
+    assert read_sensor_log(write(tmp_path, text, "norate.csv")).breaks is None
+
+
+def test_t_ms_going_back_inside_a_recording_is_refused_with_its_row(tmp_path):
+    text = "ax,label,recording,t_ms\n1,a,r1,0\n2,a,r1,20\n3,a,r2,0\n4,a,r2,20\n5,a,r2,10\n"
+    with pytest.raises(DataError) as e:
+        read_sensor_log(write(tmp_path, text))
+    assert str(e.value).endswith(
+        "row 6, column 't_ms': sensor log: t_ms goes back from 20 to 10 inside one recording"
+    )
+
+
+@pytest.mark.parametrize("channels, message", [([], "no channel columns"), (["ax", "ax"], "'ax'")])
+def test_channels_must_be_named_once(tmp_path, channels, message):
+    with pytest.raises(DataError, match=message):
+        read_sensor_log(write(tmp_path, "ax,ay,label\n1,2,a\n"), channels=channels)
+
+
+def test_blocks_read_as_the_csv_module_reads_cell_by_cell(tmp_path, monkeypatch):
+    """Many small blocks: NumPy's fast parse, blocks with quotes or blank lines that go cell by
+    cell, and rows across blocks give what a plain csv reading gives; errors name the row."""
+    monkeypatch.setattr(sensorlog, "_BLOCK", 2000)
+    rng = np.random.default_rng(3)
+    n = 3000
+    counts = rng.integers(-32768, 32768, size=(n, 2))
+    lines = ["# rate_hz=100", "ax,note,ay,label,subject,t_ms"]
+    for i in range(n):
+        label = ["walk", '"run, fast"', " sit "][i // 500 % 3]
+        lines.append("%d,x,%d,%s,s%d,%d" % (counts[i, 0], counts[i, 1], label, i // 1000, 10 * i))
+        if i % 777 == 5:
+            lines.append("")
+    path = write(tmp_path, "\n".join(lines) + "\n")
+    log = read_sensor_log(path)
+    assert log.channels == ["ax", "ay"]  # 'note' is text
+    np.testing.assert_array_equal(log.counts, counts)
+    want = [["walk", "run, fast", "sit"][i // 500 % 3] for i in range(n)]
+    assert log.labels.tolist() == want
+    assert log.subjects.tolist() == ["s%d" % (i // 1000) for i in range(n)]
+    assert log.t_ms.tolist() == list(range(0, 10 * n, 10))
+    assert log.breaks is None  # a new subject is no break
+    bad = lines[2900].split(",")
+    bad[2] = "1.5e"
+    lines[2900] = ",".join(bad)
+    path = write(tmp_path, "\n".join(lines) + "\n", "bad.csv")
+    with pytest.raises(DataError, match=r"bad.csv, row 2901, column 'ay': .* found '1.5e'"):
+        read_sensor_log(path)
