@@ -41,8 +41,16 @@ def classification_report(y_true, y_pred, classes):
     }
 
 
+TINY = 30  # fewer scored windows than this: the accuracy is flagged as saying little
+
+
 def format_report(report, title=None):
-    """The report as plain-text tables: per-class scores, then the confusion matrix."""
+    """The report as plain-text tables: per-class scores, then the confusion matrix.
+
+    A warning line follows the accuracy when fewer than TINY windows were scored; classes that
+    do not occur in the data (support 0) show "-" where a score would divide by nothing, and
+    are marked "absent".
+    """
     classes = report["classes"]
     width = max(8, max(len(c) for c in classes) + 1)
     lines = []
@@ -52,19 +60,24 @@ def format_report(report, title=None):
         "accuracy %.4f  (%d windows)  macro F1 %.4f"
         % (report["accuracy"], report["n"], report["macro_f1"])
     )
+    if report["n"] < TINY:
+        lines.append(
+            "warning: only %d window%s scored: too few for the accuracy to mean much (want %d+)"
+            % (report["n"], "" if report["n"] == 1 else "s", TINY)
+        )
     lines.append("")
     lines.append("%-*s %9s %9s %9s %8s" % (width, "class", "precision", "recall", "f1", "support"))
+    predicted = np.asarray(report["confusion"]).sum(axis=0)
     for i, name in enumerate(classes):
+        absent = report["support"][i] == 0
+        cells = [
+            "-" if predicted[i] == 0 else "%.3f" % report["precision"][i],
+            "-" if absent else "%.3f" % report["recall"][i],
+            "-" if absent or predicted[i] == 0 else "%.3f" % report["f1"][i],
+        ]
         lines.append(
-            "%-*s %9.3f %9.3f %9.3f %8d"
-            % (
-                width,
-                name,
-                report["precision"][i],
-                report["recall"][i],
-                report["f1"][i],
-                report["support"][i],
-            )
+            "%-*s %9s %9s %9s %8d%s"
+            % (width, name, *cells, report["support"][i], "  absent" if absent else "")
         )
     lines.append("")
     lines.append("confusion matrix (rows: true, columns: predicted)")
@@ -96,32 +109,79 @@ def plot_training(history, report, path):
 
     Needs matplotlib (`pip install 'microprop[plot]'`); raises RuntimeError saying so.
     """
+    _save(training_figure(history, report), path)
+
+
+def plot_confusion(report, path, title=None):
+    """Draw the confusion matrix of `report` into a PNG at `path` (needs matplotlib)."""
+    _save(confusion_figure(report, title), path)
+
+
+def _save(fig, path):
+    import matplotlib.pyplot as plt
+
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def training_figure(history, report):
+    """The training curves (loss, validation loss and accuracy, labelled with what was held
+    out: history["validation"], all in one legend) beside the confusion matrix."""
     plt = require_matplotlib()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.5))
     epochs = np.arange(1, len(history.get("loss", [])) + 1)
+    held = history.get("validation") or ""
+    held = " (%s)" % held if held and held != "none" else ""
     ax1.plot(epochs, history.get("loss", []), label="training loss")
-    if history.get("val_loss"):
-        ax1.plot(epochs, history["val_loss"], label="validation loss")
+    if _has_values(history.get("val_loss")):
+        ax1.plot(epochs, history["val_loss"], label="validation loss" + held)
     ax1.set_xlabel("epoch")
     ax1.set_ylabel("loss")
-    if history.get("val_acc"):
+    handles = []
+    if _has_values(history.get("val_acc")):
         ax3 = ax1.twinx()
-        ax3.plot(epochs, history["val_acc"], color="tab:green", label="validation accuracy")
+        handles = ax3.plot(
+            epochs, history["val_acc"], color="tab:green", label="validation accuracy" + held
+        )
         ax3.set_ylabel("validation accuracy")
         ax3.set_ylim(0, 1)
     best = history.get("best_epoch")
     if best is not None:
-        ax1.axvline(best + 1, color="grey", linestyle=":", label="best epoch")
-    ax1.legend(loc="upper right")
+        ax1.axvline(best + 1, color="grey", linestyle=":", label="lowest validation loss")
+    # one legend for both y axes, so that the accuracy curve is in it too
+    h1, l1 = ax1.get_legend_handles_labels()
+    ax1.legend(h1 + handles, l1 + [h.get_label() for h in handles], loc="upper right", fontsize=8)
     ax1.set_title("training curves")
+    _draw_confusion(ax2, report)
+    fig.tight_layout()
+    return fig
+
+
+def confusion_figure(report, title=None):
+    """The confusion matrix alone (what `microprop eval --plot` draws)."""
+    plt = require_matplotlib()
+    n = len(report["classes"])
+    fig, ax = plt.subplots(figsize=(max(5, 0.6 * n + 3), max(4.5, 0.6 * n + 2)))
+    _draw_confusion(ax, report)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def _has_values(values):
+    return bool(values) and bool(np.isfinite(np.asarray(values, dtype=np.float64)).any())
+
+
+def _draw_confusion(ax, report):
     cm = np.asarray(report["confusion"])
     classes = report["classes"]
-    ax2.imshow(cm, cmap="Blues")
-    ax2.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-    ax2.set_yticks(range(len(classes)), classes)
+    ax.imshow(cm, cmap="Blues")
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
     for i in range(cm.shape[0]):
         for j in range(cm.shape[1]):
-            ax2.text(
+            ax.text(
                 j,
                 i,
                 str(cm[i, j]),
@@ -129,9 +189,8 @@ def plot_training(history, report, path):
                 va="center",
                 color="white" if cm[i, j] > cm.max() / 2 else "black",
             )
-    ax2.set_xlabel("predicted")
-    ax2.set_ylabel("true")
-    ax2.set_title("confusion matrix (accuracy %.3f)" % report["accuracy"])
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(
+        "confusion matrix (accuracy %.3f, %d windows)" % (report["accuracy"], report["n"])
+    )

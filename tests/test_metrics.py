@@ -76,3 +76,40 @@ def test_format_report_shows_the_hand_computed_values():
     assert row_a.split() == ["a", "0.500", "0.667", "0.571", "3"]
     row_c = lines[-2]  # confusion row of class c
     assert row_c.split() == ["c", "1", "0", "0", "1"]
+
+
+def test_tiny_sets_are_flagged_and_absent_classes_marked():
+    text = format_report(classification_report([1], [1], ["a", "b", "c"]), "one window")
+    lines = text.splitlines()
+    assert lines[1] == "accuracy 1.0000  (1 windows)  macro F1 1.0000"
+    assert lines[2].startswith("warning: only 1 window scored: too few")
+    row = {line.split()[0]: line.split()[1:] for line in lines[4:7]}
+    assert row["a"] == ["-", "-", "-", "0", "absent"]  # never there, never predicted
+    assert row["b"] == ["1.000", "1.000", "1.000", "1"]
+    # d was predicted once although absent: its precision (0/1) is a real number
+    d = next(line for line in format_report(report()).splitlines() if line.startswith("d "))
+    assert d.split() == ["d", "0.000", "-", "-", "0", "absent"]
+    assert "warning" not in format_report(classification_report([0] * 30, [0] * 30, ["a"]))
+
+
+def test_training_plot_labels_validation_and_eval_plots_the_confusion_matrix():
+    from host.metrics import confusion_figure, training_figure
+
+    history = {
+        "loss": [1.0, 0.5, 0.4],
+        "val_loss": [1.1, 0.7, 0.8],
+        "val_acc": [0.5, 0.8, 0.7],
+        "best_epoch": 1,
+        "validation": "held-out subjects 4 (120 windows)",
+    }
+    fig = training_figure(history, report())
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    held = " (held-out subjects 4 (120 windows))"
+    assert legend == [
+        "training loss",
+        "validation loss" + held,
+        "lowest validation loss",
+        "validation accuracy" + held,
+    ]
+    fig = confusion_figure(report(), "m.mpm on log.csv")
+    assert len(fig.axes) == 1 and fig.axes[0].get_title().startswith("confusion matrix")

@@ -1,12 +1,16 @@
-"""The host pipeline: the input stage (feature standardisation) sees the training subjects only.
+"""The host pipeline: the input stage (feature standardisation) sees the training subjects only;
+validation holds out whole subjects; what train and eval score.
 
 Runs on: host (pytest).
 """
+
+import dataclasses
 
 import numpy as np
 import pytest
 
 from host import features, pipeline
+from host.errors import DataError
 from host.inputstage import InputStage, fit_input_stage
 
 TRAIN = {"hidden": (4,), "epochs": 2, "patience": 2}
@@ -60,3 +64,101 @@ def test_test_subjects_features_do_not_change_the_input_stage(synth_ds):
         with_features(ds, X), test_subjects=["s7", "s8"], **TRAIN
     )
     assert meta3["input_stage"] != meta["input_stage"]
+
+
+# --- validation held out by subject, and what train and eval score ---
+
+
+def test_validation_holds_out_whole_training_subjects(synth_ds):
+    ds = synth_ds
+    train = ~np.isin(ds.subjects, ["s7", "s8"])
+    fit, val, held, kind = pipeline.validation_split(ds, train, seed=0)
+    assert kind == "subjects" and len(held) == 1  # 20 % of 6 training subjects
+    assert set(ds.subjects[val].tolist()) == set(held) <= {"s1", "s2", "s3", "s4", "s5", "s6"}
+    assert not set(ds.subjects[fit].tolist()) & set(held)  # no window of theirs trains
+    assert ((fit | val) == train).all() and not (fit & val).any()
+    # another seed, another draw (GroupShuffleSplit's random groups)
+    assert {tuple(pipeline.validation_split(ds, train, seed=s)[2]) for s in range(6)} != {
+        tuple(held)
+    }
+
+
+def test_validation_with_one_training_subject_holds_out_recordings(synth_ds):
+    ds = synth_ds
+    train = ds.subjects == "s1"
+    fit, val, held, kind = pipeline.validation_split(ds, train, seed=0)
+    recordings = np.asarray(ds.log.recordings)[ds.starts]
+    assert kind == "recordings" and len(held) == 1  # 20 % of its 4 recordings
+    assert held[0] in {"s1-idle", "s1-walking", "s1-running", "s1-shaking"}
+    assert set(recordings[val].tolist()) == set(held)
+    assert held[0] not in set(recordings[fit].tolist())
+    one = train & (recordings == "s1-idle")
+    fit, val, held, kind = pipeline.validation_split(ds, one, seed=0)
+    assert held == [] and not val.any() and (fit == one).all()
+
+
+def test_train_counts_and_labels_what_it_trained_validated_and_tested(synth_ds):
+    ds = synth_ds
+    _, meta, report, history = pipeline.train_model(ds, test_subjects=["s7", "s8"], **TRAIN)
+    w = history["windows"]
+    test = np.isin(ds.subjects, ["s7", "s8"])
+    assert w["test"] == test.sum() == report["n"]
+    assert w["train"] + w["validation"] == (~test).sum() and w["validation"] > 0
+    held = history["held_out"]["ids"]
+    assert history["validation"] == "held-out subjects %s (%d windows)" % (
+        ",".join(held),
+        w["validation"],
+    )
+    assert meta["history"]["validation"] == history["validation"]
+
+
+def test_numeric_classes_sort_as_numbers(synth_ds):
+    ds = synth_ds
+    names = {"idle": "10", "walking": "2", "running": "-1", "shaking": "1"}
+    labels = np.array([names[v] for v in ds.labels.tolist()])
+    numeric = pipeline.Dataset(ds.log, ds.window, ds.hop, ds.X, labels, ds.subjects, ds.starts, "")
+    _, meta, _, _ = pipeline.train_model(numeric, test_subjects=["s8"], **TRAIN)
+    assert meta["classes"] == ["-1", "1", "2", "10"]
+
+
+def test_a_diverging_training_stops_with_one_line(synth_ds):
+    with pytest.raises(DataError, match=r"^train: training diverged in epoch 1 \(.*--lr\)$"):
+        pipeline.train_model(synth_ds, test_subjects=["s8"], lr=1e30, **TRAIN)
+    with pytest.raises(DataError, match="diverged"):
+        pipeline.train_model(synth_ds, test_subjects=["s8"], lr=1e30, optimizer="sgd", **TRAIN)
+
+
+def test_export_refuses_weights_no_int8_scale_holds(synth_ds):
+    mlp, meta, _, _ = pipeline.train_model(synth_ds, test_subjects=["s8"], **TRAIN)
+    w = mlp.W[1]
+    mlp.W[1] = w * (pipeline.WEIGHT_LIMIT * 1.01 / np.abs(w).max())
+    with pytest.raises(DataError, match=r"layer 1 .* a weight of 8.41e\+06, beyond the 8.32e\+06"):
+        pipeline.quantize_model(mlp, meta, synth_ds)
+    mlp.W[1] = w * (pipeline.WEIGHT_LIMIT / np.abs(w).max())  # as large as can be: quantizes
+    pipeline.quantize_model(mlp, meta, synth_ds)
+    mlp.W[0][0, 0] = np.nan
+    with pytest.raises(DataError, match="layer 0 of the float model has NaN or infinite"):
+        pipeline.quantize_model(mlp, meta, synth_ds)
+
+
+def test_a_log_without_a_rate_is_refused(synth_ds):
+    log = dataclasses.replace(synth_ds.log, rate_hz=None, path="log.csv")
+    with pytest.raises(DataError, match="^log.csv: no sample rate: .* give --rate HZ"):
+        pipeline.make_dataset(log, window=100)
+
+
+def test_eval_scores_the_models_test_subjects_by_default(synth_ds):
+    meta = {"data": {"test_subjects": ["s8", "s9"]}}
+    assert pipeline.eval_subjects(meta, synth_ds) == (["s8"], "the model's test subjects s8")
+    subjects, which = pipeline.eval_subjects({"data": {"test_subjects": ["x"]}}, synth_ds)
+    assert len(subjects) == 8 and which.startswith("every subject (s1,s2,")
+    assert pipeline.eval_subjects(meta, synth_ds, ["s2"]) == (["s2"], "subjects s2")
+    with pytest.raises(DataError, match="subjects s9 have no windows in the data"):
+        pipeline.eval_subjects(meta, synth_ds, ["s9"])
+
+
+def test_basic_motions_tests_on_the_archives_test_split(datasets):
+    log = pipeline.load_log("basic_motions")
+    subjects = np.asarray(log.subjects)
+    assert pipeline.pick_test_subjects(subjects, meta=log.meta) == ["test"]
+    assert pipeline.pick_test_subjects(subjects) == ["train"]  # what the last sorted id gives
