@@ -31,20 +31,24 @@ def _int_list(text):
     return _csv_list(text, int, "list of integers")
 
 
-def _full_scale(text):
-    """`ax=8,gx=2000` -> {"ax": 8.0, "gx": 2000.0}"""
-    out = {}
-    for part in text.split(","):
-        name, eq, value = part.partition("=")
-        try:
-            out[name.strip()] = float(value)
-        except ValueError:
-            eq = ""
-        if not eq or not name.strip():
-            raise argparse.ArgumentTypeError(
-                "expected channel=full_scale pairs like ax=8,gx=2000, found %r" % part
-            )
-    return out
+# The data options as given on the command line (saved with a model, so that eval and export
+# read its data the same way) and the defaults of the CSV columns.
+_DATA_ARGS = (
+    "channels",
+    "label_col",
+    "subject_col",
+    "recording_col",
+    "time_col",
+    "full_scale",
+    "rate",
+    "ignore_labels",
+)
+_COLUMN_DEFAULTS = {
+    "label_col": "label",
+    "subject_col": "subject",
+    "recording_col": "recording",
+    "time_col": "t_ms",
+}
 
 
 def add_data_options(p, default="synth"):
@@ -65,37 +69,123 @@ def add_data_options(p, default="synth"):
     )
     g.add_argument("--window", type=int, help="window length in samples (default: 2 s)")
     g.add_argument("--hop", type=int, help="hop between windows in samples (default: 1 s)")
-    g.add_argument("--channels", type=lambda t: _csv_list(t), help="CSV channel columns")
-    g.add_argument("--label-col", default="label", help="CSV label column (default: label)")
-    g.add_argument("--subject-col", default="subject", help="CSV subject column")
-    g.add_argument("--recording-col", default="recording", help="CSV recording column")
-    g.add_argument("--time-col", default="t_ms", help="CSV time column")
+    g.add_argument(
+        "--channels", metavar="CH,...", help="CSV channel columns (default: the numeric ones)"
+    )
+    g.add_argument("--label-col", help="CSV label column (default: label)")
+    g.add_argument("--subject-col", help="CSV subject column (default: subject)")
+    g.add_argument("--recording-col", help="CSV recording column (default: recording)")
+    g.add_argument("--time-col", help="CSV time column in ms (default: t_ms)")
     g.add_argument(
         "--full-scale",
-        type=_full_scale,
-        metavar="CH=FS,...",
-        help="CSV values are physical units: full scale per channel, e.g. ax=8,gx=2000",
+        metavar="CH:FS,...",
+        help="CSV values are physical units: full scale per channel with its unit, as in the "
+        "file's full_scale= (e.g. ax:8g,gx:2000dps or gx:34.9rad/s)",
     )
-    g.add_argument("--rate", type=float, help="CSV sample rate in Hz if not in its header")
+    g.add_argument(
+        "--rate",
+        type=float,
+        help="CSV sample rate in Hz (needed when the file's first line has no rate_hz)",
+    )
+    g.add_argument(
+        "--ignore-labels",
+        metavar="LABEL,...",
+        help="leave out the rows with these labels (e.g. unlabelled transitions) and split "
+        "their recordings there; rows with an empty label are always left out",
+    )
+
+
+def _data_args(args):
+    """The data options as given (None where not), to save with a model."""
+    return {key: getattr(args, key, None) for key in _DATA_ARGS}
 
 
 def _csv_options(args):
-    return {
-        "channels": args.channels,
-        "label_col": args.label_col,
-        "subject_col": args.subject_col,
-        "recording_col": args.recording_col,
-        "time_col": args.time_col,
-        "full_scale": args.full_scale,
-        "rate_hz": args.rate,
-    }
+    """The data options -> keyword arguments of host.sensorlog.read_sensor_log; a DataError
+    for a bad --channels, --full-scale or --ignore-labels."""
+    from host.errors import DataError
+    from host.sensorlog import parse_full_scale
+
+    channels = args.channels
+    if channels is not None:
+        channels = [c.strip() for c in channels.split(",")]
+        if not all(channels):
+            raise DataError(
+                "--channels: expected column names separated by commas, found %r" % args.channels
+            )
+        twice = [c for c in channels if channels.count(c) > 1]
+        if twice:
+            raise DataError("--channels: %r is given twice" % twice[0])
+    full_scale = None
+    if args.full_scale is not None:
+        full_scale = parse_full_scale(args.full_scale, what="--full-scale")
+    ignore = [v.strip() for v in (args.ignore_labels or "").split(",") if v.strip()]
+    options = {key: getattr(args, key) or value for key, value in _COLUMN_DEFAULTS.items()}
+    options.update(
+        channels=channels, full_scale=full_scale, rate_hz=args.rate, ignore_labels=ignore
+    )
+    return options
 
 
-def _load_dataset(args):
+def _saved_data_args(data):
+    """The data options saved with a model (older models saved read_sensor_log's arguments)."""
+    from host.sensorlog import format_full_scale
+
+    saved = dict(data.get("csv_options") or {})
+    if "rate_hz" in saved:
+        saved.setdefault("rate", saved.pop("rate_hz"))
+    if isinstance(saved.get("channels"), list):
+        saved["channels"] = ",".join(saved["channels"])
+    if isinstance(saved.get("full_scale"), dict):
+        fs = {
+            ch: v if isinstance(v, (list, tuple)) else (v, "")
+            for ch, v in saved["full_scale"].items()
+        }
+        saved["full_scale"] = format_full_scale(fs)
+    return {key: saved.get(key) for key in _DATA_ARGS}
+
+
+def _load_dataset(args, quiet=False, default_rate=None):
     from host import pipeline
 
-    log = pipeline.load_log(args.data, seed=args.seed, **_csv_options(args))
+    options = _csv_options(args)
+    progress = None
+    if args.data not in pipeline.BUILTIN_SOURCES:
+        progress = ReadProgress(args.data, quiet)
+        options.update(progress=progress, default_rate_hz=default_rate)
+    log = pipeline.load_log(args.data, seed=args.seed, **options)
+    if progress is not None:
+        progress.done(len(log))
     return pipeline.make_dataset(log, args.window, args.hop, source=args.data)
+
+
+class ReadProgress:
+    """Reading a long sensor log: one line on stderr once the read takes more than `after`
+    seconds, rewritten in place on a terminal; elsewhere one line when it is done."""
+
+    def __init__(self, path, quiet=False, stream=None, after=1.0, clock=time.monotonic):
+        self.path, self.quiet, self.after, self.clock = path, quiet, after, clock
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.start = clock()
+        self.shown = False
+
+    def __call__(self, lines, total):
+        if self.quiet or self.clock() - self.start < self.after or not self.tty:
+            return
+        self.shown = True
+        self.stream.write(
+            "\r--- reading %s: %d%% of %d lines" % (self.path, 100 * lines // max(total, 1), total)
+        )
+        self.stream.flush()
+
+    def done(self, rows):
+        seconds = self.clock() - self.start
+        if self.quiet or (seconds < self.after and not self.shown):
+            return
+        line = "--- read %s: %d rows in %.1f s" % (self.path, rows, seconds)
+        self.stream.write(("\r" + line.ljust(60) if self.tty else line) + "\n")
+        self.stream.flush()
 
 
 class Progress:
@@ -136,39 +226,53 @@ def do_train(args):
 
     if args.plot:
         require_matplotlib()  # before training, so a missing extra costs nothing
-    ds = _load_dataset(args)
+    ds = _load_dataset(args, args.quiet)
     progress = Progress(args.quiet)
-    mlp, meta, report, history = pipeline.train_model(
-        ds,
-        hidden=args.hidden,
-        activation=args.activation,
-        test_subjects=args.test_subjects,
-        seed=args.seed,
-        progress=progress,
-        optimizer=args.optimizer,
-        lr=args.lr,
-        batch_size=args.batch_size,
-        epochs=args.epochs,
-        l2=args.l2,
-        patience=args.patience,
-        class_weight=args.class_weight,
-    )
-    progress.done()
-    meta["data"]["csv_options"] = _csv_options(args)
+    try:
+        mlp, meta, report, history = pipeline.train_model(
+            ds,
+            hidden=args.hidden,
+            activation=args.activation,
+            test_subjects=args.test_subjects,
+            seed=args.seed,
+            progress=progress,
+            optimizer=args.optimizer,
+            lr=args.lr,
+            batch_size=args.batch_size,
+            epochs=args.epochs,
+            l2=args.l2,
+            patience=args.patience,
+            class_weight=args.class_weight,
+        )
+    finally:
+        progress.done()
+    meta["data"]["csv_options"] = _data_args(args)
     meta["data"]["seed"] = args.seed
     mlp.save(args.out, meta)
+    test = meta["data"]["test_subjects"]
+    train = set(ds.subjects.tolist()) - set(test)
+    held = history["held_out"]
+    if held["kind"] == "subjects":
+        train -= set(held["ids"])
+    windows = history["windows"]
     sizes = "-".join(str(n) for n in [mlp.W[0].shape[1]] + [w.shape[0] for w in mlp.W])
+    print(pipeline.describe_data(ds))
     print(
-        "trained %s MLP on %d windows in %.1f s (best epoch %d); saved %s"
+        "trained %s MLP on %d windows of subjects %s in %.1f s, %d epochs; saved %s"
         % (
             sizes,
-            int(sum(report["support"])) and len(ds.labels),
+            windows["train"],
+            pipeline.subjects_text(train),
             history["seconds"],
-            (history.get("best_epoch") or 0) + 1,
+            len(history["loss"]),
             args.out,
         )
     )
-    title = "test subjects %s (float model)" % ",".join(meta["data"]["test_subjects"])
+    print(pipeline.validation_summary(history))
+    title = "test subjects %s (float model): %d windows" % (
+        pipeline.subjects_text(test),
+        windows["test"],
+    )
     print(format_report(report, title))
     if args.plot:
         plot_training(history, report, args.plot)
@@ -178,37 +282,60 @@ def do_train(args):
 _EPILOG["train"] = """example:
   microprop train --data synth --hidden 32,16 --out model.npz
   microprop train --data shoulder --test-subjects 8,9,10 --plot curves.png
-  microprop train --data log.csv --channels ax,ay,az --full-scale ax=8,ay=8,az=8 --rate 50
+  microprop train --data log.csv --channels ax,ay,az --full-scale ax:8g,ay:8g,az:8g --rate 50
+  microprop train --data imu.csv --ignore-labels -1    (leave out the unlabelled rows)
+
+No window of a test subject is trained on. Early stopping watches training subjects held out
+whole (recordings, with one training subject), never windows of the subjects it trains on.
 """
 
 
 def _model_dataset(args, meta):
-    """The dataset for a trained model: --data if given, else the one it was trained on."""
+    """The dataset for a trained model: --data if given, else the one it was trained on (its
+    saved data options fill the ones not given) -> (dataset, the model's test subjects when
+    the data is the model's own, else --subjects or None)."""
     from host import pipeline
 
-    data = meta.get("data", {})
+    data = meta.get("data") or {}
     subjects = getattr(args, "subjects", None)
     if args.data is None:
-        args.data = data.get("source") or "synth"
+        if not data.get("source"):
+            raise CommandError(
+                "%s does not say which data it was trained on (no float model beside it); "
+                "give --data" % args.model
+            )
+        args.data = data["source"]
         if args.seed is None:
             args.seed = data.get("seed", 0)
-        for key, value in (data.get("csv_options") or {}).items():
-            if getattr(args, key, None) in (None, "label", "subject", "recording", "t_ms"):
+        for key, value in _saved_data_args(data).items():
+            if getattr(args, key, None) is None:
                 setattr(args, key, value)
         subjects = subjects or data.get("test_subjects")
+    elif args.channels is None:
+        args.channels = ",".join(meta["features"]["channels"])
     if args.seed is None:
         args.seed = 0
-    if args.window is None:
-        args.window = meta["features"]["window"]
+    window = meta["features"]["window"]
+    if args.window is not None and args.window != window:
+        raise CommandError(
+            "--window %d: the model's features are of windows of %d samples; leave --window "
+            "out" % (args.window, window)
+        )
+    args.window = window
     if args.hop is None:
         args.hop = meta["features"]["hop"]
-    ds = _load_dataset(args)
+    rate = (meta.get("sensor") or {}).get("rate_hz")
+    ds = _load_dataset(args, default_rate=rate)
     pipeline.check_compatible(meta, ds, args.data)
     return ds, subjects
 
 
 def _load_any_model(path):
-    """(kind, model, meta) for a float model (.npz) or a board model file (.mpm)."""
+    """(kind, model, meta) for a float model (.npz) or a board model file (.mpm).
+
+    A model file's data source and test subjects are those of its float model (the .npz of the
+    same name beside it, when it is the model it was exported from), else the ones export
+    writes into it for the built-in data sets."""
     from device.modelfile import MAGIC
     from host.mlp import MLP
     from host.modelfile import read_model
@@ -220,6 +347,7 @@ def _load_any_model(path):
         meta = {
             "classes": list(qm.classes),
             "features": dict(qm.features),
+            "sensor": dict(qm.sensor),
             "data": {
                 "source": qm.training.get("data_source"),
                 "test_subjects": [
@@ -228,39 +356,66 @@ def _load_any_model(path):
             },
         }
         meta["features"].setdefault("channels", list(qm.sensor.get("channels", [])))
+        beside = _float_model_beside(path, qm)
+        if beside is not None:
+            meta["data"] = beside["data"]
         return "int8", qm, meta
     mlp, meta = MLP.load(path)
     return "float", mlp, meta
 
 
+def _float_model_beside(path, qm):
+    """The meta of the float model `path` was exported from: the .npz of the same name, if it
+    has the same classes, channels, window and input stage; else None."""
+    import os
+
+    from host.mlp import MLP
+
+    npz = _replace_suffix(path, ".npz")
+    if npz == path or not os.path.exists(npz):
+        return None
+    try:
+        _, meta = MLP.load(npz)
+    except (ValueError, OSError):
+        return None
+    f = meta.get("features") or {}
+    same = (
+        list(meta.get("classes") or []) == list(qm.classes)
+        and list(f.get("channels") or []) == list(qm.features.get("channels") or [])
+        and (f.get("window"), f.get("hop")) == (qm.features.get("window"), qm.features.get("hop"))
+        and meta.get("input_stage") == qm.input_stage.to_dict()
+    )
+    return meta if same and (meta.get("data") or {}).get("source") else None
+
+
 def do_eval(args):
     from host import pipeline
-    from host.metrics import format_report, plot_training
+    from host.metrics import format_report, plot_confusion
 
     kind, model, meta = _load_any_model(args.model)
-    ds, subjects = _model_dataset(args, meta)
+    ds, _ = _model_dataset(args, meta)
+    subjects, which = pipeline.eval_subjects(meta, ds, args.subjects)
     if kind == "int8":
         report = pipeline.evaluate_qmodel(model, ds, subjects)
         what = "int8 model, the board's integer pipeline"
     else:
         report = pipeline.evaluate_model(model, meta, ds, subjects)
         what = "float model"
-    title = "%s on %s%s (%s)" % (
-        args.model,
-        args.data,
-        (" subjects " + ",".join(map(str, subjects))) if subjects else "",
-        what,
-    )
+    title = "%s on %s, %s: %d windows (%s)" % (args.model, args.data, which, report["n"], what)
+    print(pipeline.describe_data(ds))
     print(format_report(report, title))
     if args.plot:
-        plot_training(meta.get("history", {}), report, args.plot)
-        print("plot written to %s" % args.plot)
+        plot_confusion(report, args.plot, title)
+        print("confusion matrix written to %s" % args.plot)
 
 
 _EPILOG["eval"] = """example:
   microprop eval model.npz                  (the data and test subjects it was trained with)
   microprop eval model.mpm                  (int8: exactly the integers the board computes)
   microprop eval model.npz --data log.csv --plot confusion.png
+
+Scores the model's test subjects when the data holds them (else every subject; --subjects
+chooses) and says which, and how many windows.
 """
 
 
@@ -270,12 +425,14 @@ def do_export(args):
     from host.modelfile import write_model
 
     mlp, meta = MLP.load(args.model)
-    ds, subjects = _model_dataset(args, meta)
+    pipeline.check_weights(mlp)
+    ds, _ = _model_dataset(args, meta)
+    subjects, which = pipeline.eval_subjects(meta, ds)
     info = {}
     qat = {"auto": "auto", "on": True, "off": False}[args.qat]
     qm = pipeline.quantize_model(mlp, meta, ds, qat=qat, info=info)
     data = meta["data"]
-    if not data.get("csv_options") or data["source"] in pipeline.BUILTIN_SOURCES:
+    if data["source"] in pipeline.BUILTIN_SOURCES:
         qm.training.update(
             data_source=str(data["source"]), test_subjects=",".join(data["test_subjects"])
         )
@@ -295,9 +452,10 @@ def do_export(args):
             )
         )
     print(
-        "test subjects %s: float accuracy %.4f, int8 accuracy %.4f (%+.2f points)"
+        "%s, %d windows: float accuracy %.4f, int8 accuracy %.4f (%+.2f points)"
         % (
-            ",".join(map(str, subjects or [])),
+            which,
+            int_report["n"],
             float_report["accuracy"],
             int_report["accuracy"],
             100 * (int_report["accuracy"] - float_report["accuracy"]),
@@ -648,9 +806,17 @@ def _train_options(p):
 
 
 def _eval_options(p):
-    p.add_argument("model", help="float model file (.npz) from microprop train")
+    p.add_argument(
+        "model",
+        help="model file: .npz (float, from microprop train) or .mpm (int8, from microprop "
+        "export or pull: the board's integers)",
+    )
     add_data_options(p, default=None)
-    p.add_argument("--subjects", type=lambda t: _csv_list(t), help="only these subjects")
+    p.add_argument(
+        "--subjects",
+        type=lambda t: _csv_list(t),
+        help="score these subjects (default: the model's test subjects in the data, else all)",
+    )
     p.add_argument("--plot", metavar="FILE.png", help="draw the confusion matrix")
 
 

@@ -720,9 +720,13 @@ CLI_LOG_HEADER = "subject,recording,label,ax,ay,az\n"
 FAST = ["--epochs", "30", "--quiet", "--hidden", "8"]
 
 
-def write_log(path, rows_per_class=300, classes=("still", "move"), subjects=("1", "2", "3")):
+def write_log(
+    path, rows_per_class=300, classes=("still", "move"), subjects=("1", "2", "3"), rate_hz=50
+):
+    """A small sensor log for the CLI: 3 channels of counts, its rate on the first line (none
+    with rate_hz=None), then CLI_LOG_HEADER."""
     rng = np.random.default_rng(1)
-    lines = [CLI_LOG_HEADER]
+    lines = ([] if rate_hz is None else ["# rate_hz=%g\n" % rate_hz]) + [CLI_LOG_HEADER]
     for s in subjects:
         for k, label in enumerate(classes):
             for _ in range(rows_per_class):
