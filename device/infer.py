@@ -8,7 +8,10 @@ Runs on: board and host (MicroPython >= 1.22; the portable kernel also runs unde
 Buffers are made once in the constructor; `predict`, `forward` and `input_stage` allocate
 nothing (they run inside `micropython.heap_lock()`). `predict` returns the same list
 [class_index, scores] on every call, `scores` being an array('B') of 0..255. Every layer's
-int8 output stays readable in `model.layer_outputs` (the logits, for a softmax layer).
+int8 output stays readable in `model.layer_outputs` (the logits, for a softmax layer). The
+on-board trainer (device/train.py) learns `model.layers`' weights and biases in place and keeps
+the viper kernel's row constants `model.consts` in step; it reads the input stage's
+multipliers in `model.stage` (offset, mult, shift).
 
 Two kernels give identical integers: the plain Python code here (`dense_portable`, and the
 loops of `input_stage` and `classify`) and `device/kernel_viper.py` (native code: `dense`,
@@ -91,7 +94,7 @@ class Model:
         inp = m["input"]
         self.f_in = inp["f_in"]
         self.zp_in = inp["zp_in"]
-        self._stage = (inp["offset"], inp["mult"], inp["shift"])
+        self.stage = (inp["offset"], inp["mult"], inp["shift"])  # the input stage, per feature
         self.n_inputs = len(inp["offset"])
         self.n_outputs = self.layers[-1]["n_out"]
         self._exp = m["softmax_exp"]
@@ -99,7 +102,7 @@ class Model:
         self.layer_outputs = []
         self._params = []
         self._tables = []
-        self._consts = []
+        self.consts = []  # viper: per layer, array('i') of row constants (_row_constants)
         widest = 1
         for layer in self.layers:
             self.layer_outputs.append(_zeros("b", layer["n_out"], 1))
@@ -110,7 +113,7 @@ class Model:
             )
             self._tables.append(_NO_TABLE if layer["table"] is None else layer["table"])
             if self._viper:
-                self._consts.append(_row_constants(layer))
+                self.consts.append(_row_constants(layer))
             widest = max(widest, layer["n_in"])
         self._scratch = bytearray(widest)
         self.scores = _zeros("B", self.n_outputs, 1)
@@ -123,7 +126,7 @@ class Model:
         if len(raw) != n:
             raise ValueError("infer: %d raw features, expected %d" % (len(raw), n))
         x = self.x
-        offset, mult, shift = self._stage
+        offset, mult, shift = self.stage
         zp = self.zp_in
         if self._viper:
             kernel_viper.input_stage(raw, x, offset, mult, shift, n, zp)
@@ -155,7 +158,7 @@ class Model:
                     x,
                     w,
                     b,
-                    self._consts[k],
+                    self.consts[k],
                     outs[k],
                     self._params[k],
                     self._scratch,

@@ -1,9 +1,10 @@
-"""Viper kernels of the training step: the same integers as the portable code of device/train.py.
+"""The viper form of a learning layer: ViperLayer, a device/train_portable.Layer whose output
+error, backward pass, gradient sums and update are each one call of a native kernel here.
 
 Runs on: board (and the Unix port); needs a port with the native emitter (`@micropython.viper`).
-`device/train.py` imports it when it can and keeps its portable code otherwise (CPython, the
-WebAssembly port). The formats, scales and rounding are those of device/train.py's docstring;
-each function names the portable method it replaces. None allocates.
+`device/train.py` imports it when it can and keeps the portable Layer otherwise (CPython, the
+WebAssembly port). The formats, scales and rounding are those of device/train_portable.py's
+docstring; each kernel names the Layer method it replaces. None allocates.
 
 Viper loads are unsigned (ptr8, ptr16), ptr32 loads sign-extend on the 32-bit boards but not
 on the 64-bit Unix port, and arithmetic wraps at the machine word. So:
@@ -18,7 +19,7 @@ on the 64-bit Unix port, and arithmetic wraps at the machine word. So:
   undefined; for |g| < 2**30, g >> 31 is the same 0 or -1 as g >> s for any larger s).
 
 Every other intermediate is the portable code's value, which the bound proof of
-device/train.py keeps inside 31 bits, so no result depends on the word width. The xorshift16
+device/train_plan.py keeps inside 31 bits, so no result depends on the word width. The xorshift16
 generator of device/prng.py runs inline, in the portable code's draw order (one draw per
 parameter whose update shift is > 0, weights row-major, then biases), and its states stay
 below 2**24. The stochastic-rounding carry `bits > threshold` is computed without a branch as
@@ -31,11 +32,14 @@ scalars as their first arguments, documented as "register" arguments that the ca
 0 (or the PRNG state).
 
 A native call costs about 0.1 us on the Unix port plus about 20 ns per argument, most of it in
-converting a buffer to a pointer. So backward, sum_layer and update_layer take one layer's
-buffers through a table of their addresses (layer_table, built once by the Trainer) instead of
-as arguments, and update_layer does a layer's weights and biases in one call.
+converting a buffer to a pointer. So backward_kernel, accumulate_kernel and update_kernel take
+one layer's buffers through a table of their addresses (layer_table, built once by ViperLayer)
+instead of as arguments, and update_kernel does a layer's weights and biases in one call.
+ViperLayer's methods are plain Python, each one kernel call: as viper methods they would save
+their bytecode frame (about 500 instructions a call on the Cortex-M0) but cost about 700 bytes
+of the board's heap in native code.
 
-update_layer does the least work per weight: SR as one shift (see its docstring), the int8
+update_kernel does the least work per weight: SR as one shift (see its docstring), the int8
 clamp tested only where the master weight is within 128 of its own limits, and no master
 weight update where the gradient is 0 (a whole row when delta_j = 0 and there are no gradient
 sums): SR(0, s) = 0, so only the draws are made and w is rounded from the unchanged master.
@@ -48,7 +52,9 @@ from array import array
 import micropython
 from micropython import const
 
-_B = const(11)  # update_layer's parameters: the biases' part
+from .train_portable import Layer
+
+_B = const(11)  # update_kernel's parameters: the biases' part
 _HAS_W = const(22)  # the layer's weights learn
 _HAS_B = const(23)  # its biases learn
 _LIM = const(24)  # the bias limit, 15-bit halves, low first
@@ -75,10 +81,10 @@ def _address(b: ptr8) -> uint:
 
 
 def layer_table(d, x, gw, mw, w, c, gb, b, p, out, pback):
-    """array('I') of the addresses of a layer's buffers, for backward, sum_layer and
-    update_layer: a native call with one argument instead of eleven. Built once (it
+    """array('I') of the addresses of a layer's buffers, for backward_kernel, accumulate_kernel
+    and update_kernel: a native call with one argument instead of eleven. Built once (it
     allocates); every buffer must stay alive and in place as long as the table is used
-    (MicroPython's heap never moves an object). Pass `_EMPTY`-like buffers for absent ones."""
+    (MicroPython's heap never moves an object). Pass `_EMPTY` for absent ones."""
     t = array("I", bytes(4 * _N_WORDS))
     i = 0
     for buf in (d, x, gw, mw, w, c, gb, b, p, out, pback):
@@ -90,25 +96,27 @@ def layer_table(d, x, gw, mw, w, c, gb, b, p, out, pback):
 
 
 @micropython.viper
-def output_error(scores: ptr8, d: ptr16, n: int, label: int):
-    """softmax scores (0..255) -> int16 e_j = scores_j - 256 [j == label], scale 2**-8.
-    (Trainer._output_error)"""
-    for j in range(n):
+def output_error_kernel(scores: ptr8, label: int, a: ptr32):
+    """softmax scores (0..255) -> int16 e_j = scores_j - 256 [j == label], scale 2**-8, in
+    delta of the output layer's table `a` (layer_table). (Layer.output_error)"""
+    d = ptr16(int(a[_D]) + (int(a[_D + 1]) << 16 << 16))
+    p = ptr16(int(a[_P]) + (int(a[_P + 1]) << 16 << 16))
+    for j in range(int(p[1])):
         d[j] = scores[j]
     d[label] = int(scores[label]) - 256
 
 
 @micropython.viper
-def backward(acc: int, idx: int, j: int, a: ptr32):
+def backward_kernel(acc: int, idx: int, j: int, a: ptr32):
     """int16 delta(k) -> int16 delta(k - 1): T = clamp(R(W^T delta, s)), then times the
     derivative of layer k - 1's activation at y, rounded back by R. TFLite rounding.
-    (Trainer._backward)
+    (Layer.backward)
 
     acc, idx, j: register arguments, pass 0. a: layer k's table (layer_table), of which are
     read w: layer k's int8 weights (n_out rows of n_in); d: delta(k), n_out; out: delta(k - 1),
     n_in; x: layer k's inputs, the int8 outputs y of layer k - 1; pback: array('h') of (n_in,
-    n_out, s, act id, zp_z of layer k - 1). |W^T delta| <= 127 * n_out * 2**15 and
-    |T * D| <= 2**29 (proven by the Trainer).
+    n_out, sback, act id, zp_z of layer k - 1). |W^T delta| <= 127 * n_out * 2**15 and
+    |T * D| <= 2**29 (proven by device/train_plan.prove).
     """
     w = ptr8(int(a[_W]) + (int(a[_W + 1]) << 16 << 16))
     d = ptr16(int(a[_D]) + (int(a[_D + 1]) << 16 << 16))
@@ -165,13 +173,13 @@ def backward(acc: int, idx: int, j: int, a: ptr32):
 
 
 @micropython.viper
-def sum_layer(idx: int, dj: int, i: int, a: ptr32):
+def accumulate_kernel(idx: int, dj: int, i: int, a: ptr32):
     """gw[j][i] += delta_j * (x_i - zp_x) when has_w, then gb[j] += delta_j when has_b, int32,
-    in place. (Trainer._sum_weights, then Trainer._sum_biases)
+    in place. (Layer.accumulate)
 
     idx, dj, i: register arguments, pass 0. a: the layer's table (layer_table): d, x, the
     gradient sums gw and gb (each read only when its flag is set) and p, the layer's
-    parameters (see update_layer), of which only n_in, n_out, cz, has_w and has_b are read.
+    parameters (see update_kernel), of which only n_in, n_out, cz, has_w and has_b are read.
     """
     d = ptr16(int(a[_D]) + (int(a[_D + 1]) << 16 << 16))
     x = ptr8(int(a[_X]) + (int(a[_X + 1]) << 16 << 16))
@@ -194,10 +202,10 @@ def sum_layer(idx: int, dj: int, i: int, a: ptr32):
 
 
 @micropython.viper
-def update_layer(st: int, v: int, i: int, a: ptr32) -> int:
+def update_kernel(st: int, v: int, i: int, a: ptr32) -> int:
     """One layer's update, its weights (when has_w) then its biases (when has_b), in the
     portable code's draw order; one native call. Stochastic rounding from xorshift16 state
-    `st`; returns the new state. (Trainer._update_weights, then Trainer._update_biases)
+    `st`; returns the new state. (Layer.update)
 
     Weights: master_w -= SR(gw + delta x, sw), clamped to int16; int8 w = clamp((master + 128)
     >> 8, -127, 127); gw = 0; the inference kernel's row constants c_j = -cz * sum_i w_ji.
@@ -208,7 +216,7 @@ def update_layer(st: int, v: int, i: int, a: ptr32) -> int:
     gradient sums of the weights (read only when has_gw); mw: int16 master weights; w: int8
     weights; c: array('i') of row constants (written only when has_c); gb: the int32 gradient
     sums of the biases (read only when has_gb); b: the int32 biases, read and written as ptr16
-    halves; p: array('h') of the layer's parameters (built by train.Trainer._viper_params):
+    halves; p: array('h') of the layer's parameters (built by ViperLayer):
     at 0 the weights' (n_in, n_out, cz = 128 + zp_x, draw, ls, rs, fs, t, rt, has_gw, has_c),
     at _B the biases' in the same layout (has_gw there means has_gb), then has_w, has_b and
     lim as two 15-bit halves (low first). For the update shift s:
@@ -332,3 +340,75 @@ def update_layer(st: int, v: int, i: int, a: ptr32) -> int:
             b[2 * j] = v & 0xFFFF
             b[2 * j + 1] = (v >> 16) & 0xFFFF
     return st
+
+
+# -- the viper form of a learning layer ---------------------------------------------------------
+
+_EMPTY = bytearray(0)  # stands for an absent buffer in a layer table (never read)
+
+
+class ViperLayer(Layer):
+    """A train_portable.Layer whose output_error, backward, accumulate and update are each one
+    native call (the kernels above), given the layer's buffer table `table` instead of its
+    buffers. The same integers, arrays and plan; the table is built once, here."""
+
+    def __init__(self, spec, x, below, plan, batch, c):
+        super().__init__(spec, x, below, plan, batch, c)
+        n_in, n_out, zp_x = spec["n_in"], spec["n_out"], spec["zp_x"]
+        out = pback = _EMPTY
+        if below is not None:
+            out = below.delta
+            pback = array("h", [n_in, n_out, below.sback, below.act, below.zp_z])
+        pw = _update_params(self.sw, n_in, n_out, zp_x, self.gw is not None, self.c is not None)
+        pb = _update_params(self.sb, n_in, n_out, zp_x, self.gb is not None, False)
+        lim = self.bias_limit  # < 2**30
+        flags = [int(self.trains_w), 1, lim & 0x7FFF, lim >> 15]
+        self.table = layer_table(
+            self.delta,
+            x,
+            _or_empty(self.gw),
+            _or_empty(self.master_w),
+            self.w,
+            _or_empty(self.c),
+            _or_empty(self.gb),
+            self.b,
+            array("h", pw + pb + flags),
+            out,
+            pback,
+        )
+
+    def output_error(self, scores, label):
+        output_error_kernel(scores, label, self.table)
+
+    def backward(self):
+        backward_kernel(0, 0, 0, self.table)
+
+    def accumulate(self):
+        accumulate_kernel(0, 0, 0, self.table)
+
+    def update(self, st):
+        return update_kernel(st, 0, 0, self.table)
+
+
+def _or_empty(buf):
+    return _EMPTY if buf is None else buf
+
+
+def _update_params(s, n_in, n_out, zp_x, has_g, has_c):
+    """The update parameters of a layer's weights or biases for update_kernel, update shift s:
+    [n_in, n_out, 128 + zp_x, draw, ls, rs, fs, t, rt, has_g, has_c]. Shifts clamp at 31:
+    |g| < 2**30, so g >> 31 is g >> s for any s >= 31."""
+    t = min(max(s, 0), 16)
+    return [
+        n_in,
+        n_out,
+        128 + zp_x,
+        1 if s > 0 else 0,
+        max(-s, 0),
+        min(max(s, 0), 31),
+        min(s - t, 31) if s > 0 else 0,
+        t,
+        16 - t,
+        1 if has_g else 0,
+        1 if has_c else 0,
+    ]

@@ -15,18 +15,28 @@ Runs on: board and host (MicroPython >= 1.22; also CPython). The bit-exact NumPy
     trainer.reset()                   # exported weights again, counters and PRNG too, no slots
 
 `step` allocates nothing (it runs inside `micropython.heap_lock()`) and returns the same list
-[predicted_class, correct (0/1)] every call. The forward pass is the model's own (portable or
-viper kernel); the backward pass and update have two kernels with identical integers, the
-plain Python of `device/train_portable.py` and `device/kernel_train_viper.py` (native code),
-picked like the model's: `Trainer(..., kernel=None)` follows `model.kernel` ("portable" or
-"viper"). What learns is chosen at run time:
+[predicted_class, correct (0/1)] every call. It is the textbook step: the model's forward pass
+(its portable or viper kernel), the output error into the last layer, the error signals
+backward through the layers that learn, top down, then each layer's gradient sums or, every
+`batch` steps, its update, bottom up.
+
+Each layer that learns is a `Layer` (device/train_portable.py) that owns its arrays (master
+weights, error signals, gradient sums; the model's weights and biases, learned in place) and
+its plan (shifts, bias limit), and does its own backward pass, gradient sums and update: in
+plain Python, or as a `ViperLayer` (device/kernel_train_viper.py), one native call each, with
+identical integers. `Trainer(..., kernel=None)` follows `model.kernel` ("portable" or "viper").
+What learns is chosen at run time:
 
     "last"  the last layer's weights and biases (the default)
     "bias"  the biases of every layer
     "all"   every weight and bias
 
-and only what learns gets memory: master weights array('h') and, for batch > 1, int32
-gradient sums per trainable layer, int16 error signals for the layers backprop reaches.
+and only what learns gets memory: `trainer.layers` holds a Layer for each layer from the
+lowest that learns up (in "last", the last layer alone), with master weights array('h') where
+the weights learn and, for batch > 1, int32 gradient sums. The trainer's public state:
+`layers`, `master_w` (per model layer, None where the weights do not learn), `trains_w` and
+`trains_b` (per model layer), `max_batch`, the counters `steps`, `n_correct` and `in_batch`
+(samples summed since the last update), and `state` (the PRNG's).
 
 Where the rest is written out:
 
@@ -38,11 +48,8 @@ Where the rest is written out:
   allocate; `step` never does).
 """
 
-from array import array
-
-from . import checkpoint, train_plan, train_portable, train_state
+from . import checkpoint, train_plan, train_state
 from .config import DEFAULTS, MAX_SHIFT
-from .modelfile import ACTIVATIONS
 from .prng import seed_state
 from .train_plan import (  # noqa: F401 (re-exported: the public names of device.train)
     DELTA_MAX,
@@ -52,6 +59,7 @@ from .train_plan import (  # noqa: F401 (re-exported: the public names of device
     LIMIT,
     input_range,
 )
+from .train_portable import Layer
 from .train_state import slot_of  # noqa: F401 (re-exported)
 
 try:
@@ -60,11 +68,6 @@ except Exception:  # CPython (no `micropython`), or a port without the native em
     kernel_train_viper = None
 
 DEFAULT_LR_SHIFT = 7
-_EMPTY = bytearray(0)  # stands for an absent buffer in a viper call (never read)
-
-
-def _zeros(typecode, n, size):
-    return array(typecode, bytes(n * size))
 
 
 class Trainer:
@@ -86,107 +89,44 @@ class Trainer:
             model.training, mode, lr_shift, batch, hidden_shift
         )
         _check_args(mode, lr_shift, batch, hidden_shift)
-        layers = model.layers
-        if layers[-1]["act"] != "softmax":
-            raise ValueError("train: last layer %r, expected softmax" % layers[-1]["act"])
+        specs = model.layers
+        if specs[-1]["act"] != "softmax":
+            raise ValueError("train: last layer %r, expected softmax" % specs[-1]["act"])
         self.kernel = _pick_kernel(kernel, model)
         self.model = model
         self.mode = mode
         self.lr_shift = lr_shift
         self.hidden_shift = hidden_shift
         self.batch = batch
-        n = len(layers)
-        self._n = n
-        self._w = [layer["w"] for layer in layers]
-        self._inputs = [model.x] + model.layer_outputs[:-1]
-        self._consts = model._consts if model._viper else None
-        self._act = [ACTIVATIONS.index(layer["act"]) for layer in layers]
-        stage = self._plan(layers)
+        plan = train_plan.plan(specs, mode, lr_shift, hidden_shift)
+        self.trains_w, self.trains_b, lowest = train_plan.learns(mode, len(specs))
+        train_plan.check_inputs(specs, model.stage[1], self.trains_w)
+        self.max_batch, stage = train_plan.prove(specs, plan)
         if batch > self.max_batch:
             raise ValueError(
                 "train: batch %d over the proven maximum %d (%s)" % (batch, self.max_batch, stage)
             )
-        self._alloc(layers)
-        if self.kernel == "viper":
-            self._viper_params(layers)
+        form = kernel_train_viper.ViperLayer if self.kernel == "viper" else Layer
+        inputs = [model.x] + model.layer_outputs
+        consts = model.consts if model.kernel == "viper" else None
+        self.layers = []  # the layers that learn, from the lowest up
+        self.master_w = [None] * len(specs)  # per model layer: its master weights, or None
+        below = None
+        for k in range(lowest, len(specs)):
+            c = None if consts is None else consts[k]
+            layer = form(specs[k], inputs[k], below, plan[k], batch, c)
+            self.layers.append(layer)
+            self.master_w[k] = layer.master_w
+            below = layer
         self.seed = DEFAULTS["seed"] if seed is None else seed
-        self.state = seed_state(self.seed)
+        self.state = seed_state(self.seed)  # the xorshift16 state of the stochastic rounding
         self.model_path = model_path  # the model file: its CRC names the checkpoints
         self.model_crc = None if model_path is None else checkpoint.model_crc_of(model_path)
         self.prefix = prefix
         self.steps = 0
         self.n_correct = 0
-        self._count = 0  # samples summed since the last update
+        self.in_batch = 0  # samples summed since the last update
         self.result = [0, 0]
-
-    def _plan(self, layers):
-        """What learns, scales and shifts, limits and `max_batch` (device/train_plan.py);
-        returns the stage that limits the batch."""
-        self.trains_w, self.trains_b, self._lowest = train_plan.learns(self.mode, self._n)
-        plan = train_plan.scales(layers, self.lr_shift, self.hidden_shift)
-        self.f_delta, self._sback, self._sw, self._sb = plan
-        self._dmax, self._bias_limit = train_plan.input_limits(layers)
-        self.max_batch, stage = train_plan.prove(self, layers)
-        return stage
-
-    def _alloc(self, layers):
-        n = self._n
-        self.delta = [None] * n
-        self.master_w = [None] * n
-        self.master_b = [None] * n
-        self._gw = [None] * n
-        self._gb = [None] * n
-        for k in range(n):
-            n_in, n_out = layers[k]["n_in"], layers[k]["n_out"]
-            if k >= self._lowest:
-                self.delta[k] = _zeros("h", n_out, 2)
-            if self.trains_w[k]:
-                w = layers[k]["w"]
-                m = _zeros("h", n_in * n_out, 2)
-                for i in range(n_in * n_out):
-                    m[i] = w[i] * 256
-                self.master_w[k] = m
-                if self.batch > 1:
-                    self._gw[k] = _zeros("i", n_in * n_out, 4)
-            if self.trains_b[k]:
-                self.master_b[k] = layers[k]["b"]
-                if self.batch > 1:
-                    self._gb[k] = _zeros("i", n_out, 4)
-
-    def _viper_params(self, layers):
-        """The buffer table of the viper kernels per learning layer (kernel_train_viper.py):
-        the buffers, `_EMPTY` where a layer has none, and array('h') parameters."""
-        n = self._n
-        self._tables = [None] * n  # type: list
-        for k in range(self._lowest, n):
-            layer = layers[k]
-            n_in, n_out, zp_x = layer["n_in"], layer["n_out"], layer["zp_x"]
-            out = pback = _EMPTY
-            if k > self._lowest:
-                out = self.delta[k - 1]
-                below = layers[k - 1]
-                pback = array(
-                    "h", [n_in, n_out, self._sback[k - 1], self._act[k - 1], below["zp_z"]]
-                )
-            has_c = self.trains_w[k] and self._consts is not None
-            pw = _update_params(self._sw[k], n_in, n_out, zp_x, self._gw[k] is not None, has_c)
-            pb = _update_params(self._sb[k], n_in, n_out, zp_x, self._gb[k] is not None, False)
-            lim = self._bias_limit[k] if self.trains_b[k] else 0  # < 2**30 when it learns
-            flags = [int(self.trains_w[k]), int(self.trains_b[k]), lim & 0x7FFF, lim >> 15]
-            p = array("h", pw + pb + flags)
-            self._tables[k] = kernel_train_viper.layer_table(
-                self.delta[k],
-                self._inputs[k],
-                _or_empty(self._gw[k]),
-                _or_empty(self.master_w[k]),
-                self._w[k],
-                self._consts[k] if has_c else _EMPTY,
-                _or_empty(self._gb[k]),
-                _or_empty(self.master_b[k]),
-                p,
-                out,
-                pback,
-            )
 
     def step(self, raw, label, count=1):
         """int raw features, class index -> [predicted class, correct (0/1)], the same list
@@ -199,10 +139,21 @@ class Trainer:
         m.input_stage(raw)
         m.forward()
         cls = m.classify()
-        if self.kernel == "viper":
-            self._learn_viper(label)
-        else:
-            train_portable.learn(self, label)
+        layers = self.layers
+        n = len(layers)
+        layers[n - 1].output_error(m.scores, label)
+        for i in range(n - 1, 0, -1):  # top down: each layer's error signal to the one below
+            layers[i].backward()
+        self.in_batch += 1
+        if self.in_batch < self.batch:
+            for layer in layers:
+                layer.accumulate()
+        else:  # bottom up: the PRNG's draw order
+            self.in_batch = 0
+            st = self.state
+            for layer in layers:
+                st = layer.update(st)
+            self.state = st
         correct = 1 if cls == label else 0
         if count and self.steps < LIMIT:  # counting stops at 2**30 - 1: small ints
             self.steps += 1
@@ -210,29 +161,6 @@ class Trainer:
         self.result[0] = cls
         self.result[1] = correct
         return self.result
-
-    def _learn_viper(self, label):
-        """train_portable.learn with kernel_train_viper: one native call per layer and stage,
-        the weights and biases of a layer in the same call, each given the layer's buffer table
-        instead of its buffers (see kernel_train_viper's docstring for what a call costs).
-        The layers from `_lowest` up are those that learn."""
-        kv = kernel_train_viper
-        n = self._n
-        tables = self._tables
-        d = self.delta[n - 1]
-        kv.output_error(self.model.scores, d, len(d), label)
-        for k in range(n - 1, self._lowest, -1):
-            kv.backward(0, 0, 0, tables[k])
-        self._count += 1
-        if self._count < self.batch:
-            for k in range(self._lowest, n):
-                kv.sum_layer(0, 0, 0, tables[k])
-            return
-        self._count = 0
-        st = self.state
-        for k in range(self._lowest, n):
-            st = kv.update_layer(st, 0, 0, tables[k])
-        self.state = st
 
     def accuracy(self):
         """Percent of correct predictions so far, 0..100 (integer, rounded down)."""
@@ -292,28 +220,3 @@ def _pick_kernel(kernel, model):
     if kernel == "viper" and kernel_train_viper is None:
         raise ValueError("train: kernel 'viper' unavailable on this port, use 'portable'")
     return kernel
-
-
-def _or_empty(buf):
-    return _EMPTY if buf is None else buf
-
-
-def _update_params(s, n_in, n_out, zp_x, has_g, has_c):
-    """The update parameters of a layer's weights or biases for the viper kernels, update
-    shift s: [n_in, n_out, 128 + zp_x, draw, ls, rs, fs, t, rt, has_g, has_c], see
-    kernel_train_viper.update_layer. Shifts clamp at 31: |g| < 2**30, so g >> 31 is
-    g >> s for any s >= 31."""
-    t = min(max(s, 0), 16)
-    return [
-        n_in,
-        n_out,
-        128 + zp_x,
-        1 if s > 0 else 0,
-        max(-s, 0),
-        min(max(s, 0), 31),
-        min(s - t, 31) if s > 0 else 0,
-        t,
-        16 - t,
-        1 if has_g else 0,
-        1 if has_c else 0,
-    ]

@@ -1,16 +1,21 @@
 """The plan of on-board training: what learns, the scales and shifts, and the bound proof.
 
 Runs on: board and host (MicroPython >= 1.22; also CPython). Used by device/train.py's
-Trainer when it is made; the same formulas as host/trainref.py (`check_train_bounds`).
+Trainer when it is made (each of its Layers keeps its part); the same formulas as
+host/trainref.py (`train_plan`, `check_train_bounds`).
 
-Per layer k (the integers themselves are written out in device/train_portable.py):
+    trains_w, trains_b, lowest = learns("bias", 3)      # which layers learn what, per mode
+    p = plan(model.layers, "all", lr_shift, hidden_shift)  # one dict per layer
+    max_batch, stage = prove(model.layers, p)           # or ValueError naming the stage
+
+Per layer k (`plan`; the integers themselves are written out in device/train_portable.py):
 
 - what learns, by mode: "last" the last layer's weights and biases, "bias" every layer's
   biases, "all" everything; error signals reach down to the lowest layer that learns.
-- error-signal scale f_d(k) (8 at the output), the backward shift sb(k) from layer k + 1 to
-  layer k, and the update shifts sw (weights) and sbias of each layer.
-- d = max|x - zp_x| over the int8 inputs the layer can read, and the bias limit
-  max(127 * n_in * d, max|b| at start) (host/bounds.bias_limit).
+- error-signal scale f_delta(k) (8 at the output), the backward shift sback(k) from layer
+  k + 1 to layer k, and the update shifts sw (weights) and sb (biases) of each layer.
+- dmax = max|x - zp_x| over the int8 inputs the layer can read, and the bias limit
+  max(127 * n_in * dmax, max|b| at start) (host/bounds.bias_limit).
 
 A layer whose weights learn must read something besides its zero point (`zero_input`): when
 every value it can read is zp_x, x - zp_x is 0 for every input, its weights neither act nor
@@ -25,7 +30,7 @@ Bound proof (2**30 - 1 = LIMIT): |e| <= 256, |delta| <= 32768; |S| <= 127 * n_ou
 (checked: refuses wide layers below another hidden layer in "bias" / "all"); |T * D| <= 2**15 *
 2**14; a trainable layer's forward accumulator <= 127 * n_in * d + bias limit; per parameter
 the batch sum g_max * batch, shifted left by max(-s, 0), plus the master weight (2**15) or the
-bias limit, plus 1, stays <= LIMIT. The largest batch this allows is the Trainer's
+bias limit, plus 1, stays <= LIMIT. The largest batch this allows (`prove`) is the Trainer's
 `max_batch`; a larger batch raises ValueError.
 """
 
@@ -40,7 +45,8 @@ DELTA_MAX = 32768  # |int16|
 
 def learns(mode, n):
     """(trains_w, trains_b, lowest) of `mode` on n layers: per layer whether its weights and
-    biases learn, and the lowest layer that gets an error signal."""
+    biases learn, and the lowest layer that gets an error signal. Every layer from `lowest` up
+    learns its biases (train_portable.Layer relies on it)."""
     trains_w = [mode == "all" or (mode == "last" and k == n - 1) for k in range(n)]
     trains_b = [mode != "last" or k == n - 1 for k in range(n)]
     return trains_w, trains_b, (n - 1 if mode == "last" else 0)
@@ -57,6 +63,13 @@ def input_range(layers, k):
     if t is not None:
         return min(t), max(t)
     return -128, 127
+
+
+def input_dmax(layers, k):
+    """max|x - zp_x| over the int8 values x that layer k reads."""
+    lo, hi = input_range(layers, k)
+    zp_x = layers[k]["zp_x"]
+    return max(abs(lo - zp_x), abs(hi - zp_x))
 
 
 def zero_input(layers, k, mult):
@@ -90,78 +103,74 @@ def check_inputs(layers, mult, trains_w):
                 )
 
 
-def input_limits(layers):
-    """(dmax, bias_limit) per layer: max|x - zp_x| of its int8 inputs and the int32 bias
-    limit max(127 * n_in * dmax, max|b|)."""
+def plan(layers, mode, lr_shift, hidden_shift):
+    """Per layer (model layer dicts `layers`), a dict of what it learns and how, the keys of
+    host/trainref.train_plan: trains_w, trains_b, has_delta (it gets an error signal),
+    f_delta, sback (the shift of the error signal from the layer above into this one), sw, sb
+    (update shifts; the layers below the last learn at 2**-(lr_shift + hidden_shift)), dmax
+    (max|x - zp_x| of its int8 inputs), bias_limit (max(127 * n_in * dmax, max|b|)) and
+    delta_max (max|delta|: 256 at the output, DELTA_MAX below)."""
     n = len(layers)
-    dmax = [0] * n
-    bias_limit = [0] * n
-    for k in range(n):
-        lo, hi = input_range(layers, k)
-        d = max(abs(lo - layers[k]["zp_x"]), abs(hi - layers[k]["zp_x"]))
-        dmax[k] = d
-        big = 0
-        for v in layers[k]["b"]:
-            big = max(big, abs(v))
-        bias_limit[k] = max(127 * layers[k]["n_in"] * d, big)
-    return dmax, bias_limit
-
-
-def scales(layers, lr_shift, hidden_shift):
-    """(f_delta, sback, sw, sb) per layer: error-signal scales, backward shifts (S of layer
-    k + 1 -> T of layer k), weight and bias update shifts (the layers below the last learn at
-    2**-(lr_shift + hidden_shift))."""
-    n = len(layers)
-    f_delta = [0] * n
-    sback = [0] * n
-    sw = [0] * n
-    sb = [0] * n
-    f_delta[n - 1] = F_DELTA_OUT
-    for k in range(n - 2, -1, -1):
-        f = layers[k + 1]["f_w"] + f_delta[k + 1]
-        s = min(max(f - F_DELTA, 0), 24)
-        sback[k] = s
-        f_delta[k] = f - s
-    for k in range(n):
-        f_x, f_w = layers[k]["f_x"], layers[k]["f_w"]
-        lr = lr_shift + hidden_shift if k < n - 1 else lr_shift
-        sw[k] = lr + f_delta[k] + f_x - f_w - 8
-        sb[k] = lr + f_delta[k] - f_x - f_w
-    return f_delta, sback, sw, sb
-
-
-def prove(t, layers):
-    """(max_batch, its limiting stage) of Trainer `t` with its plan set; raises ValueError for
-    a stage no batch can fix, or for a layer whose weights learn from one value."""
-    check_inputs(layers, t.model._stage[1], t.trains_w)
-    n = len(layers)
-    best, stage = LIMIT, "no trainable parameter"
-    for k in range(n):
+    trains_w, trains_b, lowest = learns(mode, n)
+    out = [None] * n  # type: list
+    f_delta = F_DELTA_OUT
+    sback = 0
+    for k in range(n - 1, -1, -1):
         layer = layers[k]
-        dmax = 256 if k == n - 1 else DELTA_MAX
-        if t.trains_w[k] or t.trains_b[k]:
-            acc = 127 * layer["n_in"] * t._dmax[k] + t._bias_limit[k]
+        if k < n - 1:  # the error signal of layer k + 1, W^T delta, shifted back into int16
+            f = layers[k + 1]["f_w"] + f_delta
+            sback = min(max(f - F_DELTA, 0), 24)
+            f_delta = f - sback
+        dmax = input_dmax(layers, k)
+        big = 0
+        for v in layer["b"]:
+            big = max(big, abs(v))
+        f_x, f_w = layer["f_x"], layer["f_w"]
+        lr = lr_shift + hidden_shift if k < n - 1 else lr_shift
+        out[k] = {
+            "trains_w": trains_w[k],
+            "trains_b": trains_b[k],
+            "has_delta": k >= lowest,
+            "f_delta": f_delta,
+            "sback": sback,
+            "sw": lr + f_delta + f_x - f_w - 8,
+            "sb": lr + f_delta - f_x - f_w,
+            "dmax": dmax,
+            "bias_limit": max(127 * layer["n_in"] * dmax, big),
+            "delta_max": 256 if k == n - 1 else DELTA_MAX,
+        }
+    return out
+
+
+def prove(layers, plan):
+    """(max_batch, its limiting stage) of training model layers `layers` by `plan`; raises
+    ValueError for a stage no batch can fix."""
+    best, stage = LIMIT, "no trainable parameter"
+    for k in range(len(layers)):
+        layer, p = layers[k], plan[k]
+        if p["trains_w"] or p["trains_b"]:
+            acc = 127 * layer["n_in"] * p["dmax"] + p["bias_limit"]
             if acc > LIMIT:
                 _over("layer %d accumulator" % k, acc)
             z = 128 + (acc >> (layer["f_x"] + layer["f_w"] - layer["f_z"])) + 1
             if z > LIMIT:
                 _over("layer %d zp_z + R(acc, s)" % k, z)
-        if k > t._lowest:
-            s = 127 * layer["n_out"] * dmax
+        if k > 0 and plan[k - 1]["has_delta"]:
+            s = 127 * layer["n_out"] * p["delta_max"]
             if s > LIMIT:
                 _over("layer %d backward sum" % k, s)
-        if t.trains_w[k]:
-            per = (dmax * t._dmax[k]) << max(-t._sw[k], 0)
+        if p["trains_w"]:
+            per = (p["delta_max"] * p["dmax"]) << max(-p["sw"], 0)
             cap = (LIMIT - DELTA_MAX - 1) // per
             if cap < 1:
                 _over("layer %d weight update" % k, per + DELTA_MAX + 1)
             if cap < best:
                 best, stage = cap, "layer %d weight update" % k
-        if t.trains_b[k]:
-            per = dmax << max(-t._sb[k], 0)
-            cap = (LIMIT - t._bias_limit[k] - 1) // per
+        if p["trains_b"]:
+            per = p["delta_max"] << max(-p["sb"], 0)
+            cap = (LIMIT - p["bias_limit"] - 1) // per
             if cap < 1:
-                _over("layer %d bias update" % k, per + t._bias_limit[k] + 1)
+                _over("layer %d bias update" % k, per + p["bias_limit"] + 1)
             if cap < best:
                 best, stage = cap, "layer %d bias update" % k
     return best, stage

@@ -1,19 +1,21 @@
 """Checkpoints of device/train.py's Trainer: save, load, reset to the exported weights.
 
 Runs on: board and host (MicroPython >= 1.22; also CPython). The Trainer's `save`, `load` and
-`reset` call these with itself as `t`.
+`reset` call these with itself; they read its public state (its `layers`, counters and PRNG
+state, device/train.py).
 
 Persistence (device/checkpoint.py, two slots named by `prefix`, tied to the model file's CRC):
-the state is, layer by layer, the master weights (array('h')) of each layer whose weights
-learn, then its biases (array('i'), the model's own), and for batch > 1 the int32 gradient
-sums of the unfinished mini-batch (so training resumes exactly where it stopped), plus the ints
-[steps, n_correct, PRNG state, samples in the batch]; the header holds the mode's id
-(train_plan.LEARN_MODES) and the batch size. The int8 weights are not stored: `load` recomputes
-them from the master weights ((m + 128) >> 8, clamped), and the viper kernel's row constants with
-them. A checkpoint of another model (CRC), or of a mode or batch kind (1 or > 1) that keeps
-other arrays (shape), is ignored with a reason; two modes that train the same parameters (one
-layer: "last" and "all") load each other's checkpoints, and so do two batch sizes of one kind
-when the samples in the batch fit both.
+the state is, layer by layer (the trainer's `layers`, the lowest first), the master weights
+(array('h')) of each layer whose weights learn, then its biases (array('i'), the model's own),
+and for batch > 1 the int32 gradient sums of the unfinished mini-batch (so training resumes
+exactly where it stopped), plus the ints [steps, n_correct, PRNG state, samples in the batch];
+the header holds the mode's id (train_plan.LEARN_MODES) and the batch size. The int8 weights
+are not stored: `load` recomputes them from the master weights ((m + 128) >> 8, clamped), and
+the viper kernel's row constants with them (Layer.round_master). A checkpoint of another
+model (CRC), or of a mode or batch kind (1 or > 1) that keeps other arrays (shape), is ignored
+with a reason; two modes that train the same parameters (one layer: "last" and "all") load
+each other's checkpoints, and so do two batch sizes of one kind when the samples in the batch
+fit both.
 
 Every field of a slot is checked against the model and the trainer before any of it is used
 (`check`; device/checkpoint.py checks in the file, so a refused slot leaves the trainer as it
@@ -27,7 +29,7 @@ was and the other slot, or the exported weights, is used; the app reports the re
     PRNG state  1..65535 (xorshift16's states)
     in batch    0..min(batch, trainer's batch) - 1
     master w    any int16 (the update clamps them there)
-    biases      within +/- the layer's bias limit (train_plan.input_limits)
+    biases      within +/- the layer's bias limit (train_plan.plan)
     grad sums   within +/- in-batch count * the largest per-sample gradient (|delta| <= 256 at
                 the output, 32768 below, times max|x - zp_x|): so the proof of max_batch holds
 
@@ -41,69 +43,72 @@ import struct
 
 from . import checkpoint, modelfile
 from .prng import seed_state
-from .train_plan import DELTA_MAX, LEARN_MODES, LIMIT, learns
+from .train_plan import DELTA_MAX, LEARN_MODES, LIMIT, input_dmax, learns
 
 
-def state(t):
-    """(arrays, ints) of a checkpoint of Trainer `t`; see the module docstring for the order."""
+def state(trainer):
+    """(arrays, ints) of a checkpoint of `trainer`; see the module docstring for the order."""
     arrays = []  # type: list
-    for k in range(t._n):
-        if t.trains_w[k]:
-            arrays.append(t.master_w[k])
-        if t.trains_b[k]:
-            arrays.append(t.master_b[k])
-    for k in range(t._n):
-        if t._gw[k] is not None:
-            arrays.append(t._gw[k])
-        if t._gb[k] is not None:
-            arrays.append(t._gb[k])
-    ints = [t.steps, t.n_correct, t.state, t._count]
+    for layer in trainer.layers:
+        if layer.trains_w:
+            arrays.append(layer.master_w)
+        arrays.append(layer.b)  # a Layer's biases always learn
+    for layer in trainer.layers:
+        if layer.gw is not None:
+            arrays.append(layer.gw)
+        if layer.gb is not None:
+            arrays.append(layer.gb)
+    ints = [trainer.steps, trainer.n_correct, trainer.state, trainer.in_batch]
     return arrays, ints
 
 
-def save(t, prefix):
+def save(trainer, prefix):
     """Write the training state as the newest checkpoint -> (slot path, sequence number)."""
-    arrays, ints = state(t)
-    seq = checkpoint.save(prefix, _crc(t), arrays, ints, LEARN_MODES.index(t.mode), t.batch)
+    arrays, ints = state(trainer)
+    mode = LEARN_MODES.index(trainer.mode)
+    seq = checkpoint.save(prefix, _crc(trainer), arrays, ints, mode, trainer.batch)
     return slot_of(prefix, seq), seq
 
 
-def load(t, prefix):
+def load(trainer, prefix):
     """Load the newest valid checkpoint of this model, mode and batch kind -> (seq or None,
     [(slot path, reason), ...] ignored). Nothing changes when seq is None; a slot that fails
     while it is read leaves the exported weights (reset without clearing) and raises. Only a
     slot that `check` accepts loads."""
-    arrays, ints = state(t)
+    arrays, ints = state(trainer)
 
     def check_slot(got, mode, batch):
-        return check(t, got, mode, batch)
+        return check(trainer, got, mode, batch)
 
     try:
-        seq, ignored = checkpoint.load(prefix, _crc(t), arrays, ints, check_slot)
+        seq, ignored = checkpoint.load(prefix, _crc(trainer), arrays, ints, check_slot)
     except OSError:
-        restore(t)
+        restore(trainer)
         raise
     if seq is None:
         return None, ignored
-    t.steps, t.n_correct, t.state, t._count = ints
-    for k in range(t._n):
-        if t.trains_w[k]:
-            _round_master(t.master_w[k], t._w[k])
-            refresh_consts(t, k)
+    trainer.steps, trainer.n_correct, trainer.state, trainer.in_batch = ints
+    for layer in trainer.layers:
+        if layer.trains_w:
+            layer.round_master()
     return seq, ignored
 
 
-def check(t, ints, mode, batch):
+def check(trainer, ints, mode, batch):
     """A slot's ints [steps, n_correct, PRNG state, in batch] and header mode id and batch
-    against Trainer `t` -> the reason to refuse it, or the limit of each array of `state(t)`
-    (device/checkpoint.py's `check`; the module docstring lists the ranges)."""
+    against `trainer` -> the reason to refuse it, or the limit of each array of
+    `state(trainer)` (device/checkpoint.py's `check`; the module docstring lists the ranges)."""
     if not 0 <= mode < len(LEARN_MODES):
         return "mode id %d, expected 0..%d" % (mode, len(LEARN_MODES) - 1)
-    trains_w, trains_b, _ = learns(LEARN_MODES[mode], t._n)
-    if trains_w != t.trains_w or trains_b != t.trains_b:
-        return "mode %s, the trainer's %s learns other parameters" % (LEARN_MODES[mode], t.mode)
-    if not 1 <= batch <= t.max_batch or (batch > 1) != (t.batch > 1):
-        kind = "2..%d" % t.max_batch if t.batch > 1 else "1"
+    trains_w, trains_b, _ = learns(LEARN_MODES[mode], len(trainer.trains_w))
+    if trains_w != trainer.trains_w or trains_b != trainer.trains_b:
+        return "mode %s, the trainer's %s learns other parameters" % (
+            LEARN_MODES[mode],
+            trainer.mode,
+        )
+    t_batch, max_batch = trainer.batch, trainer.max_batch
+    if not 1 <= batch <= max_batch or (batch > 1) != (t_batch > 1):
+        kind = "2..%d" % max_batch if t_batch > 1 else "1"
         return "batch %d, expected %s" % (batch, kind)
     steps, n_correct, st, count = ints
     if not 0 <= steps <= LIMIT:
@@ -112,77 +117,57 @@ def check(t, ints, mode, batch):
         return "correct answers %d, expected 0..%d (the steps)" % (n_correct, steps)
     if not 1 <= st <= 0xFFFF:
         return "prng state %d, expected 1..65535" % st
-    room = batch if batch < t.batch else t.batch
+    room = batch if batch < t_batch else t_batch
     if not 0 <= count < room:
         return "samples in the batch %d, expected 0..%d" % (count, room - 1)
+    layers = trainer.layers
     limits = []  # type: list
-    for k in range(t._n):
-        if t.trains_w[k]:
+    for layer in layers:
+        if layer.trains_w:
             limits.append(None)  # int16 master weights: every value is one the update keeps
-        if t.trains_b[k]:
-            limits.append(t._bias_limit[k])
-    for k in range(t._n):
-        d = 256 if k == t._n - 1 else DELTA_MAX  # max |delta| of the layer's error signal
-        if t._gw[k] is not None:
-            limits.append(count * d * t._dmax[k])  # < max_batch * per-sample max <= LIMIT
-        if t._gb[k] is not None:
+        limits.append(layer.bias_limit)
+    specs = trainer.model.layers
+    lowest = len(specs) - len(layers)
+    for i in range(len(layers)):
+        layer = layers[i]
+        d = 256 if layer is layers[-1] else DELTA_MAX  # max |delta| of its error signal
+        if layer.gw is not None:  # < max_batch * per-sample max <= LIMIT
+            limits.append(count * d * input_dmax(specs, lowest + i))
+        if layer.gb is not None:
             limits.append(count * d)
     return limits
 
 
-def reset(t, prefix):
+def reset(trainer, prefix):
     """Back to the exported weights (`restore`), then clear the slots of `prefix`."""
-    restore(t)
+    restore(trainer)
     checkpoint.clear(prefix)
 
 
-def restore(t):
+def restore(trainer):
     """Exported weights and biases (from the model file) into the live arrays; master weights
     from them, gradient sums zero, counters and PRNG from the seed."""
-    crc = checkpoint.model_crc_of(t.model_path) if t.model_path else None
-    if crc is None or crc != _crc(t):
+    path = trainer.model_path
+    crc = checkpoint.model_crc_of(path) if path else None
+    if crc is None or crc != _crc(trainer):
         raise ValueError(
             "train: model file %s changed since start (crc 0x%08x, expected 0x%08x)"
-            % (t.model_path, crc or 0, _crc(t))
+            % (path, crc or 0, _crc(trainer))
         )
-    layers = modelfile.load(t.model_path)["layers"]
-    for k in range(t._n):
-        live = t.model.layers[k]
-        w, b = layers[k]["w"], layers[k]["b"]
-        if len(w) != len(live["w"]) or len(b) != len(live["b"]):
-            raise ValueError("train: layer %d of %s differs in size" % (k, t.model_path))
-        _copy(w, live["w"])
-        _copy(b, live["b"])
-        mw = t.master_w[k]
-        if mw is not None:
-            for i in range(len(w)):
-                mw[i] = w[i] * 256
-        for g in (t._gw[k], t._gb[k]):
-            if g is not None:
-                for i in range(len(g)):
-                    g[i] = 0
-        refresh_consts(t, k)
-    t.state = seed_state(t.seed)
-    t.steps = 0
-    t.n_correct = 0
-    t._count = 0
-
-
-def refresh_consts(t, k):
-    """The viper forward kernel's row constants of layer k, after its weights changed."""
-    if t._consts is None:
-        return
-    c = t._consts[k]
-    w = t._w[k]
-    n_in = t.model.layers[k]["n_in"]
-    cz = -(128 + t.model.layers[k]["zp_x"])
-    idx = 0
-    for j in range(len(c)):
-        total = 0
-        for i in range(n_in):
-            total += w[idx + i]
-        idx += n_in
-        c[j] = cz * total
+    live = trainer.model.layers
+    exported = modelfile.load(path)["layers"]
+    for k in range(len(live)):
+        w, b = exported[k]["w"], exported[k]["b"]
+        if len(w) != len(live[k]["w"]) or len(b) != len(live[k]["b"]):
+            raise ValueError("train: layer %d of %s differs in size" % (k, path))
+        _copy(w, live[k]["w"])
+        _copy(b, live[k]["b"])
+    for layer in trainer.layers:
+        layer.restart()
+    trainer.state = seed_state(trainer.seed)
+    trainer.steps = 0
+    trainer.n_correct = 0
+    trainer.in_batch = 0
 
 
 def slot_of(prefix, seq):
@@ -199,17 +184,10 @@ def slot_of(prefix, seq):
     return prefix + ".?"
 
 
-def _crc(t):
-    if t.model_crc is None:
+def _crc(trainer):
+    if trainer.model_crc is None:
         raise ValueError("train: no model file given (model_path), needed for checkpoints")
-    return t.model_crc
-
-
-def _round_master(mw, w):
-    """int16 master weights -> int8 weights: (m + 128) >> 8, clamped to [-127, 127]."""
-    for i in range(len(mw)):
-        v = (mw[i] + 128) >> 8
-        w[i] = -127 if v < -127 else (127 if v > 127 else v)
+    return trainer.model_crc
 
 
 def _copy(src, dst):

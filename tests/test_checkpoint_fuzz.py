@@ -23,7 +23,7 @@ import struct
 import numpy as np
 import pytest
 
-from device import checkpoint, train_state
+from device import checkpoint, train_plan, train_state
 from device.config import token
 from device.infer import Model
 from device.train import LEARN_MODES, LIMIT, Trainer
@@ -76,7 +76,7 @@ def digest(t):
     for layer in t.model.layers:
         ws.append(layer["w"])
     consts = "-"
-    if t._consts is not None:  # the viper forward kernel's row constants, from the weights
+    if t.model.kernel == "viper":  # the viper forward kernel's row constants, from the weights
         consts = "ok"
         for k in range(len(t.model.layers)):
             layer = t.model.layers[k]
@@ -84,7 +84,7 @@ def digest(t):
                 total = 0
                 for i in range(layer["n_in"]):
                     total += layer["w"][j * layer["n_in"] + i]
-                if t._consts[k][j] != -(128 + layer["zp_x"]) * total:
+                if t.model.consts[k][j] != -(128 + layer["zp_x"]) * total:
                     consts = "bad"
     ints_text = ",".join([str(v) for v in ints])
     return "%08x %s %08x %s" % (crc_of(arrays), ints_text, crc_of(ws), consts)
@@ -188,15 +188,15 @@ class Layout:
             self.array_at.append(pos)
             pos += n * checkpoint.ITEMSIZE[tc]
         self.kinds = []  # per array: ("w", k), ("b", k), ("gw", k) or ("gb", k)
-        for k in range(t._n):
-            if t.trains_w[k]:
+        lowest = len(t.model.layers) - len(t.layers)  # t.layers: from the lowest that learns
+        for k, layer in enumerate(t.layers, lowest):
+            if layer.trains_w:
                 self.kinds.append(("w", k))
-            if t.trains_b[k]:
-                self.kinds.append(("b", k))
-        for k in range(t._n):
-            if t._gw[k] is not None:
+            self.kinds.append(("b", k))  # a Layer's biases always learn
+        for k, layer in enumerate(t.layers, lowest):
+            if layer.gw is not None:
                 self.kinds.append(("gw", k))
-            if t._gb[k] is not None:
+            if layer.gb is not None:
                 self.kinds.append(("gb", k))
 
     def parse(self, data):
@@ -236,7 +236,7 @@ def expected_reason(t, lay, base, data):
     mode, batch = head["mode"], head["batch"]
     if mode >= len(LEARN_MODES):
         return "mode id"
-    if _learns(LEARN_MODES[mode], t._n) != (t.trains_w, t.trains_b):
+    if _learns(LEARN_MODES[mode], len(t.model.layers)) != (t.trains_w, t.trains_b):
         return "mode %s" % LEARN_MODES[mode]
     if not 1 <= batch <= t.max_batch or (batch > 1) != (t.batch > 1):
         return "batch %d" % batch
@@ -250,13 +250,7 @@ def expected_reason(t, lay, base, data):
     if not 0 <= count < min(batch, t.batch):
         return "samples in the batch"
     for k, ((kind, layer), a) in enumerate(zip(lay.kinds, arrays, strict=True)):
-        d = 256 if layer == t._n - 1 else 32768
-        lim = {
-            "w": None,
-            "b": t._bias_limit[layer],
-            "gw": count * d * t._dmax[layer],
-            "gb": count * d,
-        }[kind]
+        lim = _limit(t, kind, layer, count)
         if lim is None:
             continue
         for i, v in enumerate(a):
@@ -267,10 +261,20 @@ def expected_reason(t, lay, base, data):
     return None
 
 
-def _learns(mode, n):
-    from device.train_plan import learns
+def _limit(t, kind, k, count):
+    """The largest |item| of a checkpoint array of `kind` of model layer k of Trainer `t`
+    (None: any int16 master weight), with `count` samples in the batch: its plan's limits."""
+    p = train_plan.plan(t.model.layers, t.mode, t.lr_shift, t.hidden_shift)[k]
+    return {
+        "w": None,
+        "b": p["bias_limit"],
+        "gw": count * p["delta_max"] * p["dmax"],
+        "gb": count * p["delta_max"],
+    }[kind]
 
-    w, b, _ = learns(mode, n)
+
+def _learns(mode, n):
+    w, b, _ = train_plan.learns(mode, n)
     return w, b
 
 
@@ -328,13 +332,7 @@ def mutations(t, lay, base, rng):
             put("%s=%d" % (name, v), lay.ints_at + 4 * k, "<i", v)
     count = ints[3]
     for k, ((kind, layer), (tc, n)) in enumerate(zip(lay.kinds, lay.shape, strict=True)):
-        d = 256 if layer == t._n - 1 else 32768
-        lim = {
-            "w": 32767,
-            "b": t._bias_limit[layer],
-            "gw": count * d * t._dmax[layer],
-            "gb": count * d,
-        }[kind]
+        lim = _limit(t, kind, layer, count) or 32767
         size = checkpoint.ITEMSIZE[tc]
         span = 2 ** (8 * size)
         lo = -(span // 2) if tc.islower() else 0

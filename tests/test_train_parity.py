@@ -23,6 +23,7 @@ import pytest
 
 from device import prng as dprng
 from device import train as dtrain
+from device import train_plan
 from device.infer import Model
 from host import modelfile, reference, trainref
 
@@ -311,7 +312,7 @@ def test_hidden_shift_slows_only_the_layers_below_the_last(sweep):
         extra = 3 if k < len(base) - 1 else 0
         assert (b["sw"], b["sb"]) == (a["sw"] + extra, a["sb"] + extra), k
     t = dtrain.Trainer(Model(modelfile.to_bytes(q)), "all", 6, 1, hidden_shift=3)
-    assert t._sw == [p["sw"] for p in slow] and t._sb == [p["sb"] for p in slow]
+    assert [(layer.sw, layer.sb) for layer in t.layers] == [(p["sw"], p["sb"]) for p in slow]
     # The float baseline: lr * 2**-3 below the last layer, lr on it.
     q1, raw, labels = sweep[1]["mlp-relu"]
     net0 = trainref.dequantize(q1)
@@ -322,7 +323,21 @@ def test_hidden_shift_slows_only_the_layers_below_the_last(sweep):
         assert np.allclose(net["W"][k], net0["W"][k] - lr * dW[k]), k
     # A trainer in "last" mode does not depend on it.
     last = dtrain.Trainer(Model(modelfile.to_bytes(q)), "last", 6, 1, hidden_shift=5)
-    assert last._sw[-1] == base[-1]["sw"]
+    assert last.layers[-1].sw == base[-1]["sw"]
+
+
+def test_device_plan_is_the_host_plan(sweep):
+    """device/train_plan.plan gives every layer the numbers of host/trainref.train_plan: what
+    learns, the scales and shifts, the input range and the bias limit."""
+    _, models, cases, _ = sweep
+    for name, mode, _, lr_shift, _, _, hidden_shift in cases:
+        q = models[name][0]
+        host = trainref.train_plan(q, mode, lr_shift, hidden_shift)
+        board = train_plan.plan(Model(modelfile.to_bytes(q)).layers, mode, lr_shift, hidden_shift)
+        for k, (h, b) in enumerate(zip(host, board, strict=True)):
+            keys = set(h) & set(b)
+            assert keys >= {"trains_w", "trains_b", "f_delta", "sback", "sw", "sb", "bias_limit"}
+            assert {key: b[key] for key in keys} == {key: h[key] for key in keys}, (name, mode, k)
 
 
 # --- heap_lock, memory per mode, defaults, refusals ---
@@ -392,14 +407,21 @@ def test_memory_only_for_what_learns():
     last = dtrain.Trainer(m, "last", 6, 1)
     assert [mw is None for mw in last.master_w] == [True, True, False]
     assert len(last.master_w[2]) == 3 * 7 and last.master_w[2].typecode == "h"
-    assert [d is None for d in last.delta] == [True, True, False]
-    assert all(g is None for g in last._gw + last._gb)  # batch 1: no gradient sums
+    (top,) = last.layers  # only the last layer learns, and gets an error signal
+    assert top.master_w is last.master_w[2] and len(top.delta) == 3
+    assert top.gw is None and top.gb is None  # batch 1: no gradient sums
     bias = dtrain.Trainer(Model(modelfile.to_bytes(q)), "bias", 6, 4)
-    assert all(mw is None for mw in bias.master_w) and all(g is None for g in bias._gw)
-    assert [len(g) for g in bias._gb] == [9, 7, 3]
+    assert all(mw is None for mw in bias.master_w)
+    assert all(layer.master_w is None and layer.gw is None for layer in bias.layers)
+    assert [len(layer.gb) for layer in bias.layers] == [9, 7, 3]
+    assert [len(layer.delta) for layer in bias.layers] == [9, 7, 3]
     full = dtrain.Trainer(Model(modelfile.to_bytes(q)), "all", 6, 4)
     assert [len(mw) for mw in full.master_w] == [45, 63, 21]
-    assert [g.typecode for g in full._gw] == ["i", "i", "i"]
+    assert [(layer.gw.typecode, len(layer.gw)) for layer in full.layers] == [
+        ("i", 45),
+        ("i", 63),
+        ("i", 21),
+    ]
 
 
 def test_defaults_come_from_the_model_file():

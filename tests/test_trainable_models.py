@@ -92,8 +92,8 @@ def test_the_cases_read_only_the_zero_point():
             continue
         k, why = want["all"]
         assert zero[k] == why and zero[:k] == [None] * k, (name, zero)
-        dmax, _ = train_plan.input_limits(Model(modelfile.to_bytes(q)).layers)
-        assert (dmax[k] == 0) == (k > 0)  # layer 0's proof takes any int8 input: d >= 128
+        plan = train_plan.plan(Model(modelfile.to_bytes(q)).layers, "all", 6, 0)
+        assert (plan[k]["dmax"] == 0) == (k > 0)  # layer 0's proof takes any int8 input: d >= 128
 
 
 def test_host_twin_and_device_refuse_the_same_way_under_cpython():
