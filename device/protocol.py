@@ -72,7 +72,20 @@ COMMANDS = (CMD_MODE, CMD_LABEL, CMD_SAVE, CMD_RESET_MODEL, CMD_INFO, CMD_RATE)
 PREDICT = "predict"
 RECORD = "record"
 IDLE = "idle"
-MODES = (PREDICT, RECORD, IDLE)  # the app's mode is an index into this
+MODES = (PREDICT, RECORD, IDLE)  # the app's mode is one of these words
+
+
+def line_sizes(names, channels):
+    """(LineWriter size, LineReader size) of the board app with these class and channel names
+    (bytes): its longest pred, sample or train line, and its longest command (`label <name>`)."""
+    longest = 0
+    for s in names:
+        longest = max(longest, len(s))
+    size = 80 + longest + len(names) * (longest + 6)  # pred: ` <name>:<score>` per class
+    sample = 32
+    for s in channels:
+        sample += len(s) + 8  # ` <channel>=<int16>`
+    return max(size, sample), max(64, longest + 8)
 
 
 class LineWriter:
@@ -186,6 +199,10 @@ class LineWriter:
         """`info <text>`, `text` the key=value pairs (allocates: any length)."""
         self._text(INFO, text)
 
+    def info_pairs(self, pairs):
+        """`info <key>=<value> ...` from (key, value) pairs (allocates: any length)."""
+        self._text(INFO, " ".join(["%s=%s" % kv for kv in pairs]))
+
     def err(self, code, message):
         """`err <code> <message>` (allocates: any length)."""
         self._text(ERR, "%s %s" % (code, message))
@@ -275,8 +292,8 @@ class LineReader:
         self._bad = -1
         self._overlong = False
         if overlong:
-            self._on_error("line too long: dropped, max %d bytes" % self.size)
+            self._on_error("too long: dropped, max %d bytes" % self.size)
         elif bad >= 0:
-            self._on_error("line bad byte 0x%02x: dropped, expected printable ASCII" % bad)
+            self._on_error("bad byte 0x%02x: dropped, expected printable ASCII" % bad)
         elif n:
             self._on_line(self.buf, n)
