@@ -262,7 +262,8 @@ def start(learn):
 try:
     app, held = start(P["learn"])
     off = [n for n in app.notes if "=off" in n or "=none" in n]
-    if app.hops < 2 or (P["learn"] != "off" and (app.trainer is None or app.steps < 1)) or off:
+    untrained = app.learner is None or app.learner.trainer.steps < 1
+    if app.hops < 2 or (P["learn"] != "off" and untrained) or off:
         print("R heap", P["learn"], free, blocked, a0, "fail", app.hops, off)
     else:
         print("R heap", P["learn"], free, blocked, a0, "ok", held)

@@ -54,6 +54,9 @@ except ImportError:  # CPython
 
 
 _APP_RESERVE = const(6144)  # bytes kept in one piece for the app stage (see build)
+# and 2 kB more when the app learns: the names of the learning app's modules outgrow
+# MicroPython's qstr pool in the app stage (620 names), and the next pool takes ~4.5 kB in one
+_QSTR_RESERVE = const(2048)
 
 
 def load_config(path="board.json"):
@@ -79,7 +82,7 @@ def build(config, out=None, inp=None):
         # A block kept free for the app stage: the stages before it leave the heap in holes
         # (the loader's and the sensor factory's code and buffers, freed), and the app's code
         # and buffers need some of it in one piece. Taken while the heap is whole.
-        reserve = bytearray(_APP_RESERVE)
+        reserve = bytearray(_APP_RESERVE + (0 if config["learn"] == "off" else _QSTR_RESERVE))
         from .infer import Model
 
         # stage by stage, each stage's modules loaded when the one before is done, with what
@@ -108,13 +111,13 @@ def build(config, out=None, inp=None):
         from .app import App  # last: its modules come after the model's and sensor's start
 
         app = App(model, sensor, config, out, inp)
+        start_learning(app, *learning)
     except Exception as e:
         where = config["model"] if stage == "model" else config["sensor"]
         what = str(e) or type(e).__name__
         if isinstance(e, MemoryError):
             what = "out of memory (%s); free heap %d bytes" % (what, free_heap())
         raise RuntimeError(stage, "%s: %s" % (where, what)) from None
-    start_learning(app, *learning)
     return app
 
 
@@ -141,29 +144,30 @@ def make_trainer(config, model):
 
 
 def start_learning(app, made, rehearsal=None):
-    """Attach make_trainer's trainer and load its newest checkpoint, and load_rehearsal's
-    windows with it; the outcome goes to `app.notes` (info lines after the start line)."""
+    """Load the newest checkpoint of make_trainer's trainer and attach it to the app, with
+    load_rehearsal's windows; the outcome goes to `app.notes` (info lines after the start
+    line)."""
     trainer, notes = made
     app.notes.extend(notes)
     if trainer is None:
         return
-    app.trainer = trainer
     try:
         seq, ignored = trainer.load()
     except Exception as e:  # a slot that changed while it was read: exported weights
         seq, ignored = None, [(trainer.prefix, "unreadable: %s" % e)]
+    windows, note = rehearsal or (None, None)
+    learner = app.attach_trainer(trainer, windows)
     if seq is not None:
         from .train import slot_of
 
-        app.checkpoint, app.seq = slot_of(trainer.prefix, seq), seq
+        learner.checkpoint, learner.seq = slot_of(trainer.prefix, seq), seq
         app.notes.append(
-            "checkpoint=%s seq=%d steps=%d" % (token(app.checkpoint), seq, trainer.steps)
+            "checkpoint=%s seq=%d steps=%d" % (token(learner.checkpoint), seq, trainer.steps)
         )
 
     for path, reason in ignored:
         app.notes.append("checkpoint_ignored=%s reason=%s" % (token(path), token(reason)))
-    if rehearsal is not None:
-        app.rehearsal, note = rehearsal
+    if note is not None:
         app.notes.append(note)
 
 
@@ -242,7 +246,7 @@ def main(path="board.json", out=None, inp=None, max_hops=None, max_samples=None)
             app.run(max_hops, max_samples)
             return
         except Exception as e:  # a bug: say so, carry on after a pause
-            app.err("internal", "%s: %s" % (type(e).__name__, shorten(str(e))))
+            app.writer.err("internal", "%s: %s" % (type(e).__name__, shorten(str(e))))
             if max_hops is not None or max_samples is not None:
                 return
             sleep_ms(1000)

@@ -1,7 +1,7 @@
 """The board's main.py: read board.json, start the app, run for ever.
 
 Runs on: board (deploy copies this file to the board's root as main.py; device/ beside it).
-See device/app.py for the board.json keys and device/board.py for the start-up.
+See device/config.py for the board.json keys and device/board.py for the start-up.
 """
 
 try:

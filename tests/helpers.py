@@ -364,7 +364,7 @@ from device import app as appmod
 from device import board
 
 def dump(a):
-    t = a.trainer
+    t = a.learner.trainer
     print("dump steps=%d n_correct=%d state=%d" % (t.steps, t.n_correct, t.state))
     for k in range(len(a.model.layers)):
         layer = a.model.layers[k]
@@ -432,7 +432,7 @@ for kernel in ("viper", "portable"):
                 a.learn(i % a.model.n_outputs)
             finally:
                 micropython.heap_unlock()
-        t = a.trainer
+        t = a.learner.trainer
         print("info locked kernel=%s learn=%s steps=%d" % (t.kernel, learn, t.steps))
 """
 

@@ -1,8 +1,9 @@
 """The board app (device/app.py) under the MicroPython Unix port: its `pred` lines equal
 host/boardeval.predict_stream line for line, it survives garbage input and sensor faults,
-switches modes, and a hop allocates nothing.
+switches modes, autosaves, and a hop allocates nothing.
 
-Runs on: host (pytest), plus the `micropython` binary, one process per scenario.
+Runs on: host (pytest), plus the `micropython` binary, one process per scenario; the
+autosave test runs the app under CPython with the stand-ins of tests/fakes.py.
 
 The fixture trains a small model on synthetic data, quantizes it and writes a "board" folder
 as deploy would: model.mpm, data.csv (a slice of the synthetic log), board.json and device/.
@@ -13,6 +14,7 @@ import shutil
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,7 +22,10 @@ import pytest
 from firmware_tools.protocol import Err, Info, Pred, Sample, Train, parse_line
 from host import boardeval, metrics, pipeline, reference
 
+from .fakes import FakeTrainer, fake_app
 from .helpers import run_board, stream
+
+FAKES = (Path(__file__).parent / "fakes.py").read_text()  # run ahead of the scripts
 
 
 def parsed(lines, kind=None):
@@ -56,10 +61,10 @@ def assert_preds_equal(preds, expected, q, check_t=True):
 
 
 PARITY = """
-from device import app, board
+from device import board, config
 board.main("board.json", max_hops=%d)
 print("info part=2")
-cfg, _ = app.check_config({"sensor": "replay", "realtime": False, "smoothing": 3})
+cfg, _ = config.check_config({"sensor": "replay", "realtime": False, "smoothing": 3})
 board.build(cfg).run(max_hops=%d)
 """
 
@@ -195,10 +200,13 @@ def test_sensor_faults_are_reported_and_survived(micropython, board):
     assert preds[-1].t_ms == (periods + n_faults - 1) * 20
 
 
-MODES = """
+MODES = (
+    FAKES
+    + """
 from device import app
 from device.infer import Model
 from device.sensor_replay import Replay
+from device.smoothing import Smoother
 
 class Scheduled:
     '''Input that releases each command once the app's clock reaches its time (ms).'''
@@ -213,14 +221,6 @@ class Scheduled:
             buf[i] = data[i]
         return len(data)
 
-class Trainer:
-    def __init__(self):
-        self.saved = 0
-    def step(self, raw, label):
-        return [label, 1 if label == 1 else 0]
-    def save(self):
-        self.saved += 1
-
 inp = Scheduled([
     (2500, b"mode record\\n"),
     (2600, b"mode idle\\n"),
@@ -234,12 +234,14 @@ a = app.App(Model("model.mpm"), Replay("data.csv", ["ax", "ay", "az"]), {"realti
             inp=inp)
 inp.app = a
 a.run(max_samples=400)
-a.trainer = Trainer()
+a.attach_trainer(FakeTrainer(guess=1))
 for line in ("label walking", "label running", "label", "label nope", "save", "reset-model"):
     a.handle_line(line)
-s = app.App(a.model, a.sensor, {"smoothing": 3}, inp=inp)
-print("info smoothed=" + ",".join([str(s._smooth(c)) for c in (0, 1, 1, 0, 2, 0, 3, 3)]))
+a.handle_line("info")
+s = Smoother(3, 4)
+print("info smoothed=" + ",".join([str(s.add(c)) for c in (0, 1, 1, 0, 2, 0, 3, 3)]))
 """
+)
 
 
 # Majority of the last 3, ties to the most recently seen class.
@@ -277,13 +279,35 @@ def test_modes_info_and_the_trainer_hook(micropython, board):
     smoothed = recs[-1].fields["smoothed"].split(",")
     assert [int(c) for c in smoothed] == SMOOTHED
     assert boardeval.smooth(SMOOTH_IN, 3).tolist() == SMOOTHED
-    tail = recs[-7:-1]
+    tail = recs[-8:-1]
     assert tail[0] == Train(1, "walking", False, 0)
     assert tail[1] == Train(2, "running", True, 50)
     assert isinstance(tail[2], Err) and tail[2].code == "label" and "expected" in tail[2].message
     assert isinstance(tail[3], Err) and "unknown class 'nope'" in tail[3].message
-    assert tail[4] == Info({"saved": "1", "steps": "2"}, "saved=1 steps=2")
-    assert isinstance(tail[5], Err) and "has no reset()" in tail[5].message
+    saved = "saved=ckpt.0 seq=1 steps=2"
+    assert tail[4] == Info({"saved": "ckpt.0", "seq": "1", "steps": "2"}, saved)
+    assert tail[5] == Info({"reset": "ok"}, "reset=ok")
+    after = tail[6].fields  # the trainer's own counters and name, reset
+    assert (after["trainer"], after["steps"], after["acc"], after["checkpoint"]) == (
+        "last",
+        "0",
+        "0",
+        "none",
+    )
+
+
+def test_autosave_counts_labels_from_the_last_save_or_load():
+    """autosave 3: a checkpoint after every third label, counted from the checkpoint the
+    trainer loaded at the start (its steps) and from each `save`."""
+    app, out, _ = fake_app({"autosave": 3}, FakeTrainer(steps=10))
+    app.run(max_samples=4)  # a full window
+    for cmd in ["label walk"] * 4 + ["save"] + ["label run"] * 3:
+        app.handle_line(cmd)
+    recs = [parse_line(line) for line in out.getvalue().decode().splitlines()]
+    infos = [r.fields for r in recs if isinstance(r, Info)]
+    saved = [(f["saved"], f["steps"]) for f in infos if "saved" in f]
+    assert saved == [("ckpt.0", "13"), ("ckpt.1", "14"), ("ckpt.0", "17")]
+    assert [r.step for r in recs if isinstance(r, Train)] == [11, 12, 13, 14, 15, 16, 17]
 
 
 HEAP = """
@@ -376,7 +400,7 @@ def test_bad_config_falls_back_and_missing_model_halts(micropython, board, tmp_p
     assert lines[1].startswith("info state=start") and lines[2].startswith("pred ")
 
     (bad / "board.json").write_text(json.dumps({"rate_hz": 100, "mode": "record"}))
-    script = "from device import app, board\napp.DEFAULTS['realtime'] = False\nboard.main("
+    script = "from device import board, config\nconfig.DEFAULTS['realtime'] = False\nboard.main("
     lines = run_board(micropython, bad, script + "max_samples=2)\n")
     assert lines[0].startswith("info state=start mode=record rate_hz=50 realtime=0 ")
     assert (

@@ -111,13 +111,14 @@ def board_imports(micropython, folder, config, samples):
 
 def test_the_board_imports_every_module_of_its_package(board, micropython, tmp_path):
     """What "the board imports": main.py's start with the replay sensor in every learning mode
-    (model, app, trainer, checkpoints, rehearsal), and with each hardware sensor kind (its
-    driver is imported before the Unix port's missing `machine` stops the start)."""
+    (model, app, trainer, checkpoints, rehearsal; smoothing, whose module only then loads), and
+    with each hardware sensor kind (its driver is imported before the Unix port's missing
+    `machine` stops the start)."""
     folder = tmp_path / "board"
     shutil.copytree(board[0], folder)
     imported = {}
     for learn in LEARN:
-        config = {"sensor": "replay", "realtime": False, "learn": learn}
+        config = {"sensor": "replay", "realtime": False, "learn": learn, "smoothing": 3}
         lines, imported["replay, learn " + learn] = board_imports(micropython, folder, config, 200)
         assert any(line.startswith("pred ") for line in lines), lines[-20:]
         assert not any("learn=off" in line for line in lines), lines[:20]

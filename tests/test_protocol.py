@@ -42,6 +42,7 @@ from firmware_tools.protocol import (
 )
 
 from .conftest import ROOT, run_micropython
+from .fakes import fake_app
 
 PRED = "pred t=1234 class=walk score=200 us=5012 idle:55 walk:200 run:0"
 SAMPLE = "sample t=20 ax=4101 ay=-12 az=230 gx=-5"
@@ -275,67 +276,6 @@ def test_the_board_writer_round_trips_under_micropython(micropython):
     assert [parse_line(line) for line in lines] == [rec for _, _, rec in WRITTEN]
 
 
-class FakeModel:
-    """Just enough of device.infer.Model for the app: 2 channels, 3 classes, class 1 wins."""
-
-    classes = ["idle", "walk", "run"]
-    n_outputs = 3
-    layers = [{"n_out": 3}]
-    kernel = "fake"
-
-    def __init__(self):
-        from device.features import FEATURES, N_FEATURES
-
-        self.features = {"names": list(FEATURES), "window": 4, "hop": 2}
-        self.sensor = {"channels": ["ax", "ay"], "rate_mhz": 50000}
-        self.n_inputs = 2 * N_FEATURES
-        self.scores = [30, 200, 25]
-
-    def predict(self, raw):
-        return [1]
-
-
-class FakeSensor:
-    n = 2
-    channels = ["ax", "ay"]
-
-    def __init__(self):
-        self.i = 0
-
-    def read(self, frame):
-        self.i += 1
-        frame[0], frame[1] = self.i, -self.i
-
-
-class FakeTrainer:
-    mode = "last"
-
-    def __init__(self):
-        self.steps = 0
-
-    def step(self, raw, label):
-        self.steps += 1
-        return [label, 1]
-
-    def accuracy(self):
-        return 100
-
-    def save(self):
-        return ("ckpt.1", 4)
-
-    def reset(self):
-        self.steps = 0
-
-
-def fake_app():
-    from device.app import App
-
-    out = io.BytesIO()
-    app = App(FakeModel(), FakeSensor(), {"realtime": False}, out=out, inp=io.BytesIO())
-    app.trainer = FakeTrainer()
-    return app, out
-
-
 def new_lines(out, seen):
     """The records of the lines `out` received since `seen` of them; (records, new seen)."""
     lines = out.getvalue().decode().splitlines()
@@ -343,7 +283,7 @@ def new_lines(out, seen):
 
 
 def test_the_app_writes_lines_the_host_parses():
-    app, out = fake_app()
+    app, out, _ = fake_app()
     app.run(max_samples=4)  # the start info, then a full window and its prediction
     recs, seen = new_lines(out, 0)
     assert isinstance(recs[0], Info) and recs[0].fields["state"] == "start"
@@ -357,18 +297,18 @@ def test_the_app_writes_lines_the_host_parses():
         Info({"mode": "record"}, "mode=record"),
         Sample(80, {"ax": 5, "ay": -5}),
         Sample(100, {"ax": 6, "ay": -6}),
-        Train(1, "run", True, 100),
+        Train(1, "run", False, 0),
         Err("command", "unknown 'fly', expected one of " + ", ".join(COMMANDS)),
     ]
 
 
 def test_every_command_the_host_builds_is_understood_by_the_board():
-    app, out = fake_app()
+    app, out, typed = fake_app()
     app.run(max_samples=4)  # a full window, for `label`
     _, seen = new_lines(out, 0)
     sent = [
         (command(CMD_LABEL, "walk"), Train(1, "walk", True, 100)),
-        (command(CMD_SAVE), Info({"saved": "ckpt.1", "seq": "4", "steps": "1"}, None)),
+        (command(CMD_SAVE), Info({"saved": "ckpt.0", "seq": "1", "steps": "1"}, None)),
         (command(CMD_RESET_MODEL), Info({"reset": "ok"}, "reset=ok")),
         (command(CMD_INFO), Info({"state": "running"}, None)),
         (command(CMD_RATE, 50), Info({"rate_hz": "50"}, "rate_hz=50")),
@@ -379,7 +319,7 @@ def test_every_command_the_host_builds_is_understood_by_the_board():
     assert {line.split()[0] for line, _ in sent} == set(COMMANDS)
     assert {line.split()[1] for line, _ in sent if line.startswith(CMD_MODE)} == set(MODES)
     for line, want in sent:
-        app.reader._source = io.BytesIO(line.encode())  # through the board's line reader
+        typed.data = line.encode()  # through the board's line reader
         app.reader.poll()
         recs, seen = new_lines(out, seen)
         assert len(recs) == 1 and type(recs[0]) is type(want), (line, recs)
@@ -387,7 +327,7 @@ def test_every_command_the_host_builds_is_understood_by_the_board():
             assert want.fields.items() <= recs[0].fields.items(), (line, recs[0])
         else:
             assert recs[0] == want, line
-    assert app.mode == MODES.index(PREDICT) and app.rate_mhz == 50000
+    assert app.mode == PREDICT and app.rate_mhz == 50000
 
 
 # -- one home for every word of the protocol ---------------------------------------------------

@@ -273,7 +273,7 @@ def test_a_label_with_rehearsal_allocates_nothing(micropython, board, folder):
     "all" each label takes its rehearsal step too, still inside heap_lock."""
     _, q, counts, _ = board
     write_rehearsal_for(folder, q, counts)
-    script = HEAP + 'print("info rehearsal=%s" % (a.rehearsal is not None))\n'
+    script = HEAP + 'print("info rehearsal=%s" % (a.learner.rehearsal is not None))\n'
     lines = run_micropython(micropython, script, cwd=folder, timeout=60).splitlines()
     locked = [ln for ln in lines if ln.startswith("info locked")]
     assert locked == [
