@@ -35,10 +35,10 @@ import numpy as np
 from device.config import DEFAULTS, MAX_SHIFT
 from device.prng import seed_state, xorshift16
 from device.train import DEFAULT_LR_SHIFT, settings
-from device.train_plan import DELTA_MAX, F_DELTA, F_DELTA_OUT, LEARN_MODES, learns
+from device.train_plan import DELTA_MAX, LEARN_MODES, learns, plan
 
-from . import reference
-from .bounds import bias_limit, check_zero_inputs
+from . import modelfile, reference
+from .bounds import check_zero_inputs
 from .fixedpoint import SMALL_INT_MAX, check_small, rounding_rshift
 from .mlp import backward_pass, forward_pass, output_error
 
@@ -87,21 +87,7 @@ def draws(state, n):
     return r, int(r[-1])
 
 
-# --- the plan: scales and shifts per layer (device/train_plan.py, scales) ---
-
-
-def _input_ranges(qmodel):
-    ranges, lo_hi = [], (-128, 127)
-    for layer in qmodel.layers:
-        ranges.append(lo_hi)
-        if layer.act == "relu":
-            lo_hi = (max(int(layer.zp_z), -128), 127)
-        elif layer.act in ("sigmoid", "tanh"):
-            t = np.asarray(layer.table, dtype=np.int64)
-            lo_hi = (int(t.min()), int(t.max()))
-        else:
-            lo_hi = (-128, 127)
-    return ranges
+# --- the plan: what learns, the scales and shifts per layer (device/train_plan.plan) ---
 
 
 def _check_mode(mode):
@@ -119,43 +105,18 @@ def check_hidden_shift(hidden_shift):
 
 
 def train_plan(qmodel, mode=DEFAULT_MODE, lr_shift=DEFAULT_LR_SHIFT, hidden_shift=0):
-    """Per layer: what learns, error-signal scale f_delta, backward shift sback (from the
-    layer above into this one), update shifts sw / sb (layers below the last: lr_shift +
-    hidden_shift), d = max|x - zp_x|, the bias limit."""
+    """Per layer, the board's plan (device/train_plan.plan): what learns (trains_w, trains_b,
+    has_delta), error-signal scale f_delta, backward shift sback (from the layer above into
+    this one), update shifts sw / sb (layers below the last: lr_shift + hidden_shift),
+    dmax = max|x - zp_x|, bias_limit, delta_max."""
     _check_mode(mode)
     if not isinstance(lr_shift, (int, np.integer)) or not 0 <= lr_shift <= MAX_SHIFT:
         raise ValueError("trainref: lr_shift %r, expected an int in 0..%d" % (lr_shift, MAX_SHIFT))
     hidden_shift = check_hidden_shift(hidden_shift)
-    layers = qmodel.layers
-    if layers[-1].act != "softmax":
-        raise ValueError("trainref: last layer %r, expected softmax" % layers[-1].act)
-    n = len(layers)
-    trains_w, trains_b, lowest = learns(mode, n)
-    plan = [{} for _ in layers]
-    f_delta = F_DELTA_OUT
-    plan[-1].update(f_delta=F_DELTA_OUT, sback=0)
-    for k in range(n - 2, -1, -1):
-        f = int(layers[k + 1].f_w) + f_delta
-        s = min(max(f - F_DELTA, 0), 24)
-        f_delta = f - s
-        plan[k].update(f_delta=f_delta, sback=s)
-    for k, (layer, x_range) in enumerate(zip(layers, _input_ranges(qmodel), strict=True)):
-        p = plan[k]
-        f_x, f_w = int(layer.f_x), int(layer.f_w)
-        d = max(abs(x_range[0] - int(layer.zp_x)), abs(x_range[1] - int(layer.zp_x)))
-        big = int(np.abs(np.asarray(layer.b, dtype=np.int64)).max(initial=0))
-        lr_k = lr_shift + (hidden_shift if k < n - 1 else 0)
-        p.update(
-            trains_w=trains_w[k],
-            trains_b=trains_b[k],
-            has_delta=k >= lowest,
-            sw=lr_k + p["f_delta"] + f_x - f_w - 8,
-            sb=lr_k + p["f_delta"] - f_x - f_w,
-            dmax=d,
-            bias_limit=max(bias_limit(layer, x_range), big),
-            delta_max=256 if k == n - 1 else DELTA_MAX,
-        )
-    return plan
+    if qmodel.layers[-1].act != "softmax":
+        raise ValueError("trainref: last layer %r, expected softmax" % qmodel.layers[-1].act)
+    layers = modelfile.to_dict(qmodel)["layers"]  # as the board reads them from the file
+    return plan(layers, mode, int(lr_shift), hidden_shift)
 
 
 def effective_lr(lr_shift):
