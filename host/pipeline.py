@@ -237,10 +237,10 @@ def validation_summary(history):
     )
 
 
-def validation_text(held, kind, n_windows):
-    """'held-out subjects 3,5 (412 windows)', or 'none' without validation."""
+def validation_text(held, kind, n_windows, why=""):
+    """'held-out subjects 3,5 (412 windows)', or 'none (why)' without validation."""
     if not held:
-        return "none (one training subject with one recording: no early stopping)"
+        return "none (%s)" % why
     return "held-out %s %s (%d windows)" % (kind, ",".join(held), n_windows)
 
 
@@ -363,12 +363,19 @@ def train_model(
     lo, hi = features.feature_bounds(len(ds.log.channels))
     stage = fit_input_stage(ds.X[train_mask], lo, hi)
     x = stage.transform(ds.X)
-    fit, val, held, kind = validation_split(ds, train_mask, seed)
-    if len(set(ds.labels[fit].tolist())) < 2:  # the held-out groups took a class: none
-        fit, val, held, kind = train_mask, np.zeros_like(train_mask), [], ""
+    options = dict(TRAIN_DEFAULTS, **train_options)
+    # The validation set is for early stopping (as scikit-learn's validation_fraction): none
+    # when patience >= epochs, where it could stop nothing.
+    fit, val, held, kind = train_mask, np.zeros_like(train_mask), [], ""
+    why = "early stopping is off: patience >= epochs"
+    if options["patience"] < options["epochs"]:
+        fit, val, held, kind = validation_split(ds, train_mask, seed)
+        why = "one training subject with one recording"
+        if held and len(set(ds.labels[fit].tolist())) < 2:
+            fit, val, held, kind = train_mask, np.zeros_like(train_mask), [], ""
+            why = "holding out would leave one class to train on"
     mlp = MLP([x.shape[1], *hidden, len(classes)], hidden_activation=activation, seed=seed)
     t0 = time.perf_counter()
-    options = dict(TRAIN_DEFAULTS, **train_options)
     if val.any():
         options.update(X_val=x[val], y_val=class_indices(ds.labels[val], classes))
     options["val_fraction"] = 0.0  # never a random split of windows (they overlap by a hop)
@@ -401,9 +408,8 @@ def train_model(
         # validation accuracy of 0.99).
         for p, w in zip(list(mlp.W) + list(mlp.b), watch.last, strict=True):
             p[...] = w
-    history["kept_epoch"] = len(history["loss"]) - 1
     history["seconds"] = time.perf_counter() - t0
-    history["validation"] = validation_text(held, kind, int(val.sum()))
+    history["validation"] = validation_text(held, kind, int(val.sum()), why)
     history["held_out"] = {"kind": kind, "ids": held}
     keep = np.isin(ds.labels[test], classes)
     history["windows"] = {

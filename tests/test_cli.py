@@ -44,7 +44,8 @@ def test_train_and_eval_on_csv(tmp_path, capsys):
 
 def test_train_synth_shows_progress(tmp_path, capsys):
     out = tmp_path / "m.npz"
-    code, text, err = run(["train", "--out", str(out), "--epochs", "3", "--hidden", "8"], capsys)
+    argv = ["train", "--out", str(out), "--epochs", "3", "--patience", "2", "--hidden", "8"]
+    code, text, err = run(argv, capsys)
     assert code == 0
     assert "epoch 3/3" in err and "val_acc" in err
     assert "precision" in text

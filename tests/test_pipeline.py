@@ -99,7 +99,8 @@ def test_validation_with_one_training_subject_holds_out_recordings(synth_ds):
 
 def test_train_counts_and_labels_what_it_trained_validated_and_tested(synth_ds):
     ds = synth_ds
-    _, meta, report, history = pipeline.train_model(ds, test_subjects=["s7", "s8"], **TRAIN)
+    options = dict(TRAIN, patience=1)
+    _, meta, report, history = pipeline.train_model(ds, test_subjects=["s7", "s8"], **options)
     w = history["windows"]
     test = np.isin(ds.subjects, ["s7", "s8"])
     assert w["test"] == test.sum() == report["n"]
@@ -110,6 +111,11 @@ def test_train_counts_and_labels_what_it_trained_validated_and_tested(synth_ds):
         w["validation"],
     )
     assert meta["history"]["validation"] == history["validation"]
+    # with patience >= epochs early stopping can stop nothing: no validation set, as
+    # scikit-learn's validation_fraction is only for early_stopping
+    _, _, _, history = pipeline.train_model(ds, test_subjects=["s7", "s8"], **TRAIN)
+    assert history["windows"]["train"] == (~test).sum() and history["windows"]["validation"] == 0
+    assert history["validation"] == "none (early stopping is off: patience >= epochs)"
 
 
 def test_numeric_classes_sort_as_numbers(synth_ds):
@@ -162,3 +168,7 @@ def test_basic_motions_tests_on_the_archives_test_split(datasets):
     subjects = np.asarray(log.subjects)
     assert pipeline.pick_test_subjects(subjects, meta=log.meta) == ["test"]
     assert pipeline.pick_test_subjects(subjects) == ["train"]  # what the last sorted id gives
+    ds = pipeline.make_dataset(log, source="basic_motions")
+    _, meta, report, _ = pipeline.train_model(ds, **TRAIN)
+    assert meta["data"]["test_subjects"] == ["test"]
+    assert report["n"] == (ds.subjects == "test").sum() == 360
