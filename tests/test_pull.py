@@ -122,7 +122,7 @@ def test_pull_brings_back_the_learned_weights(board, tmp_path, capsys):
         )
 
     capsys.readouterr()
-    assert cli.main(["eval", str(out)]) == 0
+    assert cli.main(["eval", str(out), "--data", "synth"]) == 0  # the model names no data
     assert "accuracy" in capsys.readouterr().out
 
 
