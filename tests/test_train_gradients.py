@@ -77,9 +77,11 @@ def test_hidden_error_signals_are_not_noise(models):
 @pytest.mark.parametrize("mode", MODES)
 def test_integer_update_moves_like_float_sgd(models, mode):
     # Same samples, same layers, float SGD at lr = 2**-lr_shift on batch sums: the weight
-    # (and bias) changes of the integer trainer point the same way.
+    # (and bias) changes of the integer trainer point the same way. At lr 2**-7 every group
+    # moves by many steps of its int scale; at 2**-8 the last layer's biases ("all") can move
+    # by about 5 LSB, where the stochastic rounding's noise is as large as the signal.
     q, raw, labels = models["data"]
-    lr_shift, batch, n = 8, 8, 256
+    lr_shift, batch, n = 7, 8, 256
     ref = trainref.train_steps(q, raw[:n], labels[:n], mode, lr_shift, batch, seed=3)
     net, _ = trainref.float_finetune(q, raw[:n], labels[:n], mode, lr_shift, batch)
     start = trainref.dequantize(q)
