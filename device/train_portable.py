@@ -78,7 +78,7 @@ class Layer:
     learn: every mode trains the biases of each layer its error signals reach.
     """
 
-    # What a layer may not have (class defaults: only what learns takes memory in the instance)
+    # None unless the layer has them: class defaults, so that an instance holds only what learns
     master_w = None
     gw = None
     gb = None
