@@ -59,22 +59,48 @@ def run_micropython(binary, script, args=(), cwd=None, timeout=600, stdin=None, 
     cmd = [binary]
     if heapsize:
         cmd += ["-X", "heapsize=%s" % heapsize]
-    env = dict(os.environ, MICROPYPATH=os.pathsep.join([str(cwd or ROOT), ".frozen"]))
     proc = subprocess.run(
         cmd + ["-c", script, *args],
         cwd=cwd or ROOT,
-        env=env,
+        env=_micropython_env(cwd),
         capture_output=True,
         timeout=timeout,
         input=stdin,
         text=stdin is None or isinstance(stdin, str),
     )
-    if proc.returncode != 0:
+    return _checked_stdout(proc.returncode, proc.stdout, proc.stderr)
+
+
+def start_micropython(binary, script, args=()):
+    """run_micropython without waiting, so that several run side by side -> the process;
+    finish_micropython(proc) gives its stdout."""
+    return subprocess.Popen(
+        [binary, "-c", script, *args],
+        cwd=ROOT,
+        env=_micropython_env(None),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish_micropython(proc, timeout=600):
+    """The stdout of a process from start_micropython, as run_micropython gives it."""
+    out, err = proc.communicate(timeout=timeout)
+    return _checked_stdout(proc.returncode, out, err)
+
+
+def _micropython_env(cwd):
+    return dict(os.environ, MICROPYPATH=os.pathsep.join([str(cwd or ROOT), ".frozen"]))
+
+
+def _checked_stdout(returncode, out, err):
+    if returncode != 0:
         raise AssertionError(
             "micropython failed (%d):\nstdout:\n%s\nstderr:\n%s"
-            % (proc.returncode, proc.stdout[-4000:], proc.stderr[-4000:])
+            % (returncode, out[-4000:], err[-4000:])
         )
-    return proc.stdout
+    return out
 
 
 def mpremote(port, *args, timeout=15):

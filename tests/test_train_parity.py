@@ -12,8 +12,9 @@ with a nonzero hidden_shift (hidden layers at a slower rate than the last). Afte
 250 steps the int8 weights, biases, master weights, PRNG state and the count of correct
 predictions are compared. A run is named forward/training kernel: the Unix port runs the sweep
 as portable/portable, viper/viper (device/kernel_viper.py and device/kernel_train_viper.py,
-the default there), viper/portable and portable/viper; the WebAssembly port (no viper) and
-CPython run portable/portable. Every step runs inside micropython.heap_lock().
+the default there) on every step, and viper/portable and portable/viper to the first
+checkpoint; the WebAssembly port (no viper) runs portable/portable to the first checkpoint and
+CPython runs it on one model. Every step runs inside micropython.heap_lock().
 """
 
 import binascii
@@ -28,7 +29,7 @@ from device.infer import Model
 from host import modelfile, reference, trainref
 
 from .conftest import run_micropython
-from .helpers import ACTS, data_model, mlp_model
+from .helpers import ACTS, data_model, finish_micropython, mlp_model, start_micropython
 from .wasm_runner import require_wasm, run_wasm
 
 SEED = 20240613
@@ -51,7 +52,13 @@ HIDDEN_SHIFT_CASES = (
     ("data", "all", 1, 6, 1),
     ("rand-relu", "all", 1, 5, 30),
 )
-UNIX_KERNELS = ("portable/portable", "viper/viper", "viper/portable", "portable/viper")
+# Forward/training kernels run on every step of the sweep on the Unix port: each kernel's
+# integer math, proven alone.
+UNIX_KERNELS = ("portable/portable", "viper/viper")
+# Mixed kernels, run to the first checkpoint: that a portable forward pass feeds a viper
+# trainer and the other way round (the buffers they hand over), which every case shows in its
+# first CHECK_EVERY steps as well as in all of them.
+MIXED_KERNELS = ("viper/portable", "portable/viper")
 
 # Runs each case in the manifest; prints one line per checkpoint. Steps run in heap_lock.
 SWEEP = """
@@ -79,8 +86,8 @@ def emit(case, kernel, t, m):
         out.append("-" if mw is None else "%08x" % crc(mw))
     print(" ".join(out))
 
-def run(d, kernels):
-    with open(d + "/manifest.txt") as f:
+def run(d, kernels, manifest):
+    with open(d + "/" + manifest) as f:
         lines = f.read().split("\\n")
     for line in lines:
         if not line:
@@ -113,7 +120,7 @@ def run(d, kernels):
                 if (s + 1) % every == 0:
                     emit(case, kernel, t, m)
 
-run(sys.argv[1], sys.argv[2].split(","))
+run(sys.argv[1], sys.argv[2].split(","), sys.argv[3])
 """
 
 
@@ -197,6 +204,7 @@ def sweep(tmp_path_factory):
         args = (q, raw, labels, mode, batch, lr_shift, seed, steps, CHECK_EVERY, hidden_shift)
         expected[i] = expected_lines(str(i), "{kernel}", *args)
     (d / "manifest.txt").write_text("\n".join(manifest) + "\n")
+    (d / FIRST.name).write_text(FIRST.manifest(manifest))
     return d, models, cases, expected
 
 
@@ -255,12 +263,43 @@ def test_sweep_covers_the_contract(sweep):
     assert after > before + 0.1, (before, after)
 
 
+class FIRST:
+    """The sweep's manifest cut to each case's first checkpoint (CHECK_EVERY steps)."""
+
+    name = "manifest_first.txt"
+
+    @staticmethod
+    def manifest(lines):
+        cut = []
+        for line in lines:
+            f = line.split()
+            f[7] = str(CHECK_EVERY)  # steps: the first checkpoint only
+            cut.append(" ".join(f))
+        return "\n".join(cut) + "\n"
+
+    @staticmethod
+    def expected(sweep):
+        d, models, cases, expected = sweep
+        return d, models, cases, {i: lines[:1] for i, lines in expected.items()}
+
+
 def test_training_under_micropython_equals_reference(sweep, micropython):
+    """Every step with each kernel alone, and the first checkpoint with mixed kernels: two
+    MicroPython processes, run side by side."""
     d = sweep[0]
-    out = run_micropython(micropython, SWEEP, args=(str(d), ",".join(UNIX_KERNELS)))
-    assert _compare(out, sweep, UNIX_KERNELS) == len(UNIX_KERNELS) * sum(
-        c[5] // CHECK_EVERY for c in sweep[2]
-    )
+    runs = {
+        "whole": (UNIX_KERNELS, "manifest.txt"),
+        "mixed": (MIXED_KERNELS, FIRST.name),
+    }
+    procs = {
+        name: start_micropython(micropython, SWEEP, args=(str(d), ",".join(k), manifest))
+        for name, (k, manifest) in runs.items()
+    }
+    out = {name: finish_micropython(proc) for name, proc in procs.items()}
+    n_checks = sum(c[5] // CHECK_EVERY for c in sweep[2])
+    assert _compare(out["whole"], sweep, UNIX_KERNELS) == len(UNIX_KERNELS) * n_checks
+    first = FIRST.expected(sweep)
+    assert _compare(out["mixed"], first, MIXED_KERNELS) == len(MIXED_KERNELS) * len(sweep[2])
 
 
 def test_training_on_32bit_wasm_port_equals_reference(sweep):
@@ -273,18 +312,12 @@ def test_training_on_32bit_wasm_port_equals_reference(sweep):
     cost three times the CPU for nothing the Unix run does not already check.
     """
     require_wasm()
-    d, _, cases, expected = sweep
+    d, _, cases, _ = sweep
     files = {"/data/" + p.name: p.read_bytes() for p in d.iterdir()}
-    manifest = []
-    for line in (d / "manifest.txt").read_text().splitlines():
-        f = line.split()
-        f[7] = str(CHECK_EVERY)  # steps: the first checkpoint only
-        manifest.append(" ".join(f))
-    files["/data/manifest.txt"] = ("\n".join(manifest) + "\n").encode()
-    out = run_wasm(SWEEP, files=files, args=("/data", "portable/portable"), timeout=1200)
-    first = {i: lines[:1] for i, lines in expected.items()}
-    want = ("portable/portable",)
-    assert _compare(out, (d, None, cases, first), want) == len(cases)
+    out = run_wasm(
+        SWEEP, files=files, args=("/data", "portable/portable", FIRST.name), timeout=1200
+    )
+    assert _compare(out, FIRST.expected(sweep), ("portable/portable",)) == len(cases)
 
 
 def test_training_under_cpython_equals_reference(sweep):
