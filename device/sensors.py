@@ -18,7 +18,7 @@ board.json keys (other keys belong to the app and are ignored here):
     "sensor"        one of "replay", "rp2_temp", "adc", "esp32_adc", "mpu6050" (required)
 
   replay (a sensor log replayed from the board's filesystem, looping; see sensor_replay.py):
-    "file"          path of the CSV file, default "data.csv"
+    "file"          path of the CSV file, default "data.csv" (REPLAY_FILE)
     "channels"      list of column names, default every numeric column except label,
                     subject, recording and t_ms
     "line_max"      longest row in bytes, default 256 (longer rows count as bad rows)
@@ -57,6 +57,7 @@ except ImportError:  # CPython
     machine = None
 
 KINDS = ("replay", "rp2_temp", "adc", "esp32_adc", "mpu6050")
+REPLAY_FILE = "data.csv"  # the replay sensor's "file" when board.json names none
 _ATTN = ((0, "ATTN_0DB"), (2.5, "ATTN_2_5DB"), (6, "ATTN_6DB"), (11, "ATTN_11DB"))
 
 
@@ -67,7 +68,7 @@ def make_sensor(config):
         from .sensor_replay import Replay
 
         return Replay(
-            config.get("file", "data.csv"), config.get("channels"), config.get("line_max", 256)
+            config.get("file", REPLAY_FILE), config.get("channels"), config.get("line_max", 256)
         )
     if kind == "rp2_temp":
         from .sensor_adc import RP2Temp
