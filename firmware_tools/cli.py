@@ -640,6 +640,16 @@ _EPILOG["pull"] = """example:
   microprop pull auto --save --out learned.mpm       (checkpoint the running app first)
   microprop eval learned.mpm
 """
+_EPILOG["teach"] = """example:
+  microprop teach /dev/ttyACM0 --classes walking,idle,running --seconds 20
+  microprop teach auto --classes walking,idle --seconds 5 --start now    (scripts, replays)
+
+For each class: press Enter and do it for --seconds; every window the board predicts gets a
+`label` and a training step on the board. Then `save`, and the accuracy before and after, per
+class: after is the pulled weights run on the host over the same windows (replay sensor), or a
+check pass of --check-seconds per class (live sensor). Ctrl-C or an error: a soft reset, and the
+board runs its last saved weights again.
+"""
 _EPILOG["selftest"] = """example:
   microprop selftest /dev/ttyACM0          (installs the device package if it differs)
   microprop selftest auto --no-install --steps 500
@@ -756,6 +766,7 @@ COMMANDS = {
     "ports": (_tool("ports")[0], "list serial ports and recognised boards"),
     "pull": (_tool("pull")[0], "bring a board's learned weights back as a model file"),
     "selftest": (_tool("selftest")[0], "prove a board computes the host's integers, bit for bit"),
+    "teach": (_tool("teach")[0], "guided calibration on the board: each class for a few seconds"),
     "adapt": (do_adapt, "measure on-board learning for new subjects, int8 vs float"),
 }
 
@@ -871,6 +882,7 @@ _ADD_OPTIONS = {
     "ports": _tool("ports")[1],
     "pull": _tool("pull")[1],
     "selftest": _tool("selftest")[1],
+    "teach": _tool("teach")[1],
     "adapt": _adapt_options,
 }
 
