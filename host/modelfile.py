@@ -43,6 +43,9 @@ from .qmodel import QLayer, QModel
 # -- the encoder: model dict -> bytes --------------------------------------------------------
 
 
+_DTYPES = {"b": "<i1", "i": "<i4"}  # array typecodes of the file's integer arrays
+
+
 class _Writer:
     def __init__(self):
         self.parts = []
@@ -71,9 +74,16 @@ class _Writer:
         self.parts.append(b)
 
     def ints(self, typecode, values, lo, hi, what):
-        for v in values:
-            _in_range(v, lo, hi, what)
-        self.parts.append(bytes(array(typecode, values)))
+        """Integers as the board's array(typecode) reads them (little-endian), each in lo..hi."""
+        a = np.asarray(values)
+        if a.size and a.dtype.kind not in "iu":
+            self.parts.append(bytes(array(typecode, values)))  # raises for what is no int
+            return
+        a = a.astype(np.int64)
+        outside = (a < lo) | (a > hi)
+        if outside.any():
+            _in_range(int(a[outside][0]), lo, hi, what)  # the first one, named
+        self.parts.append(a.astype(_DTYPES[typecode]).tobytes())
 
 
 def _write_layer(wr, k, layer):
