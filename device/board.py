@@ -54,9 +54,10 @@ except ImportError:  # CPython
 
 
 _APP_RESERVE = const(6144)  # bytes kept in one piece for the app stage (see build)
-# and 2 kB more when the app learns: the names of the learning app's modules outgrow
-# MicroPython's qstr pool in the app stage (620 names), and the next pool takes ~4.5 kB in one
-_QSTR_RESERVE = const(2048)
+# 10 kB more when the app learns: its ~700 names outgrow MicroPython's qstr pool (620 entries)
+# during the app stage, after some of the app's ~10 kB of code went in, and the next pool
+# takes ~4.5 kB in one piece ("allocating 640" in an err line is that pool's entry count)
+_LEARN_RESERVE = const(10240)
 
 
 def load_config(path="board.json"):
@@ -82,7 +83,7 @@ def build(config, out=None, inp=None):
         # A block kept free for the app stage: the stages before it leave the heap in holes
         # (the loader's and the sensor factory's code and buffers, freed), and the app's code
         # and buffers need some of it in one piece. Taken while the heap is whole.
-        reserve = bytearray(_APP_RESERVE + (0 if config["learn"] == "off" else _QSTR_RESERVE))
+        reserve = bytearray(_APP_RESERVE + (0 if config["learn"] == "off" else _LEARN_RESERVE))
         from .infer import Model
 
         # stage by stage, each stage's modules loaded when the one before is done, with what
