@@ -3,13 +3,13 @@
 Runs on: host (pytest), plus the `micropython` binary and, when installed, the 32-bit
 WebAssembly port (tests/wasm_runner.py).
 
-One sweep: 1000 training steps for each mode ("last", "bias", "all"), hidden activation
+One sweep: 500 training steps for each mode ("last", "bias", "all"), hidden activation
 (relu, sigmoid, tanh) and mini-batch (1, 8) on quantized random MLPs with teacher labels,
-300 steps each on extreme random QModels (host.reference.random_qmodel, wild scales, random
-labels), and 1000 steps per mode and batch on a model trained and quantized on synthetic
+250 steps each on extreme random QModels (host.reference.random_qmodel, wild scales, random
+labels), and 500 steps per mode and batch on a model trained and quantized on synthetic
 sensor data, plus a few cases at lr_shift 30 (update shifts past the machine word) and a few
 with a nonzero hidden_shift (hidden layers at a slower rate than the last). After every
-250 steps the int8 weights, biases, master weights, PRNG state and the count of correct
+125 steps the int8 weights, biases, master weights, PRNG state and the count of correct
 predictions are compared. A run is named forward/training kernel: the Unix port runs the sweep
 as portable/portable, viper/viper (device/kernel_viper.py and device/kernel_train_viper.py,
 the default there) on every step, and viper/portable and portable/viper to the first
@@ -35,9 +35,9 @@ from .wasm_runner import require_wasm, run_wasm
 SEED = 20240613
 MODES = dtrain.LEARN_MODES
 BATCHES = (1, 8)
-N_STEPS = 1000
-N_STEPS_EXTREME = 300
-CHECK_EVERY = 250
+N_STEPS = 500
+N_STEPS_EXTREME = 250
+CHECK_EVERY = 125
 # Per model kind and batch: update shifts from below 0 (exact left shifts) to above 16 (the
 # stochastic rounding keeps the top 16 dropped bits).
 LR_SHIFTS = {"mlp": {1: 6, 8: 13}, "rand": {1: 5, 8: 9}, "data": {1: 6, 8: 8}}
