@@ -269,7 +269,7 @@ def write_sweep(d, cases):
 # miscompiled module or a port's integer difference fails on any input, and the 31-bit bound
 # is pressed hardest by the edge inputs (all -32768, all 32767, all at the offsets; int8 -128,
 # 127, 0: the largest |x - zp_x| the contract allows), which every model keeps.
-N_RAW_AGAIN = 10
+N_RAW_AGAIN = 4
 
 
 def sweep_again(cases, n_raw=N_RAW_AGAIN):

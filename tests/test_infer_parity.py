@@ -5,7 +5,7 @@ Runs on: host (pytest), plus the `micropython` binary.
 One sweep: 200 random models within the numeric contract, each with 50 random raw feature
 vectors plus raw edges (all -32768, all 32767, all at the offsets) and int8 layer-0 edges (all
 -128, all 127, all 0). Every layer's output, the class and the scores are compared, for the
-viper kernel on all of them and, on the edges and the first 10 random inputs of every model
+viper kernel on all of them and, on the edges and the first 4 random inputs of every model
 (helpers.sweep_again), for the portable kernel and for the .mpy build of both (one MicroPython
 process each, run side by side); every predict runs inside heap_lock. The portable kernel is
 also run under CPython on all inputs of 40 models, and on the 32-bit WebAssembly port.
