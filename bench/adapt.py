@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from host import adapt, pipeline  # noqa: E402
+from microprop.host import adapt, pipeline  # noqa: E402
 
 
 def main():

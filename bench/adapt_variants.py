@@ -39,7 +39,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from host import adapt, pipeline, rehearsal, trainref  # noqa: E402
+from microprop.host import adapt, pipeline, rehearsal, trainref  # noqa: E402
 
 VARIANTS = ("plain", "l2sp", "replay", "mirror", "swa", "epochs", "tanh", "last")
 RATES = tuple(2.0 ** (-k / 2) for k in range(8, 15))  # 2**-4 .. 2**-7, half-octave steps

@@ -70,18 +70,18 @@ def device_files():
 
 def make_board(folder, hidden):
     """Model, replay data and the device package as .py in `folder`; -> layer sizes."""
-    from host import pipeline, sensorlog, synth
+    from microprop.host import pipeline, sensorlog, synth
 
     log = synth.generate(seed=1, subjects=3, seconds_per_activity=8)
     ds = pipeline.make_dataset(log)
     mlp, meta, _, _ = pipeline.train_model(ds, hidden=hidden, epochs=20, patience=100)
     q = pipeline.quantize_model(mlp, meta, ds, trainable_layers=tuple(range(len(hidden) + 1)))
-    from host import modelfile
+    from microprop.host import modelfile
 
     modelfile.write_model(folder / "model.mpm", q)
     sensorlog.write_sensor_log(folder / "data.csv", log)
-    from device.checkpoint import model_crc_of
-    from host import rehearsal
+    from microprop.device.checkpoint import model_crc_of
+    from microprop.host import rehearsal
 
     x, y = rehearsal.pick(ds, sorted(set(ds.subjects.tolist())), list(q.classes))
     crc = model_crc_of(str(folder / "model.mpm"))

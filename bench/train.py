@@ -38,8 +38,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from device.config import LEARN  # noqa: E402, F401 (bench/board.py reads both here)
-from device.train_plan import LEARN_MODES  # noqa: E402, F401
+from microprop.device.config import LEARN  # noqa: E402, F401 (bench/board.py reads both here)
+from microprop.device.train_plan import LEARN_MODES  # noqa: E402, F401
 
 MODELS = {"42-32-16-7": [42, 32, 16, 7], "21-32-16-4": [21, 32, 16, 4]}
 BATCHES = (1, 8)

@@ -11,6 +11,8 @@ import argparse
 import sys
 import time
 
+from microprop import __version__
+
 _EPILOG = {}
 
 
@@ -103,8 +105,8 @@ def _data_args(args):
 def _csv_options(args):
     """The data options -> keyword arguments of host.sensorlog.read_sensor_log; a DataError
     for a bad --channels, --full-scale or --ignore-labels."""
-    from host.errors import DataError
-    from host.sensorlog import parse_full_scale
+    from microprop.host.errors import DataError
+    from microprop.host.sensorlog import parse_full_scale
 
     channels = args.channels
     if channels is not None:
@@ -129,7 +131,7 @@ def _csv_options(args):
 
 def _saved_data_args(data):
     """The data options saved with a model (older models saved read_sensor_log's arguments)."""
-    from host.sensorlog import format_full_scale
+    from microprop.host.sensorlog import format_full_scale
 
     saved = dict(data.get("csv_options") or {})
     if "rate_hz" in saved:
@@ -146,7 +148,7 @@ def _saved_data_args(data):
 
 
 def _load_dataset(args, quiet=False, default_rate=None):
-    from host import pipeline
+    from microprop.host import pipeline
 
     options = _csv_options(args)
     progress = None
@@ -221,8 +223,8 @@ class Progress:
 
 
 def do_train(args):
-    from host import pipeline
-    from host.metrics import format_report, plot_training, require_matplotlib
+    from microprop.host import pipeline
+    from microprop.host.metrics import format_report, plot_training, require_matplotlib
 
     if args.plot:
         require_matplotlib()  # before training, so a missing extra costs nothing
@@ -294,7 +296,7 @@ def _model_dataset(args, meta):
     """The dataset for a trained model: --data if given, else the one it was trained on (its
     saved data options fill the ones not given) -> (dataset, the model's test subjects when
     the data is the model's own, else --subjects or None)."""
-    from host import pipeline
+    from microprop.host import pipeline
 
     data = meta.get("data") or {}
     subjects = getattr(args, "subjects", None)
@@ -336,9 +338,9 @@ def _load_any_model(path):
     A model file's data source and test subjects are those of its float model (the .npz of the
     same name beside it, when it is the model it was exported from), else the ones export
     writes into it for the built-in data sets."""
-    from device.modelfile import MAGIC
-    from host.mlp import MLP
-    from host.modelfile import read_model
+    from microprop.device.modelfile import MAGIC
+    from microprop.host.mlp import MLP
+    from microprop.host.modelfile import read_model
 
     with open(path, "rb") as f:
         head = f.read(len(MAGIC))
@@ -369,7 +371,7 @@ def _float_model_beside(path, qm):
     has the same classes, channels, window and input stage; else None."""
     import os
 
-    from host.mlp import MLP
+    from microprop.host.mlp import MLP
 
     npz = _replace_suffix(path, ".npz")
     if npz == path or not os.path.exists(npz):
@@ -389,8 +391,8 @@ def _float_model_beside(path, qm):
 
 
 def do_eval(args):
-    from host import pipeline
-    from host.metrics import format_report, plot_confusion
+    from microprop.host import pipeline
+    from microprop.host.metrics import format_report, plot_confusion
 
     kind, model, meta = _load_any_model(args.model)
     ds, _ = _model_dataset(args, meta)
@@ -420,9 +422,9 @@ chooses) and says which, and how many windows.
 
 
 def do_export(args):
-    from host import pipeline
-    from host.mlp import MLP
-    from host.modelfile import write_model
+    from microprop.host import pipeline
+    from microprop.host.mlp import MLP
+    from microprop.host.modelfile import write_model
 
     mlp, meta = MLP.load(args.model)
     pipeline.check_weights(mlp)
@@ -463,7 +465,7 @@ def do_export(args):
     )
     _export_rehearsal(args, meta, ds, qm, out)
     if args.tflite:
-        from host.tflite_export import to_tflite
+        from microprop.host.tflite_export import to_tflite
 
         _write_atomic(args.tflite, to_tflite(qm))
         print("wrote %s (TFLite int8, input = the input stage's int8 output)" % args.tflite)
@@ -473,8 +475,8 @@ def _export_rehearsal(args, meta, ds, qm, model_path):
     """Write the rehearsal windows beside the model file (host/rehearsal.py)."""
     import os
 
-    from host import rehearsal
-    from host.errors import DataError
+    from microprop.host import rehearsal
+    from microprop.host.errors import DataError
 
     path = rehearsal.path_for(model_path)
     if args.rehearse == 0:
@@ -490,7 +492,9 @@ def _export_rehearsal(args, meta, ds, qm, model_path):
     except DataError as e:
         print("no rehearsal file: %s" % e)
         return
-    from device.checkpoint import model_crc_of  # the CRC that names the model, as on the board
+    from microprop.device.checkpoint import (
+        model_crc_of,  # the CRC that names the model, as on the board
+    )
 
     nbytes = rehearsal.write(path, x, y, model_crc_of(model_path), len(qm.classes))
     print(
@@ -546,8 +550,8 @@ def _sizes(qm):
 
 
 def do_info(args):
-    from host.modelfile import read_model
-    from host.modelinfo import describe
+    from microprop.host.modelfile import read_model
+    from microprop.host.modelinfo import describe
 
     print(describe(read_model(args.model), args.model))
 
@@ -559,7 +563,7 @@ _EPILOG["info"] = """example:
 
 def do_demo(args):
     """The whole path with no board attached (firmware_tools/demo.py)."""
-    from firmware_tools import demo
+    from microprop.firmware_tools import demo
 
     demo.run(
         seed=args.seed,
@@ -579,7 +583,7 @@ _EPILOG["demo"] = """example:
 
 
 def do_board(args):
-    from firmware_tools import board_command
+    from microprop.firmware_tools import board_command
 
     code = board_command.run(args)
     if code:
@@ -610,12 +614,12 @@ def _tool(module_name):
     import importlib
 
     def handler(args):
-        code = importlib.import_module("firmware_tools." + module_name).run(args)
+        code = importlib.import_module("." + module_name, __package__).run(args)
         if code:
             raise SystemExit(code)
 
     def add_options(p):
-        importlib.import_module("firmware_tools." + module_name).add_arguments(p)
+        importlib.import_module("." + module_name, __package__).add_arguments(p)
 
     return handler, add_options
 
@@ -660,8 +664,8 @@ error naming the first mismatch.
 
 
 def do_adapt(args):
-    from host import adapt
-    from host.mlp import MLP
+    from microprop.host import adapt
+    from microprop.host.mlp import MLP
 
     mlp, meta = MLP.load(args.model)
     ds, subjects = _model_dataset(args, meta)
@@ -709,7 +713,7 @@ unless given.
 
 
 def _adapt_options(p):
-    from host import adapt
+    from microprop.host import adapt
 
     p.add_argument("model", help="float model file (.npz) from microprop train")
     add_data_options(p, default=None)
@@ -778,6 +782,7 @@ def build_parser():
         "MicroPython boards.",
     )
     parser.add_argument("--traceback", action="store_true", help="show the stack on errors")
+    parser.add_argument("--version", action="version", version="microprop " + __version__)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
         p = sub.add_parser(
@@ -832,7 +837,7 @@ def _eval_options(p):
 
 
 def _demo_options(p):
-    from firmware_tools import demo
+    from microprop.firmware_tools import demo
 
     demo.add_arguments(p)  # --seed, --out, --quiet, --seconds, --fast, --heap
 
@@ -864,7 +869,7 @@ def _info_options(p):
 
 
 def _board_options(p):
-    from firmware_tools import board_command
+    from microprop.firmware_tools import board_command
 
     board_command.add_arguments(p)
 

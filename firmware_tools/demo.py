@@ -36,7 +36,7 @@ import sys
 import tempfile
 import time
 
-from firmware_tools.protocol import (
+from microprop.firmware_tools.protocol import (
     CMD_INFO,
     CMD_LABEL,
     CMD_SAVE,
@@ -66,8 +66,8 @@ def status(text):
 
 def train_and_export(folder, seed=0, progress=None, out=None):
     """Synthetic data -> float MLP -> int8 model file. Returns (qmodel, meta, log, paths)."""
-    from host import pipeline
-    from host.modelfile import write_model
+    from microprop.host import pipeline
+    from microprop.host.modelfile import write_model
 
     log = pipeline.load_log("synth", seed=seed)
     ds = pipeline.make_dataset(log, source="synth")
@@ -99,7 +99,7 @@ def replay_log(log, subjects, classes, rate_hz):
     """A sensor log of the held-out `subjects`: CHUNK_SECONDS of each activity in turn."""
     import numpy as np
 
-    from host.sensorlog import SensorLog
+    from microprop.host.sensorlog import SensorLog
 
     n = int(round(CHUNK_SECONDS * rate_hz))
     skip = int(round(SKIP_SECONDS * rate_hz))
@@ -153,7 +153,7 @@ def check_predictions(rows, qmodel, counts, labels=None, realtime=True):
     """
     import numpy as np
 
-    from host.boardeval import predict_stream
+    from microprop.host.boardeval import predict_stream
 
     window, hop = int(qmodel.features["window"]), int(qmodel.features["hop"])
     rate = float(qmodel.sensor["rate_hz"])
@@ -246,7 +246,7 @@ def _parsed(add_arguments, argv):
 
 def deploy_app(port, model, data, fast=False):
     """`microprop deploy PORT --model M --data D`; prints deploy's summary lines only."""
-    from firmware_tools import deploy
+    from microprop.firmware_tools import deploy
 
     argv = [port, "--model", model, "--data", data] + (["--no-realtime"] if fast else [])
     out = io.StringIO()
@@ -259,7 +259,7 @@ def deploy_app(port, model, data, fast=False):
 
 def monitor(port, seconds, log):
     """`microprop monitor PORT --seconds N --log LOG` (Ctrl-C ends it early)."""
-    from firmware_tools import monitor as mon
+    from microprop.firmware_tools import monitor as mon
 
     mon.run(_parsed(mon.add_arguments, [port, "--seconds", seconds, "--log", log]))
 
@@ -270,7 +270,7 @@ def train_on_board(port, label, timeout=5.0):
 
     Returns a list of (sent, answer) text pairs, or None when the app has no trainer (its
     `info` answer says trainer=none)."""
-    from firmware_tools import deploy
+    from microprop.firmware_tools import deploy
 
     with _session(port, timeout) as ask:
         info, _ = ask(Info, "state", CMD_INFO)
@@ -311,7 +311,7 @@ def _session(port, timeout=5.0):
     """ask(kind, key, *command): send a command line, return (record, text) of the first
     answer parsed as `kind` (an Info with `key` among its fields when `key` is given) or as an
     Err (predictions in between are skipped); (None, '') after `timeout` s."""
-    from firmware_tools.serialport import LineReader, open_port
+    from microprop.firmware_tools.serialport import LineReader, open_port
 
     with LineReader(lambda: open_port(port)) as reader:
 
@@ -344,8 +344,8 @@ def _current_label(pred_log, replay, qmodel):
 
 def run(seed=0, out=None, seconds=DEFAULT_SECONDS, fast=False, heap="256k", progress=None):
     """The whole demo; returns 0, or raises DemoError (one line) on a difference."""
-    from firmware_tools.virtualboard import VirtualBoard
-    from host.sensorlog import write_sensor_log
+    from microprop.firmware_tools.virtualboard import VirtualBoard
+    from microprop.host.sensorlog import write_sensor_log
 
     t0 = time.monotonic()
     folder = (

@@ -48,10 +48,10 @@ import re
 from array import array
 from pathlib import Path
 
-from device import config as board_rules
-from device.sensors import KINDS as SENSORS
-from firmware_tools import mpy
-from firmware_tools.mpremote_run import (
+from microprop.device import config as board_rules
+from microprop.device.sensors import KINDS as SENSORS
+from microprop.firmware_tools import mpy
+from microprop.firmware_tools.mpremote_run import (
     HINT,
     PORT_HELP,
     board_errors,
@@ -61,7 +61,7 @@ from firmware_tools.mpremote_run import (
     resolve_port,
     soft_reset,  # noqa: F401 (deploy.soft_reset: the demo resets the board after a deploy)
 )
-from firmware_tools.serialport import add_port_argument
+from microprop.firmware_tools.serialport import add_port_argument
 
 DEVICE_DIR = Path(__file__).resolve().parent.parent / "device"
 LIB_DIR = "/lib/device"
@@ -199,7 +199,7 @@ def _mpu6050_as_the_model(cfg, desc):
     """Set the MPU6050's channels and full scales to the model's (the board refuses a sensor
     that differs from its model); DeployError where the chip cannot give what the model reads
     or a flag asks for another full scale."""
-    from device import sensor_mpu6050 as mpu
+    from microprop.device import sensor_mpu6050 as mpu
 
     names = list(desc["channels"])
     if not names or any(c not in mpu.CHANNELS for c in names):
@@ -301,7 +301,7 @@ def _existing(path, flag):
 
 
 def _checked_model(path):
-    from device import modelfile
+    from microprop.device import modelfile
 
     p = _existing(path, "--model")
     try:
@@ -346,8 +346,8 @@ def _checked_data(path, desc, build_dir):
     from every row (`_board_reads`); else its counts go to a sensor log written into the build
     dir, which is copied instead.
     """
-    from host import sensorlog
-    from host.errors import DataError
+    from microprop.host import sensorlog
+    from microprop.host.errors import DataError
 
     p = _existing(path, "--data")
     channels = list(desc["channels"]) if desc else None
@@ -391,7 +391,7 @@ def _physical_hint(error, desc):
     if "expected int16 counts" not in str(error):
         return ""
     if desc and all(desc["full_scale"]):
-        from host.sensorlog import format_full_scale
+        from microprop.host.sensorlog import format_full_scale
 
         scales = zip(desc["channels"], desc["full_scale"], desc["units"], strict=True)
         return "; physical values? make `# values=physical` its first line (converted at the " + (
@@ -402,8 +402,8 @@ def _physical_hint(error, desc):
 
 def _physical_full_scale(table, desc):
     """channel -> (full scale, unit) to turn physical values into counts; None for counts."""
-    from host import sensorlog
-    from host.errors import DataError
+    from microprop.host import sensorlog
+    from microprop.host.errors import DataError
 
     meta = table.meta
     if meta.get("values") != "physical":
@@ -463,8 +463,8 @@ def _board_reads(path, log, desc):
     for the model `desc` and reads every row of `log` as the host did, and nothing else."""
     import numpy as np
 
-    from device.sensor_replay import Replay
-    from device.sensors import check_model
+    from microprop.device.sensor_replay import Replay
+    from microprop.device.sensors import check_model
 
     try:
         replay = Replay(str(path), log.channels if desc else None)
@@ -492,8 +492,8 @@ def _board_reads(path, log, desc):
 
 def _checked_rehearsal(model_path):
     """The rehearsal file export wrote beside the model (FILE.rh), checked, or None."""
-    from device.checkpoint import model_crc_of
-    from host import rehearsal
+    from microprop.device.checkpoint import model_crc_of
+    from microprop.host import rehearsal
 
     p = Path(rehearsal.path_for(model_path))
     if not p.is_file():
@@ -512,7 +512,7 @@ def model_sensor(args):
     """The sensor description of --model (checked), or None without one."""
     if not args.model:
         return None
-    from device import modelfile
+    from microprop.device import modelfile
 
     return modelfile.decode(_checked_model(args.model).read_bytes())["sensor"]
 

@@ -15,8 +15,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from firmware_tools.serialport import ToolError, open_port
-from firmware_tools.serialport import resolve_port as resolve_name
+from microprop.firmware_tools.serialport import ToolError, open_port
+from microprop.firmware_tools.serialport import resolve_port as resolve_name
 
 HINT = "is the board running MicroPython? is another program holding the port?"
 PORT_HELP = "board port as mpremote names it: a path, auto, id:SERIAL, a0, u0, c0 (auto)"

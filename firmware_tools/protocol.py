@@ -24,8 +24,8 @@ The host sends `command(...)` lines the other way: `command(CMD_MODE, RECORD)` -
 
 from dataclasses import dataclass, field
 
-from device import protocol as board
-from device.protocol import (  # noqa: F401 (the host's names for the command words and modes)
+from microprop.device import protocol as board
+from microprop.device.protocol import (  # noqa: F401 (the host's names for the command words and modes)
     CMD_INFO,
     CMD_LABEL,
     CMD_MODE,

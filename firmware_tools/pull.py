@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from firmware_tools.mpremote_run import (
+from microprop.firmware_tools.mpremote_run import (
     HINT,
     PORT_HELP,
     board_errors,
@@ -44,7 +44,7 @@ from firmware_tools.mpremote_run import (
     reset_and_say,
     resolve_port,
 )
-from firmware_tools.serialport import add_port_argument
+from microprop.firmware_tools.serialport import add_port_argument
 
 SAVE_HINT = "send `save` to the board first, e.g. microprop pull PORT --save"
 VERSION_HINT = "deploy this microprop to the board, then send `save` (microprop pull PORT --save)"
@@ -59,7 +59,7 @@ class PullError(RuntimeError):
 def probe_script():
     """firmware_tools/board_scripts/pull_probe.py, with board.json's default model and
     checkpoint names."""
-    from device.config import DEFAULTS
+    from microprop.device.config import DEFAULTS
 
     return board_script("pull_probe", DEFAULTS["model"], DEFAULTS["checkpoint"])
 
@@ -87,7 +87,7 @@ def parse_probe(text):
 
 def board_paths(config):
     """(model path, [slot 0 path, slot 1 path]) on the board, as the app resolves them."""
-    from device.config import check_config
+    from microprop.device.config import check_config
 
     clean, _ = check_config(config)
 
@@ -100,7 +100,7 @@ def board_paths(config):
 
 def request_save(port, timeout=_SAVE_TIMEOUT):
     """Send `save` to the running app; the `info saved=...` fields (or PullError)."""
-    from firmware_tools.protocol import Err, Info, parse_line
+    from microprop.firmware_tools.protocol import Err, Info, parse_line
 
     with board_errors(PullError, "pull"), open_serial(port) as ser:
         ser.reset_input_buffer()
@@ -125,7 +125,7 @@ def request_save(port, timeout=_SAVE_TIMEOUT):
 def _trainer(model, model_file, head, lr_shift, hidden_shift):
     """A portable Trainer on `model` with the mode and batch of checkpoint header `head`
     (device/checkpoint.inspect); ValueError when they are not ones a board could train with."""
-    from device.train import LEARN_MODES, Trainer
+    from microprop.device.train import LEARN_MODES, Trainer
 
     if head["mode"] >= len(LEARN_MODES):
         raise ValueError("mode id %d, expected 0..%d" % (head["mode"], len(LEARN_MODES) - 1))
@@ -146,8 +146,8 @@ def apply_checkpoint(model_file, prefix, lr_shift=None, hidden_shift=None):
 
     -> (model, trainer, seq, ignored): seq None (and trainer None) when no slot is valid;
     ignored [(slot path, reason), ...] of the slots not used (an older valid one aside)."""
-    from device import checkpoint
-    from device.infer import Model
+    from microprop.device import checkpoint
+    from microprop.device.infer import Model
 
     model = Model(str(model_file), kernel="portable")
     reasons = {}
@@ -189,7 +189,7 @@ def changes(before, after):
 
 def learned_qmodel(model_file, model):
     """The model file's QModel with the weights and biases of the board `model` in it."""
-    from host.modelfile import read_model
+    from microprop.host.modelfile import read_model
 
     q = read_model(model_file)
     for layer, live in zip(q.layers, model.layers, strict=True):
@@ -205,8 +205,8 @@ def run(args):
 
 
 def _pull(args):
-    from device.train import slot_of
-    from host.modelfile import read_model, write_model
+    from microprop.device.train import slot_of
+    from microprop.host.modelfile import read_model, write_model
 
     out = Path(args.out)
     if out.suffix != ".mpm":

@@ -37,7 +37,7 @@ import time
 
 import numpy as np
 
-from host.sensorlog import (
+from microprop.host.sensorlog import (
     DEFAULT_SUBJECT,
     SensorLog,
     parse_full_scale,

@@ -41,17 +41,17 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from device.modelfile import ACTIVATIONS
-from device.train_plan import LEARN_MODES
-from firmware_tools import deploy, mpremote_run
-from firmware_tools.mpremote_run import (
+from microprop.device.modelfile import ACTIVATIONS
+from microprop.device.train_plan import LEARN_MODES
+from microprop.firmware_tools import deploy, mpremote_run
+from microprop.firmware_tools.mpremote_run import (
     PORT_HELP,
     BoardError,
     mpremote,
     reset_and_say,
     resolve_port,
 )
-from firmware_tools.serialport import ToolError, add_port_argument
+from microprop.firmware_tools.serialport import ToolError, add_port_argument
 
 DEFAULT_SEED = 20240611
 BOARD_DIR = "/selftest"
@@ -147,7 +147,7 @@ def _edges(qmodel, raw_random):
 
 def _random_models(rng, n, n_vectors):
     """`n` random models within the contract, every activation among them (hidden and last)."""
-    from host import reference
+    from microprop.host import reference
 
     out = []
     n_random = max(1, n_vectors - 6)
@@ -173,7 +173,7 @@ def trained_model(seed):
     features, their class indices)."""
     import numpy as np
 
-    from host import pipeline, synth
+    from microprop.host import pipeline, synth
 
     log = synth.generate(seed=seed % 1000, subjects=4, seconds_per_activity=20)
     ds = pipeline.make_dataset(log, source="synth")
@@ -190,7 +190,7 @@ def trained_model(seed):
 def _extreme_model(rng, lr_shift, batch):
     """A random 3-layer softmax model with sigmoid / tanh hidden layers that passes the
     training bound proof in every mode; (qmodel, raw features, random labels)."""
-    from host import reference, trainref
+    from microprop.host import reference, trainref
 
     for _ in range(10000):
         q = reference.random_qmodel(rng, n_layers=3, max_units=12, last="softmax")
@@ -224,7 +224,7 @@ def make_vectors(
     n_random = n_vectors - 6
     picks = raw[:n_random]
     if len(picks) < n_random:  # few windows: top up with random ones
-        from host import reference
+        from microprop.host import reference
 
         picks = np.concatenate([picks, reference.random_raw(rng, qm, n_random - len(picks))])
     raw_t, xq_t = _edges(qm, picks)
@@ -251,7 +251,7 @@ def board_files(vectors):
     """File name -> bytes of everything the board reads from BOARD_DIR."""
     import numpy as np
 
-    from host import modelfile
+    from microprop.host import modelfile
 
     files = {}
     manifest = []
@@ -289,7 +289,7 @@ def layer_outputs_of(m):
     """Per vector (raw ones, then int8 ones): (class, scores, [layer outputs])."""
     import numpy as np
 
-    from host import reference
+    from microprop.host import reference
 
     q = m.qmodel
     rows = []
@@ -320,7 +320,7 @@ def expected_infer(m):
 
 def expected_train(case, train_data):
     """The checkpoint lines' fields (after the kernel) of a training case, from TrainRef."""
-    from host import trainref
+    from microprop.host import trainref
 
     q, raw, labels = train_data[case.model]
     ref = trainref.TrainRef(q, case.mode, case.lr_shift, case.batch, case.seed)

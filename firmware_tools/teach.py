@@ -48,13 +48,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from device.config import check_config, token
-from device.sensors import REPLAY_FILE, make_sensor
-from firmware_tools import protocol
-from firmware_tools.mpremote_run import PORT_HELP, board_errors, mpremote, resolve_port
-from firmware_tools.pull import apply_checkpoint, board_paths, learned_qmodel, parse_probe
-from firmware_tools.pull import probe_script as pull_probe_script
-from firmware_tools.serialport import (
+from microprop.device.config import check_config, token
+from microprop.device.sensors import REPLAY_FILE, make_sensor
+from microprop.firmware_tools import protocol
+from microprop.firmware_tools.mpremote_run import PORT_HELP, board_errors, mpremote, resolve_port
+from microprop.firmware_tools.pull import (
+    apply_checkpoint,
+    board_paths,
+    learned_qmodel,
+    parse_probe,
+)
+from microprop.firmware_tools.pull import probe_script as pull_probe_script
+from microprop.firmware_tools.serialport import (
     LineReader,
     ToolError,
     add_port_argument,
@@ -405,7 +410,7 @@ class Teacher:
         replay -> the class name per window, as the board's pred line would say."""
         import numpy as np
 
-        from host.boardeval import predict_stream
+        from microprop.host.boardeval import predict_stream
 
         slot, seq, _ = saved
         k = int(slot[-1])

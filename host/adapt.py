@@ -53,7 +53,7 @@ of one arm show (bench/README.md has the figures).
 
 import numpy as np
 
-from device.train_plan import LEARN_MODES, learns
+from microprop.device.train_plan import LEARN_MODES, learns
 
 from . import pipeline, reference, rehearsal, trainmany, trainref
 from .errors import DataError

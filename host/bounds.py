@@ -30,7 +30,7 @@ as in `qmodel.layers`.
 
 import numpy as np
 
-from device import train_plan
+from microprop.device import train_plan
 
 from .fixedpoint import SHIFT_MAX, SMALL_INT_MAX
 from .inputstage import MULT_BITS

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from device.features import FEATURES, MAX_WINDOW, N_FEATURES
+from microprop.device.features import FEATURES, MAX_WINDOW, N_FEATURES
 
 from .errors import DataError
 from .fixedpoint import check_small

@@ -23,8 +23,8 @@ from array import array
 
 import numpy as np
 
-from device import modelfile as layout
-from device.modelfile import (
+from microprop.device import modelfile as layout
+from microprop.device.modelfile import (
     ACTIVATIONS,
     CRC,
     EXP_ONE,

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from device.modelfile import ACTIVATIONS, TABLE_OUT  # noqa: F401 (ACTIVATIONS: re-exported)
+from microprop.device.modelfile import ACTIVATIONS, TABLE_OUT  # noqa: F401 (ACTIVATIONS: re-exported)
 
 SIGMOID_OUT = TABLE_OUT["sigmoid"]
 TANH_OUT = TABLE_OUT["tanh"]

@@ -38,8 +38,8 @@ import struct
 
 import numpy as np
 
-from device.rehearsal import _MAX_WINDOWS as MAX_WINDOWS
-from device.rehearsal import HEAD, MAGIC, VERSION
+from microprop.device.rehearsal import _MAX_WINDOWS as MAX_WINDOWS
+from microprop.device.rehearsal import HEAD, MAGIC, VERSION
 
 from . import features, modelfile, pipeline
 from .errors import DataError

@@ -16,7 +16,7 @@ import struct
 
 import numpy as np
 
-from device.modelfile import TABLE_OUT
+from microprop.device.modelfile import TABLE_OUT
 
 # schema.fbs enums
 _INT32, _INT8 = 2, 9  # TensorType

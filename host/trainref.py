@@ -32,10 +32,10 @@ import copy
 
 import numpy as np
 
-from device.config import DEFAULTS, MAX_SHIFT
-from device.prng import seed_state, xorshift16
-from device.train import DEFAULT_LR_SHIFT, settings
-from device.train_plan import DELTA_MAX, LEARN_MODES, learns, plan
+from microprop.device.config import DEFAULTS, MAX_SHIFT
+from microprop.device.prng import seed_state, xorshift16
+from microprop.device.train import DEFAULT_LR_SHIFT, settings
+from microprop.device.train_plan import DELTA_MAX, LEARN_MODES, learns, plan
 
 from . import modelfile, reference
 from .bounds import check_zero_inputs

@@ -10,8 +10,10 @@ recorded in a runtime folder of the test run's own, so that boards running outsi
 are not found by `auto`.
 """
 
+import importlib.abc
 import os
 import shutil
+import sys
 import tempfile
 
 import pytest
@@ -32,6 +34,24 @@ from .helpers import (  # noqa: F401  (run_micropython and mpremote: for the tes
 )
 
 os.environ["MICROPROP_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="microprop-tests-")
+
+
+class NoBareImports(importlib.abc.MetaPathFinder):
+    """Refuses `import device` (or host, firmware_tools) in the test process: the folders are
+    the packages microprop.device, microprop.host and microprop.firmware_tools, and a module
+    loaded under both names would be two modules with two copies of its state."""
+
+    NAMES = ("host", "device", "firmware_tools")
+
+    def find_spec(self, name, path=None, target=None):
+        if name in self.NAMES:
+            raise ImportError(
+                "import microprop.%s, not %s: the two must never both be loaded" % (name, name)
+            )
+        return None
+
+
+sys.meta_path.insert(0, NoBareImports())
 
 
 @pytest.fixture(scope="session")

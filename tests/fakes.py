@@ -22,7 +22,7 @@ class FakeModel:
     kernel = "fake"
 
     def __init__(self):
-        from device.features import FEATURES, N_FEATURES
+        from microprop.device.features import FEATURES, N_FEATURES
 
         self.features = {"names": list(FEATURES), "window": 4, "hop": 2}
         self.sensor = {"channels": ["ax", "ay"], "rate_mhz": 50000}
@@ -95,7 +95,7 @@ class Typed:
 
 def fake_app(config=None, trainer=None):
     """-> (App of the fakes with `trainer` attached, its output BytesIO, its Typed input)."""
-    from device.app import App
+    from microprop.device.app import App
 
     out = io.BytesIO()
     typed = Typed()

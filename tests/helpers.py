@@ -22,15 +22,15 @@ import numpy as np
 import pytest
 import serial
 
-from firmware_tools import cli, demo, deploy
-from firmware_tools.protocol import Err, Info, Pred, Train, parse_line
-from firmware_tools.virtualboard import VirtualBoard
-from host import features, modelfile, pipeline, quantize, reference, sensorlog, synth
-from host.boardeval import predict_stream
-from host.inputstage import InputStage, fit_input_stage
-from host.mlp import MLP
-from host.modelfile import read_model
-from host.sensorlog import write_sensor_log
+from microprop.firmware_tools import cli, demo, deploy
+from microprop.firmware_tools.protocol import Err, Info, Pred, Train, parse_line
+from microprop.firmware_tools.virtualboard import VirtualBoard
+from microprop.host import features, modelfile, pipeline, quantize, reference, sensorlog, synth
+from microprop.host.boardeval import predict_stream
+from microprop.host.inputstage import InputStage, fit_input_stage
+from microprop.host.mlp import MLP
+from microprop.host.modelfile import read_model
+from microprop.host.sensorlog import write_sensor_log
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATASETS = ROOT.parent / "shared" / "datasets"
@@ -120,7 +120,7 @@ def mpremote(port, *args, timeout=15):
 
 def require_emulated(cpu):
     """Skip (fail in CI) unless qemu and the firmware for `cpu` are here."""
-    from firmware_tools.emulated import EmulatedBoardError, find_firmware, find_qemu
+    from microprop.firmware_tools.emulated import EmulatedBoardError, find_firmware, find_qemu
 
     try:
         find_qemu(cpu)

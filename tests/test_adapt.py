@@ -7,9 +7,9 @@ Runs on: host (pytest).
 import numpy as np
 import pytest
 
-from firmware_tools.cli import main
-from host import adapt, pipeline, synth, trainmany, trainref
-from host.fixedpoint import BoundError
+from microprop.firmware_tools.cli import main
+from microprop.host import adapt, pipeline, synth, trainmany, trainref
+from microprop.host.fixedpoint import BoundError
 
 
 @pytest.fixture(scope="module")

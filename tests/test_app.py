@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from firmware_tools.protocol import Err, Info, Pred, Sample, Train, parse_line
-from host import boardeval, metrics, pipeline, reference
+from microprop.firmware_tools.protocol import Err, Info, Pred, Sample, Train, parse_line
+from microprop.host import boardeval, metrics, pipeline, reference
 
 from .fakes import FakeTrainer, fake_app
 from .helpers import run_board, stream

@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from firmware_tools import cli, mpremote_run, running_boards, serialport
-from firmware_tools.emulated import (
+from microprop.firmware_tools import cli, mpremote_run, running_boards, serialport
+from microprop.firmware_tools.emulated import (
     CPUS,
     EmulatedBoard,
     EmulatedBoardError,
@@ -31,7 +31,7 @@ pytestmark = pytest.mark.skipif(
 def board_cli(*argv, env=None):
     """`microprop board ...` as a subprocess in its own session (as a shell job is)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "firmware_tools.cli", "board", *map(str, argv)],
+        [sys.executable, "-m", "microprop", "board", *map(str, argv)],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -17,7 +17,7 @@ from array import array
 
 import pytest
 
-from device import checkpoint
+from microprop.device import checkpoint
 
 from .conftest import ROOT, run_micropython
 from .wasm_runner import require_wasm, run_wasm

@@ -23,11 +23,11 @@ import struct
 import numpy as np
 import pytest
 
-from device import checkpoint, train_plan, train_state
-from device.config import token
-from device.infer import Model
-from device.train import LEARN_MODES, LIMIT, Trainer
-from host import modelfile
+from microprop.device import checkpoint, train_plan, train_state
+from microprop.device.config import token
+from microprop.device.infer import Model
+from microprop.device.train import LEARN_MODES, LIMIT, Trainer
+from microprop.host import modelfile
 
 from .conftest import ROOT, run_micropython
 from .helpers import configure, mlp_model, records, run_app

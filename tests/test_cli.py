@@ -13,8 +13,8 @@ import sys
 import numpy as np
 import pytest
 
-from firmware_tools.cli import ReadProgress, main
-from host.mlp import MLP
+from microprop.firmware_tools.cli import ReadProgress, main
+from microprop.host.mlp import MLP
 
 from .helpers import FAST, assert_one_line_error, write_log
 
@@ -122,21 +122,21 @@ def test_traceback_flag_shows_the_stack(tmp_path, where):
     p.write_text("")
     args = ["train", "--traceback"] if where == "after" else ["--traceback", "train"]
     proc = subprocess.run(
-        [sys.executable, "-m", "firmware_tools.cli", *args, "--data", str(p)],
+        [sys.executable, "-m", "microprop", *args, "--data", str(p)],
         capture_output=True,
         text=True,
     )
     assert proc.returncode == 1  # the uncaught exception's status, as without --traceback
     assert proc.stderr.startswith("Traceback"), proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
-    assert last == "host.errors.DataError: %s: sensor log: empty file" % p
+    assert last == "microprop.host.errors.DataError: %s: sensor log: empty file" % p
     assert "microprop: " not in proc.stderr
 
 
 def test_help_shows_examples():
     for cmd in ("train", "eval"):
         proc = subprocess.run(
-            [sys.executable, "-m", "firmware_tools.cli", cmd, "--help"],
+            [sys.executable, "-m", "microprop", cmd, "--help"],
             capture_output=True,
             text=True,
         )
@@ -231,7 +231,7 @@ def _physical(tmp_path, first_line):
 
 
 def _diverged_model(tmp_path, float_model):
-    from host.mlp import MLP
+    from microprop.host.mlp import MLP
 
     mlp, meta = MLP.load(float_model)
     mlp.W[0] = mlp.W[0] * 1e30
@@ -420,7 +420,7 @@ def test_eval_plot_is_the_confusion_matrix(float_model, tmp_path, capsys):
     assert head[:8] == b"\x89PNG\r\n\x1a\n"
     assert struct.unpack(">II", head[16:24]) == (500, 450)  # not the 1100-wide training plot
     proc = subprocess.run(
-        [sys.executable, "-m", "firmware_tools.cli", "eval", "--help"],
+        [sys.executable, "-m", "microprop", "eval", "--help"],
         capture_output=True,
         text=True,
     )

@@ -16,8 +16,8 @@ import time
 
 import pytest
 
-from firmware_tools import deploy, mpy
-from firmware_tools.virtualboard import VirtualBoard
+from microprop.firmware_tools import deploy, mpy
+from microprop.firmware_tools.virtualboard import VirtualBoard
 
 from .conftest import ROOT, mpremote
 from .helpers import GOLDEN

@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 import serial
 
-from device import config as board_rules
-from device.sensor_mpu6050 import ACCEL_FS_G, GYRO_FS_DPS
-from device.sensor_replay import Replay
-from firmware_tools import cli, deploy
-from firmware_tools.virtualboard import VirtualBoard
-from host import modelfile, pipeline, quantize, sensorlog, synth
-from host.inputstage import InputStage
+from microprop.device import config as board_rules
+from microprop.device.sensor_mpu6050 import ACCEL_FS_G, GYRO_FS_DPS
+from microprop.device.sensor_replay import Replay
+from microprop.firmware_tools import cli, deploy
+from microprop.firmware_tools.virtualboard import VirtualBoard
+from microprop.host import modelfile, pipeline, quantize, sensorlog, synth
+from microprop.host.inputstage import InputStage
 
 from .helpers import GOLDEN
 from .helpers import parse_deploy as parse
@@ -405,8 +405,8 @@ def imu_model(tmp_path, channels, units, full_scale):
 
 
 def test_mpu6050_takes_the_models_channels_and_full_scales(tmp_path):
-    from device.sensor_mpu6050 import MPU6050
-    from device.sensors import check_model
+    from microprop.device.sensor_mpu6050 import MPU6050
+    from microprop.device.sensors import check_model
 
     class FakeI2C:  # an MPU6050 that answers WHO_AM_I and takes every write
         def readfrom_mem_into(self, addr, reg, buf):

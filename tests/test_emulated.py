@@ -23,10 +23,10 @@ import numpy as np
 import pytest
 import serial
 
-from firmware_tools import cli, mpy
-from firmware_tools.emulated import CPUS, EmulatedBoard
-from firmware_tools.protocol import Info
-from host import features, modelfile, reference, trainref
+from microprop.firmware_tools import cli, mpy
+from microprop.firmware_tools.emulated import CPUS, EmulatedBoard
+from microprop.firmware_tools.protocol import Info
+from microprop.host import features, modelfile, reference, trainref
 
 from .conftest import ROOT, mpremote, require_emulated
 from .helpers import HostLines, check_line_for_line, label_and_save, read_preds, read_until
@@ -49,7 +49,7 @@ def build_dir(tmp_path_factory):
 def microprop(*argv, timeout=180):
     """`microprop ...` as a subprocess -> stdout; fails with its output on a non-zero status."""
     proc = subprocess.run(
-        [sys.executable, "-m", "firmware_tools.cli", *map(str, argv)],
+        [sys.executable, "-m", "microprop", *map(str, argv)],
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -21,10 +21,10 @@ import time
 import numpy as np
 import pytest
 
-from firmware_tools import cli, demo, monitor
-from firmware_tools.virtualboard import VirtualBoard
-from host import pipeline
-from host.boardeval import predict_stream
+from microprop.firmware_tools import cli, demo, monitor
+from microprop.firmware_tools.virtualboard import VirtualBoard
+from microprop.host import pipeline
+from microprop.host.boardeval import predict_stream
 
 from .helpers import ROOT, HostLines, check_line_for_line, read_preds
 
@@ -46,7 +46,7 @@ def host_lines(exported):
 def test_demo_runs_the_whole_path(tmp_path):
     t0 = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "firmware_tools.cli", "demo", "--seconds", "5", "--quiet",
+        [sys.executable, "-m", "microprop", "demo", "--seconds", "5", "--quiet",
          "--out", str(tmp_path / "model.npz")],
         capture_output=True, text=True, timeout=90, cwd=ROOT, stdin=subprocess.DEVNULL,
     )  # fmt: skip
@@ -103,9 +103,9 @@ def test_export_writes_rehearsal_windows_that_deploy_copies(exported, board, tmp
     """model.rh beside model.mpm: 5 windows per class of the training subjects, bound to the
     model file by its CRC; deploy copies it, refuses one of another model before touching the
     board, and `export --rehearse 0` removes it."""
-    from device.checkpoint import model_crc_of
-    from firmware_tools import deploy as deploy_mod
-    from host import rehearsal
+    from microprop.device.checkpoint import model_crc_of
+    from microprop.firmware_tools import deploy as deploy_mod
+    from microprop.host import rehearsal
 
     from .helpers import parse_deploy as parse
 
@@ -144,7 +144,7 @@ def test_export_writes_rehearsal_windows_that_deploy_copies(exported, board, tmp
 
 def deploy(port, folder):
     proc = subprocess.run(
-        [sys.executable, "-m", "firmware_tools.cli", "deploy", port,
+        [sys.executable, "-m", "microprop", "deploy", port,
          "--model", str(folder / "model.mpm"), "--data", str(folder / "replay.csv"),
          "--no-realtime", "--build-dir", str(folder / "build")],
         capture_output=True, text=True, timeout=60, cwd=ROOT,

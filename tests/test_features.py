@@ -11,10 +11,10 @@ from array import array
 import numpy as np
 import pytest
 
-from device import features as dev
-from host.datasets import load_shoulder
-from host.errors import DataError
-from host.features import (
+from microprop.device import features as dev
+from microprop.host.datasets import load_shoulder
+from microprop.host.errors import DataError
+from microprop.host.features import (
     FEATURES,
     MAX_WINDOW,
     feature_bounds,
@@ -25,7 +25,7 @@ from host.features import (
     subject_split,
     window_features,
 )
-from host.sensorlog import SensorLog
+from microprop.host.sensorlog import SensorLog
 from tests.conftest import IN_CI, ROOT, run_micropython
 
 LIMIT = 2**30
@@ -269,7 +269,7 @@ def test_device_features_equal_host_bit_for_bit(micropython, tmp_path):
 def test_device_features_equal_host_on_both_shared_datasets(micropython, tmp_path, datasets):
     """Every window of both shared datasets (converted to counts at the stated full scale),
     at the demo's window and hop, computed by the board's code equals the host's."""
-    from host import pipeline
+    from microprop.host import pipeline
 
     rng = np.random.default_rng(5)
     cases = []

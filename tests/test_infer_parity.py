@@ -17,10 +17,10 @@ import subprocess
 import numpy as np
 import pytest
 
-from device import fixedpoint as dfp
-from device import infer
-from host import fixedpoint as hfp
-from host import modelfile, reference
+from microprop.device import fixedpoint as dfp
+from microprop.device import infer
+from microprop.host import fixedpoint as hfp
+from microprop.host import modelfile, reference
 
 from .helpers import INFER_SWEEP as SWEEP
 from .helpers import (

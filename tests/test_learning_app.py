@@ -19,10 +19,10 @@ import time
 import numpy as np
 import pytest
 
-from device.infer import Model
-from device.train import Trainer
-from firmware_tools.protocol import Err, Info, Train
-from host import modelfile, trainref
+from microprop.device.infer import Model
+from microprop.device.train import Trainer
+from microprop.firmware_tools.protocol import Err, Info, Train
+from microprop.host import modelfile, trainref
 
 from .helpers import (
     HEAP,

@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pytest
 
-from host.metrics import classification_report, confusion_matrix, format_report
+from microprop.host.metrics import classification_report, confusion_matrix, format_report
 
 CLASSES = ["a", "b", "c", "d"]
 # c is never predicted (precision 0/0); d never occurs (recall 0/0) but is predicted once.
@@ -93,7 +93,7 @@ def test_tiny_sets_are_flagged_and_absent_classes_marked():
 
 
 def test_training_plot_labels_validation_and_eval_plots_the_confusion_matrix():
-    from host.metrics import confusion_figure, training_figure
+    from microprop.host.metrics import confusion_figure, training_figure
 
     history = {
         "loss": [1.0, 0.5, 0.4],

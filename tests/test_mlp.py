@@ -10,8 +10,8 @@ import warnings
 import numpy as np
 import pytest
 
-from host import mlp as mlp_module
-from host.mlp import (
+from microprop.host import mlp as mlp_module
+from microprop.host.mlp import (
     HIDDEN_ACTIVATIONS,
     MLP,
     cross_entropy,

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device import modelfile as layout
-from host import modelfile, reference
-from host.qmodel import ACTIVATIONS
+from microprop.device import modelfile as layout
+from microprop.host import modelfile, reference
+from microprop.host.qmodel import ACTIVATIONS
 
 from .conftest import run_micropython
 from .data import make_golden

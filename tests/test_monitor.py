@@ -21,8 +21,8 @@ import pytest
 import serial
 from serial.tools.list_ports_common import ListPortInfo
 
-from firmware_tools import monitor, ports, serialport
-from firmware_tools.serialport import LineReader, ToolError, open_port, resolve_port
+from microprop.firmware_tools import monitor, ports, serialport
+from microprop.firmware_tools.serialport import LineReader, ToolError, open_port, resolve_port
 
 from .helpers import app_board, on_linux, parse
 
@@ -369,7 +369,14 @@ def test_monitor_reconnects_after_unplug_and_replug(tmp_path, capsys):
 @on_linux
 def test_a_second_monitor_gets_a_clear_error(fake_app_board, capsys):
     first = subprocess.Popen(
-        [sys.executable, "-m", "firmware_tools.monitor", fake_app_board.port, "--seconds", "8"],
+        [
+            sys.executable,
+            "-m",
+            "microprop.firmware_tools.monitor",
+            fake_app_board.port,
+            "--seconds",
+            "8",
+        ],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -390,7 +397,7 @@ def test_a_second_monitor_gets_a_clear_error(fake_app_board, capsys):
 @on_linux
 def test_typed_lines_go_to_the_board(fake_app_board):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "firmware_tools.monitor", fake_app_board.port, "--seconds", "2.5",
+        [sys.executable, "-m", "microprop", "monitor", fake_app_board.port, "--seconds", "2.5",
          "--send", "mode idle"],
         cwd=ROOT,
         stdin=subprocess.PIPE,

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from firmware_tools.mpremote_run import BOARD_SCRIPTS
+from microprop.firmware_tools.mpremote_run import BOARD_SCRIPTS
 
 from .helpers import ROOT, _mpy_cross
 

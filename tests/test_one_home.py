@@ -11,8 +11,8 @@ module that owns it. The patterns are built from the device's constants, so they
 
 import ast
 
-from device import checkpoint, config, features, modelfile, protocol, rehearsal, sensors
-from device.train_plan import LEARN_MODES
+from microprop.device import checkpoint, config, features, modelfile, protocol, rehearsal, sensors
+from microprop.device.train_plan import LEARN_MODES
 
 from .conftest import ROOT
 

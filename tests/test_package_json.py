@@ -13,10 +13,10 @@ import sys
 
 import pytest
 
-from device.config import LEARN
-from device.sensors import KINDS
-from firmware_tools import deploy
-from firmware_tools.virtualboard import VirtualBoard
+from microprop.device.config import LEARN
+from microprop.device.sensors import KINDS
+from microprop.firmware_tools import deploy
+from microprop.firmware_tools.virtualboard import VirtualBoard
 
 from .conftest import ROOT
 from .helpers import run_board

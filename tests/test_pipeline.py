@@ -9,9 +9,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from host import features, pipeline
-from host.errors import DataError
-from host.inputstage import InputStage, fit_input_stage
+from microprop.host import features, pipeline
+from microprop.host.errors import DataError
+from microprop.host.inputstage import InputStage, fit_input_stage
 
 TRAIN = {"hidden": (4,), "epochs": 2, "patience": 2}
 

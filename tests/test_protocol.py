@@ -17,8 +17,8 @@ import re
 
 import pytest
 
-from device import protocol as board
-from firmware_tools.protocol import (
+from microprop.device import protocol as board
+from microprop.firmware_tools.protocol import (
     CMD_INFO,
     CMD_LABEL,
     CMD_MODE,

@@ -19,13 +19,13 @@ import numpy as np
 import pytest
 import serial
 
-from device import checkpoint
-from device.infer import Model
-from device.train import LEARN_MODES, Trainer
-from firmware_tools import cli, deploy, pull
-from firmware_tools.protocol import Info
-from firmware_tools.virtualboard import VirtualBoard
-from host import features, modelfile, reference, trainref
+from microprop.device import checkpoint
+from microprop.device.infer import Model
+from microprop.device.train import LEARN_MODES, Trainer
+from microprop.firmware_tools import cli, deploy, pull
+from microprop.firmware_tools.protocol import Info
+from microprop.firmware_tools.virtualboard import VirtualBoard
+from microprop.host import features, modelfile, reference, trainref
 
 from .helpers import label_and_save, mlp_model, read_until
 

@@ -6,11 +6,11 @@ Runs on: host (pytest).
 import numpy as np
 import pytest
 
-from host import bounds, quantize, tables
-from host.inputstage import InputStage, fit_input_stage
-from host.mlp import MLP, cross_entropy, train
-from host.qmodel import QLayer, QModel
-from host.reference import forward_layers
+from microprop.host import bounds, quantize, tables
+from microprop.host.inputstage import InputStage, fit_input_stage
+from microprop.host.mlp import MLP, cross_entropy, train
+from microprop.host.qmodel import QLayer, QModel
+from microprop.host.reference import forward_layers
 
 # --- helpers ---
 

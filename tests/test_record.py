@@ -20,13 +20,13 @@ import numpy as np
 import pytest
 import serial
 
-from firmware_tools import record
-from firmware_tools.protocol import Info, Sample, parse_line
-from firmware_tools.record import Recorder
-from firmware_tools.serialport import ToolError
-from firmware_tools.virtualboard import VirtualBoard
-from host import pipeline
-from host.sensorlog import read_sensor_log
+from microprop.firmware_tools import record
+from microprop.firmware_tools.protocol import Info, Sample, parse_line
+from microprop.firmware_tools.record import Recorder
+from microprop.firmware_tools.serialport import ToolError
+from microprop.firmware_tools.virtualboard import VirtualBoard
+from microprop.host import pipeline
+from microprop.host.sensorlog import read_sensor_log
 
 from .helpers import ROOT, on_linux, parse
 
@@ -163,7 +163,7 @@ def app_board(exported, tmp_path):
     flash = tmp_path / "flash"
     with VirtualBoard(flash) as b:
         proc = subprocess.run(
-            [sys.executable, "-m", "firmware_tools.cli", "deploy", b.port,
+            [sys.executable, "-m", "microprop", "deploy", b.port,
              "--model", str(d / "model.mpm"), "--data", str(d / "replay.csv"),
              "--build-dir", str(d / "build"), "--timeout", "20"],
             capture_output=True, text=True, timeout=90, cwd=ROOT,
@@ -190,7 +190,7 @@ def test_record_from_the_real_app_gives_the_replayed_rows(app_board, tmp_path):
     out = tmp_path / "log.csv"
     seconds, rate = 2.0, 50  # the synthetic data's rate, which the model was trained at
     proc = subprocess.run(
-        [sys.executable, "-m", "firmware_tools.cli", "record", app_board.port, "--label",
+        [sys.executable, "-m", "microprop", "record", app_board.port, "--label",
          "walking", "--seconds", str(seconds), "--out", str(out), "--wait", "5"],
         capture_output=True, text=True, timeout=30, cwd=ROOT,
     )  # fmt: skip

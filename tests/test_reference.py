@@ -7,10 +7,10 @@ Runs on: host (pytest).
 import numpy as np
 import pytest
 
-from host import bounds, reference
-from host.fixedpoint import BoundError
-from host.inputstage import InputStage
-from host.qmodel import QLayer, QModel
+from microprop.host import bounds, reference
+from microprop.host.fixedpoint import BoundError
+from microprop.host.inputstage import InputStage
+from microprop.host.qmodel import QLayer, QModel
 
 LIMIT = 2**30
 

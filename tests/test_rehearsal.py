@@ -8,9 +8,9 @@ Runs on: host (pytest), plus the `micropython` binary, one process per scenario.
 import numpy as np
 import pytest
 
-from device.checkpoint import model_crc_of
-from firmware_tools.protocol import Err, Info, Train
-from host import features, pipeline, rehearsal, trainref
+from microprop.device.checkpoint import model_crc_of
+from microprop.firmware_tools.protocol import Err, Info, Train
+from microprop.host import features, pipeline, rehearsal, trainref
 
 from .helpers import (
     HEAP,
@@ -65,7 +65,7 @@ def test_host_round_trip_and_refusals():
 
 
 def test_pick_is_class_balanced_from_the_given_subjects_and_seeded():
-    from host import synth
+    from microprop.host import synth
 
     ds = pipeline.make_dataset(synth.generate(seed=2, subjects=3, seconds_per_activity=6))
     classes = sorted(set(ds.labels.tolist()))

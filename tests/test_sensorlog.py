@@ -9,11 +9,11 @@ import os
 import numpy as np
 import pytest
 
-from host import sensorlog
-from host.datasets import load_basic_motions, load_shoulder
-from host.errors import DataError
-from host.features import make_windows
-from host.sensorlog import (
+from microprop.host import sensorlog
+from microprop.host.datasets import load_basic_motions, load_shoulder
+from microprop.host.errors import DataError
+from microprop.host.features import make_windows
+from microprop.host.sensorlog import (
     SensorLog,
     check_classes,
     format_full_scale,

@@ -15,8 +15,8 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from device import sensor_adc, sensor_mpu6050, sensor_replay, sensors
-from host import sensorlog
+from microprop.device import sensor_adc, sensor_mpu6050, sensor_replay, sensors
+from microprop.host import sensorlog
 
 from .conftest import ROOT, run_micropython
 from .wasm_runner import require_wasm, run_wasm

@@ -6,9 +6,9 @@ Runs on: host (pytest).
 import numpy as np
 import pytest
 
-from host.features import make_windows, subject_split
-from host.sensorlog import read_sensor_log, write_sensor_log
-from host.synth import CLASSES, generate
+from microprop.host.features import make_windows, subject_split
+from microprop.host.sensorlog import read_sensor_log, write_sensor_log
+from microprop.host.synth import CLASSES, generate
 
 
 @pytest.fixture(scope="module")

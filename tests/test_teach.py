@@ -28,12 +28,12 @@ import numpy as np
 import pytest
 import serial
 
-from firmware_tools import cli, deploy
-from firmware_tools.emulated import EmulatedBoard
-from firmware_tools.protocol import Info
-from firmware_tools.pull import apply_checkpoint
-from firmware_tools.virtualboard import VirtualBoard
-from host import features, modelfile, reference, trainref
+from microprop.firmware_tools import cli, deploy
+from microprop.firmware_tools.emulated import EmulatedBoard
+from microprop.firmware_tools.protocol import Info
+from microprop.firmware_tools.pull import apply_checkpoint
+from microprop.firmware_tools.virtualboard import VirtualBoard
+from microprop.host import features, modelfile, reference, trainref
 
 from .conftest import ROOT, require_emulated
 from .helpers import assert_one_line_error, label_and_save, parse_deploy, read_until
@@ -223,7 +223,7 @@ def test_teach_errors_and_interrupt(board, tmp_path, capsys):
         assert_one_line_error(status, err, "teach: --seconds 1 holds no whole window", "1.08")
 
         proc = subprocess.Popen(
-            [sys.executable, "-u", "-m", "firmware_tools.cli", "teach", b.port, "--classes",
+            [sys.executable, "-u", "-m", "microprop", "teach", b.port, "--classes",
              ",".join(q.classes), "--seconds", "20"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             cwd=ROOT,
@@ -286,7 +286,7 @@ def wait_for(lines, want, timeout=60):
 
 
 def test_parse_classes():
-    from firmware_tools.teach import ToolError, parse_classes
+    from microprop.firmware_tools.teach import ToolError, parse_classes
 
     assert parse_classes(" walking,idle ") == ["walking", "idle"]
     for text, why in (("", "expected class names"), ("a,,b", "expected"), ("a,b,a", "a twice")):

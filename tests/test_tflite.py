@@ -14,11 +14,11 @@ import os
 import numpy as np
 import pytest
 
-from host import reference, tables
-from host.fixedpoint import rounding_rshift
-from host.inputstage import InputStage
-from host.qmodel import QLayer, QModel
-from host.tflite_export import activation_tflite, tensor_index_of_layers, to_tflite
+from microprop.host import reference, tables
+from microprop.host.fixedpoint import rounding_rshift
+from microprop.host.inputstage import InputStage
+from microprop.host.qmodel import QLayer, QModel
+from microprop.host.tflite_export import activation_tflite, tensor_index_of_layers, to_tflite
 
 try:
     from tflite_micro.python.tflite_micro import runtime
@@ -194,9 +194,9 @@ def test_requantization_ties_every_shift():
 
 @pytest.mark.parametrize("act", ["relu", "sigmoid", "tanh"])
 def test_quantized_trained_model_equals_tflm(act):
-    from host.inputstage import fit_input_stage
-    from host.mlp import MLP, train
-    from host.quantize import quantize
+    from microprop.host.inputstage import fit_input_stage
+    from microprop.host.mlp import MLP, train
+    from microprop.host.quantize import quantize
 
     rng = np.random.default_rng(2)
     centers = rng.normal(0.0, 3.0, size=(3, 5))

@@ -9,8 +9,8 @@ to device/train.py by tests/test_train_parity.py.
 import numpy as np
 import pytest
 
-from device.train import LEARN_MODES as MODES
-from host import quantize, reference, trainref
+from microprop.device.train import LEARN_MODES as MODES
+from microprop.host import quantize, reference, trainref
 
 from .helpers import ACTS, data_model, mlp_model
 

@@ -22,11 +22,11 @@ import binascii
 import numpy as np
 import pytest
 
-from device import prng as dprng
-from device import train as dtrain
-from device import train_plan
-from device.infer import Model
-from host import modelfile, reference, trainref
+from microprop.device import prng as dprng
+from microprop.device import train as dtrain
+from microprop.device import train_plan
+from microprop.device.infer import Model
+from microprop.host import modelfile, reference, trainref
 
 from .conftest import run_micropython
 from .helpers import ACTS, data_model, finish_micropython, mlp_model, start_micropython

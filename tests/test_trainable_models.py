@@ -13,12 +13,12 @@ every mult is 0 (device/train_plan.zero_input). "bias" mode trains no weights: i
 import numpy as np
 import pytest
 
-from device import train as dtrain
-from device import train_plan
-from device.infer import Model
-from firmware_tools.cli import main
-from host import bounds, modelfile, trainref
-from host.rehearsal import path_for
+from microprop.device import train as dtrain
+from microprop.device import train_plan
+from microprop.device.infer import Model
+from microprop.firmware_tools.cli import main
+from microprop.host import bounds, modelfile, trainref
+from microprop.host.rehearsal import path_for
 
 from .conftest import ROOT, run_micropython
 from .helpers import (
@@ -217,7 +217,7 @@ def float_model(tmp_path_factory):
 
 
 def _dead_quantizer(monkeypatch):
-    from host import quantize
+    from microprop.host import quantize
 
     real = quantize.quantize
 

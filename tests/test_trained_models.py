@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from firmware_tools.cli import main
+from microprop.firmware_tools.cli import main
 
 from .helpers import INFER_SWEEP as SWEEP
 from .helpers import ROOT, SOURCES, compile_device

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import serial
 
-from firmware_tools import deploy, virtualboard
-from firmware_tools.virtualboard import VirtualBoard
+from microprop.firmware_tools import deploy, virtualboard
+from microprop.firmware_tools.virtualboard import VirtualBoard
 
 ROOT = Path(__file__).resolve().parent.parent
 MPREMOTE = [sys.executable, "-m", "mpremote"]
@@ -396,7 +396,7 @@ def test_cli_prints_the_port_and_serves_until_sigterm(flash):
         [
             sys.executable,
             "-m",
-            "firmware_tools.board_command",
+            "microprop.firmware_tools.board_command",
             "--flash",
             str(flash),
             "--heap",

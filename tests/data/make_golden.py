@@ -15,9 +15,9 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))
 
-from host.inputstage import InputStage  # noqa: E402
-from host.modelfile import to_bytes  # noqa: E402
-from host.qmodel import QLayer, QModel  # noqa: E402
+from microprop.host.inputstage import InputStage  # noqa: E402
+from microprop.host.modelfile import to_bytes  # noqa: E402
+from microprop.host.qmodel import QLayer, QModel  # noqa: E402
 
 GOLDEN = HERE / "golden.mpm"
 
