@@ -45,6 +45,8 @@ import threading
 import time
 from pathlib import Path
 
+from microprop import shared_folder
+
 from .virtualboard import (
     PtyBoard,
     VirtualBoardError,
@@ -101,7 +103,9 @@ CPUS = {
 }
 FIRMWARE_HEAP = 143360  # the firmware's MICROPY_HEAP_SIZE, the same on all three
 FIRMWARE_ENV = "MICROPROP_FIRMWARE"
-DEFAULT_FIRMWARE = Path(__file__).resolve().parent.parent.parent / "shared" / "firmware" / "qemu"
+# ../shared/firmware/qemu beside a source checkout; None from an installed wheel (no firmware).
+_SHARED = shared_folder()
+DEFAULT_FIRMWARE = None if _SHARED is None else _SHARED / "firmware" / "qemu"
 INSTALL_QEMU = (
     "apt-get install qemu-system-arm qemu-system-misc on Debian/Ubuntu, brew install qemu on macOS"
 )
@@ -169,13 +173,20 @@ def parse_heap(text):
 
 def find_firmware(cpu, firmware=None):
     """The firmware file for `cpu`: `firmware` (a file, or a folder holding the three files),
-    else $MICROPROP_FIRMWARE (the same), else ../shared/firmware/qemu beside the project."""
+    else $MICROPROP_FIRMWARE (the same), else ../shared/firmware/qemu beside a source checkout
+    (DEFAULT_FIRMWARE; an installed wheel has none)."""
     spec = cpu_spec(cpu)
+    names = ", ".join(c.firmware for c in CPUS.values())
     where = firmware or os.environ.get(FIRMWARE_ENV)
+    if not where and DEFAULT_FIRMWARE is None:
+        raise EmulatedBoardError(
+            "emulated board: no %s firmware: give --firmware FILE_OR_FOLDER or set %s to the "
+            "folder holding %s" % (cpu, FIRMWARE_ENV, names)
+        )
     source = (
         "--firmware %s" % firmware
         if firmware
-        else ("%s=%s" % (FIRMWARE_ENV, where) if where else str(DEFAULT_FIRMWARE))
+        else ("%s=%s" % (FIRMWARE_ENV, where) if where else "the source checkout's shared/")
     )
     path = Path(where) if where else DEFAULT_FIRMWARE
     if path.is_dir():
@@ -183,8 +194,7 @@ def find_firmware(cpu, firmware=None):
     if not path.is_file():
         raise EmulatedBoardError(
             "emulated board: no %s firmware %s (from %s): give --firmware FILE_OR_FOLDER or set "
-            "%s to the folder holding %s"
-            % (cpu, path, source, FIRMWARE_ENV, ", ".join(c.firmware for c in CPUS.values()))
+            "%s to the folder holding %s" % (cpu, path, source, FIRMWARE_ENV, names)
         )
     with open(path, "rb") as f:
         head = f.read(20)

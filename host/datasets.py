@@ -2,49 +2,83 @@
 
 Runs on: host.
 
-The files live in `<project root>/../shared/datasets/` (see its README.md). The project does
-not need them to run; tests and benchmarks use them when present.
+The files (see the folder's README.md) are found in the folder given (`--datasets DIR`, the
+`datasets=` argument of microprop.api), else in $MICROPROP_DATASETS, else in
+`../shared/datasets` beside a source checkout. An installed wheel holds no data: the project
+does not need them to run; tests and benchmarks use them when present.
 """
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
 
+from microprop import shared_folder
+
 from .errors import DataError
 from .sensorlog import SensorLog, read_sensor_log, read_sensor_table, to_counts
 
-ROOT = Path(__file__).resolve().parent.parent
+DATASETS_ENV = "MICROPROP_DATASETS"
+FILES = {"shoulder": "shoulder_exercises.csv.gz", "basic_motions": "basic_motions.csv"}
 IMU_CHANNELS = ["ax", "ay", "az", "gx", "gy", "gz"]
 ACCEL_FULL_SCALE_G = 8.0  # +/-8 g: 4096 counts per g
 GYRO_FULL_SCALE_DPS = 2000.0  # +/-2000 deg/s: 16.384 counts per deg/s
 
 
-def find_datasets():
-    """Path of the shared datasets folder, or None when it is absent."""
-    path = ROOT.parent / "shared" / "datasets"
-    return path if path.is_dir() else None
+def find_datasets(folder=None):
+    """The datasets folder -> (Path, where it came from): `folder` if given, else
+    $MICROPROP_DATASETS, else ../shared/datasets beside a source checkout; (None, None) when
+    none of them applies."""
+    if folder:
+        return Path(folder), "--datasets %s" % folder
+    env = os.environ.get(DATASETS_ENV)
+    if env:
+        return Path(env), "%s=%s" % (DATASETS_ENV, env)
+    shared = shared_folder()
+    if shared is not None and (shared / "datasets").is_dir():
+        return shared / "datasets", "the source checkout's ../shared/datasets"
+    return None, None
 
 
-def _dataset_file(root, name):
-    root = find_datasets() if root is None else Path(root)
+def dataset_file(name, folder=None):
+    """Path of the shared dataset `name` (a key of FILES), or a DataError saying where it was
+    looked for and how to give the folder."""
+    root, source = find_datasets(folder)
     if root is None:
-        raise DataError("datasets: shared datasets folder not found, expected ../shared/datasets")
-    path = root / name
-    if not path.exists():
-        raise DataError("datasets: file not found", path)
+        raise DataError(
+            "datasets: no folder for %r: give --datasets DIR or set %s to the folder holding "
+            "%s (the shared datasets)" % (name, DATASETS_ENV, " and ".join(FILES.values()))
+        )
+    path = root / FILES[name]
+    if not path.is_file():
+        raise DataError(
+            "datasets: no %s in %s (from %s): give --datasets DIR or set %s to the folder "
+            "holding it" % (FILES[name], root, source, DATASETS_ENV)
+        )
     return path
 
 
-def load_shoulder(root=None):
+def load(name, folder=None):
+    """The shared dataset `name` ('shoulder' or 'basic_motions') -> SensorLog, from the folder
+    find_datasets(folder) gives."""
+    if name not in FILES:
+        raise DataError(
+            "datasets: unknown dataset %r, expected one of %s" % (name, ", ".join(FILES))
+        )
+    return (load_shoulder if name == "shoulder" else load_basic_motions)(folder)
+
+
+def load_shoulder(folder=None):
     """Shoulder physiotherapy exercises (Burns et al. 2018) -> SensorLog, 50 Hz, 7 classes.
 
     Accelerometer in g at +/-8 g full scale (4096 counts per g); gyroscope taken as rad/s
     (the README's best guess), converted to deg/s at +/-2000 deg/s full scale (16.384 counts
     per deg/s), as an MPU6050 reports at those settings. Subjects and recordings come from the
-    file; `meta['side']` is not kept (the per-sample `side` column is ignored).
+    file; `meta['side']` is not kept (the per-sample `side` column is ignored). `folder`: as
+    find_datasets.
     """
-    path = _dataset_file(root, "shoulder_exercises.csv.gz")
+    path = dataset_file("shoulder", folder)
     gyro_rad_s = GYRO_FULL_SCALE_DPS * math.pi / 180.0
     full_scale = {ch: (ACCEL_FULL_SCALE_G, "g") for ch in IMU_CHANNELS[:3]}
     full_scale.update({ch: (gyro_rad_s, "rad/s") for ch in IMU_CHANNELS[3:]})
@@ -55,7 +89,7 @@ def load_shoulder(root=None):
     return log
 
 
-def load_basic_motions(root=None):
+def load_basic_motions(folder=None):
     """BasicMotions (UEA archive) -> SensorLog, 10 Hz, 4 classes, 80 cases of 100 samples.
 
     The units are undocumented, so each sensor group (accelerometer ax..az, gyroscope gx..gz)
@@ -64,8 +98,9 @@ def load_basic_motions(root=None):
     and `meta['scaling']` ('max_abs_per_sensor_group'). The file has no subject ids:
     `recordings` holds the case number and `subjects` holds the archive's own split ('train'
     or 'test'), so `subject_split(log.subjects, ['test'])` reproduces the archive's split.
+    `folder`: as find_datasets.
     """
-    path = _dataset_file(root, "basic_motions.csv")
+    path = dataset_file("basic_motions", folder)
     table = read_sensor_table(
         path, channels=IMU_CHANNELS, subject_col="split", recording_col="case"
     )

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from . import datasets, features, sensorlog, synth
-from .errors import DataError
+from .errors import UserError
 from .inputstage import InputStage, fit_input_stage
 from .metrics import classification_report
 from .mlp import MLP, train
@@ -61,33 +61,25 @@ class Dataset:
     source: str
 
 
-def load_log(source="synth", seed=0, **csv_options):
+def load_log(source="synth", seed=0, datasets_dir=None, **csv_options):
     """A SensorLog from a built-in source name or a CSV path.
 
     `synth` is the built-in generator (deterministic from `seed`); `shoulder` and
-    `basic_motions` are the shared datasets (`../shared/datasets`); anything else is read as a
-    sensor-log CSV with `csv_options` passed to `sensorlog.read_sensor_log`.
+    `basic_motions` are the shared datasets (host.datasets: the folder `datasets_dir`, else
+    $MICROPROP_DATASETS, else ../shared/datasets beside a source checkout); anything else is
+    read as a sensor-log CSV with `csv_options` passed to `sensorlog.read_sensor_log`.
     """
     if source == "synth":
         return synth.generate(seed=seed)
     if source in ("shoulder", "basic_motions"):
-        root = datasets.find_datasets()
-        if root is None:
-            raise DataError(
-                "the shared datasets are not found (expected ../shared/datasets beside the "
-                "project); use --data synth or a CSV file",
-                path=source,
-            )
-        if source == "shoulder":
-            return datasets.load_shoulder(root)
-        return datasets.load_basic_motions(root)
+        return datasets.load(source, datasets_dir)
     return sensorlog.read_sensor_log(source, **csv_options)
 
 
 def require_rate(log):
-    """The log's sample rate in Hz, or a DataError saying how to give it."""
+    """The log's sample rate in Hz, or a UserError saying how to give it."""
     if not log.rate_hz:
-        raise DataError(
+        raise UserError(
             "no sample rate: the file has no `# rate_hz=...` first line; give --rate HZ "
             "(the board samples at the model's rate)",
             path=log.path,
@@ -188,7 +180,7 @@ def pick_test_subjects(subjects, test_subjects=None, fraction=0.3, meta=None):
         wanted = [str(s) for s in test_subjects]
         missing = [s for s in wanted if s not in present]
         if missing:
-            raise DataError(
+            raise UserError(
                 "test subjects %s not in the data; subjects with windows are %s"
                 % (",".join(missing), ",".join(present))
             )
@@ -196,7 +188,7 @@ def pick_test_subjects(subjects, test_subjects=None, fraction=0.3, meta=None):
     if (meta or {}).get("subjects") == "archive_split" and ARCHIVE_TEST in present:
         return [ARCHIVE_TEST]
     if len(present) < 2:
-        raise DataError(
+        raise UserError(
             "need at least 2 subjects with windows for a subject-wise split, found %d (%s); "
             "record more subjects or give a subject column (--subject-col)"
             % (len(present), ",".join(present))
@@ -287,7 +279,7 @@ def class_indices(labels, classes, path=None):
     index = {c: i for i, c in enumerate(classes)}
     unknown = sort_labels(set(np.asarray(labels).tolist()) - set(index))
     if unknown:
-        raise DataError(
+        raise UserError(
             "labels %s are not classes of the model (%s)" % (",".join(unknown), ",".join(classes)),
             path=path,
         )
@@ -323,7 +315,7 @@ class _Watch:
             )
 
     def diverged(self, why):
-        raise DataError(
+        raise UserError(
             "train: training diverged in epoch %d (%s); try a smaller learning rate than %g "
             "(--lr)" % (self.epochs + 1, why, self.lr)
         )
@@ -352,10 +344,10 @@ def train_model(
     test = np.isin(ds.subjects, test_subjects)
     train_mask = ~test
     if not train_mask.any() or not test.any():
-        raise DataError("subject split leaves an empty training or test set")
+        raise UserError("subject split leaves an empty training or test set")
     classes = sort_labels(set(ds.labels[train_mask].tolist()))
     if len(classes) < 2:
-        raise DataError(
+        raise UserError(
             "need at least 2 classes in the training data, found %d (%s)"
             % (len(classes), ",".join(classes)),
             path=ds.source,
@@ -393,7 +385,7 @@ def train_model(
             )
     except FloatingPointError:
         watch.diverged("an overflow in the float network")
-    except DataError:
+    except UserError:
         raise
     except ValueError as e:
         if "diverged" not in str(e):  # host.mlp's own check of the loss
@@ -434,7 +426,7 @@ def eval_subjects(meta, ds, subjects=None):
         subjects = [str(s) for s in subjects]
         missing = [s for s in subjects if s not in present]
         if missing:
-            raise DataError(
+            raise UserError(
                 "subjects %s have no windows in the data; subjects are %s"
                 % (",".join(missing), subjects_text(present)),
                 path=ds.source,
@@ -455,7 +447,7 @@ def evaluation_windows(ds, classes, subjects=None):
     if subjects:
         mask &= np.isin(ds.subjects, [str(s) for s in subjects])
     if not mask.any():
-        raise DataError("no labelled windows of the model's classes to evaluate", path=ds.source)
+        raise UserError("no labelled windows of the model's classes to evaluate", path=ds.source)
     return mask, class_indices(ds.labels[mask], list(classes))
 
 
@@ -471,14 +463,14 @@ def check_compatible(meta, ds, path):
     """The data must have the channels and the rate the model was trained on."""
     want = meta["features"]["channels"]
     if list(ds.log.channels) != list(want):
-        raise DataError(
+        raise UserError(
             "channels %s do not match the model's %s"
             % (",".join(ds.log.channels), ",".join(want)),
             path=path,
         )
     rate = (meta.get("sensor") or {}).get("rate_hz")
     if rate and ds.log.rate_hz and abs(float(rate) - float(ds.log.rate_hz)) > 1e-3 * float(rate):
-        raise DataError(
+        raise UserError(
             "data at %g Hz, the model was trained at %g Hz" % (ds.log.rate_hz, rate), path=path
         )
 
@@ -502,13 +494,13 @@ def check_weights(mlp):
     diverged training)."""
     for k, (w, b) in enumerate(zip(mlp.W, mlp.b, strict=True)):
         if not (np.isfinite(w).all() and np.isfinite(b).all()):
-            raise DataError(
+            raise UserError(
                 "export: layer %d of the float model has NaN or infinite weights (training "
                 "diverged); train again with a smaller --lr" % k
             )
         largest = float(np.abs(w).max())
         if largest > WEIGHT_LIMIT:
-            raise DataError(
+            raise UserError(
                 "export: layer %d of the float model has a weight of %.3g, beyond the %.3g an "
                 "int8 weight can stand for (training diverged); train again with a smaller --lr"
                 % (k, largest, WEIGHT_LIMIT)
@@ -519,7 +511,7 @@ def quantize_model(mlp, meta, ds, qat="auto", trainable_layers=None, info=None):
     """Float model -> QModel, calibrated on the training subjects' windows, with the
     worst-case bound proof of the whole pipeline (features, input stage, every layer; the
     trainable layers with any int8 weight). Raises ValueError naming a stage that could
-    leave 31 bits, and DataError for weights no int8 scale can hold (NaN, inf, or so large
+    leave 31 bits, and UserError for weights no int8 scale can hold (NaN, inf, or so large
     that scaling them overflows: a diverged training).
     """
     from .bounds import check_bounds
@@ -529,7 +521,7 @@ def quantize_model(mlp, meta, ds, qat="auto", trainable_layers=None, info=None):
     stage = InputStage.from_dict(meta["input_stage"])
     train_mask, _ = split_masks(meta, ds)
     if not train_mask.any():
-        raise DataError("no training windows to calibrate the quantizer on", path=ds.source)
+        raise UserError("no training windows to calibrate the quantizer on", path=ds.source)
     x_q = stage.apply(ds.X[train_mask])
     y = class_indices(ds.labels[train_mask], meta["classes"])
     try:
@@ -548,7 +540,7 @@ def quantize_model(mlp, meta, ds, qat="auto", trainable_layers=None, info=None):
             )
     except FloatingPointError:
         largest = max(float(np.abs(p).max()) for p in list(mlp.W) + list(mlp.b))
-        raise DataError(
+        raise UserError(
             "export: the float model's weights (largest |w| %.3g) overflow when scaled to "
             "int8 (training diverged?); train again with a smaller --lr" % largest
         ) from None
