@@ -64,6 +64,12 @@ def add_data_options(p, default="synth"):
         % (default or "the data the model was trained on"),
     )
     g.add_argument(
+        "--datasets",
+        metavar="DIR",
+        help="folder of the shared datasets 'shoulder' and 'basic_motions' (default: "
+        "$MICROPROP_DATASETS, or ../shared/datasets beside a source checkout)",
+    )
+    g.add_argument(
         "--seed",
         type=int,
         default=0 if default else None,
@@ -103,21 +109,21 @@ def _data_args(args):
 
 
 def _csv_options(args):
-    """The data options -> keyword arguments of host.sensorlog.read_sensor_log; a DataError
+    """The data options -> keyword arguments of host.sensorlog.read_sensor_log; a UserError
     for a bad --channels, --full-scale or --ignore-labels."""
-    from microprop.host.errors import DataError
+    from microprop.host.errors import UserError
     from microprop.host.sensorlog import parse_full_scale
 
     channels = args.channels
     if channels is not None:
         channels = [c.strip() for c in channels.split(",")]
         if not all(channels):
-            raise DataError(
+            raise UserError(
                 "--channels: expected column names separated by commas, found %r" % args.channels
             )
         twice = [c for c in channels if channels.count(c) > 1]
         if twice:
-            raise DataError("--channels: %r is given twice" % twice[0])
+            raise UserError("--channels: %r is given twice" % twice[0])
     full_scale = None
     if args.full_scale is not None:
         full_scale = parse_full_scale(args.full_scale, what="--full-scale")
@@ -155,7 +161,7 @@ def _load_dataset(args, quiet=False, default_rate=None):
     if args.data not in pipeline.BUILTIN_SOURCES:
         progress = ReadProgress(args.data, quiet)
         options.update(progress=progress, default_rate_hz=default_rate)
-    log = pipeline.load_log(args.data, seed=args.seed, **options)
+    log = pipeline.load_log(args.data, seed=args.seed, datasets_dir=args.datasets, **options)
     if progress is not None:
         progress.done(len(log))
     return pipeline.make_dataset(log, args.window, args.hop, source=args.data)
@@ -476,7 +482,7 @@ def _export_rehearsal(args, meta, ds, qm, model_path):
     import os
 
     from microprop.host import rehearsal
-    from microprop.host.errors import DataError
+    from microprop.host.errors import UserError
 
     path = rehearsal.path_for(model_path)
     if args.rehearse == 0:
@@ -489,7 +495,7 @@ def _export_rehearsal(args, meta, ds, qm, model_path):
     seed = int((meta.get("training") or {}).get("seed", 0))
     try:
         x, y = rehearsal.pick(ds, train, list(qm.classes), args.rehearse, seed)
-    except DataError as e:
+    except UserError as e:
         print("no rehearsal file: %s" % e)
         return
     from microprop.device.checkpoint import (

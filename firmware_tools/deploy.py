@@ -347,7 +347,7 @@ def _checked_data(path, desc, build_dir):
     dir, which is copied instead.
     """
     from microprop.host import sensorlog
-    from microprop.host.errors import DataError
+    from microprop.host.errors import UserError
 
     p = _existing(path, "--data")
     channels = list(desc["channels"]) if desc else None
@@ -355,7 +355,7 @@ def _checked_data(path, desc, build_dir):
         table = sensorlog.read_sensor_table(p, channels)
         physical = _physical_full_scale(table, desc)
         log = sensorlog.log_from_table(table, physical)
-    except DataError as e:
+    except UserError as e:
         if e.column in (channels or ()) and "unknown channel" in str(e):
             raise DeployError(
                 "deploy: --data %s has no column %r; the model reads %s"
@@ -403,7 +403,7 @@ def _physical_hint(error, desc):
 def _physical_full_scale(table, desc):
     """channel -> (full scale, unit) to turn physical values into counts; None for counts."""
     from microprop.host import sensorlog
-    from microprop.host.errors import DataError
+    from microprop.host.errors import UserError
 
     meta = table.meta
     if meta.get("values") != "physical":
@@ -422,11 +422,11 @@ def _physical_full_scale(table, desc):
         elif ch in declared:
             out[ch] = declared[ch]
         else:
-            raise DataError(
+            raise UserError(
                 "sensor log: values=physical but no full scale for %r (declare it in the first "
                 "line, e.g. full_scale=%s:8g)" % (ch, ch),
-                table.path,
-                1,
+                path=table.path,
+                row=1,
             )
     return out
 

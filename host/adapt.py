@@ -56,7 +56,7 @@ import numpy as np
 from microprop.device.train_plan import LEARN_MODES, learns
 
 from . import pipeline, reference, rehearsal, trainmany, trainref
-from .errors import DataError
+from .errors import UserError
 
 DEFAULT_LEARN_MODES = ("last", "all")  # what `microprop adapt` compares
 PER_CLASS = 5
@@ -138,7 +138,7 @@ class Trial:
         classes = list(qm.classes)
         adapt, keep = adaptation_split(ds, subject, classes, per_class)
         if len(adapt) == 0 or len(keep) == 0:
-            raise DataError(
+            raise UserError(
                 "adapt: subject %s leaves %d adaptation and %d evaluation windows, expected "
                 "some of each" % (subject, len(adapt), len(keep)),
                 path=ds.source or None,
@@ -290,7 +290,7 @@ def select_rates(
     "before": mean accuracy before, ...}. Only `train_subjects`' windows are used."""
     train_subjects = [str(s) for s in train_subjects]
     if len(train_subjects) < 2:
-        raise DataError(
+        raise UserError(
             "adapt: choosing the rates needs at least 2 training subjects, found %d; "
             "give the learning rates instead" % len(train_subjects)
         )
@@ -378,7 +378,7 @@ def run_adaptation(
     test_subjects = [str(s) for s in test_subjects]
     both = set(train_subjects) & set(test_subjects)
     if both:
-        raise DataError("adapt: subjects %s are both training and test" % ",".join(sorted(both)))
+        raise UserError("adapt: subjects %s are both training and test" % ",".join(sorted(both)))
     options = dict(train_options or {})
     if model is not None:
         options = dict(_options_from_meta(model[1]), **options)

@@ -19,7 +19,7 @@ a user reads here is the accuracy the board has on that replay.
 
 import numpy as np
 
-from .errors import DataError
+from .errors import UserError
 from .features import MAX_WINDOW, features_batch, label_runs
 from .metrics import classification_report
 from .reference import predict
@@ -114,24 +114,24 @@ def evaluate(qmodel, dataset, smoothing=1):
     log = getattr(dataset, "log", dataset)
     channels = list((qmodel.features or {}).get("channels") or [])
     if channels and list(log.channels) != channels:
-        raise DataError(
+        raise UserError(
             "boardeval: channels %s do not match the model's %s"
             % (",".join(log.channels), ",".join(channels)),
-            getattr(log, "path", None),
+            path=getattr(log, "path", None),
         )
     rate = (qmodel.sensor or {}).get("rate_hz")
     if rate and log.rate_hz and abs(float(rate) - float(log.rate_hz)) > 1e-3:
-        raise DataError(
+        raise UserError(
             "boardeval: data at %g Hz, the model was trained at %g Hz (the board refuses "
             "another rate)" % (log.rate_hz, rate),
-            getattr(log, "path", None),
+            path=getattr(log, "path", None),
         )
     window, _ = _model_window(qmodel)
     preds = predict_stream(qmodel, log.counts, smoothing)
     if not preds:
-        raise DataError(
+        raise UserError(
             "boardeval: %d samples, fewer than one window of %d" % (len(log.counts), window),
-            getattr(log, "path", None),
+            path=getattr(log, "path", None),
         )
     ends = np.array([p[0] for p in preds], dtype=np.int64)
     pred = np.array([p[1] for p in preds], dtype=np.int64)

@@ -45,7 +45,7 @@ import numpy as np
 
 from microprop.device.features import FEATURES, MAX_WINDOW, N_FEATURES
 
-from .errors import DataError
+from .errors import UserError
 from .fixedpoint import check_small
 
 SIG_BITS = 10  # significant bits kept before squaring
@@ -202,16 +202,16 @@ def window_starts(log, length, hop, what=None):
         raise ValueError("features: hop must be >= 1, found %d" % hop)
     n = len(log.counts)
     if n == 0:
-        raise DataError("features: empty sensor log", log.path)
+        raise UserError("features: empty sensor log", path=log.path)
     what = what or "window of %d samples" % length
     seg = segments(log)  # contiguous pieces of one recording
     first = np.flatnonzero(np.r_[True, seg[1:] != seg[:-1]])
     sizes = np.diff(np.r_[first, n])
     if sizes.max() < length:
-        raise DataError(
+        raise UserError(
             "features: %s is longer than every recording (longest %d)%s"
             % (what, sizes.max(), _split_note(log)),
-            log.path,
+            path=log.path,
         )
     per_seg = np.maximum((sizes - length) // hop + 1, 0)
     k = np.arange(per_seg.sum()) - np.repeat(np.cumsum(per_seg) - per_seg, per_seg)
@@ -220,7 +220,7 @@ def window_starts(log, length, hop, what=None):
     starts = starts[label_run[starts] == label_run[starts + length - 1]]
     if len(starts) == 0:
         longest = _longest(label_run)
-        raise DataError(
+        raise UserError(
             "features: no %s has one label throughout: the longest stretch of one label in one "
             "recording is %d sample%s%s"
             % (
@@ -229,7 +229,7 @@ def window_starts(log, length, hop, what=None):
                 "" if longest == 1 else "s",
                 " (is it the label column?)" * (longest < 3),
             ),
-            log.path,
+            path=log.path,
         )
     return starts
 
@@ -275,12 +275,12 @@ def subject_split(subjects, test_subjects):
     known = set(subjects.tolist())
     unknown = [s for s in test_subjects if s not in known]
     if unknown:
-        raise DataError(
+        raise UserError(
             "features: unknown test subject %r, expected one of %s" % (unknown[0], sorted(known))
         )
     test = np.isin(subjects, test_subjects)
     if not test.any() or test.all():
-        raise DataError(
+        raise UserError(
             "features: subject split leaves the %s set empty"
             % ("test" if not test.any() else "train")
         )

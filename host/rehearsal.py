@@ -42,7 +42,7 @@ from microprop.device.rehearsal import _MAX_WINDOWS as MAX_WINDOWS
 from microprop.device.rehearsal import HEAD, MAGIC, VERSION
 
 from . import features, modelfile, pipeline
-from .errors import DataError
+from .errors import UserError
 
 PER_CLASS = 5
 MAX_FEATURES = 512
@@ -59,7 +59,7 @@ def pick(ds, subjects, classes, per_class=PER_CLASS, seed=0):
     for c in classes:
         pool = np.flatnonzero(from_subjects & (ds.labels == c))
         if len(pool) == 0:
-            raise DataError(
+            raise UserError(
                 "rehearsal: no training window of class %r" % c, path=ds.source or None
             )
         idx.extend(rng.choice(pool, min(per_class, len(pool)), replace=False))

@@ -34,7 +34,7 @@ Format (written by `microprop record` and `write_sensor_log`, read by the traine
   Windows are cut inside the pieces (see `host/features.py`).
 - Labels and subject ids that are numbers sort as numbers (`-1, 1, 2, 10`), before text.
 
-Every data error is a `DataError` naming the file and, where it applies, the row (the 1-based
+Every data error is a `UserError` naming the file and, where it applies, the row (the 1-based
 line number in the file) and the column.
 """
 
@@ -50,7 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError
+from .errors import UserError
 
 COUNTS_MIN = -32768
 COUNTS_MAX = 32767
@@ -123,11 +123,11 @@ def parse_full_scale(text, path=None, what="sensor log: full_scale"):
         if not sep or not name.strip() or not m:
             left, eq, right = item.partition("=")
             hint = " (write %s:%s)" % (left.strip(), right.strip()) if eq and not sep else ""
-            raise DataError(
+            raise UserError(
                 "%s: bad item %r, expected channel:<number><unit> like ax:8g or gx:2000dps%s"
                 % (what, item, hint),
-                path,
-                1 if path is not None else None,
+                path=path,
+                row=1 if path is not None else None,
             )
         out[name.strip()] = _check_full_scale(name.strip(), float(m.group(1)), m.group(2), path)
     return out
@@ -144,9 +144,9 @@ def _format_number(v):
 
 def _check_full_scale(channel, value, unit, path=None):
     if not (math.isfinite(value) and value > 0):
-        raise DataError(
+        raise UserError(
             "sensor log: full scale of %r must be a positive number, found %r" % (channel, value),
-            path,
+            path=path,
         )
     return (float(value), unit)
 
@@ -170,8 +170,8 @@ def parse_meta_line(line, path=None, row=1):
     for item in line.lstrip("#").split():
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise DataError(
-                "sensor log: bad comment item %r, expected key=value" % item, path, row
+            raise UserError(
+                "sensor log: bad comment item %r, expected key=value" % item, path=path, row=row
             )
         meta[key] = value
     return meta
@@ -293,17 +293,17 @@ class _Reader:
     def open(self):
         path = self.path
         if not os.path.exists(path):
-            raise DataError("sensor log: file not found", path)
+            raise UserError("sensor log: file not found", path=path)
         try:
             self.n_lines = _count_lines(path)
             self.f = _open_text(path)
         except (OSError, EOFError) as e:
-            raise DataError("sensor log: cannot read file (%s)" % e, path) from None
+            raise UserError("sensor log: cannot read file (%s)" % e, path=path) from None
         try:
             self._read_header()
         except (OSError, EOFError, UnicodeDecodeError) as e:
             self.f.close()
-            raise DataError("sensor log: cannot read file (%s)" % e, path) from None
+            raise UserError("sensor log: cannot read file (%s)" % e, path=path) from None
         except BaseException:
             self.f.close()
             raise
@@ -315,7 +315,7 @@ class _Reader:
             line = self.f.readline()
             ln += 1
             if not line:
-                raise DataError("sensor log: empty file", path)
+                raise UserError("sensor log: empty file", path=path)
         if line.lstrip().startswith("#"):
             self.meta = parse_meta_line(line.strip(), path, ln)
             line = ""
@@ -323,35 +323,35 @@ class _Reader:
                 line = self.f.readline()
                 ln += 1
                 if not line:
-                    raise DataError("sensor log: no header row", path)
+                    raise UserError("sensor log: no header row", path=path)
         header = [c.strip() for c in next(csv.reader([line]))]
         self.header_line, self.line = ln, ln + 1
         if len(set(header)) != len(header):
             dup = next(h for h in header if header.count(h) > 1)
-            raise DataError("sensor log: duplicate column %r in header" % dup, path, ln)
+            raise UserError("sensor log: duplicate column %r in header" % dup, path=path, row=ln)
         names = self.names
         col = {name: i for i, name in enumerate(header)}
         if names["label"] not in col:
-            raise DataError(
+            raise UserError(
                 "sensor log: missing label column %r, found columns %s" % (names["label"], header),
-                path,
-                ln,
+                path=path,
+                row=ln,
             )
         self.header, self.col = header, col
         self.reserved = {names[k] for k in ("label", "subject", "recording", "time")}
         if names["channels"] is not None:
             channels = list(names["channels"])
             if not channels:
-                raise DataError("sensor log: no channel columns given", path)
+                raise UserError("sensor log: no channel columns given", path=path)
             dup = [ch for ch in channels if channels.count(ch) > 1]
             if dup:
-                raise DataError("sensor log: channel %r given twice" % dup[0], path)
+                raise UserError("sensor log: channel %r given twice" % dup[0], path=path)
             for ch in channels:
                 if ch not in col:
-                    raise DataError(
+                    raise UserError(
                         "sensor log: unknown channel %r, expected one of %s"
                         % (ch, [h for h in header if h not in self.reserved]),
-                        path,
+                        path=path,
                         column=ch,
                     )
             self.channels = channels
@@ -366,14 +366,16 @@ class _Reader:
                 if len(rows) == 100:
                     break
         if not rows:
-            raise DataError("sensor log: no data rows after the header", self.path)
+            raise UserError("sensor log: no data rows after the header", path=self.path)
         channels = [
             h
             for i, h in enumerate(self.header)
             if h not in self.reserved and any(i < len(r) and _is_number(r[i]) for r in rows)
         ]
         if not channels:
-            raise DataError("sensor log: no numeric channel columns", self.path, self.header_line)
+            raise UserError(
+                "sensor log: no numeric channel columns", path=self.path, row=self.header_line
+            )
         return channels
 
     # -- the rows --
@@ -384,7 +386,7 @@ class _Reader:
         try:
             return self._read(converter, keep_lines)
         except (OSError, EOFError, UnicodeDecodeError) as e:
-            raise DataError("sensor log: cannot read file (%s)" % e, self.path) from None
+            raise UserError("sensor log: cannot read file (%s)" % e, path=self.path) from None
         finally:
             self.f.close()
 
@@ -441,10 +443,10 @@ class _Reader:
         codes = {key: self.distinct[key].codes(cells[j]) for j, key in enumerate(self.text_keys)}
         labels = self.distinct["label"]
         if len(labels.values) > _MAX_LABELS:
-            raise DataError(
+            raise UserError(
                 "sensor log: column %r holds more than %d distinct labels; is it the label "
                 "column?" % (self.names["label"], _MAX_LABELS),
-                self.path,
+                path=self.path,
             )
         if len(self.ignored_code) < len(labels.values):
             self.ignored_code = np.array([v == "" or v in self.ignore for v in labels.values])
@@ -512,15 +514,17 @@ class _Reader:
                 if _blank(cells):
                     continue
                 if len(cells) != n_cols:
-                    raise DataError(
+                    raise UserError(
                         "sensor log: expected %d cells, found %d" % (n_cols, len(cells)),
-                        path,
-                        where,
+                        path=path,
+                        row=where,
                     )
                 rows.append(cells)
                 at.append(where)
         except csv.Error as e:
-            raise DataError("sensor log: %s" % e, path, first + reader.line_num - 1) from None
+            raise UserError(
+                "sensor log: %s" % e, path=path, row=first + reader.line_num - 1
+            ) from None
         nums = np.empty((len(rows), len(self.num_cols)), dtype=np.float64)
         for j, i in enumerate(self.num_cols):
             column = [r[i] for r in rows]
@@ -534,11 +538,11 @@ class _Reader:
             for k, cell in enumerate(column):
                 if not _is_number(cell) or not math.isfinite(float(cell)):
                     what = "a finite number" if _is_number(cell) else "a number"
-                    raise DataError(
+                    raise UserError(
                         "sensor log: expected %s, found %r" % (what, cell),
-                        path,
-                        at[k],
-                        self.header[i],
+                        path=path,
+                        row=at[k],
+                        column=self.header[i],
                     )
         cells = [np.array([r[i] for r in rows], dtype=str) for i in self.str_cols]
         return nums, cells, at.__getitem__
@@ -546,12 +550,12 @@ class _Reader:
     def _times(self, t, line_of):
         bad = np.flatnonzero((t != np.floor(t)) | (np.abs(t) > 2**53))
         if len(bad):
-            raise DataError(
+            raise UserError(
                 "sensor log: expected integers in [%d, %d], found %r"
                 % (-(2**53), 2**53, float(t[bad[0]])),
-                self.path,
-                line_of(int(bad[0])),
-                self.names["time"],
+                path=self.path,
+                row=line_of(int(bad[0])),
+                column=self.names["time"],
             )
         return t.astype(np.int64)
 
@@ -570,12 +574,12 @@ class _Reader:
         back = np.flatnonzero(same & (step < 0))
         if len(back):
             i = int(back[0])
-            raise DataError(
+            raise UserError(
                 "sensor log: %s goes back from %d to %d inside one recording"
                 % (self.names["time"], before[i], t[i]),
-                self.path,
-                line_of(i),
-                self.names["time"],
+                path=self.path,
+                row=line_of(i),
+                column=self.names["time"],
             )
         if self.gap_ms is None:
             return np.zeros(k, dtype=bool)
@@ -619,17 +623,17 @@ class _Reader:
     def _finish(self):
         n, out, path = self.pos, self.out, self.path
         if self.rows == 0:
-            raise DataError("sensor log: no data rows after the header", path)
+            raise UserError("sensor log: no data rows after the header", path=path)
         ignored = {
             v: int(c)
             for v, c in zip(self.distinct["label"].values, self.ignored, strict=True)
             if c
         }
         if n == 0:
-            raise DataError(
+            raise UserError(
                 "sensor log: every row has an ignored or empty label (%s)"
                 % ", ".join("%r" % v for v in ignored),
-                path,
+                path=path,
             )
         res = {key: (None if a is None else a[:n]) for key, a in out.items()}
         if "subject" not in res:
@@ -676,11 +680,13 @@ def _rate(meta, rate_hz, path):
         try:
             rate_hz = float(meta["rate_hz"])
         except ValueError:
-            raise DataError(
-                "sensor log: rate_hz must be a number, found %r" % meta["rate_hz"], path, 1
+            raise UserError(
+                "sensor log: rate_hz must be a number, found %r" % meta["rate_hz"],
+                path=path,
+                row=1,
             ) from None
     if rate_hz is not None and not (math.isfinite(rate_hz) and rate_hz > 0):
-        raise DataError("sensor log: rate_hz must be positive, found %r" % rate_hz, path)
+        raise UserError("sensor log: rate_hz must be positive, found %r" % rate_hz, path=path)
     return None if rate_hz is None else float(rate_hz)
 
 
@@ -785,26 +791,28 @@ def _scales(meta, channels, full_scale, path):
         physical = _normalize_full_scale(full_scale, path)
         for ch in physical:
             if ch not in channels:
-                raise DataError(
+                raise UserError(
                     "sensor log: full scale given for unknown channel %r, expected one of %s"
                     % (ch, channels),
-                    path,
+                    path=path,
                     column=ch,
                 )
     elif meta.get("values", "counts") == "physical":
         physical = declared
         missing = [ch for ch in channels if ch not in physical]
         if missing:
-            raise DataError(
+            raise UserError(
                 "sensor log: values=physical but no full scale for channel %r" % missing[0],
-                path,
-                1,
+                path=path,
+                row=1,
             )
     elif meta.get("values", "counts") == "counts":
         physical = {}
     else:
-        raise DataError(
-            "sensor log: values must be counts or physical, found %r" % meta["values"], path, 1
+        raise UserError(
+            "sensor log: values must be counts or physical, found %r" % meta["values"],
+            path=path,
+            row=1,
         )
     info = {ch: v for ch, v in declared.items() if ch in channels}
     info.update(physical)
@@ -822,12 +830,12 @@ def _counts_of(values, full_scales, channels, path, line_of):
         bad = np.flatnonzero((v != np.floor(v)) | (v < COUNTS_MIN) | (v > COUNTS_MAX))
         if len(bad):
             k = int(bad[0])
-            raise DataError(
+            raise UserError(
                 "sensor log: expected int16 counts (declare a full scale for physical values), "
                 "found %r" % float(v[k]),
-                path,
-                line_of(k),
-                channels[j],
+                path=path,
+                row=line_of(k),
+                column=channels[j],
             )
         out[:, j] = v
     return out
@@ -855,12 +863,12 @@ def log_from_table(t, full_scale=None, rate_hz=None):
 
 
 def check_classes(labels, path=None):
-    """Raise DataError unless `labels` holds at least two classes (a classifier needs two)."""
+    """Raise UserError unless `labels` holds at least two classes (a classifier needs two)."""
     classes = sort_labels(set(np.asarray(labels).tolist()))
     if len(classes) < 2:
-        raise DataError(
+        raise UserError(
             "sensor log: expected at least 2 classes, found %d %s" % (len(classes), classes),
-            path,
+            path=path,
         )
     return classes
 
@@ -885,15 +893,17 @@ def write_sensor_log(path, log):
     path = str(path)
     n, c = np.shape(log.counts)
     if c != len(log.channels):
-        raise DataError(
-            "sensor log: expected %d channel columns, found %d" % (len(log.channels), c), path
+        raise UserError(
+            "sensor log: expected %d channel columns, found %d" % (len(log.channels), c), path=path
         )
     for name, arr in (("labels", log.labels), ("subjects", log.subjects)):
         if len(arr) != n:
-            raise DataError("sensor log: expected %d %s, found %d" % (n, name, len(arr)), path)
+            raise UserError(
+                "sensor log: expected %d %s, found %d" % (n, name, len(arr)), path=path
+            )
     counts = np.asarray(log.counts)
     if n and (counts.min() < COUNTS_MIN or counts.max() > COUNTS_MAX):
-        raise DataError("sensor log: counts outside int16 range", path)
+        raise UserError("sensor log: counts outside int16 range", path=path)
     meta = {}
     for key, value in (log.meta or {}).items():
         if isinstance(value, (str, int, float)) and key not in ("rate_hz", "values", "full_scale"):
@@ -905,7 +915,7 @@ def write_sensor_log(path, log):
         meta["full_scale"] = format_full_scale(log.full_scale)
     for key, value in meta.items():
         if not value or any(ch.isspace() for ch in value) or any(ch.isspace() for ch in key):
-            raise DataError(
+            raise UserError(
                 "sensor log: meta %s=%r must be non-empty without spaces" % (key, value)
             )
 

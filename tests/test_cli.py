@@ -129,7 +129,7 @@ def test_traceback_flag_shows_the_stack(tmp_path, where):
     assert proc.returncode == 1  # the uncaught exception's status, as without --traceback
     assert proc.stderr.startswith("Traceback"), proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
-    assert last == "microprop.host.errors.DataError: %s: sensor log: empty file" % p
+    assert last == "microprop.host.errors.UserError: %s: sensor log: empty file" % p
     assert "microprop: " not in proc.stderr
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from microprop.device import features as dev
 from microprop.host.datasets import load_shoulder
-from microprop.host.errors import DataError
+from microprop.host.errors import UserError
 from microprop.host.features import (
     FEATURES,
     MAX_WINDOW,
@@ -348,7 +348,7 @@ def test_make_windows_errors():
         make_windows(log, MAX_WINDOW + 1, 1)
     with pytest.raises(ValueError, match="hop must be >= 1"):
         make_windows(log, 3, 0)
-    with pytest.raises(DataError, match=r"toy.csv: .*longer than every recording \(longest 10\)"):
+    with pytest.raises(UserError, match=r"toy.csv: .*longer than every recording \(longest 10\)"):
         make_windows(log, 11, 1)
 
 
@@ -356,11 +356,11 @@ def test_subject_split():
     train, test = subject_split(np.array(["1", "2", "3", "2"]), [2])
     assert train.tolist() == [True, False, True, False]
     assert test.tolist() == [False, True, False, True]
-    with pytest.raises(DataError, match="unknown test subject '9'"):
+    with pytest.raises(UserError, match="unknown test subject '9'"):
         subject_split(np.array(["1", "2"]), ["9"])
-    with pytest.raises(DataError, match="leaves the train set empty"):
+    with pytest.raises(UserError, match="leaves the train set empty"):
         subject_split(np.array(["1", "1"]), ["1"])
-    with pytest.raises(DataError, match="leaves the test set empty"):
+    with pytest.raises(UserError, match="leaves the test set empty"):
         subject_split(np.array(["1", "1"]), [])
 
 
@@ -458,7 +458,7 @@ def test_windows_never_span_a_break():
 def test_no_window_of_one_label_names_the_cause():
     log = toy_log()
     log.labels = np.array(["a", "b"] * 7)  # a label that changes every row: a wrong column
-    with pytest.raises(DataError) as e:
+    with pytest.raises(UserError) as e:
         make_windows(log, 3, 1, "window of 3 samples (--window)")
     assert str(e.value) == (
         "toy.csv: features: no window of 3 samples (--window) has one label throughout: the "

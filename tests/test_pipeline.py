@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from microprop.host import features, pipeline
-from microprop.host.errors import DataError
+from microprop.host.errors import UserError
 from microprop.host.inputstage import InputStage, fit_input_stage
 
 TRAIN = {"hidden": (4,), "epochs": 2, "patience": 2}
@@ -128,9 +128,9 @@ def test_numeric_classes_sort_as_numbers(synth_ds):
 
 
 def test_a_diverging_training_stops_with_one_line(synth_ds):
-    with pytest.raises(DataError, match=r"^train: training diverged in epoch 1 \(.*--lr\)$"):
+    with pytest.raises(UserError, match=r"^train: training diverged in epoch 1 \(.*--lr\)$"):
         pipeline.train_model(synth_ds, test_subjects=["s8"], lr=1e30, **TRAIN)
-    with pytest.raises(DataError, match="diverged"):
+    with pytest.raises(UserError, match="diverged"):
         pipeline.train_model(synth_ds, test_subjects=["s8"], lr=1e30, optimizer="sgd", **TRAIN)
 
 
@@ -138,18 +138,18 @@ def test_export_refuses_weights_no_int8_scale_holds(synth_ds):
     mlp, meta, _, _ = pipeline.train_model(synth_ds, test_subjects=["s8"], **TRAIN)
     w = mlp.W[1]
     mlp.W[1] = w * (pipeline.WEIGHT_LIMIT * 1.01 / np.abs(w).max())
-    with pytest.raises(DataError, match=r"layer 1 .* a weight of 8.41e\+06, beyond the 8.32e\+06"):
+    with pytest.raises(UserError, match=r"layer 1 .* a weight of 8.41e\+06, beyond the 8.32e\+06"):
         pipeline.quantize_model(mlp, meta, synth_ds)
     mlp.W[1] = w * (pipeline.WEIGHT_LIMIT / np.abs(w).max())  # as large as can be: quantizes
     pipeline.quantize_model(mlp, meta, synth_ds)
     mlp.W[0][0, 0] = np.nan
-    with pytest.raises(DataError, match="layer 0 of the float model has NaN or infinite"):
+    with pytest.raises(UserError, match="layer 0 of the float model has NaN or infinite"):
         pipeline.quantize_model(mlp, meta, synth_ds)
 
 
 def test_a_log_without_a_rate_is_refused(synth_ds):
     log = dataclasses.replace(synth_ds.log, rate_hz=None, path="log.csv")
-    with pytest.raises(DataError, match="^log.csv: no sample rate: .* give --rate HZ"):
+    with pytest.raises(UserError, match="^log.csv: no sample rate: .* give --rate HZ"):
         pipeline.make_dataset(log, window=100)
 
 
@@ -159,7 +159,7 @@ def test_eval_scores_the_models_test_subjects_by_default(synth_ds):
     subjects, which = pipeline.eval_subjects({"data": {"test_subjects": ["x"]}}, synth_ds)
     assert len(subjects) == 8 and which.startswith("every subject (s1,s2,")
     assert pipeline.eval_subjects(meta, synth_ds, ["s2"]) == (["s2"], "subjects s2")
-    with pytest.raises(DataError, match="subjects s9 have no windows in the data"):
+    with pytest.raises(UserError, match="subjects s9 have no windows in the data"):
         pipeline.eval_subjects(meta, synth_ds, ["s9"])
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from microprop.host import sensorlog
 from microprop.host.datasets import load_basic_motions, load_shoulder
-from microprop.host.errors import DataError
+from microprop.host.errors import UserError
 from microprop.host.features import make_windows
 from microprop.host.sensorlog import (
     SensorLog,
@@ -83,13 +83,13 @@ def test_write_replaces_atomically_and_keeps_old_file_on_error(tmp_path):
     before = path.read_text()
     bad = small_log()
     bad.meta = {"sensor": "has space"}
-    with pytest.raises(DataError, match="without spaces"):
+    with pytest.raises(UserError, match="without spaces"):
         write_sensor_log(path, bad)
     assert path.read_text() == before
     bad = small_log()
     bad.counts = bad.counts.copy()
     bad.counts[0, 0] = 40000
-    with pytest.raises(DataError, match="int16"):
+    with pytest.raises(UserError, match="int16"):
         write_sensor_log(path, bad)
     assert path.read_text() == before
     assert os.listdir(tmp_path) == ["log.csv"]
@@ -99,9 +99,9 @@ def test_full_scale_syntax():
     fs = parse_full_scale("ax:8g,gx:2000dps,t:1.5,m:4.9e2uT")
     assert fs == {"ax": (8.0, "g"), "gx": (2000.0, "dps"), "t": (1.5, ""), "m": (490.0, "uT")}
     assert parse_full_scale(format_full_scale(fs)) == fs
-    with pytest.raises(DataError, match=r"bad item 'ax=8g', expected channel:.* \(write ax:8g\)"):
+    with pytest.raises(UserError, match=r"bad item 'ax=8g', expected channel:.* \(write ax:8g\)"):
         parse_full_scale("ax=8g")
-    with pytest.raises(DataError, match="positive"):
+    with pytest.raises(UserError, match="positive"):
         parse_full_scale("ax:0g")
 
 
@@ -175,7 +175,7 @@ def test_default_columns_and_recordings(tmp_path):
 )
 def test_bad_files_raise_data_errors_naming_the_place(tmp_path, text, message):
     path = write(tmp_path, text)
-    with pytest.raises(DataError) as e:
+    with pytest.raises(UserError) as e:
         read_sensor_log(path)
     assert str(e.value).startswith(str(path))
     assert message in str(e.value)
@@ -183,23 +183,23 @@ def test_bad_files_raise_data_errors_naming_the_place(tmp_path, text, message):
 
 def test_bad_gz_file_names_the_row(tmp_path):
     path = write(tmp_path, "ax,label\n1,a\n2,b\n3,c\n4,d\nx,e\n", "log.csv.gz")
-    with pytest.raises(DataError, match=r"log.csv.gz, row 6, column 'ax'"):
+    with pytest.raises(UserError, match=r"log.csv.gz, row 6, column 'ax'"):
         read_sensor_log(path)
 
 
 def test_missing_file_and_unknown_channel(tmp_path):
-    with pytest.raises(DataError, match="nothere.csv: sensor log: file not found"):
+    with pytest.raises(UserError, match="nothere.csv: sensor log: file not found"):
         read_sensor_log(tmp_path / "nothere.csv")
     path = write(tmp_path, "ax,ay,label\n1,2,a\n")
-    with pytest.raises(DataError, match="column 'gz': sensor log: unknown channel 'gz'"):
+    with pytest.raises(UserError, match="column 'gz': sensor log: unknown channel 'gz'"):
         read_sensor_log(path, channels=["ax", "gz"])
-    with pytest.raises(DataError, match="full scale given for unknown channel 'gz'"):
+    with pytest.raises(UserError, match="full scale given for unknown channel 'gz'"):
         read_sensor_log(path, full_scale={"gz": 2000})
 
 
 def test_check_classes(tmp_path):
     assert check_classes(np.array(["b", "a", "b"])) == ["a", "b"]
-    with pytest.raises(DataError, match="log.csv: sensor log: expected at least 2 classes"):
+    with pytest.raises(UserError, match="log.csv: sensor log: expected at least 2 classes"):
         check_classes(np.array(["a", "a"]), tmp_path / "log.csv")
 
 
@@ -298,7 +298,7 @@ def test_gaps_in_t_ms_split_recordings_and_are_counted(tmp_path):
 
 def test_t_ms_going_back_inside_a_recording_is_refused_with_its_row(tmp_path):
     text = "ax,label,recording,t_ms\n1,a,r1,0\n2,a,r1,20\n3,a,r2,0\n4,a,r2,20\n5,a,r2,10\n"
-    with pytest.raises(DataError) as e:
+    with pytest.raises(UserError) as e:
         read_sensor_log(write(tmp_path, text))
     assert str(e.value).endswith(
         "row 6, column 't_ms': sensor log: t_ms goes back from 20 to 10 inside one recording"
@@ -307,7 +307,7 @@ def test_t_ms_going_back_inside_a_recording_is_refused_with_its_row(tmp_path):
 
 @pytest.mark.parametrize("channels, message", [([], "no channel columns"), (["ax", "ax"], "'ax'")])
 def test_channels_must_be_named_once(tmp_path, channels, message):
-    with pytest.raises(DataError, match=message):
+    with pytest.raises(UserError, match=message):
         read_sensor_log(write(tmp_path, "ax,ay,label\n1,2,a\n"), channels=channels)
 
 
@@ -337,5 +337,5 @@ def test_blocks_read_as_the_csv_module_reads_cell_by_cell(tmp_path, monkeypatch)
     bad[2] = "1.5e"
     lines[2900] = ",".join(bad)
     path = write(tmp_path, "\n".join(lines) + "\n", "bad.csv")
-    with pytest.raises(DataError, match=r"bad.csv, row 2901, column 'ay': .* found '1.5e'"):
+    with pytest.raises(UserError, match=r"bad.csv, row 2901, column 'ay': .* found '1.5e'"):
         read_sensor_log(path)
