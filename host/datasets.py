@@ -16,7 +16,7 @@ import numpy as np
 
 from microprop import shared_folder
 
-from .errors import DataError
+from .errors import UserError
 from .sensorlog import SensorLog, read_sensor_log, read_sensor_table, to_counts
 
 DATASETS_ENV = "MICROPROP_DATASETS"
@@ -42,19 +42,22 @@ def find_datasets(folder=None):
 
 
 def dataset_file(name, folder=None):
-    """Path of the shared dataset `name` (a key of FILES), or a DataError saying where it was
+    """Path of the shared dataset `name` (a key of FILES), or a UserError saying where it was
     looked for and how to give the folder."""
     root, source = find_datasets(folder)
+    hint = "the folder holding %s (the shared datasets)" % " and ".join(FILES.values())
     if root is None:
-        raise DataError(
-            "datasets: no folder for %r: give --datasets DIR or set %s to the folder holding "
-            "%s (the shared datasets)" % (name, DATASETS_ENV, " and ".join(FILES.values()))
+        raise UserError(
+            "datasets: %r needs the shared datasets: give --datasets DIR or set %s"
+            % (name, DATASETS_ENV),
+            hint=hint,
         )
     path = root / FILES[name]
     if not path.is_file():
-        raise DataError(
-            "datasets: no %s in %s (from %s): give --datasets DIR or set %s to the folder "
-            "holding it" % (FILES[name], root, source, DATASETS_ENV)
+        raise UserError(
+            "datasets: no %s in %s (from %s): give --datasets DIR or set %s"
+            % (FILES[name], root, source, DATASETS_ENV),
+            hint=hint,
         )
     return path
 
@@ -63,7 +66,7 @@ def load(name, folder=None):
     """The shared dataset `name` ('shoulder' or 'basic_motions') -> SensorLog, from the folder
     find_datasets(folder) gives."""
     if name not in FILES:
-        raise DataError(
+        raise UserError(
             "datasets: unknown dataset %r, expected one of %s" % (name, ", ".join(FILES))
         )
     return (load_shoulder if name == "shoulder" else load_basic_motions)(folder)
