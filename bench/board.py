@@ -472,17 +472,25 @@ def measure_heap(board):
 
     full = trials([(learn, 0) for learn in LEARN])
     r = {"app_held": {}, "app_heap": {}, "app_heap_free": {}, "app_heap_lowest": {}}
-    scan = []
+    r["app_fails"] = {}  # learn -> why the app did not start in the whole heap
     for learn in LEARN:
-        ok, left, _, a0, rest = full[learn, 0]
+        ok, _, _, a0, rest = full[learn, 0]
+        r["heap_base"] = a0
         if not ok:
-            raise BenchError("the app (learn %s) fails in the whole heap: %s" % (learn, rest))
+            r["app_fails"][learn] = " ".join(rest)
+            status("the app (learn %s) fails in the whole heap: %s" % (learn, " ".join(rest)))
+            for key in ("app_held", "app_heap", "app_heap_free", "app_heap_lowest"):
+                r[key][learn] = None
+    runs = [learn for learn in LEARN if learn not in r["app_fails"]]
+    scan = []
+    for learn in runs:
+        ok, left, _, a0, rest = full[learn, 0]
         r["app_held"][learn] = int(rest[0])
         r["heap_base"] = a0
         scan += [(learn, h) for h in range(left - HEAP_SCAN, int(rest[0]) - 1, -HEAP_SCAN)]
     scanned = trials(scan)
     lo, hi, best = {}, {}, {}
-    for learn in LEARN:
+    for learn in runs:
         top = full[learn, 0][1]
         hi[learn], best[learn] = top, full[learn, 0][1:3]
         lo[learn] = r["app_held"][learn] - 1  # it cannot run with less free than it holds
@@ -499,7 +507,7 @@ def measure_heap(board):
     while True:
         points = [
             (learn, (lo[learn] + hi[learn]) // 2)
-            for learn in LEARN
+            for learn in runs
             if hi[learn] - lo[learn] > HEAP_STEP
         ]
         if not points:
@@ -510,7 +518,7 @@ def measure_heap(board):
                 best[learn] = (left, blocked)
             else:
                 lo[learn] = h
-    for learn in LEARN:
+    for learn in runs:
         left, blocked = best[learn]
         r["app_heap_free"][learn] = left
         r["app_heap"][learn] = FIRMWARE_HEAP - blocked
@@ -614,16 +622,20 @@ def print_cpu(r):
             rows.append(row)
     print("\ntraining step, batch 1 (x predict of the same kernel where measured)")
     print(table(["model", "kernel"] + ["mode " + m for m in LEARN_MODES], rows, text_cols=2))
-    rows = [
-        [
-            learn,
-            r["app_held"][learn],
-            r["app_heap_free"][learn],
-            "%d (%.1f KiB)" % (r["app_heap"][learn], r["app_heap"][learn] / 1024),
-            r["app_heap_lowest"][learn],
-        ]
-        for learn in LEARN
-    ]
+    rows = []
+    for learn in LEARN:
+        if r["app_heap"][learn] is None:
+            rows.append([learn, "-", "-", "fails in the whole heap", "-"])
+            continue
+        rows.append(
+            [
+                learn,
+                r["app_held"][learn],
+                r["app_heap_free"][learn],
+                "%d (%.1f KiB)" % (r["app_heap"][learn], r["app_heap"][learn] / 1024),
+                r["app_heap_lowest"][learn],
+            ]
+        )
     print(
         "\napp heap per learning mode, bytes (in use before the app: %d, the interpreter and "
         "the measuring script)" % r["heap_base"]
@@ -656,7 +668,7 @@ def print_summary(results):
         for mode in LEARN_MODES:
             add("train %s %s viper" % (name, mode), ("train_insn", mode, name, "viper"))
     for learn in LEARN:
-        add("app min heap, learn %s" % learn, ("app_heap", learn), str)
+        add("app min heap, learn %s" % learn, ("app_heap", learn), str)  # -: fails in all
     print("\nsummary: instructions (k = 1000) and bytes")
     print(table(["figure"] + names, rows))
 
