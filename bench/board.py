@@ -47,6 +47,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from microprop.host.errors import UserError
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -341,7 +343,7 @@ def deploy(port, model, data, build_dir):
     args = parser.parse_args(argv + ["--build-dir", str(build_dir)])
     try:
         text = quiet_text(dep.run, args)
-    except dep.DeployError as e:
+    except UserError as e:
         raise BenchError(str(e)) from None
     return [ln for ln in text.splitlines() if ln.startswith(("--- board", "deployed:"))]
 
@@ -369,14 +371,14 @@ class Board:
 
     def run(self, scripts, what):
         """Run the scripts, each after a soft reset, in one mpremote call; -> R lines, split."""
-        from microprop.firmware_tools.mpremote_run import BoardError, mpremote
+        from microprop.firmware_tools.mpremote_run import mpremote
 
         args = []
         for s in scripts:
             args += ["soft-reset", "+", "run", s, "+"]
         try:
             out = mpremote(self.port, args[:-1], what, _CALL_TIMEOUT)
-        except BoardError as e:
+        except UserError as e:
             raise BenchError("%s: %s" % (what, e)) from None
         rows = [ln.split()[1:] for ln in out.splitlines() if ln.startswith("R ")]
         if not rows:
@@ -527,7 +529,7 @@ def measure_heap(board):
 
 
 def measure_cpu(name, files, quick, folder):
-    from microprop.firmware_tools.emulated import CPUS, EmulatedBoard, EmulatedBoardError
+    from microprop.firmware_tools.emulated import CPUS, EmulatedBoard
 
     cpu = CPUS[name]
     model, data, flash = files
@@ -545,7 +547,7 @@ def measure_cpu(name, files, quick, folder):
             r.update(measure_speed(board, cpu, quick))
             status("%s: bisecting the app's heap per learning mode" % name)
             r.update(measure_heap(board))
-    except EmulatedBoardError as e:
+    except UserError as e:
         raise BenchError(str(e)) from None
     r["seconds"] = round(time.monotonic() - t0, 1)
     status("%s: done in %.0f s" % (name, r["seconds"]))

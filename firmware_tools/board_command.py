@@ -15,12 +15,13 @@ import signal
 import sys
 import threading
 
+from microprop.host.errors import UserError
+
 from . import running_boards
 from .emulated import CPUS, FIRMWARE_ENV, EmulatedBoard
 from .virtualboard import (
     DEFAULT_FLASH,
     VirtualBoard,
-    VirtualBoardError,
     format_size,
     parse_flash_size,
     parse_heap,
@@ -149,7 +150,7 @@ def run(args):
             except KeyboardInterrupt:
                 pass
             if board.error:
-                raise VirtualBoardError(board.error)
+                raise UserError(board.error)
     finally:
         if entry:
             running_boards.unregister(entry)
@@ -167,7 +168,7 @@ def main(argv=None):
         return run(args)
     except KeyboardInterrupt:
         return 130
-    except (VirtualBoardError, ValueError, OSError) as e:
+    except (UserError, ValueError, OSError) as e:
         print("microprop: %s" % " ".join(str(e).split()), file=sys.stderr)
         return 1
 

@@ -12,12 +12,9 @@ import sys
 import time
 
 from microprop import __version__
+from microprop.host.errors import UserError
 
 _EPILOG = {}
-
-
-class CommandError(Exception):
-    """A refused command: the message is shown as `microprop: message`."""
 
 
 def _csv_list(text, convert=str, what="list"):
@@ -111,7 +108,6 @@ def _data_args(args):
 def _csv_options(args):
     """The data options -> keyword arguments of host.sensorlog.read_sensor_log; a UserError
     for a bad --channels, --full-scale or --ignore-labels."""
-    from microprop.host.errors import UserError
     from microprop.host.sensorlog import parse_full_scale
 
     channels = args.channels
@@ -308,7 +304,7 @@ def _model_dataset(args, meta):
     subjects = getattr(args, "subjects", None)
     if args.data is None:
         if not data.get("source"):
-            raise CommandError(
+            raise UserError(
                 "%s does not say which data it was trained on (no float model beside it); "
                 "give --data" % args.model
             )
@@ -325,7 +321,7 @@ def _model_dataset(args, meta):
         args.seed = 0
     window = meta["features"]["window"]
     if args.window is not None and args.window != window:
-        raise CommandError(
+        raise UserError(
             "--window %d: the model's features are of windows of %d samples; leave --window "
             "out" % (args.window, window)
         )
@@ -482,7 +478,6 @@ def _export_rehearsal(args, meta, ds, qm, model_path):
     import os
 
     from microprop.host import rehearsal
-    from microprop.host.errors import UserError
 
     path = rehearsal.path_for(model_path)
     if args.rehearse == 0:
@@ -593,7 +588,7 @@ def do_board(args):
 
     code = board_command.run(args)
     if code:
-        raise CommandError("virtual board stopped with status %d" % code)
+        raise UserError("virtual board stopped with status %d" % code)
 
 
 _EPILOG["board"] = """example:
@@ -677,7 +672,7 @@ def do_adapt(args):
     ds, subjects = _model_dataset(args, meta)
     test = args.test_subjects or subjects or meta.get("data", {}).get("test_subjects")
     if not test:
-        raise CommandError("no test subjects: give --test-subjects (the model has none)")
+        raise UserError("no test subjects: give --test-subjects (the model has none)")
     train = sorted(set(ds.subjects.tolist()) - set(map(str, test)), key=adapt.natural_key)
 
     def progress(text):
@@ -910,7 +905,7 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("microprop: interrupted", file=sys.stderr)
         return 130
-    except (CommandError, ValueError, OSError, RuntimeError) as e:
+    except (UserError, ValueError, OSError, RuntimeError) as e:
         if args.traceback:
             raise
         print("microprop: %s" % _one_line(e), file=sys.stderr)

@@ -46,15 +46,12 @@ from microprop.firmware_tools.protocol import (
     command,
     parse_line,
 )
+from microprop.host.errors import UserError
 
 CHUNK_SECONDS = 3.0  # of each activity in turn, in the replayed log
 SKIP_SECONDS = 10.0  # into each held-out recording
 DEFAULT_SECONDS = 10.0
 TRAIN_LABELS = 5  # `label` lines sent to the board's trainer
-
-
-class DemoError(RuntimeError):
-    """The demo found a difference or could not run; one line."""
 
 
 def status(text):
@@ -110,7 +107,7 @@ def replay_log(log, subjects, classes, rate_hz):
             if len(idx) >= skip + n:
                 parts.append(idx[skip : skip + n])
     if not parts:
-        raise DemoError("demo: no held-out recording long enough to replay")
+        raise UserError("demo: no held-out recording long enough to replay")
     idx = np.concatenate(parts)
     return SensorLog(
         channels=list(log.channels),
@@ -284,7 +281,7 @@ def train_on_board(port, label, timeout=5.0):
         saved, text = ask(Info, "saved", CMD_SAVE)
         done.append((CMD_SAVE, text))
     if not isinstance(saved, Info):
-        raise DemoError("demo: on-device training: %s answered %r" % (CMD_SAVE, text))
+        raise UserError("demo: on-device training: %s answered %r" % (CMD_SAVE, text))
     deploy.soft_reset(port)
     with _session(port, timeout) as ask:
         after, _ = ask(Info, "state", CMD_INFO)
@@ -294,7 +291,7 @@ def train_on_board(port, label, timeout=5.0):
     )
     steps_kept = _info_field(after, "steps") == _info_field(saved, "steps")
     if not steps_kept or _info_field(after, "checkpoint") in (None, "none"):
-        raise DemoError(
+        raise UserError(
             "demo: on-device training did not survive the reset: saved %r, after %r"
             % (text, after.text if isinstance(after, Info) else after)
         )
@@ -343,7 +340,7 @@ def _current_label(pred_log, replay, qmodel):
 
 
 def run(seed=0, out=None, seconds=DEFAULT_SECONDS, fast=False, heap="256k", progress=None):
-    """The whole demo; returns 0, or raises DemoError (one line) on a difference."""
+    """The whole demo; returns 0, or raises UserError (one line) on a difference."""
     from microprop.firmware_tools.virtualboard import VirtualBoard
     from microprop.host.sensorlog import write_sensor_log
 
@@ -419,9 +416,9 @@ def run(seed=0, out=None, seconds=DEFAULT_SECONDS, fast=False, heap="256k", prog
         for sent, answer in trained:
             print("  %-16s -> %s" % (sent, answer))
     if not result["seen"]:
-        raise DemoError("demo: no prediction arrived from the board in %g s" % seconds)
+        raise UserError("demo: no prediction arrived from the board in %g s" % seconds)
     if result["equal"] != result["seen"]:
-        raise DemoError(
+        raise UserError(
             "demo: a board prediction differs from the host's: " + result["first_difference"]
         )
     print("demo done in %.0f s; files in %s" % (time.monotonic() - t0, folder))

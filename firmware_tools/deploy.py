@@ -62,6 +62,7 @@ from microprop.firmware_tools.mpremote_run import (
     soft_reset,  # noqa: F401 (deploy.soft_reset: the demo resets the board after a deploy)
 )
 from microprop.firmware_tools.serialport import add_port_argument
+from microprop.host.errors import UserError
 
 DEVICE_DIR = Path(__file__).resolve().parent.parent / "device"
 LIB_DIR = "/lib/device"
@@ -85,10 +86,6 @@ _FLAGS = {  # board.json key -> the flag that sets it
 _TIMEOUT = 30.0  # seconds for one mpremote call; for a copy, without progress
 _SECONDS_PER_BYTE = 1 / 1000  # copies without a pty (Windows): a slow UART bridge, 1 kB/s
 _BLOCK = 4096  # flash block size assumed per file when checking free space
-
-
-class DeployError(RuntimeError):
-    """A refused or failed deploy: the message is one line, with a hint where one helps."""
 
 
 # -- what goes on the board -----------------------------------------------------------------
@@ -157,10 +154,10 @@ def module_form(native, board, cross_sub):
 def board_config(args, desc=None):
     """The /board.json dict from the flags (keys read by the board app) and the model's sensor
     description `desc` (the MPU6050's channels and full scales), each value checked by the
-    board's own rules (device/config.py); DeployError naming the flag of a bad one."""
+    board's own rules (device/config.py); UserError naming the flag of a bad one."""
     sensor = args.sensor or "replay"
     if sensor in ("adc", "esp32_adc") and not args.pins:
-        raise DeployError("deploy: --sensor %s needs --pins, e.g. --pins 26,27" % sensor)
+        raise UserError("deploy: --sensor %s needs --pins, e.g. --pins 26,27" % sensor)
     cfg = {"model": MODEL_TARGET, "sensor": sensor, "rehearsal": REHEARSAL_TARGET}
     if sensor == "replay":
         cfg["file"] = DATA_TARGET
@@ -188,7 +185,7 @@ def board_config(args, desc=None):
         if expected:
             if isinstance(value, list):
                 value = ",".join(str(v) for v in value)
-            raise DeployError(
+            raise UserError(
                 "deploy: %s %s: expected %s (board.json %s)"
                 % (_FLAGS.get(key, key), value, expected, key)
             )
@@ -197,13 +194,13 @@ def board_config(args, desc=None):
 
 def _mpu6050_as_the_model(cfg, desc):
     """Set the MPU6050's channels and full scales to the model's (the board refuses a sensor
-    that differs from its model); DeployError where the chip cannot give what the model reads
+    that differs from its model); UserError where the chip cannot give what the model reads
     or a flag asks for another full scale."""
     from microprop.device import sensor_mpu6050 as mpu
 
     names = list(desc["channels"])
     if not names or any(c not in mpu.CHANNELS for c in names):
-        raise DeployError(
+        raise UserError(
             "deploy: --sensor mpu6050 gives channels %s; the model reads %s"
             % (",".join(mpu.CHANNELS), ",".join(names))
         )
@@ -218,13 +215,13 @@ def _mpu6050_as_the_model(cfg, desc):
         mine = [k for k, c in enumerate(names) if c[0] == kind]
         bad = [names[k] + " in " + units[k] for k in mine if units[k] and units[k] != unit]
         if bad:
-            raise DeployError(
+            raise UserError(
                 "deploy: --sensor mpu6050 reads %s in %s; the model reads %s"
                 % (kind + "x..", unit, ", ".join(bad))
             )
         found = sorted({scales[k] for k in mine if scales[k]})
         if len(found) > 1:
-            raise DeployError(
+            raise UserError(
                 "deploy: the model's %s channels have full scales %s; the MPU6050 has one"
                 % (unit, ", ".join("%g" % v for v in found))
             )
@@ -233,12 +230,12 @@ def _mpu6050_as_the_model(cfg, desc):
         fs = int(found[0]) if float(found[0]).is_integer() else found[0]
         allowed = mpu.ACCEL_FS_G if kind == "a" else mpu.GYRO_FS_DPS
         if fs not in allowed:
-            raise DeployError(
+            raise UserError(
                 "deploy: the model was trained at %g %s full scale; the MPU6050 has %s"
                 % (fs, unit, ", ".join(str(v) for v in allowed))
             )
         if key in cfg and cfg[key] != fs:
-            raise DeployError(
+            raise UserError(
                 "deploy: %s %s: the model was trained at %g %s full scale; leave %s out to "
                 "use it" % (flag, cfg[key], fs, unit, flag)
             )
@@ -296,7 +293,7 @@ def build(args, board, build_dir, data=None):
 def _existing(path, flag):
     p = Path(path)
     if not p.is_file():
-        raise DeployError("deploy: %s %s: no such file" % (flag, path))
+        raise UserError("deploy: %s %s: no such file" % (flag, path))
     return p
 
 
@@ -307,7 +304,7 @@ def _checked_model(path):
     try:
         modelfile.decode(p.read_bytes())
     except ValueError as e:
-        raise DeployError(
+        raise UserError(
             "deploy: %s is not a model file microprop export wrote: %s" % (path, e)
         ) from None
     return p
@@ -315,7 +312,7 @@ def _checked_model(path):
 
 def checked_inputs(args, build_dir):
     """The flags and files checked before the board is touched: (the model's sensor
-    description or None, the (file, note) to copy as /data.csv or None); DeployError (one
+    description or None, the (file, note) to copy as /data.csv or None); UserError (one
     line) for the first bad one."""
     desc = model_sensor(args)
     cfg = board_config(args, desc)
@@ -323,12 +320,12 @@ def checked_inputs(args, build_dir):
         _checked_rehearsal(args.model)
         want = desc["rate_mhz"]
         if args.rate is not None and want and int(args.rate * 1000 + 0.5) != want:
-            raise DeployError(
+            raise UserError(
                 "deploy: --rate %s: the model was trained at %s Hz; leave --rate out to use its "
                 "rate" % (cfg["rate_hz"], board_rules.hz(want))
             )
     if cfg["sensor"] == "replay" and not args.data:
-        raise DeployError(
+        raise UserError(
             "deploy: the replay sensor needs --data FILE.csv, the sensor log the board replays "
             "(or --sensor for a hardware sensor)"
         )
@@ -337,7 +334,7 @@ def checked_inputs(args, build_dir):
 
 
 def _checked_data(path, desc, build_dir):
-    """--data as the board's replay sensor reads it: (file to copy, note); DeployError why not.
+    """--data as the board's replay sensor reads it: (file to copy, note); UserError why not.
 
     The host's reader (host/sensorlog.py) reads it against the model's sensor description
     `desc` (None without --model): the model's channels, integer counts or physical values
@@ -357,11 +354,11 @@ def _checked_data(path, desc, build_dir):
         log = sensorlog.log_from_table(table, physical)
     except UserError as e:
         if e.column in (channels or ()) and "unknown channel" in str(e):
-            raise DeployError(
+            raise UserError(
                 "deploy: --data %s has no column %r; the model reads %s"
                 % (path, e.column, ", ".join(channels))
             ) from None
-        raise DeployError("deploy: --data %s%s" % (e, _physical_hint(e, desc))) from None
+        raise UserError("deploy: --data %s%s" % (e, _physical_hint(e, desc))) from None
     _check_against_model(path, log, physical, desc)
     if not physical and _board_reads(p, log, desc):
         return p, "replay data"
@@ -379,7 +376,7 @@ def _checked_data(path, desc, build_dir):
     digest = hashlib.sha256(out.read_bytes()).hexdigest()[:16]
     out = out.replace(folder / ("data-%s.csv" % digest))
     if not _board_reads(out, log, desc):
-        raise DeployError(
+        raise UserError(
             "deploy: --data %s: the board's replay reader cannot read it even converted to "
             "counts (rows longer than it reads?)" % path
         )
@@ -441,18 +438,18 @@ def _check_against_model(path, log, physical, desc):
         if physical:
             have_fs, have_unit = 0, physical[ch][1]
         if have_unit and unit and have_unit != unit:
-            raise DeployError(
+            raise UserError(
                 "deploy: --data %s: channel %s in %s, the model reads %s"
                 % (path, ch, have_unit, unit)
             )
         if have_fs and fs and abs(have_fs - fs) > 1e-4 * fs:
-            raise DeployError(
+            raise UserError(
                 "deploy: --data %s: channel %s recorded at full scale %g%s, the model reads %g%s"
                 % (path, ch, have_fs, have_unit, fs, unit)
             )
     want = desc["rate_mhz"]
     if log.rate_hz and want and abs(log.rate_hz * 1000 - want) > 0.5:
-        raise DeployError(
+        raise UserError(
             "deploy: --data %s: recorded at %s Hz, the model at %s Hz"
             % (path, "%g" % log.rate_hz, board_rules.hz(want))
         )
@@ -501,7 +498,7 @@ def _checked_rehearsal(model_path):
     try:
         rehearsal.from_bytes(p.read_bytes(), model_crc_of(str(model_path)))
     except ValueError as e:
-        raise DeployError(
+        raise UserError(
             "deploy: %s beside the model is not its rehearsal file (%s); export the model "
             "again or remove it" % (p, e)
         ) from None
@@ -564,7 +561,7 @@ def parse_probe(text):
             dirs.append(parts[1])
     if info is None:
         text = " ".join(text.split())[-200:]
-        raise DeployError("deploy: the board did not answer the probe: %r (%s)" % (text, HINT))
+        raise UserError("deploy: the board did not answer the probe: %r (%s)" % (text, HINT))
     return BoardState(*info, files=files, dirs=dirs)
 
 
@@ -577,18 +574,18 @@ def probe(port, root_files, timeout):
 
 
 def board_format(state):
-    """The board's mpy.MpyFormat from the probe; DeployError where .mpy files will not load."""
+    """The board's mpy.MpyFormat from the probe; UserError where .mpy files will not load."""
     if state.mpy_value < 0:
-        raise DeployError(
+        raise UserError(
             "deploy: the board cannot load .mpy files (no sys.implementation._mpy); "
             "deploy with --source"
         )
     try:
         fmt = mpy.decode_mpy(state.mpy_value)
-    except mpy.MpyError as e:
-        raise DeployError("deploy: %s; deploy with --source" % e) from None
+    except UserError as e:
+        raise UserError("deploy: %s; deploy with --source" % e) from None
     if fmt.version != mpy.MPY_VERSION:
-        raise DeployError(
+        raise UserError(
             "deploy: the board reads .mpy version %d, expected %d (MicroPython 1.19 or later); "
             "update its firmware or deploy with --source" % (fmt.version, mpy.MPY_VERSION)
         )
@@ -600,12 +597,12 @@ def _fake_format(args):
     if args.mpy_version:
         m = re.fullmatch(r"(\d+)\.(\d)", args.mpy_version)
         if not m:
-            raise DeployError(
+            raise UserError(
                 "deploy: bad --mpy-version %r, expected like 6.2 or 6.3" % args.mpy_version
             )
         version, sub = int(m.group(1)), int(m.group(2))
     if version != mpy.MPY_VERSION:
-        raise DeployError("deploy: --mpy-version %s, expected 6.x" % args.mpy_version)
+        raise UserError("deploy: --mpy-version %s, expected 6.x" % args.mpy_version)
     return mpy.MpyFormat(version, sub, args.arch)
 
 
@@ -638,7 +635,7 @@ def _check_space(copy, stale, state):
     freed = sum(blocks(state.files[i.target][0]) for i in copy if i.target in state.files)
     freed += sum(blocks(state.files[p][0]) for p in stale)
     if need - freed > state.free:
-        raise DeployError(
+        raise UserError(
             "deploy: not enough flash: %d bytes to write, %d free (%d freed by replaced files)"
             % (need, state.free, freed)
         )
@@ -664,7 +661,7 @@ def _verify(port, items, timeout):
         have = state.files.get(item.target)
         want = (item.size, item.digest(state.algo) if state.algo != "none" else None)
         if have is None or (want[1] is not None and have != want) or have[0] != item.size:
-            raise DeployError(
+            raise UserError(
                 "deploy: verify failed for %s: expected %d bytes %s, found %s; deploy again"
                 % (item.target, item.size, want[1] or "", "%d bytes %s" % have if have else "none")
             )
@@ -695,8 +692,8 @@ def _print_items(copy, same, stale, dry_run):
 
 
 def run(args):
-    """`microprop deploy`: returns 0, or raises DeployError (one line)."""
-    with board_errors(DeployError, "deploy"):
+    """`microprop deploy`: returns 0, or raises UserError (one line)."""
+    with board_errors("deploy"):
         return _deploy(args)
 
 
@@ -705,7 +702,7 @@ def _deploy(args):
     timeout = args.timeout
     port = args.port
     if args.arch and not args.dry_run:
-        raise DeployError(
+        raise UserError(
             "deploy: --arch is for --dry-run only (a deploy reads the arch from the board)"
         )
     _, data = checked_inputs(args, build_dir)  # before the board is touched
@@ -731,8 +728,8 @@ def _deploy(args):
         )
     try:
         items = build(args, fmt, build_dir, data)
-    except mpy.MpyError as e:
-        raise DeployError("deploy: %s" % e) from None
+    except UserError as e:
+        raise UserError("deploy: %s" % e) from None
     copy, same, stale = plan(items, state)
     _print_items(copy, same, stale, args.dry_run)
     n_bytes = sum(i.size for i in copy)

@@ -49,7 +49,7 @@ from microprop import shared_folder
 
 from .virtualboard import (
     PtyBoard,
-    VirtualBoardError,
+    UserError,
     _size_bytes,
     open_raw_pty,
     read_available,
@@ -131,6 +131,7 @@ _BLOCKER_LINE = re.compile(r"^import sys; sys\.modules\['_microprop_heap'\].*\n"
 # Started by qemu's launcher on Linux: die with the parent, then become qemu.
 _LAUNCHER = """\
 import ctypes, os, signal, sys
+from microprop.host.errors import UserError
 try:
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 except (OSError, AttributeError):
@@ -140,32 +141,28 @@ if os.getppid() == int(sys.argv[1]):
 """
 
 
-class EmulatedBoardError(VirtualBoardError):
-    """qemu or the firmware is missing, or the emulated board could not start or serve."""
-
-
 def cpu_spec(name):
-    """'cortex-m0' -> its Cpu; EmulatedBoardError naming the choices otherwise."""
+    """'cortex-m0' -> its Cpu; UserError naming the choices otherwise."""
     if name not in CPUS:
-        raise EmulatedBoardError(
+        raise UserError(
             "emulated board: unknown cpu %r, expected one of %s" % (name, ", ".join(CPUS))
         )
     return CPUS[name]
 
 
 def parse_heap(text):
-    """'96k' -> 98304: a heap the firmware's 140 kB can emulate; EmulatedBoardError otherwise."""
+    """'96k' -> 98304: a heap the firmware's 140 kB can emulate; UserError otherwise."""
     try:
         size, _ = _size_bytes(text, "heap size", "96k or 143360")
     except ValueError as e:
-        raise EmulatedBoardError(str(e).replace("virtual board", "emulated board")) from None
+        raise UserError(str(e).replace("virtual board", "emulated board")) from None
     if size > FIRMWARE_HEAP:
-        raise EmulatedBoardError(
+        raise UserError(
             "emulated board: heap %s is larger than the firmware's 140k (%d bytes); a smaller "
             "heap is emulated, a larger one is not" % (text, FIRMWARE_HEAP)
         )
     if size < 16 * 1024:
-        raise EmulatedBoardError(
+        raise UserError(
             "emulated board: heap %s is too small to boot, expected 16k to 140k" % text
         )
     return size
@@ -179,7 +176,7 @@ def find_firmware(cpu, firmware=None):
     names = ", ".join(c.firmware for c in CPUS.values())
     where = firmware or os.environ.get(FIRMWARE_ENV)
     if not where and DEFAULT_FIRMWARE is None:
-        raise EmulatedBoardError(
+        raise UserError(
             "emulated board: no %s firmware: give --firmware FILE_OR_FOLDER or set %s to the "
             "folder holding %s" % (cpu, FIRMWARE_ENV, names)
         )
@@ -192,7 +189,7 @@ def find_firmware(cpu, firmware=None):
     if path.is_dir():
         path = path / spec.firmware
     if not path.is_file():
-        raise EmulatedBoardError(
+        raise UserError(
             "emulated board: no %s firmware %s (from %s): give --firmware FILE_OR_FOLDER or set "
             "%s to the folder holding %s" % (cpu, path, source, FIRMWARE_ENV, names)
         )
@@ -205,7 +202,7 @@ def find_firmware(cpu, firmware=None):
             if head[:4] != b"\x7fELF"
             else "an ELF file for %s" % (_ELF_MACHINES.get(machine, "machine %s" % machine))
         )
-        raise EmulatedBoardError(
+        raise UserError(
             "emulated board: firmware %s is %s, expected the %s ELF file for --cpu %s (%s)"
             % (path, found, _ELF_MACHINES[spec.elf_machine], cpu, spec.firmware)
         )
@@ -213,11 +210,11 @@ def find_firmware(cpu, firmware=None):
 
 
 def find_qemu(cpu):
-    """The qemu binary for `cpu`; EmulatedBoardError saying how to install it otherwise."""
+    """The qemu binary for `cpu`; UserError saying how to install it otherwise."""
     spec = cpu_spec(cpu)
     path = shutil.which(spec.qemu)
     if not path:
-        raise EmulatedBoardError(
+        raise UserError(
             "emulated board: %s is missing (needed for --cpu %s): %s"
             % (spec.qemu, cpu, INSTALL_QEMU)
         )
@@ -291,7 +288,7 @@ class EmulatedBoard(PtyBoard):
         if self._thread:
             return self
         if self.flash_dir and not self.flash_dir.is_dir():
-            raise EmulatedBoardError("emulated board: --flash %s is not a folder" % self.flash_dir)
+            raise UserError("emulated board: --flash %s is not a folder" % self.flash_dir)
         self._stop.clear()
         self._error = None
         self._client, slave, self.port = open_raw_pty()
@@ -386,13 +383,13 @@ class EmulatedBoard(PtyBoard):
         self._exec("f.close()")
 
     def _exec(self, code):
-        """Run `code` in the raw REPL; EmulatedBoardError with the board's error if it fails."""
+        """Run `code` in the raw REPL; UserError with the board's error if it fails."""
         self._send(code.encode() + b"\x04")
         reply = self._read_until(b"\x04>", _REPL_TIMEOUT, "run %r" % code[:40])
         ok, _, rest = reply.partition(b"OK")
         out, _, err = rest.rpartition(b"\x04>")[0].partition(b"\x04")
         if not ok.strip(b"\r\n>") == b"" or err.strip():
-            raise EmulatedBoardError(
+            raise UserError(
                 "emulated board: making the flash failed: %s"
                 % " ".join((err or reply).decode("utf-8", "replace").split())[-300:]
             )
@@ -428,7 +425,7 @@ class EmulatedBoard(PtyBoard):
         if self._proc and self._proc.stderr:
             err = read_available(self._proc.stderr.fileno())
         detail = " ".join(err.decode("utf-8", "replace").split())
-        raise EmulatedBoardError(
+        raise UserError(
             "emulated board: %s%s" % (why, ": qemu says %s" % detail[-300:] if detail else "")
         )
 
@@ -450,7 +447,7 @@ class EmulatedBoard(PtyBoard):
             while not self._stop.is_set():
                 self._step()
         except Exception as e:  # report, do not die silently in the thread
-            self._error = str(e) if isinstance(e, EmulatedBoardError) else repr(e)
+            self._error = str(e) if isinstance(e, UserError) else repr(e)
             self._log(self._error)
 
     def _step(self):

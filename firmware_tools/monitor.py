@@ -27,11 +27,12 @@ import threading
 import time
 from collections import deque
 
+from microprop.host.errors import UserError
+
 from . import protocol
 from .serialport import (
     BAUDRATE,
     LineReader,
-    ToolError,
     add_port_argument,
     open_port,
     positive_seconds,
@@ -61,7 +62,7 @@ def add_arguments(parser):
 
 
 def run(args):
-    """Monitor until Ctrl-C or --seconds; 0 on a clean end, ToolError if the port won't open."""
+    """Monitor until Ctrl-C or --seconds; 0 on a clean end, UserError if the port won't open."""
     for line in args.send:
         protocol.command(line)  # refuse a bad --send before opening anything
     log = PredictionLog(args.log) if args.log else None
@@ -219,7 +220,7 @@ class PredictionLog:
             with open(path, newline="", encoding="utf-8") as f:
                 header = next(csv.reader(f), [])
             if header[: len(_LOG_COLUMNS)] != _LOG_COLUMNS:
-                raise ToolError(
+                raise UserError(
                     "log %s exists and is not a prediction log (its header is %s), "
                     "expected one starting %s: choose another --log"
                     % (path, ",".join(header[:6]), ",".join(_LOG_COLUMNS))

@@ -3,7 +3,7 @@
 Runs on: host.
 
 Each `mpremote connect PORT ...` call is a subprocess under a timeout; a failure is a one-line
-`BoardError` with a hint. The commands turn it into their own error with `board_errors`, e.g.
+`UserError` with a hint. The commands name themselves in it with `board_errors`, e.g.
 `deploy: copying on /dev/ttyACM0 failed: ... (is the board running MicroPython? ...)`.
 """
 
@@ -15,8 +15,9 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from microprop.firmware_tools.serialport import ToolError, open_port
+from microprop.firmware_tools.serialport import open_port
 from microprop.firmware_tools.serialport import resolve_port as resolve_name
+from microprop.host.errors import UserError
 
 HINT = "is the board running MicroPython? is another program holding the port?"
 PORT_HELP = "board port as mpremote names it: a path, auto, id:SERIAL, a0, u0, c0 (auto)"
@@ -24,17 +25,15 @@ _RESET_TIMEOUT = 5.0
 BOARD_SCRIPTS = Path(__file__).resolve().parent / "board_scripts"
 
 
-class BoardError(ToolError):
-    """A failed mpremote call or serial exchange: one line, without the command's name."""
-
-
 @contextmanager
-def board_errors(error, command):
-    """Turn a BoardError raised inside into `error("<command>: message")`."""
+def board_errors(command):
+    """Name the command in a UserError raised inside: `<command>: message`, once."""
     try:
         yield
-    except BoardError as e:
-        raise error("%s: %s" % (command, e)) from None
+    except UserError as e:
+        if e.message.startswith(command + ":"):
+            raise
+        raise UserError("%s: %s" % (command, e.message), hint=e.hint) from None
 
 
 def board_script(name, *args):
@@ -46,7 +45,7 @@ def board_script(name, *args):
 
 
 def mpremote(port, args, what, timeout, stall=False):
-    """Run `mpremote connect PORT args...`; stdout, or a one-line BoardError.
+    """Run `mpremote connect PORT args...`; stdout, or a one-line UserError.
 
     `timeout` bounds the whole call; with `stall`, it bounds the time without output instead
     (copies: mpremote draws a progress bar on a terminal, so it runs on a pty here).
@@ -61,14 +60,14 @@ def mpremote(port, args, what, timeout, stall=False):
             status, out, err = proc.returncode, proc.stdout, proc.stderr
     except subprocess.TimeoutExpired:
         how = "stalled for" if stall else "timed out after"
-        raise BoardError("%s on %s %s %.0f s (%s)" % (what, port, how, timeout, HINT)) from None
+        raise UserError("%s on %s %s %.0f s (%s)" % (what, port, how, timeout, HINT)) from None
     if status != 0:
         lines = [ln.strip() for ln in re.split(r"[\r\n]", err + out) if ln.strip()]
         detail = lines[-1] if lines else "exit status %d" % status
         detail = detail.removeprefix("mpremote: ").replace(
             " (it may be in use by another program)", ""
         )
-        raise BoardError("%s on %s failed: %s (%s)" % (what, port, detail, HINT))
+        raise UserError("%s on %s failed: %s (%s)" % (what, port, detail, HINT))
     return out
 
 
@@ -113,22 +112,22 @@ def resolve_port(port):
     """An mpremote port name (auto, a0, u0, c0, id:..., a path) -> the device path."""
     try:
         device = resolve_name(port)
-    except ToolError as e:
-        raise BoardError(str(e)) from None
+    except UserError as e:
+        raise UserError(str(e)) from None
     if os.name == "posix" and "://" not in device and not os.path.exists(device):
-        raise BoardError(
+        raise UserError(
             "no port %s: is the board plugged in? (`microprop ports` lists the ports)" % device
         )
     return device
 
 
 def open_serial(port, what=""):
-    """The board's serial port, for talking to the REPL or the app (0.1 s reads); BoardError
+    """The board's serial port, for talking to the REPL or the app (0.1 s reads); UserError
     `<what>: reason` when it will not open."""
     try:
         return open_port(port, timeout=0.1)
-    except ToolError as e:
-        raise BoardError("%s: %s" % (what, e) if what else str(e)) from None
+    except UserError as e:
+        raise UserError("%s: %s" % (what, e) if what else str(e)) from None
 
 
 def soft_reset(port, timeout=_RESET_TIMEOUT):

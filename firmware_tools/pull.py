@@ -22,7 +22,7 @@ Steps, each an `mpremote connect PORT ...` subprocess under a timeout (as deploy
    weights and biases differ from the board's model file.
 6. Soft reset, so the board runs its app again (`--no-reset` skips it).
 
-Errors are one line (`PullError`), with a hint: no checkpoint on the board says how to make
+Errors are one line (`UserError`), with a hint: no checkpoint on the board says how to make
 one, a checkpoint of an older format how to replace it.
 """
 
@@ -45,15 +45,12 @@ from microprop.firmware_tools.mpremote_run import (
     resolve_port,
 )
 from microprop.firmware_tools.serialport import add_port_argument
+from microprop.host.errors import UserError
 
 SAVE_HINT = "send `save` to the board first, e.g. microprop pull PORT --save"
 VERSION_HINT = "deploy this microprop to the board, then send `save` (microprop pull PORT --save)"
 _TIMEOUT = 30.0
 _SAVE_TIMEOUT = 10.0
-
-
-class PullError(RuntimeError):
-    """A refused or failed pull: the message is one line, with a hint where one helps."""
 
 
 def probe_script():
@@ -81,7 +78,7 @@ def parse_probe(text):
                 files[path] = int(size)
     if config is None:
         text = " ".join(text.split())[-200:]
-        raise PullError("pull: the board did not answer the probe: %r (%s)" % (text, HINT))
+        raise UserError("pull: the board did not answer the probe: %r (%s)" % (text, HINT))
     return config, files
 
 
@@ -99,10 +96,10 @@ def board_paths(config):
 
 
 def request_save(port, timeout=_SAVE_TIMEOUT):
-    """Send `save` to the running app; the `info saved=...` fields (or PullError)."""
+    """Send `save` to the running app; the `info saved=...` fields (or UserError)."""
     from microprop.firmware_tools.protocol import Err, Info, parse_line
 
-    with board_errors(PullError, "pull"), open_serial(port) as ser:
+    with board_errors("pull"), open_serial(port) as ser:
         ser.reset_input_buffer()
         ser.write(b"\nsave\n")
         buf = b""
@@ -115,8 +112,8 @@ def request_save(port, timeout=_SAVE_TIMEOUT):
                 if isinstance(rec, Info) and "saved" in rec.fields:
                     return rec.fields
                 if isinstance(rec, Err) and rec.code == "save":
-                    raise PullError("pull: the board refused `save`: %s" % rec.message)
-    raise PullError(
+                    raise UserError("pull: the board refused `save`: %s" % rec.message)
+    raise UserError(
         "pull: no `info saved=` from the board in %.0f s (is the app running? is learning "
         "on in board.json?)" % timeout
     )
@@ -199,8 +196,8 @@ def learned_qmodel(model_file, model):
 
 
 def run(args):
-    """`microprop pull`: returns 0, or raises PullError (one line)."""
-    with board_errors(PullError, "pull"):
+    """`microprop pull`: returns 0, or raises UserError (one line)."""
+    with board_errors("pull"):
         return _pull(args)
 
 
@@ -210,9 +207,9 @@ def _pull(args):
 
     out = Path(args.out)
     if out.suffix != ".mpm":
-        raise PullError("pull: --out %s, expected a file name ending in .mpm" % args.out)
+        raise UserError("pull: --out %s, expected a file name ending in .mpm" % args.out)
     if not out.parent.is_dir():
-        raise PullError("pull: --out %s: no such folder %s" % (args.out, out.parent))
+        raise UserError("pull: --out %s: no such folder %s" % (args.out, out.parent))
     port = resolve_port(args.port)
     if args.save:
         fields = request_save(port)
@@ -222,10 +219,10 @@ def _pull(args):
     )
     model_path, slots, clean = board_paths(config)
     if model_path not in files:
-        raise PullError("pull: no model file %s on the board (deploy one first)" % model_path)
+        raise UserError("pull: no model file %s on the board (deploy one first)" % model_path)
     present = [s for s in slots if s in files]
     if not present:
-        raise PullError(
+        raise UserError(
             "pull: no checkpoint on the board (%s missing): %s" % (" and ".join(slots), SAVE_HINT)
         )
     with tempfile.TemporaryDirectory(prefix="microprop-pull-") as tmp:
@@ -241,7 +238,7 @@ def _pull(args):
         if seq is None:
             reasons = "; ".join("%s: %s" % (slots[int(p[-1])], r) for p, r in ignored)
             old = any(r.startswith("version ") for _, r in ignored)
-            raise PullError(
+            raise UserError(
                 "pull: no valid checkpoint of %s on the board (%s): %s"
                 % (model_path, reasons or "none", VERSION_HINT if old else SAVE_HINT)
             )

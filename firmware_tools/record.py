@@ -37,6 +37,7 @@ import time
 
 import numpy as np
 
+from microprop.host.errors import UserError
 from microprop.host.sensorlog import (
     DEFAULT_SUBJECT,
     SensorLog,
@@ -49,7 +50,6 @@ from . import protocol
 from .serialport import (
     BAUDRATE,
     LineReader,
-    ToolError,
     add_port_argument,
     open_port,
     positive_seconds,
@@ -93,16 +93,16 @@ def _field(text):
 
 
 def run(args):
-    """Record, write the log, report; 0 on success, ToolError when there is nothing to keep."""
+    """Record, write the log, report; 0 on success, UserError when there is nothing to keep."""
     recording = args.recording or "%s-%s" % (args.label, time.strftime("%Y%m%d-%H%M%S"))
     existing = read_existing(args.out) if args.append and os.path.exists(args.out) else None
     if os.path.exists(args.out) and existing is None:
-        raise ToolError(
+        raise UserError(
             "%s exists: pass --append to add to it, or choose another --out" % args.out
         )
     folder = os.path.dirname(os.path.abspath(args.out))
     if not os.path.isdir(folder):
-        raise ToolError("no folder %s for --out %s" % (folder, args.out))
+        raise UserError("no folder %s for --out %s" % (folder, args.out))
 
     rec = Recorder(lambda: open_port(args.port, args.baud), args.seconds, args.wait)
     try:
@@ -223,7 +223,7 @@ class Recorder:
             if start is not None and now - start >= self.seconds:
                 break
             if start is None and now - last > self.wait:
-                raise ToolError(
+                raise UserError(
                     "no sample lines from the board in %g s: is the microprop app running "
                     "on it?%s"
                     % (self.wait, " (it said: err %s)" % self.last_err if self.last_err else "")
@@ -336,17 +336,17 @@ def read_existing(path):
         with _open_text(path, "r") as f:
             text = f.read()
     except (OSError, EOFError, UnicodeDecodeError) as e:
-        raise ToolError("cannot read %s to append to it: %s" % (path, e)) from None
+        raise UserError("cannot read %s to append to it: %s" % (path, e)) from None
     meta, body = {}, text
     if text.lstrip().startswith("#"):
         first, _, body = text.lstrip().partition("\n")
         try:
             meta = parse_meta_line(first.strip(), path)
         except ValueError as e:
-            raise ToolError(str(e)) from None
+            raise UserError(str(e)) from None
     header = next((row for row in csv.reader(io.StringIO(body)) if row), None)
     if not header or "label" not in [h.strip() for h in header]:
-        raise ToolError("%s is not a sensor log (no header with a label column)" % path)
+        raise UserError("%s is not a sensor log (no header with a label column)" % path)
     return text, meta, [h.strip() for h in header]
 
 
@@ -354,7 +354,7 @@ def append_rows(path, existing, rec, label, subject, recording, rate_hz):
     text, meta, header = existing
     missing = [ch for ch in rec.channels if ch not in header]
     if missing:
-        raise ToolError(
+        raise UserError(
             "%s has no column for channel %s (its columns: %s): record into another --out"
             % (path, ",".join(missing), ",".join(header))
         )

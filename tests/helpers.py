@@ -27,6 +27,7 @@ from microprop.firmware_tools.protocol import Err, Info, Pred, Train, parse_line
 from microprop.firmware_tools.virtualboard import VirtualBoard
 from microprop.host import features, modelfile, pipeline, quantize, reference, sensorlog, synth
 from microprop.host.boardeval import predict_stream
+from microprop.host.errors import UserError
 from microprop.host.inputstage import InputStage, fit_input_stage
 from microprop.host.mlp import MLP
 from microprop.host.modelfile import read_model
@@ -120,12 +121,12 @@ def mpremote(port, *args, timeout=15):
 
 def require_emulated(cpu):
     """Skip (fail in CI) unless qemu and the firmware for `cpu` are here."""
-    from microprop.firmware_tools.emulated import EmulatedBoardError, find_firmware, find_qemu
+    from microprop.firmware_tools.emulated import find_firmware, find_qemu
 
     try:
         find_qemu(cpu)
         find_firmware(cpu)
-    except EmulatedBoardError as e:
+    except UserError as e:
         if IN_CI:
             pytest.fail(str(e))
         pytest.skip(str(e))

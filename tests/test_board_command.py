@@ -16,10 +16,10 @@ from microprop.firmware_tools import cli, mpremote_run, running_boards, serialpo
 from microprop.firmware_tools.emulated import (
     CPUS,
     EmulatedBoard,
-    EmulatedBoardError,
     blocker_line,
     find_firmware,
 )
+from microprop.host.errors import UserError
 
 from .conftest import ROOT, mpremote, require_emulated
 
@@ -142,9 +142,9 @@ def test_firmware_comes_from_the_option_the_environment_or_shared(monkeypatch, t
         assert find_firmware("rv32") == shared
     elf[18:20] = (40).to_bytes(2, "little")  # Arm
     (tmp_path / "arm.elf").write_bytes(elf)
-    with pytest.raises(EmulatedBoardError, match=r"is an ELF file for Arm, expected the RISC-V"):
+    with pytest.raises(UserError, match=r"is an ELF file for Arm, expected the RISC-V"):
         find_firmware("rv32", tmp_path / "arm.elf")
-    with pytest.raises(EmulatedBoardError, match=r"is not an ELF file, expected the Arm"):
+    with pytest.raises(UserError, match=r"is not an ELF file, expected the Arm"):
         find_firmware("cortex-m3", ROOT / "README.md")
 
 
@@ -161,7 +161,7 @@ def test_blocker_leaves_the_heap_asked_for():
 
 def test_auto_and_ports_find_a_running_virtual_board(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(serialport.serial.tools.list_ports, "comports", lambda: [])
-    with pytest.raises(serialport.ToolError, match="no board found: .*microprop board"):
+    with pytest.raises(UserError, match="no board found: .*microprop board"):
         serialport.resolve_port("auto")
     proc = board_cli("--flash", tmp_path / "flash")
     try:
@@ -181,7 +181,7 @@ def test_auto_and_ports_find_a_running_virtual_board(tmp_path, monkeypatch, caps
             proc.kill()
             proc.wait()
     assert running_boards.running() == []  # its entry went with it
-    with pytest.raises(serialport.ToolError, match="no board found"):
+    with pytest.raises(UserError, match="no board found"):
         serialport.resolve_port("auto")
 
 

@@ -18,6 +18,7 @@ import pytest
 
 from microprop.firmware_tools import deploy, mpy
 from microprop.firmware_tools.virtualboard import VirtualBoard
+from microprop.host.errors import UserError
 
 from .conftest import ROOT, mpremote
 from .helpers import GOLDEN
@@ -166,7 +167,7 @@ def test_killed_board_mid_copy_then_redeploy_verifies(
     killer = threading.Thread(target=kill_when_copying)
     killer.start()
     try:
-        with pytest.raises(deploy.DeployError) as e:
+        with pytest.raises(UserError) as e:
             deploy.run(parse(*argv))
     finally:
         killed.set()
@@ -229,7 +230,7 @@ def test_dry_run_reads_the_board_and_copies_nothing(
 
 
 def test_missing_port_is_a_one_line_error(build_dir):
-    with pytest.raises(deploy.DeployError) as e:
+    with pytest.raises(UserError) as e:
         deploy.run(parse("/dev/no-such-board", "--sensor", "rp2_temp", "--build-dir", build_dir))
     assert str(e.value) == (
         "deploy: no port /dev/no-such-board: is the board plugged in? "
@@ -240,7 +241,7 @@ def test_missing_port_is_a_one_line_error(build_dir):
 def test_port_that_is_no_serial_port_is_a_one_line_error(tmp_path, build_dir):
     not_a_port = tmp_path / "file"
     not_a_port.write_text("")
-    with pytest.raises(deploy.DeployError) as e:
+    with pytest.raises(UserError) as e:
         deploy.run(parse(not_a_port, "--sensor", "rp2_temp", "--build-dir", build_dir))
     message = str(e.value)
     assert "\n" not in message
@@ -255,7 +256,7 @@ def test_silent_port_times_out_with_a_hint(build_dir):
     master, slave = pty.openpty()  # nothing answers on the other side
     try:
         t0 = time.monotonic()
-        with pytest.raises(deploy.DeployError, match="timed out after 2 s .is the board running"):
+        with pytest.raises(UserError, match="timed out after 2 s .is the board running"):
             argv = (os.ttyname(slave), "--sensor", "rp2_temp", "--timeout", 2)
             deploy.run(parse(*argv, "--build-dir", build_dir))
         assert time.monotonic() - t0 < 10
@@ -267,17 +268,17 @@ def test_silent_port_times_out_with_a_hint(build_dir):
 def test_bad_model_file_is_refused_before_the_board(tmp_path, build_dir):
     bad = tmp_path / "model.npz"
     bad.write_bytes(b"PK\x03\x04 not a model")
-    with pytest.raises(deploy.DeployError, match="is not a model file microprop export wrote"):
+    with pytest.raises(UserError, match="is not a model file microprop export wrote"):
         deploy.run(parse("--dry-run", "--arch", "x64", "--model", bad, "--build-dir", build_dir))
 
 
 def test_arch_override_is_for_dry_runs_only(build_dir):
-    with pytest.raises(deploy.DeployError, match="--arch is for --dry-run only"):
+    with pytest.raises(UserError, match="--arch is for --dry-run only"):
         deploy.run(parse("auto", "--arch", "armv6m"))
 
 
 def test_adc_needs_pins():
-    with pytest.raises(deploy.DeployError, match="--sensor adc needs --pins"):
+    with pytest.raises(UserError, match="--sensor adc needs --pins"):
         deploy.board_config(parse("--sensor", "adc"))
 
 
@@ -315,9 +316,9 @@ def test_decode_mpy_ignores_the_architecture_flags(value, expected):
 
 
 def test_decode_mpy_refuses_unknown_values():
-    with pytest.raises(mpy.MpyError, match="unknown native architecture 13"):
+    with pytest.raises(UserError, match="unknown native architecture 13"):
         mpy.decode_mpy(13 << 10 | 0x306)
-    with pytest.raises(mpy.MpyError, match="bad sys.implementation._mpy"):
+    with pytest.raises(UserError, match="bad sys.implementation._mpy"):
         mpy.decode_mpy("6.3")
 
 
@@ -430,7 +431,7 @@ def test_compiled_files_are_cached(tmp_path):
 )
 def test_boards_that_cannot_take_our_mpy_files_are_refused(value, message):
     state = deploy.BoardState(value, 1 << 20, "sha256", "rp2", "1.18.0")
-    with pytest.raises(deploy.DeployError) as e:
+    with pytest.raises(UserError) as e:
         deploy.board_format(state)
     assert str(e.value).startswith(message) and "--source" in str(e.value)
 
@@ -451,5 +452,5 @@ def test_probe_output_is_parsed():
     )
     assert state.files == {"/model.mpm": (1499, "ab12"), "/lib/device/__init__.mpy": (33, "cd34")}
     assert state.dirs == {"/lib"}
-    with pytest.raises(deploy.DeployError, match="did not answer the probe"):
+    with pytest.raises(UserError, match="did not answer the probe"):
         deploy.parse_probe("Traceback (most recent call last):\r\nMemoryError:\r\n")

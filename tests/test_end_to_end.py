@@ -25,6 +25,7 @@ from microprop.firmware_tools import cli, demo, monitor
 from microprop.firmware_tools.virtualboard import VirtualBoard
 from microprop.host import pipeline
 from microprop.host.boardeval import predict_stream
+from microprop.host.errors import UserError
 
 from .helpers import ROOT, HostLines, check_line_for_line, read_preds
 
@@ -125,7 +126,7 @@ def test_export_writes_rehearsal_windows_that_deploy_copies(exported, board, tmp
     rehearsal.write(tmp_path / "m.rh", x, y, crc ^ 1, len(qm.classes))
     args = ["--dry-run", "--arch", "x64", "--model", other, "--data", d / "replay.csv"]
     args += ["--build-dir", d / "build"]
-    with pytest.raises(deploy_mod.DeployError, match="is not its rehearsal file"):
+    with pytest.raises(UserError, match="is not its rehearsal file"):
         deploy_mod.run(parse(*args))
     (tmp_path / "m.rh").write_bytes(data)
     capsys.readouterr()

@@ -22,7 +22,8 @@ import serial
 from serial.tools.list_ports_common import ListPortInfo
 
 from microprop.firmware_tools import monitor, ports, serialport
-from microprop.firmware_tools.serialport import LineReader, ToolError, open_port, resolve_port
+from microprop.firmware_tools.serialport import LineReader, open_port, resolve_port
+from microprop.host.errors import UserError
 
 from .helpers import app_board, on_linux, parse
 
@@ -102,7 +103,7 @@ def test_port_names_follow_mpremote(some_ports):
     assert resolve_port("port:/dev/custom") == "/dev/custom"
     assert resolve_port("/dev/pts/7") == "/dev/pts/7"
     assert resolve_port("loop://") == "loop://"
-    with pytest.raises(ToolError, match="no port with serial number NOPE"):
+    with pytest.raises(UserError, match="no port with serial number NOPE"):
         resolve_port("id:NOPE")
 
 
@@ -114,7 +115,7 @@ def test_auto_takes_a_usb_port_when_no_board_is_known(monkeypatch):
     )
     assert resolve_port("auto") == "/dev/ttyUSB3"
     monkeypatch.setattr(serial.tools.list_ports, "comports", lambda: [fake_port("/dev/ttyS0")])
-    with pytest.raises(ToolError, match=r"^no board found: .*microprop ports"):
+    with pytest.raises(UserError, match=r"^no board found: .*microprop ports"):
         resolve_port("auto")
 
 
@@ -136,7 +137,7 @@ def test_ports_command_with_no_ports(monkeypatch, capsys):
 
 
 def test_missing_port_is_one_line_with_a_hint(capsys):
-    with pytest.raises(ToolError, match=r"^no port /dev/ttyACM99: is the board plugged in\?"):
+    with pytest.raises(UserError, match=r"^no port /dev/ttyACM99: is the board plugged in\?"):
         open_port("a99")
     assert monitor.main(["/dev/nonexistent-port", "--seconds", "1"]) == 1
     err = capsys.readouterr().err
@@ -149,7 +150,7 @@ def test_busy_port_is_one_line_with_a_hint():
     try:
         name = os.ttyname(slave)
         with open_port(name):
-            with pytest.raises(ToolError) as e:
+            with pytest.raises(UserError) as e:
                 open_port(name)
         assert str(e.value) == "port %s is busy: is another program holding the port?" % name
         with open_port(name):  # free again
@@ -201,7 +202,7 @@ def test_reader_reopens_a_lost_port(monkeypatch):
     def flaky_opener():
         if opened and failures[0]:  # the port is gone for the first two tries
             failures[0] -= 1
-            raise ToolError("no port")
+            raise UserError("no port")
         return opener()
 
     reconnected = []
@@ -224,7 +225,7 @@ def test_reader_reopens_a_lost_port(monkeypatch):
 
 
 def test_reader_gives_the_first_open_failure_to_the_caller():
-    with pytest.raises(ToolError, match="no port"):
+    with pytest.raises(UserError, match="no port"):
         LineReader(lambda: open_port("/dev/nonexistent-port"))
 
 
@@ -271,7 +272,7 @@ def test_monitor_formats_predictions_and_logs_them_once_per_line(tmp_path, capsy
 def test_monitor_refuses_a_log_that_is_not_its_own(tmp_path):
     log = tmp_path / "other.csv"
     log.write_text("ax,ay,label\n1,2,walk\n")
-    with pytest.raises(ToolError, match="is not a prediction log"):
+    with pytest.raises(UserError, match="is not a prediction log"):
         run_monitor(["loop://", "--seconds", "0.1", "--log", str(log)])
 
 

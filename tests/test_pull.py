@@ -26,6 +26,7 @@ from microprop.firmware_tools import cli, deploy, pull
 from microprop.firmware_tools.protocol import Info
 from microprop.firmware_tools.virtualboard import VirtualBoard
 from microprop.host import features, modelfile, reference, trainref
+from microprop.host.errors import UserError
 
 from .helpers import label_and_save, mlp_model, read_until
 
@@ -134,7 +135,7 @@ def test_parse_probe_and_paths():
     model_path, slots, clean = pull.board_paths(config)
     assert model_path == "/m/x.mpm" and slots == ["/ckpt.0", "/ckpt.1"]
     assert clean["learn"] == "last"
-    with pytest.raises(pull.PullError, match="did not answer the probe"):
+    with pytest.raises(UserError, match="did not answer the probe"):
         pull.parse_probe("Traceback (most recent call last):\n")
 
 

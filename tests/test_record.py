@@ -23,9 +23,9 @@ import serial
 from microprop.firmware_tools import record
 from microprop.firmware_tools.protocol import Info, Sample, parse_line
 from microprop.firmware_tools.record import Recorder
-from microprop.firmware_tools.serialport import ToolError
 from microprop.firmware_tools.virtualboard import VirtualBoard
 from microprop.host import pipeline
+from microprop.host.errors import UserError
 from microprop.host.sensorlog import read_sensor_log
 
 from .helpers import ROOT, on_linux, parse
@@ -86,7 +86,7 @@ def test_record_appends_and_never_overwrites(fake_app_board, tmp_path, capsys):
     base = [fake_app_board.port, "--seconds", "0.6", "--out", str(out)]
     assert run_record(base + ["--label", "walk"]) == 0
     first = out.read_text()
-    with pytest.raises(ToolError, match="log.csv exists: pass --append"):
+    with pytest.raises(UserError, match="log.csv exists: pass --append"):
         run_record(base + ["--label", "idle"])
     assert out.read_text() == first
     assert run_record(base + ["--label", "idle", "--append", "--subject", "bo"]) == 0
@@ -226,7 +226,7 @@ def test_no_samples_is_an_error_and_writes_nothing(tmp_path):
     # loop:// hears its own `info` and `mode record` back: an app that never sends samples
     out = tmp_path / "log.csv"
     t0 = time.monotonic()
-    with pytest.raises(ToolError, match=r"^no sample lines from the board in 0.3 s"):
+    with pytest.raises(UserError, match=r"^no sample lines from the board in 0.3 s"):
         run_record(["loop://", "--label", "a", "--seconds", "1", "--out", str(out),
                     "--wait", "0.3"])  # fmt: skip
     assert time.monotonic() - t0 < 3
@@ -239,7 +239,7 @@ def test_bad_arguments_are_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
         parse(record.add_arguments, ["--label", "a", "--seconds", "0", "--out", "x.csv"])
     assert "expected a positive number of seconds" in capsys.readouterr().err
-    with pytest.raises(ToolError, match="no folder"):
+    with pytest.raises(UserError, match="no folder"):
         run_record(["loop://", "--label", "a", "--seconds", "1", "--out",
                     str(tmp_path / "missing" / "x.csv")])  # fmt: skip
 
@@ -249,7 +249,7 @@ def test_appending_needs_the_same_channels(tmp_path):
     out.write_text("gx,label\n1,walk\n")
     rec = _recorder_with([(0, {"ax": 1}), (10, {"ax": 2})])
     existing = record.read_existing(str(out))
-    with pytest.raises(ToolError, match="no column for channel ax"):
+    with pytest.raises(UserError, match="no column for channel ax"):
         record.append_rows(str(out), existing, rec, "a", "0", "r", 100.0)
     assert out.read_text() == "gx,label\n1,walk\n"
 

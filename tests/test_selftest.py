@@ -20,6 +20,7 @@ import pytest
 from microprop.firmware_tools import cli, demo, deploy, mpremote_run, selftest
 from microprop.firmware_tools.virtualboard import VirtualBoard
 from microprop.host import pipeline
+from microprop.host.errors import UserError
 from microprop.host.modelfile import write_model
 from microprop.host.sensorlog import write_sensor_log
 
@@ -135,7 +136,7 @@ def test_broken_rounding_on_the_board_is_named_in_one_line(
 
         # --no-install tests what the board holds: the host's good package changes nothing
         monkeypatch.setattr(deploy, "DEVICE_DIR", ROOT / "device")
-        with pytest.raises(selftest.SelftestError) as e:
+        with pytest.raises(UserError) as e:
             selftest.run(parse(board.port, "--build-dir", build_dir, "--no-install"))
         assert str(e.value) == err.strip().removeprefix("microprop: ")
 

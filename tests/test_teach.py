@@ -34,6 +34,7 @@ from microprop.firmware_tools.protocol import Info
 from microprop.firmware_tools.pull import apply_checkpoint
 from microprop.firmware_tools.virtualboard import VirtualBoard
 from microprop.host import features, modelfile, reference, trainref
+from microprop.host.errors import UserError
 
 from .conftest import ROOT, require_emulated
 from .helpers import assert_one_line_error, label_and_save, parse_deploy, read_until
@@ -286,9 +287,9 @@ def wait_for(lines, want, timeout=60):
 
 
 def test_parse_classes():
-    from microprop.firmware_tools.teach import ToolError, parse_classes
+    from microprop.firmware_tools.teach import parse_classes
 
     assert parse_classes(" walking,idle ") == ["walking", "idle"]
     for text, why in (("", "expected class names"), ("a,,b", "expected"), ("a,b,a", "a twice")):
-        with pytest.raises(ToolError, match=why):
+        with pytest.raises(UserError, match=why):
             parse_classes(text)

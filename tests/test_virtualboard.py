@@ -19,6 +19,7 @@ import serial
 
 from microprop.firmware_tools import deploy, virtualboard
 from microprop.firmware_tools.virtualboard import VirtualBoard
+from microprop.host.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
 MPREMOTE = [sys.executable, "-m", "mpremote"]
@@ -338,7 +339,7 @@ def test_deploy_reports_the_flash_the_files_leave(flash, tmp_path, capsys):
     small = tmp_path / "small"
     small.mkdir()
     with VirtualBoard(small, flash_size=(used_blocks(flash) - 4) * 4096) as b:
-        with pytest.raises(deploy.DeployError, match="^deploy: not enough flash: "):
+        with pytest.raises(UserError, match="^deploy: not enough flash: "):
             run_deploy(b.port)
     assert list(small.iterdir()) == []
 
@@ -476,7 +477,7 @@ def test_flash_sizes_are_bytes():
 def test_flash_must_be_a_folder(tmp_path):
     f = tmp_path / "file"
     f.write_text("")
-    with pytest.raises(virtualboard.VirtualBoardError, match="not a folder"):
+    with pytest.raises(UserError, match="not a folder"):
         VirtualBoard(f).start()
 
 
