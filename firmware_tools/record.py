@@ -29,14 +29,13 @@ import csv
 import gzip
 import io
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 
 import numpy as np
 
+from microprop.host import outputs
 from microprop.host.errors import UserError
 from microprop.host.sensorlog import (
     DEFAULT_SUBJECT,
@@ -387,20 +386,8 @@ def append_rows(path, existing, rec, label, subject, recording, rate_hz):
 
 def _replace(path, text):
     """Write `text` to a temporary file beside `path`, then put it in place of `path`."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(
-        prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder
-    )
-    os.close(fd)
-    try:
-        with _open_text(tmp, "w", gz=path.endswith(".gz")) as f:
-            f.write(text)
-        shutil.copymode(path, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with outputs.replacing(path) as tmp, _open_text(tmp, "w", gz=path.endswith(".gz")) as f:
+        f.write(text)
 
 
 def main(argv=None):

@@ -26,13 +26,13 @@ hook) and the float baseline of on-board learning (host/trainref.py) all run the
 
 import json
 import os
-import tempfile
 import time
 import zipfile
 import zlib
 
 import numpy as np
 
+from . import outputs
 from .optim import OPTIMIZERS
 
 HIDDEN_ACTIVATIONS = ("relu", "sigmoid", "tanh")
@@ -327,18 +327,8 @@ class MLP:
         }
         for k, (W, b) in enumerate(zip(self.W, self.b, strict=True)):
             arrays["W%d" % k], arrays["b%d" % k] = W, b
-        fd, tmp = tempfile.mkstemp(
-            prefix=os.path.basename(path) + ".", suffix=".tmp", dir=os.path.dirname(path) or "."
-        )
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        with outputs.replacing(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **arrays)
 
     @classmethod
     def load(cls, path):

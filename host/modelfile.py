@@ -16,9 +16,7 @@ Channels come from features["channels"] (else sensor["channels"], else the full-
 """
 
 import binascii
-import os
 import struct
-import tempfile
 from array import array
 
 import numpy as np
@@ -37,6 +35,7 @@ from microprop.device.modelfile import (
     _in_range,
 )
 
+from . import outputs
 from .inputstage import InputStage
 from .qmodel import QLayer, QModel
 
@@ -306,27 +305,7 @@ def from_bytes(b):
 
 def write_model(path, qmodel):
     """Write `qmodel` to `path` atomically (a temporary file in the same folder, then rename)."""
-    data = to_bytes(qmodel)
-    write_bytes_atomic(path, data, ".mpm")
-    return len(data)
-
-
-def write_bytes_atomic(path, data, suffix=""):
-    """Write `data` to `path` through a temporary file in the same folder, synced, then
-    renamed over it: a crash leaves the old file or the new one, never part of one."""
-    path = os.fspath(path)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=os.path.dirname(path) or ".")
-    try:
-        os.chmod(tmp, 0o644)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    return outputs.write_bytes(path, to_bytes(qmodel))
 
 
 def read_model(path):

@@ -41,7 +41,7 @@ import numpy as np
 from microprop.device.rehearsal import _MAX_WINDOWS as MAX_WINDOWS
 from microprop.device.rehearsal import HEAD, MAGIC, VERSION
 
-from . import features, modelfile, pipeline
+from . import features, outputs, pipeline
 from .errors import UserError
 
 PER_CLASS = 5
@@ -121,9 +121,7 @@ def path_for(model_path):
 
 def write(path, x, y, model_crc, n_classes):
     """Write the file atomically -> its size in bytes."""
-    data = to_bytes(x, y, model_crc, n_classes)
-    modelfile.write_bytes_atomic(path, data, SUFFIX)
-    return len(data)
+    return outputs.write_bytes(path, to_bytes(x, y, model_crc, n_classes))
 
 
 def interleave(x, y, rx, ry):

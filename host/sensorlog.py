@@ -43,13 +43,12 @@ import gzip
 import math
 import os
 import re
-import tempfile
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
+from . import outputs
 from .errors import UserError
 
 COUNTS_MIN = -32768
@@ -927,11 +926,8 @@ def write_sensor_log(path, log):
         header.append("t_ms")
         columns.append(np.asarray(log.t_ms, dtype=np.int64).tolist())
 
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + Path(path).name + ".", suffix=".tmp", dir=folder)
-    os.close(fd)
-    try:
-        if path.endswith(".gz"):
+    with outputs.replacing(path) as tmp:
+        if str(path).endswith(".gz"):
             f = gzip.open(tmp, "wt", newline="", encoding="utf-8")
         else:
             f = open(tmp, "w", newline="", encoding="utf-8")
@@ -940,8 +936,3 @@ def write_sensor_log(path, log):
             w = csv.writer(f, lineterminator="\n")
             w.writerow(header)
             w.writerows(zip(*columns, strict=True))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from microprop.host import mlp as mlp_module
+from microprop.host.errors import UserError
 from microprop.host.mlp import (
     HIDDEN_ACTIVATIONS,
     MLP,
@@ -353,7 +354,7 @@ def test_failed_save_keeps_old_file_and_leaves_no_temp(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(mlp_module.np, "savez", broken_savez)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(UserError, match="^cannot write .*model.npz: disk full$"):
         MLP([2, 3, 2], seed=1).save(path, {"v": 2})
     monkeypatch.undo()
     assert os.listdir(tmp_path) == ["model.npz"]
