@@ -127,3 +127,13 @@ def test_errors_are_the_commands(tmp_path, monkeypatch):
         api.export(model, data, tmp_path / "m.mpm", qat="yes")
     with pytest.raises(UserError, match="subjects nobody have no windows in the data"):
         api.evaluate(model, data, subjects=["nobody"])
+
+
+def test_adapt_runs_the_boards_training_step_on_the_test_subjects(notebook):
+    folder, out = notebook
+    data = api.load_data("synth", seed=1)
+    result = api.adapt(
+        str(folder / "model.npz"), data, modes=["last"], epochs=1, lr_shift=6, lr=0.01
+    )
+    assert sorted({row["subject"] for row in result["rows"]}) == sorted(out["test"])
+    assert "last" in result["mean"]
