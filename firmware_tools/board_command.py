@@ -76,8 +76,8 @@ def _size_arg(parse):
     def arg(text):
         try:
             return parse(text)
-        except ValueError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
+        except UserError as e:
+            raise argparse.ArgumentTypeError(e.message) from None
 
     return arg
 
@@ -86,7 +86,7 @@ def make_board(args):
     """The board the options describe, not started; ValueError for options that clash."""
     if args.cpu:
         if args.flash_size is not None:
-            raise ValueError(
+            raise UserError(
                 "board: --flash-size is for the virtual board; an emulated board's flash is "
                 "the firmware's (2 MB, 256 kB on cortex-m0)"
             )
@@ -99,9 +99,9 @@ def make_board(args):
         )
     for flag, given in (("--firmware", args.firmware), ("--icount", args.icount)):
         if given:
-            raise ValueError("board: %s needs --cpu cortex-m0, cortex-m3 or rv32" % flag)
+            raise UserError("board: %s needs --cpu cortex-m0, cortex-m3 or rv32" % flag)
     if not args.flash:
-        raise ValueError("board: --flash DIR is required without --cpu")
+        raise UserError("board: --flash DIR is required without --cpu")
     return VirtualBoard(
         args.flash,
         heap=parse_heap(args.heap or _UNIX_HEAP),
@@ -158,20 +158,3 @@ def run(args):
             signal.signal(signal.SIGTERM, previous)
     print("--- %s stopped" % kind.replace("virtual (unix)", "virtual board"), file=sys.stderr)
     return 0
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="microprop board", description=__doc__.split("\n")[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except KeyboardInterrupt:
-        return 130
-    except (UserError, ValueError, OSError) as e:
-        print("microprop: %s" % " ".join(str(e).split()), file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

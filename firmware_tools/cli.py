@@ -2,33 +2,39 @@
 
 Runs on: host.
 
-Lower layers raise their own errors (ValueError and its subclasses, OSError, RuntimeError);
-`main` turns them into `microprop: message` on stderr and exit status 1. `--traceback` shows
-the stack instead.
+As mpremote: COMMANDS maps each name to its handler, its options, its help and its examples;
+a handler parses nothing itself and prints what its layer's module returns. What the user can
+fix is a `UserError` (host/errors.py), bad options included: `main` prints it as `microprop:
+message` (and `microprop: hint: ...`) on stderr with exit status 1, as it does an OSError about
+a named file. Anything else is a bug and shows its traceback. Ctrl-C is exit status 130.
 """
 
 import argparse
 import sys
 import time
+from dataclasses import dataclass
 
 from microprop import __version__
+from microprop.device.config import MAX_SHIFT
+from microprop.device.train_plan import LEARN_MODES
+from microprop.firmware_tools import (
+    board_command,
+    demo,
+    deploy,
+    monitor,
+    options,
+    ports,
+    pull,
+    record,
+    selftest,
+    teach,
+)
 from microprop.host.errors import UserError
+from microprop.host.mlp import HIDDEN_ACTIVATIONS
+from microprop.host.names import shown
+from microprop.host.optim import OPTIMIZERS
 
-_EPILOG = {}
-
-
-def _csv_list(text, convert=str, what="list"):
-    try:
-        return [convert(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            "expected a comma-separated %s, found %r" % (what, text)
-        ) from None
-
-
-def _int_list(text):
-    return _csv_list(text, int, "list of integers")
-
+REHEARSE_MAX = 100  # rehearsal windows per class that export and adapt accept
 
 # The data options as given on the command line (saved with a model, so that eval and export
 # read its data the same way) and the defaults of the CSV columns.
@@ -68,12 +74,16 @@ def add_data_options(p, default="synth"):
     )
     g.add_argument(
         "--seed",
-        type=int,
+        type=options.seed,
         default=0 if default else None,
         help="random seed (default: 0, or the model's)",
     )
-    g.add_argument("--window", type=int, help="window length in samples (default: 2 s)")
-    g.add_argument("--hop", type=int, help="hop between windows in samples (default: 1 s)")
+    g.add_argument(
+        "--window", type=options.int_range(1), help="window length in samples (default: 2 s)"
+    )
+    g.add_argument(
+        "--hop", type=options.int_range(1), help="hop between windows in samples (default: 1 s)"
+    )
     g.add_argument(
         "--channels", metavar="CH,...", help="CSV channel columns (default: the numeric ones)"
     )
@@ -283,7 +293,7 @@ def do_train(args):
         print("plot written to %s" % args.plot)
 
 
-_EPILOG["train"] = """example:
+_TRAIN_EPILOG = """example:
   microprop train --data synth --hidden 32,16 --out model.npz
   microprop train --data shoulder --test-subjects 8,9,10 --plot curves.png
   microprop train --data log.csv --channels ax,ay,az --full-scale ax:8g,ay:8g,az:8g --rate 50
@@ -380,7 +390,7 @@ def _float_model_beside(path, qm):
         return None
     try:
         _, meta = MLP.load(npz)
-    except (ValueError, OSError):
+    except (UserError, OSError):
         return None
     f = meta.get("features") or {}
     same = (
@@ -407,13 +417,13 @@ def do_eval(args):
         what = "float model"
     title = "%s on %s, %s: %d windows (%s)" % (args.model, args.data, which, report["n"], what)
     print(pipeline.describe_data(ds))
-    print(format_report(report, title))
+    print(format_report(dict(report, classes=[shown(c) for c in report["classes"]]), title))
     if args.plot:
         plot_confusion(report, args.plot, title)
         print("confusion matrix written to %s" % args.plot)
 
 
-_EPILOG["eval"] = """example:
+_EVAL_EPILOG = """example:
   microprop eval model.npz                  (the data and test subjects it was trained with)
   microprop eval model.mpm                  (int8: exactly the integers the board computes)
   microprop eval model.npz --data log.csv --plot confusion.png
@@ -504,7 +514,7 @@ def _export_rehearsal(args, meta, ds, qm, model_path):
     )
 
 
-_EPILOG["export"] = """example:
+_EXPORT_EPILOG = """example:
   microprop export model.npz                    (writes model.mpm and model.rh for the board)
   microprop export model.npz --out m.mpm --tflite m.tflite --qat on
   microprop export model.npz --rehearse 0       (no rehearsal windows)
@@ -513,18 +523,6 @@ model.rh holds a few training windows per class that the board learns from again
 labelled window when its hidden layers learn (board.json "learn": "bias" or "all"), so that
 they keep what the model knew; microprop deploy copies it with the model.
 """
-
-
-def _non_negative(text):
-    import argparse
-
-    try:
-        n = int(text)
-    except ValueError:
-        n = -1
-    if n < 0 or n > 100:
-        raise argparse.ArgumentTypeError("%r, expected an int 0..100" % text)
-    return n
 
 
 def _replace_suffix(path, suffix):
@@ -557,15 +555,13 @@ def do_info(args):
     print(describe(read_model(args.model), args.model))
 
 
-_EPILOG["info"] = """example:
+_INFO_EPILOG = """example:
   microprop info model.mpm
 """
 
 
 def do_demo(args):
     """The whole path with no board attached (firmware_tools/demo.py)."""
-    from microprop.firmware_tools import demo
-
     demo.run(
         seed=args.seed,
         out=args.out,
@@ -576,7 +572,7 @@ def do_demo(args):
     )
 
 
-_EPILOG["demo"] = """example:
+_DEMO_EPILOG = """example:
   microprop demo              (no board needed: train, export, a virtual board, deploy,
                                live predictions checked against the host)
   microprop demo --seconds 30 --fast
@@ -584,14 +580,12 @@ _EPILOG["demo"] = """example:
 
 
 def do_board(args):
-    from microprop.firmware_tools import board_command
-
     code = board_command.run(args)
     if code:
         raise UserError("virtual board stopped with status %d" % code)
 
 
-_EPILOG["board"] = """example:
+_BOARD_EPILOG = """example:
   microprop board --flash ./vboard --heap 256k      (prints its port, e.g. /dev/pts/5)
   mpremote connect /dev/pts/5 exec "print(1 + 1)"
   microprop board --cpu cortex-m0                   (the RP2040's instruction set, in qemu)
@@ -610,42 +604,55 @@ it (after any USB board).
 """
 
 
-def _tool(module_name):
-    """A subcommand implemented by a firmware_tools module with add_arguments() and run()."""
-    import importlib
-
-    def handler(args):
-        code = importlib.import_module("." + module_name, __package__).run(args)
-        if code:
-            raise SystemExit(code)
-
-    def add_options(p):
-        importlib.import_module("." + module_name, __package__).add_arguments(p)
-
-    return handler, add_options
+def do_deploy(args):
+    return deploy.run(args)
 
 
-_EPILOG["deploy"] = """example:
+def do_monitor(args):
+    return monitor.run(args)
+
+
+def do_record(args):
+    return record.run(args)
+
+
+def do_ports(args):
+    return ports.run(args)
+
+
+def do_pull(args):
+    return pull.run(args)
+
+
+def do_selftest(args):
+    return selftest.run(args)
+
+
+def do_teach(args):
+    return teach.run(args)
+
+
+_DEPLOY_EPILOG = """example:
   microprop deploy auto --model model.mpm --data walk.csv       (replay sensor)
   microprop deploy /dev/ttyACM0 --model model.mpm --sensor mpu6050 --i2c 0 --scl 5 --sda 4
   microprop deploy /dev/pts/5 --model model.mpm --data walk.csv --dry-run
 """
-_EPILOG["monitor"] = """example:
+_MONITOR_EPILOG = """example:
   microprop monitor auto --log predictions.csv
   microprop monitor /dev/ttyACM0 --seconds 30 --send "mode predict"
 """
-_EPILOG["record"] = """example:
+_RECORD_EPILOG = """example:
   microprop record auto --label walking --seconds 60 --out walking.csv --subject 3
 """
-_EPILOG["ports"] = """example:
+_PORTS_EPILOG = """example:
   microprop ports
 """
-_EPILOG["pull"] = """example:
+_PULL_EPILOG = """example:
   microprop pull /dev/ttyACM0 --out learned.mpm      (the newest checkpoint on the board)
   microprop pull auto --save --out learned.mpm       (checkpoint the running app first)
   microprop eval learned.mpm
 """
-_EPILOG["teach"] = """example:
+_TEACH_EPILOG = """example:
   microprop teach /dev/ttyACM0 --classes walking,idle,running --seconds 20
   microprop teach auto --classes walking,idle --seconds 5 --start now    (scripts, replays)
 
@@ -655,7 +662,7 @@ class: after is the pulled weights run on the host over the same windows (replay
 check pass of --check-seconds per class (live sensor). Ctrl-C or an error: a soft reset, and the
 board runs its last saved weights again.
 """
-_EPILOG["selftest"] = """example:
+_SELFTEST_EPILOG = """example:
   microprop selftest /dev/ttyACM0          (installs the device package if it differs)
   microprop selftest auto --no-install --steps 500
 
@@ -698,7 +705,7 @@ def do_adapt(args):
     print(adapt.format_adaptation(result))
 
 
-_EPILOG["adapt"] = """example:
+_ADAPT_EPILOG = """example:
   microprop adapt model.npz            (the data and test subjects it was trained with)
   microprop adapt model.npz --modes last --epochs 20 --per-class 3
   microprop adapt model.npz --lr-shift 6 --lr 0.02       (given rates: no selection)
@@ -721,35 +728,42 @@ def _adapt_options(p):
     g = p.add_argument_group("adaptation")
     g.add_argument(
         "--modes",
-        type=lambda t: _csv_list(t),
+        type=options.choice_list(LEARN_MODES),
         default=list(adapt.DEFAULT_LEARN_MODES),
         help="what learns: last, bias, all, comma-separated (last,all)",
     )
     g.add_argument(
         "--epochs",
-        type=int,
+        type=options.int_range(1),
         default=adapt.DEFAULT_EPOCHS,
         help="passes over the adaptation set (10)",
     )
     g.add_argument(
-        "--per-class", type=int, default=adapt.PER_CLASS, help="adaptation windows per class (5)"
+        "--per-class",
+        type=options.int_range(1),
+        default=adapt.PER_CLASS,
+        help="adaptation windows per class (5)",
     )
-    g.add_argument("--test-subjects", type=lambda t: _csv_list(t), help="default: the model's")
-    g.add_argument("--lr-shift", type=int, help="integer rate 2**-N (default: chosen)")
+    g.add_argument("--test-subjects", type=options.names, help="default: the model's")
+    g.add_argument(
+        "--lr-shift",
+        type=options.int_range(0, MAX_SHIFT),
+        help="integer rate 2**-N (default: chosen)",
+    )
     g.add_argument("--lr", type=float, help="float baseline rate (default: chosen)")
     g.add_argument(
         "--hidden-shift",
-        type=int,
+        type=options.int_range(0, MAX_SHIFT),
         help="integer hidden layers at 2**-(N + lr-shift) (default: chosen with the rates, or 0)",
     )
     g.add_argument(
         "--float-hidden-shift",
-        type=int,
+        type=options.int_range(0),
         help="float hidden layers at lr * 2**-N (default: chosen with the rates, or 0)",
     )
     g.add_argument(
         "--rehearse",
-        type=_non_negative,
+        type=options.int_range(0, REHEARSE_MAX),
         default=adapt.REHEARSE["all"],
         metavar="N",
         help="rehearsal windows per class when hidden layers learn, as export writes them "
@@ -758,65 +772,30 @@ def _adapt_options(p):
     g.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
 
-COMMANDS = {
-    "train": (do_train, "train a float MLP on sensor windows (subject-wise split)"),
-    "eval": (do_eval, "evaluate a trained model on a dataset"),
-    "demo": (do_demo, "the whole path on built-in data and a virtual board, no board needed"),
-    "export": (do_export, "quantize a float model to int8 and write the board's model file"),
-    "info": (do_info, "show a model file: layers, scales, flash and RAM, headroom"),
-    "board": (do_board, "run a virtual board (Unix port) or an emulated one (qemu) on a pty"),
-    "deploy": (_tool("deploy")[0], "compile and copy the device package, model and config"),
-    "monitor": (_tool("monitor")[0], "watch a board's predictions live, log them, send commands"),
-    "record": (_tool("record")[0], "record labelled sensor samples from a board into a CSV"),
-    "ports": (_tool("ports")[0], "list serial ports and recognised boards"),
-    "pull": (_tool("pull")[0], "bring a board's learned weights back as a model file"),
-    "selftest": (_tool("selftest")[0], "prove a board computes the host's integers, bit for bit"),
-    "teach": (_tool("teach")[0], "guided calibration on the board: each class for a few seconds"),
-    "adapt": (do_adapt, "measure on-board learning for new subjects, int8 vs float"),
-}
-
-
-def build_parser():
-    parser = argparse.ArgumentParser(
-        prog="microprop",
-        description="Train small neural networks on the host, run and train them on "
-        "MicroPython boards.",
-    )
-    parser.add_argument("--traceback", action="store_true", help="show the stack on errors")
-    parser.add_argument("--version", action="version", version="microprop " + __version__)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (_, help_text) in COMMANDS.items():
-        p = sub.add_parser(
-            name,
-            help=help_text,
-            description=help_text,
-            epilog=_EPILOG.get(name),
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-        # SUPPRESS: without the flag here, keep the value `microprop --traceback CMD` set.
-        p.add_argument(
-            "--traceback",
-            action="store_true",
-            default=argparse.SUPPRESS,
-            help="show the stack on errors",
-        )
-        _ADD_OPTIONS[name](p)
-    return parser
-
-
 def _train_options(p):
     add_data_options(p)
     g = p.add_argument_group("model and training")
-    g.add_argument("--hidden", type=_int_list, default=[32, 16], help="hidden sizes (32,16)")
-    g.add_argument("--activation", default="relu", help="relu, sigmoid or tanh (relu)")
-    g.add_argument("--optimizer", default="adam", help="adam or sgd (momentum 0.9) (adam)")
+    g.add_argument("--hidden", type=options.sizes, default=[32, 16], help="hidden sizes (32,16)")
+    g.add_argument(
+        "--activation", choices=HIDDEN_ACTIVATIONS, default="relu", help="hidden layers' (relu)"
+    )
+    g.add_argument(
+        "--optimizer",
+        choices=sorted(OPTIMIZERS),
+        default="adam",
+        help="adam, or sgd / nesterov with momentum 0.9 (adam)",
+    )
     g.add_argument("--lr", type=float, default=2e-3, help="learning rate (0.002)")
-    g.add_argument("--batch-size", type=int, default=64, help="mini-batch size (64)")
-    g.add_argument("--epochs", type=int, default=300, help="maximum epochs (300)")
+    g.add_argument(
+        "--batch-size", type=options.int_range(1), default=64, help="mini-batch size (64)"
+    )
+    g.add_argument("--epochs", type=options.int_range(1), default=300, help="maximum epochs (300)")
     g.add_argument("--l2", type=float, default=1e-4, help="L2 penalty on weights (0.0001)")
-    g.add_argument("--patience", type=int, default=30, help="early-stopping patience (30)")
+    g.add_argument(
+        "--patience", type=options.int_range(0), default=30, help="early-stopping patience (30)"
+    )
     g.add_argument("--class-weight", choices=["balanced"], help="weight classes by frequency")
-    g.add_argument("--test-subjects", type=lambda t: _csv_list(t), help="e.g. 8,9,10")
+    g.add_argument("--test-subjects", type=options.names, help="e.g. 8,9,10")
     g.add_argument("--out", default="model.npz", help="float model file (model.npz)")
     g.add_argument("--plot", metavar="FILE.png", help="draw training curves and confusion")
     g.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -831,16 +810,10 @@ def _eval_options(p):
     add_data_options(p, default=None)
     p.add_argument(
         "--subjects",
-        type=lambda t: _csv_list(t),
+        type=options.names,
         help="score these subjects (default: the model's test subjects in the data, else all)",
     )
     p.add_argument("--plot", metavar="FILE.png", help="draw the confusion matrix")
-
-
-def _demo_options(p):
-    from microprop.firmware_tools import demo
-
-    demo.add_arguments(p)  # --seed, --out, --quiet, --seconds, --fast, --heap
 
 
 def _export_options(p):
@@ -849,7 +822,7 @@ def _export_options(p):
     p.add_argument("--tflite", metavar="FILE", help="also write a .tflite of the int8 network")
     p.add_argument(
         "--rehearse",
-        type=_non_negative,
+        type=options.int_range(0, REHEARSE_MAX),
         default=5,
         metavar="N",
         help="rehearsal windows per class written beside the model as FILE.rh (default 5; 0: "
@@ -869,58 +842,162 @@ def _info_options(p):
     p.add_argument("model", help="model file (.mpm)")
 
 
-def _board_options(p):
-    from microprop.firmware_tools import board_command
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: its handler, the function that adds its options, its help line and
+    the examples shown under `microprop NAME --help`."""
 
-    board_command.add_arguments(p)
+    handler: object
+    options: object
+    help: str
+    epilog: str = ""
 
 
-_ADD_OPTIONS = {
-    "train": _train_options,
-    "eval": _eval_options,
-    "demo": _demo_options,
-    "export": _export_options,
-    "info": _info_options,
-    "board": _board_options,
-    "deploy": _tool("deploy")[1],
-    "monitor": _tool("monitor")[1],
-    "record": _tool("record")[1],
-    "ports": _tool("ports")[1],
-    "pull": _tool("pull")[1],
-    "selftest": _tool("selftest")[1],
-    "teach": _tool("teach")[1],
-    "adapt": _adapt_options,
+COMMANDS = {
+    "train": Command(
+        do_train,
+        _train_options,
+        "train a float MLP on sensor windows (subject-wise split)",
+        _TRAIN_EPILOG,
+    ),
+    "eval": Command(do_eval, _eval_options, "evaluate a trained model on a dataset", _EVAL_EPILOG),
+    "demo": Command(
+        do_demo,
+        demo.add_arguments,
+        "the whole path on built-in data and a virtual board, no board needed",
+        _DEMO_EPILOG,
+    ),
+    "export": Command(
+        do_export,
+        _export_options,
+        "quantize a float model to int8 and write the board's model file",
+        _EXPORT_EPILOG,
+    ),
+    "info": Command(
+        do_info,
+        _info_options,
+        "show a model file: layers, scales, flash and RAM, headroom",
+        _INFO_EPILOG,
+    ),
+    "board": Command(
+        do_board,
+        board_command.add_arguments,
+        "run a virtual board (Unix port) or an emulated one (qemu) on a pty",
+        _BOARD_EPILOG,
+    ),
+    "deploy": Command(
+        do_deploy,
+        deploy.add_arguments,
+        "compile and copy the device package, model and config",
+        _DEPLOY_EPILOG,
+    ),
+    "monitor": Command(
+        do_monitor,
+        monitor.add_arguments,
+        "watch a board's predictions live, log them, send commands",
+        _MONITOR_EPILOG,
+    ),
+    "record": Command(
+        do_record,
+        record.add_arguments,
+        "record labelled sensor samples from a board into a CSV",
+        _RECORD_EPILOG,
+    ),
+    "ports": Command(
+        do_ports, ports.add_arguments, "list serial ports and recognised boards", _PORTS_EPILOG
+    ),
+    "pull": Command(
+        do_pull,
+        pull.add_arguments,
+        "bring a board's learned weights back as a model file",
+        _PULL_EPILOG,
+    ),
+    "selftest": Command(
+        do_selftest,
+        selftest.add_arguments,
+        "prove a board computes the host's integers, bit for bit",
+        _SELFTEST_EPILOG,
+    ),
+    "teach": Command(
+        do_teach,
+        teach.add_arguments,
+        "guided calibration on the board: each class for a few seconds",
+        _TEACH_EPILOG,
+    ),
+    "adapt": Command(
+        do_adapt,
+        _adapt_options,
+        "measure on-board learning for new subjects, int8 vs float",
+        _ADAPT_EPILOG,
+    ),
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors as UserErrors (`microprop: train: argument --hidden: ...`,
+    exit status 1 like every other error) instead of the usage text and status 2."""
+
+    def error(self, message):
+        name = self.prog.removeprefix("microprop").strip()
+        raise UserError("%s%s" % (name + ": " if name else "", message))
+
+
+def build_parser():
+    parser = _Parser(
+        prog="microprop",
+        description="Train small neural networks on the host, run and train them on "
+        "MicroPython boards.",
+    )
+    parser.add_argument("--traceback", action="store_true", help="show the stack on errors")
+    parser.add_argument("--version", action="version", version="microprop " + __version__)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, command in COMMANDS.items():
+        p = sub.add_parser(
+            name,
+            help=command.help,
+            description=command.help,
+            epilog=command.epilog,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        # SUPPRESS: without the flag here, keep the value `microprop --traceback CMD` set.
+        p.add_argument(
+            "--traceback",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="show the stack on errors",
+        )
+        command.options(p)
+    return parser
+
+
 def main(argv=None):
+    """Run one command -> exit status: 0, a command's own status, 1 for a UserError or an
+    OSError about a named file, 130 for Ctrl-C; any other exception propagates (a bug)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if not args.command:
-        parser.print_help()
-        return 2
-    handler = COMMANDS[args.command][0]
+    show_stack = "--traceback" in argv
     try:
-        handler(args)
+        args = parser.parse_args(argv)
+        if not args.command:
+            parser.print_help()
+            return 2
+        return COMMANDS[args.command].handler(args) or 0
     except KeyboardInterrupt:
         print("microprop: interrupted", file=sys.stderr)
         return 130
-    except (UserError, ValueError, OSError, RuntimeError) as e:
-        if args.traceback:
+    except UserError as e:
+        if show_stack:
             raise
-        print("microprop: %s" % _one_line(e), file=sys.stderr)
+        print("microprop: %s" % _one_line(e.message), file=sys.stderr)
+        if e.hint:
+            print("microprop: hint: %s" % _one_line(e.hint), file=sys.stderr)
         return 1
-    return 0
+    except OSError as e:
+        if show_stack or not e.filename:
+            raise  # names no file: nothing the user can fix from here
+        print("microprop: %s: %s" % (e.filename, e.strerror or e), file=sys.stderr)
+        return 1
 
 
-def _one_line(e):
-    if isinstance(e, FileNotFoundError) and e.filename:
-        return "no such file: %s" % e.filename
-    if isinstance(e, PermissionError) and e.filename:
-        return "permission denied: %s" % e.filename
-    text = str(e) or e.__class__.__name__
-    return " ".join(text.split())
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def _one_line(text):
+    return " ".join(str(text).split())

@@ -36,6 +36,7 @@ import sys
 import tempfile
 import time
 
+from microprop.firmware_tools import options
 from microprop.firmware_tools.protocol import (
     CMD_INFO,
     CMD_LABEL,
@@ -427,7 +428,7 @@ def run(seed=0, out=None, seconds=DEFAULT_SECONDS, fast=False, heap="256k", prog
 
 def add_arguments(parser):
     """Options of `microprop demo`."""
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--seed", type=options.seed, default=0, help="random seed (default: 0)")
     parser.add_argument("--out", help="where to keep the model (default: a temporary folder)")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     parser.add_argument(

@@ -50,7 +50,7 @@ from pathlib import Path
 
 from microprop.device import config as board_rules
 from microprop.device.sensors import KINDS as SENSORS
-from microprop.firmware_tools import mpy
+from microprop.firmware_tools import mpy, options
 from microprop.firmware_tools.mpremote_run import (
     HINT,
     PORT_HELP,
@@ -757,17 +757,6 @@ def default_build_dir():
 # -- options --------------------------------------------------------------------------------
 
 
-def _int_list(text):
-    import argparse
-
-    try:
-        return [int(v, 0) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            "expected comma-separated integers like 26,27, found %r" % text
-        ) from None
-
-
 def _int_any_base(text):
     import argparse
 
@@ -786,7 +775,7 @@ def add_arguments(parser):
     parser.add_argument("--data", metavar="FILE.csv", help="sensor log to replay, as /data.csv")
     g = parser.add_argument_group("board settings (written to /board.json)")
     g.add_argument("--sensor", choices=SENSORS, help="sensor the app reads (default: replay)")
-    g.add_argument("--pins", type=_int_list, help="ADC pins, e.g. 26,27")
+    g.add_argument("--pins", type=options.pins, help="ADC pins, e.g. 26,27")
     g.add_argument("--i2c", type=int, help="I2C bus id (mpu6050; default 0)")
     g.add_argument("--scl", type=int, help="I2C SCL pin")
     g.add_argument("--sda", type=int, help="I2C SDA pin")

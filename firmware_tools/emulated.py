@@ -50,9 +50,9 @@ from microprop import shared_folder
 from .virtualboard import (
     PtyBoard,
     UserError,
-    _size_bytes,
     open_raw_pty,
     read_available,
+    size_bytes,
 )
 
 Cpu = collections.namedtuple(
@@ -153,9 +153,9 @@ def cpu_spec(name):
 def parse_heap(text):
     """'96k' -> 98304: a heap the firmware's 140 kB can emulate; UserError otherwise."""
     try:
-        size, _ = _size_bytes(text, "heap size", "96k or 143360")
-    except ValueError as e:
-        raise UserError(str(e).replace("virtual board", "emulated board")) from None
+        size, _ = size_bytes(text, "heap size", "96k or 143360")
+    except UserError as e:
+        raise UserError(e.message.replace("virtual board", "emulated board")) from None
     if size > FIRMWARE_HEAP:
         raise UserError(
             "emulated board: heap %s is larger than the firmware's 140k (%d bytes); a smaller "

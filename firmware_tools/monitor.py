@@ -131,7 +131,7 @@ def _send(reader, line):
         return
     try:
         data = protocol.command(line)
-    except ValueError:
+    except UserError:
         status("not sent (one line of ASCII only): %r" % line)
         return
     if reader.write(data):
@@ -244,13 +244,3 @@ class PredictionLog:
 
     def close(self):
         self.file.close()
-
-
-def main(argv=None):
-    from .serialport import command_main
-
-    return command_main(add_arguments, run, "microprop monitor", __doc__, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

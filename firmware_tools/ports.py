@@ -30,13 +30,3 @@ def run(args):
             what += " (%s)" % p.description
         print(("%-*s  %-9s  %s" % (width, p.device, p.usb_id or "-", what)).rstrip())
     return 0
-
-
-def main(argv=None):
-    from .serialport import command_main
-
-    return command_main(add_arguments, run, "microprop ports", __doc__, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -38,6 +38,7 @@ from microprop.device.protocol import (  # noqa: F401 (the host's names for the 
     PREDICT,
     RECORD,
 )
+from microprop.host.errors import UserError
 
 PRED, SAMPLE, TRAIN, INFO, ERR = (
     k.decode() for k in (board.PRED, board.SAMPLE, board.TRAIN, board.INFO, board.ERR)
@@ -127,7 +128,7 @@ def command(name, *args):
     """A host -> board line: command(CMD_MODE, RECORD) -> 'mode record\\n'."""
     text = " ".join([name, *map(str, args)])
     if "\n" in text or "\r" in text or not text.isascii():
-        raise ValueError("protocol: a command is one ASCII line, found %r" % text)
+        raise UserError("protocol: a command is one ASCII line, found %r" % text)
     return text + "\n"
 
 

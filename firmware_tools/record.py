@@ -30,7 +30,6 @@ import gzip
 import io
 import os
 import statistics
-import sys
 import time
 
 import numpy as np
@@ -307,7 +306,7 @@ class Recorder:
             return None
         try:
             scale = parse_full_scale(text)
-        except ValueError:
+        except UserError:
             return None
         return {ch: v for ch, v in scale.items() if ch in (self.channels or [])} or None
 
@@ -341,7 +340,7 @@ def read_existing(path):
         first, _, body = text.lstrip().partition("\n")
         try:
             meta = parse_meta_line(first.strip(), path)
-        except ValueError as e:
+        except UserError as e:
             raise UserError(str(e)) from None
     header = next((row for row in csv.reader(io.StringIO(body)) if row), None)
     if not header or "label" not in [h.strip() for h in header]:
@@ -388,13 +387,3 @@ def _replace(path, text):
     """Write `text` to a temporary file beside `path`, then put it in place of `path`."""
     with outputs.replacing(path) as tmp, _open_text(tmp, "w", gz=path.endswith(".gz")) as f:
         f.write(text)
-
-
-def main(argv=None):
-    from .serialport import command_main
-
-    return command_main(add_arguments, run, "microprop record", __doc__, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -43,7 +43,7 @@ from pathlib import Path
 
 from microprop.device.modelfile import ACTIVATIONS
 from microprop.device.train_plan import LEARN_MODES
-from microprop.firmware_tools import deploy, mpremote_run
+from microprop.firmware_tools import deploy, mpremote_run, options
 from microprop.firmware_tools.mpremote_run import (
     PORT_HELP,
     mpremote,
@@ -678,7 +678,7 @@ def add_arguments(parser):
     """Options of `microprop selftest`."""
     add_port_argument(parser, PORT_HELP)
     parser.add_argument(
-        "--seed", type=int, default=DEFAULT_SEED, help="seed of the vectors (%(default)s)"
+        "--seed", type=options.seed, default=DEFAULT_SEED, help="seed of the vectors (%(default)s)"
     )
     parser.add_argument(
         "--models",
@@ -708,15 +708,3 @@ def add_arguments(parser):
         metavar="S",
         help="seconds an mpremote call may go without output (%(default)s)",
     )
-
-
-def main(argv=None):
-    from .serialport import command_main
-
-    return command_main(add_arguments, run, "microprop selftest", __doc__, argv)
-
-
-if __name__ == "__main__":
-    import sys
-
-    sys.exit(main())

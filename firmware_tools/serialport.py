@@ -299,19 +299,3 @@ def positive_seconds(text):
 def status(text):
     """A status line: on stderr, prefixed `--- ` (device data has stdout, as in miniterm)."""
     print("--- " + text, file=sys.stderr, flush=True)
-
-
-def command_main(add_arguments, run, prog, doc, argv=None):
-    """Run one command module on its own (`python -m firmware_tools.monitor ...`), as the CLI
-    would: `microprop: message` on stderr and status 1 for an error, 130 for Ctrl-C."""
-    parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n")[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except KeyboardInterrupt:
-        print("microprop: interrupted", file=sys.stderr)
-        return 130
-    except (UserError, ValueError, OSError) as e:
-        print("microprop: %s" % " ".join(str(e).split()), file=sys.stderr)
-        return 1

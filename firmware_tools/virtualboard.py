@@ -102,33 +102,31 @@ os.execv(vm, sys.argv[1:])
 """
 
 
-def _size_bytes(text, what, example):
+def size_bytes(text, what, example):
     """'256k' -> (262144, '256k'): bytes with an optional k/m suffix (any case), and the text
-    normalised; ValueError naming `what` otherwise."""
+    normalised; UserError naming `what` otherwise."""
     m = re.fullmatch(r"\s*(\d+)\s*([kKmM]?)\s*", str(text))
     if not m:
-        raise ValueError(
-            "virtual board: bad %s %r, expected bytes like %s" % (what, text, example)
-        )
+        raise UserError("virtual board: bad %s %r, expected bytes like %s" % (what, text, example))
     size = int(m.group(1)) * {"": 1, "k": 1024, "m": 1 << 20}[m.group(2).lower()]
     return size, "%d%s" % (int(m.group(1)), m.group(2).lower())
 
 
 def parse_heap(text):
     """'256k' -> '256k' (checked): the VM's `-X heapsize=` value, bytes with an optional k/m."""
-    size, normal = _size_bytes(text, "heap size", "65536, 64k or 2m")
+    size, normal = size_bytes(text, "heap size", "65536, 64k or 2m")
     if not 8 * 1024 <= size <= 1 << 30:
-        raise ValueError("virtual board: heap size %r out of range, expected 8k to 1024m" % text)
+        raise UserError("virtual board: heap size %r out of range, expected 8k to 1024m" % text)
     return normal
 
 
 def parse_flash_size(text):
     """'2M' -> 2097152: the flash size in bytes, whole FLASH_BLOCK blocks, 64k to 1024m."""
-    size, _ = _size_bytes(text, "flash size", "2097152, 512k or 2M")
+    size, _ = size_bytes(text, "flash size", "2097152, 512k or 2M")
     if not 64 * 1024 <= size <= 1 << 30:
-        raise ValueError("virtual board: flash size %r out of range, expected 64k to 1024m" % text)
+        raise UserError("virtual board: flash size %r out of range, expected 64k to 1024m" % text)
     if size % FLASH_BLOCK:
-        raise ValueError(
+        raise UserError(
             "virtual board: flash size %r is not a whole number of %d-byte blocks"
             % (text, FLASH_BLOCK)
         )

@@ -5,6 +5,8 @@ Runs on: host.
 
 import numpy as np
 
+from .errors import UserError
+
 
 def confusion_matrix(y_true, y_pred, n_classes):
     """Counts (n_classes, n_classes): rows are true classes, columns predicted ones."""
@@ -98,8 +100,9 @@ def require_matplotlib():
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as e:
-        raise RuntimeError(
-            "plot: matplotlib is not installed; install it with pip install 'microprop[plot]'"
+        raise UserError(
+            "plot: matplotlib is not installed",
+            hint="install it with pip install 'microprop[plot]'",
         ) from e
     return plt
 

@@ -33,6 +33,7 @@ import zlib
 import numpy as np
 
 from . import outputs
+from .errors import UserError
 from .optim import OPTIMIZERS
 
 HIDDEN_ACTIVATIONS = ("relu", "sigmoid", "tanh")
@@ -334,12 +335,11 @@ class MLP:
     def load(cls, path):
         """Read a file written by `save`; returns (mlp, meta).
 
-        A missing file raises FileNotFoundError; anything else wrong raises
-        ValueError("float model: <path>: ...").
+        A missing, unreadable or malformed file raises UserError("float model: <path>: ...").
         """
         path = os.fspath(path)
         if not os.path.exists(path):
-            raise FileNotFoundError("float model: %s: no such file" % path)
+            raise UserError("float model: %s: no such file" % path)
         try:
             with open(path, "rb") as f:
                 magic = f.read(4)
@@ -350,10 +350,10 @@ class MLP:
             with np.load(path, allow_pickle=False) as npz:
                 return cls._from_npz(npz)
         except _LoadError as e:
-            raise ValueError("float model: %s: %s" % (path, e)) from None
+            raise UserError("float model: %s: %s" % (path, e)) from None
         except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as e:
             reason = " ".join(str(e).split()) or type(e).__name__
-            raise ValueError(
+            raise UserError(
                 "float model: %s: not a readable .npz file (%s)" % (path, reason)
             ) from None
 

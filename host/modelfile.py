@@ -36,6 +36,7 @@ from microprop.device.modelfile import (
 )
 
 from . import outputs
+from .errors import user_file_error
 from .inputstage import InputStage
 from .qmodel import QLayer, QModel
 
@@ -309,6 +310,11 @@ def write_model(path, qmodel):
 
 
 def read_model(path):
-    """Read a model file -> QModel."""
+    """Read a model file -> QModel; UserError naming the file when the device's reader
+    refuses it (bad magic, version, CRC, size, ...)."""
     with open(path, "rb") as f:
-        return from_bytes(f.read())
+        data = f.read()
+    try:
+        return from_bytes(data)
+    except ValueError as e:
+        raise user_file_error(e, path) from None

@@ -5,6 +5,7 @@ Runs on: host.
 
 from . import features
 from .bounds import headroom
+from .names import shown
 
 # Bytes per array item on the board: array('b') 1, array('h') 2, array('i') 4.
 _ARRAY_OVERHEAD = 32  # a MicroPython array object and its heap block header, roughly
@@ -37,7 +38,7 @@ def describe(qm, path=""):
     size = os.path.getsize(path) if path and os.path.exists(path) else None
     lines.append("model %s%s" % (path, " (%d bytes on flash)" % size if size else ""))
     lines.append("network  " + "-".join(str(n) for n in qm.sizes))
-    lines.append("classes  " + ", ".join(qm.classes))
+    lines.append("classes  " + ", ".join(map(shown, qm.classes)))
     sensor = qm.sensor or {}
     feats = qm.features or {}
     lines.append(
@@ -45,7 +46,7 @@ def describe(qm, path=""):
         % (
             sensor.get("kind") or "unspecified",
             _num(sensor.get("rate_hz")),
-            ",".join(feats.get("channels") or sensor.get("channels") or []),
+            ",".join(map(shown, feats.get("channels") or sensor.get("channels") or [])),
         )
     )
     lines.append(

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import datasets, features, sensorlog, synth
+from . import datasets, features, names, sensorlog, synth
 from .errors import UserError
 from .inputstage import InputStage, fit_input_stage
 from .metrics import classification_report
@@ -346,6 +346,8 @@ def train_model(
     if not train_mask.any() or not test.any():
         raise UserError("subject split leaves an empty training or test set")
     classes = sort_labels(set(ds.labels[train_mask].tolist()))
+    names.check_names(classes, "class", path=ds.source)
+    names.check_names(ds.log.channels, "channel", path=ds.source)
     if len(classes) < 2:
         raise UserError(
             "need at least 2 classes in the training data, found %d (%s)"
@@ -518,6 +520,8 @@ def quantize_model(mlp, meta, ds, qat="auto", trainable_layers=None, info=None):
     from .quantize import quantize
 
     check_weights(mlp)
+    names.check_names(meta["classes"], "class")
+    names.check_names(meta["features"]["channels"], "channel")
     stage = InputStage.from_dict(meta["input_stage"])
     train_mask, _ = split_masks(meta, ds)
     if not train_mask.any():
@@ -547,7 +551,10 @@ def quantize_model(mlp, meta, ds, qat="auto", trainable_layers=None, info=None):
     if trainable_layers is None:
         trainable_layers = (len(qm.layers) - 1,)
     lo, hi = features.feature_bounds(len(meta["features"]["channels"]))
-    check_bounds(qm, lo, hi, trainable_layers=trainable_layers)
+    try:
+        check_bounds(qm, lo, hi, trainable_layers=trainable_layers)
+    except ValueError as e:  # the proof refuses this model: a property of the user's model
+        raise UserError("export: %s" % e) from None
     return qm
 
 

@@ -764,13 +764,16 @@ def write_log(
 
 
 def assert_one_line_error(code, err, *needles):
+    """Exit status 1 and one line `microprop: message` on stderr (and at most a second line
+    `microprop: hint: ...`), holding every needle; no traceback."""
     assert code == 1
     lines = err.strip().splitlines()
-    assert len(lines) == 1, err
+    assert len(lines) in (1, 2), err
     assert lines[0].startswith("microprop: "), err
+    assert len(lines) == 1 or lines[1].startswith("microprop: hint: "), err
     assert "Traceback" not in err
     for n in needles:
-        assert n in lines[0], (n, lines[0])
+        assert n in err, (n, err)
 
 
 def run_board(micropython, board_dir, script, stdin=b""):

@@ -365,7 +365,7 @@ def test_failed_save_keeps_old_file_and_leaves_no_temp(tmp_path, monkeypatch):
 
 
 def _load_error(path):
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(UserError) as info:
         MLP.load(path)
     message = str(info.value)
     assert message.startswith("float model: %s: " % path), message
@@ -425,7 +425,7 @@ def test_load_rejects_bad_files(tmp_path):
         np.savez(path, **content)
         assert expected in _load_error(path), name
 
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(UserError, match="missing.npz: no such file"):
         MLP.load(tmp_path / "missing.npz")
 
 

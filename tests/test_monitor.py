@@ -21,7 +21,7 @@ import pytest
 import serial
 from serial.tools.list_ports_common import ListPortInfo
 
-from microprop.firmware_tools import monitor, ports, serialport
+from microprop.firmware_tools import cli, monitor, ports, serialport
 from microprop.firmware_tools.serialport import LineReader, open_port, resolve_port
 from microprop.host.errors import UserError
 
@@ -139,7 +139,7 @@ def test_ports_command_with_no_ports(monkeypatch, capsys):
 def test_missing_port_is_one_line_with_a_hint(capsys):
     with pytest.raises(UserError, match=r"^no port /dev/ttyACM99: is the board plugged in\?"):
         open_port("a99")
-    assert monitor.main(["/dev/nonexistent-port", "--seconds", "1"]) == 1
+    assert cli.main(["monitor", "/dev/nonexistent-port", "--seconds", "1"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert err.startswith("microprop: no port /dev/nonexistent-port: is the board plugged in?")
@@ -373,7 +373,8 @@ def test_a_second_monitor_gets_a_clear_error(fake_app_board, capsys):
         [
             sys.executable,
             "-m",
-            "microprop.firmware_tools.monitor",
+            "microprop",
+            "monitor",
             fake_app_board.port,
             "--seconds",
             "8",
@@ -385,7 +386,7 @@ def test_a_second_monitor_gets_a_clear_error(fake_app_board, capsys):
     )
     try:
         assert first.stderr.readline().startswith("--- monitor on %s" % fake_app_board.port)
-        assert monitor.main([fake_app_board.port, "--seconds", "1"]) == 1
+        assert cli.main(["monitor", fake_app_board.port, "--seconds", "1"]) == 1
         err = capsys.readouterr().err
         assert err == "microprop: port %s is busy: is another program holding the port?\n" % (
             fake_app_board.port

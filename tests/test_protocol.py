@@ -40,6 +40,7 @@ from microprop.firmware_tools.protocol import (
     command,
     parse_line,
 )
+from microprop.host.errors import UserError
 
 from .conftest import ROOT, run_micropython
 from .fakes import fake_app
@@ -217,9 +218,9 @@ def test_commands():
     assert command("mode", "record") == "mode record\n"
     assert command("label walking") == "label walking\n"
     assert command("rate", 50) == "rate 50\n"
-    with pytest.raises(ValueError, match="^protocol: "):
+    with pytest.raises(UserError, match="^protocol: "):
         command("label a\nmode idle")
-    with pytest.raises(ValueError, match="^protocol: "):
+    with pytest.raises(UserError, match="^protocol: "):
         command("label café")
 
 

@@ -397,7 +397,8 @@ def test_cli_prints_the_port_and_serves_until_sigterm(flash):
         [
             sys.executable,
             "-m",
-            "microprop.firmware_tools.board_command",
+            "microprop",
+            "board",
             "--flash",
             str(flash),
             "--heap",
@@ -449,7 +450,7 @@ def test_run_api_stops_on_ctrl_c(flash):
 
 @pytest.mark.parametrize("text", ["", "64q", "-1k", "1k", "2048m"])
 def test_bad_heap_sizes_are_refused(text):
-    with pytest.raises(ValueError, match="^virtual board: "):
+    with pytest.raises(UserError, match="^virtual board: "):
         virtualboard.parse_heap(text)
 
 
@@ -461,7 +462,7 @@ def test_heap_sizes_are_normalised():
 
 @pytest.mark.parametrize("text", ["", "2G", "32k", "2048m", "100000", "65537"])
 def test_bad_flash_sizes_are_refused(text):
-    with pytest.raises(ValueError, match="^virtual board: "):
+    with pytest.raises(UserError, match="^virtual board: "):
         virtualboard.parse_flash_size(text)
 
 
