@@ -29,6 +29,7 @@ from microprop.firmware_tools import (
     selftest,
     teach,
 )
+from microprop.host import outputs
 from microprop.host.errors import UserError
 from microprop.host.mlp import HIDDEN_ACTIVATIONS
 from microprop.host.names import shown
@@ -479,7 +480,7 @@ def do_export(args):
     if args.tflite:
         from microprop.host.tflite_export import to_tflite
 
-        _write_atomic(args.tflite, to_tflite(qm))
+        outputs.write_bytes(args.tflite, to_tflite(qm))
         print("wrote %s (TFLite int8, input = the input stage's int8 output)" % args.tflite)
 
 
@@ -529,19 +530,6 @@ def _replace_suffix(path, suffix):
     import os
 
     return os.path.splitext(path)[0] + suffix
-
-
-def _write_atomic(path, data):
-    import os
-
-    tmp = "%s.tmp%d" % (path, os.getpid())
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _sizes(qm):

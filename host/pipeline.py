@@ -520,8 +520,8 @@ def quantize_model(mlp, meta, ds, qat="auto", trainable_layers=None, info=None):
     from .quantize import quantize
 
     check_weights(mlp)
-    names.check_names(meta["classes"], "class")
-    names.check_names(meta["features"]["channels"], "channel")
+    names.check_names(meta["classes"], "export: class")
+    names.check_names(meta["features"]["channels"], "export: channel")
     stage = InputStage.from_dict(meta["input_stage"])
     train_mask, _ = split_masks(meta, ds)
     if not train_mask.any():
