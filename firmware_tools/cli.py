@@ -10,6 +10,7 @@ a named file. Anything else is a bug and shows its traceback. Ctrl-C is exit sta
 """
 
 import argparse
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -29,9 +30,8 @@ from microprop.firmware_tools import (
     selftest,
     teach,
 )
-from microprop.host import outputs
 from microprop.host.errors import UserError
-from microprop.host.mlp import HIDDEN_ACTIVATIONS
+from microprop.host.mlp import HIDDEN_ACTIVATIONS, MLP
 from microprop.host.names import shown
 from microprop.host.optim import OPTIMIZERS
 
@@ -435,27 +435,18 @@ chooses) and says which, and how many windows.
 
 
 def do_export(args):
-    from microprop.host import pipeline
-    from microprop.host.mlp import MLP
-    from microprop.host.modelfile import write_model
+    from microprop import api
+    from microprop.host import rehearsal
+    from microprop.host.rehearsal import path_for
 
-    mlp, meta = MLP.load(args.model)
-    pipeline.check_weights(mlp)
-    ds, _ = _model_dataset(args, meta)
-    subjects, which = pipeline.eval_subjects(meta, ds)
-    info = {}
-    qat = {"auto": "auto", "on": True, "off": False}[args.qat]
-    qm = pipeline.quantize_model(mlp, meta, ds, qat=qat, info=info)
-    data = meta["data"]
-    if data["source"] in pipeline.BUILTIN_SOURCES:
-        qm.training.update(
-            data_source=str(data["source"]), test_subjects=",".join(data["test_subjects"])
-        )
-    float_report = pipeline.evaluate_model(mlp, meta, ds, subjects)
-    int_report = pipeline.evaluate_qmodel(qm, ds, subjects)
+    model = api.Model(*MLP.load(args.model))
+    ds, _ = _model_dataset(args, model.meta)
     out = args.out or _replace_suffix(args.model, ".mpm")
-    nbytes = write_model(out, qm)
-    print("wrote %s (%d bytes): %s" % (out, nbytes, _sizes(qm)))
+    had_rehearsal = os.path.exists(path_for(out))
+    qat = {"auto": "auto", "on": True, "off": False}[args.qat]
+    done = api.export(model, ds, out, qat=qat, rehearse=args.rehearse, tflite=args.tflite)
+    print("wrote %s (%d bytes): %s" % (out, done.nbytes, _sizes(done.qmodel)))
+    info = done.quantization
     if info.get("chosen"):
         print(
             "quantization: %s (float %.4f, post-training %.4f%s on training windows)"
@@ -466,53 +457,25 @@ def do_export(args):
                 (", QAT %.4f" % info["qat_score"]) if info.get("qat_score") is not None else "",
             )
         )
+    f, q = done.float_report, done.int_report
     print(
         "%s, %d windows: float accuracy %.4f, int8 accuracy %.4f (%+.2f points)"
-        % (
-            which,
-            int_report["n"],
-            float_report["accuracy"],
-            int_report["accuracy"],
-            100 * (int_report["accuracy"] - float_report["accuracy"]),
+        % (done.which, q["n"], f["accuracy"], q["accuracy"], 100 * (q["accuracy"] - f["accuracy"]))
+    )
+    if done.rehearsal:
+        with open(done.rehearsal, "rb") as f:
+            data = f.read()
+        print(
+            "wrote %s (%d bytes): %d rehearsal windows of the training subjects, for on-board "
+            "learning in the hidden layers"
+            % (done.rehearsal, len(data), len(rehearsal.from_bytes(data)[0]))
         )
-    )
-    _export_rehearsal(args, meta, ds, qm, out)
-    if args.tflite:
-        from microprop.host.tflite_export import to_tflite
-
-        outputs.write_bytes(args.tflite, to_tflite(qm))
-        print("wrote %s (TFLite int8, input = the input stage's int8 output)" % args.tflite)
-
-
-def _export_rehearsal(args, meta, ds, qm, model_path):
-    """Write the rehearsal windows beside the model file (host/rehearsal.py)."""
-    import os
-
-    from microprop.host import rehearsal
-
-    path = rehearsal.path_for(model_path)
-    if args.rehearse == 0:
-        if os.path.exists(path):
-            os.unlink(path)
-            print("removed %s: it belonged to the model file written before" % path)
-        return
-    test = set(map(str, meta["data"].get("test_subjects") or []))
-    train = sorted(set(ds.subjects.tolist()) - test)
-    seed = int((meta.get("training") or {}).get("seed", 0))
-    try:
-        x, y = rehearsal.pick(ds, train, list(qm.classes), args.rehearse, seed)
-    except UserError as e:
-        print("no rehearsal file: %s" % e)
-        return
-    from microprop.device.checkpoint import (
-        model_crc_of,  # the CRC that names the model, as on the board
-    )
-
-    nbytes = rehearsal.write(path, x, y, model_crc_of(model_path), len(qm.classes))
-    print(
-        "wrote %s (%d bytes): %d rehearsal windows of the training subjects, for on-board "
-        "learning in the hidden layers" % (path, nbytes, len(x))
-    )
+    elif done.note:
+        print(done.note)
+    elif had_rehearsal:
+        print("removed %s: it belonged to the model file written before" % path_for(out))
+    if done.tflite:
+        print("wrote %s (TFLite int8, input = the input stage's int8 output)" % done.tflite)
 
 
 _EXPORT_EPILOG = """example:

@@ -201,10 +201,10 @@ def export(model, data, path, qat="auto", rehearse=5, tflite=None):
     elif os.path.exists(rh):
         os.unlink(rh)  # it belonged to the model file written before
     if tflite:
+        from microprop.host import outputs
         from microprop.host.tflite_export import to_tflite
 
-        with open(tflite, "wb") as f:
-            f.write(to_tflite(qm))
+        outputs.write_bytes(tflite, to_tflite(qm))
         result.tflite = str(tflite)
     return result
 

@@ -9,6 +9,7 @@ import pytest
 
 from microprop.firmware_tools.cli import main
 from microprop.host import adapt, pipeline, synth, trainmany, trainref
+from microprop.host.errors import UserError
 from microprop.host.fixedpoint import BoundError
 
 
@@ -201,7 +202,7 @@ def test_rates_are_chosen_on_the_training_subjects_only(small):
 def test_bad_arguments_say_what_was_expected(small):
     with pytest.raises(ValueError, match="mode 'first'"):
         adapt.run_adaptation(small, ["s1"], ["s2"], modes=("first",))
-    with pytest.raises(ValueError, match="both training and test"):
+    with pytest.raises(UserError, match="both training and test"):
         adapt.run_adaptation(small, ["s1", "s2"], ["s2"], lr_shift=7, lr=0.01)
     with pytest.raises(ValueError, match="at least 2 training subjects"):
         adapt.run_adaptation(small, ["s1"], ["s2"], epochs=1, train_options=FAST)
