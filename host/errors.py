@@ -39,8 +39,3 @@ def user_file_error(e, path=None):
     if path is not None and str(path) not in text:
         return UserError(text, path=path)
     return UserError(text)
-
-
-# The name before the one error type, kept only while host/datasets.py (another change in
-# progress) still imports it; it is the same class, not a subclass.
-DataError = UserError
