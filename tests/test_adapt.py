@@ -204,7 +204,7 @@ def test_bad_arguments_say_what_was_expected(small):
         adapt.run_adaptation(small, ["s1"], ["s2"], modes=("first",))
     with pytest.raises(UserError, match="both training and test"):
         adapt.run_adaptation(small, ["s1", "s2"], ["s2"], lr_shift=7, lr=0.01)
-    with pytest.raises(ValueError, match="at least 2 training subjects"):
+    with pytest.raises(UserError, match="at least 2 training subjects"):
         adapt.run_adaptation(small, ["s1"], ["s2"], epochs=1, train_options=FAST)
 
 

@@ -67,4 +67,4 @@ def test_export_refuses_bad_model_file(tmp_path, capsys):
     bad.write_bytes(b"XYZ0" + bytes(40))
     assert main(["info", str(bad)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("microprop: model file:")
+    assert len(err) == 1 and err[0].startswith("microprop: %s: model file: bad magic" % bad)
