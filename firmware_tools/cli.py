@@ -10,12 +10,11 @@ a named file. Anything else is a bug and shows its traceback. Ctrl-C is exit sta
 """
 
 import argparse
-import os
 import sys
 import time
 from dataclasses import dataclass
 
-from microprop import __version__
+from microprop import __version__, api
 from microprop.device.config import MAX_SHIFT
 from microprop.device.train_plan import LEARN_MODES
 from microprop.firmware_tools import (
@@ -36,25 +35,6 @@ from microprop.host.names import shown
 from microprop.host.optim import OPTIMIZERS
 
 REHEARSE_MAX = 100  # rehearsal windows per class that export and adapt accept
-
-# The data options as given on the command line (saved with a model, so that eval and export
-# read its data the same way) and the defaults of the CSV columns.
-_DATA_ARGS = (
-    "channels",
-    "label_col",
-    "subject_col",
-    "recording_col",
-    "time_col",
-    "full_scale",
-    "rate",
-    "ignore_labels",
-)
-_COLUMN_DEFAULTS = {
-    "label_col": "label",
-    "subject_col": "subject",
-    "recording_col": "recording",
-    "time_col": "t_ms",
-}
 
 
 def add_data_options(p, default="synth"):
@@ -111,67 +91,30 @@ def add_data_options(p, default="synth"):
     )
 
 
-def _data_args(args):
-    """The data options as given (None where not), to save with a model."""
-    return {key: getattr(args, key, None) for key in _DATA_ARGS}
+def _data_options(args):
+    """The data options as given (text, None where not): microprop.api.DATA_OPTIONS."""
+    return {key: getattr(args, key, None) for key in api.DATA_OPTIONS}
 
 
-def _csv_options(args):
-    """The data options -> keyword arguments of host.sensorlog.read_sensor_log; a UserError
-    for a bad --channels, --full-scale or --ignore-labels."""
-    from microprop.host.sensorlog import parse_full_scale
+def _reading(args, quiet=False):
+    """The progress of reading a CSV log (api.load_log's progress)."""
+    return lambda path: ReadProgress(path, quiet)
 
-    channels = args.channels
-    if channels is not None:
-        channels = [c.strip() for c in channels.split(",")]
-        if not all(channels):
-            raise UserError(
-                "--channels: expected column names separated by commas, found %r" % args.channels
-            )
-        twice = [c for c in channels if channels.count(c) > 1]
-        if twice:
-            raise UserError("--channels: %r is given twice" % twice[0])
-    full_scale = None
-    if args.full_scale is not None:
-        full_scale = parse_full_scale(args.full_scale, what="--full-scale")
-    ignore = [v.strip() for v in (args.ignore_labels or "").split(",") if v.strip()]
-    options = {key: getattr(args, key) or value for key, value in _COLUMN_DEFAULTS.items()}
-    options.update(
-        channels=channels, full_scale=full_scale, rate_hz=args.rate, ignore_labels=ignore
+
+def _model_data(args):
+    """api.model_data of the model file args.model with the data options of the command line
+    -> (Dataset, seed)."""
+    ds, seed, _ = api.model_data(
+        args.model,
+        args.data,
+        args.seed,
+        args.window,
+        args.hop,
+        args.datasets,
+        _reading(args),
+        **_data_options(args),
     )
-    return options
-
-
-def _saved_data_args(data):
-    """The data options saved with a model (older models saved read_sensor_log's arguments)."""
-    from microprop.host.sensorlog import format_full_scale
-
-    saved = dict(data.get("csv_options") or {})
-    if "rate_hz" in saved:
-        saved.setdefault("rate", saved.pop("rate_hz"))
-    if isinstance(saved.get("channels"), list):
-        saved["channels"] = ",".join(saved["channels"])
-    if isinstance(saved.get("full_scale"), dict):
-        fs = {
-            ch: v if isinstance(v, (list, tuple)) else (v, "")
-            for ch, v in saved["full_scale"].items()
-        }
-        saved["full_scale"] = format_full_scale(fs)
-    return {key: saved.get(key) for key in _DATA_ARGS}
-
-
-def _load_dataset(args, quiet=False, default_rate=None):
-    from microprop.host import pipeline
-
-    options = _csv_options(args)
-    progress = None
-    if args.data not in pipeline.BUILTIN_SOURCES:
-        progress = ReadProgress(args.data, quiet)
-        options.update(progress=progress, default_rate_hz=default_rate)
-    log = pipeline.load_log(args.data, seed=args.seed, datasets_dir=args.datasets, **options)
-    if progress is not None:
-        progress.done(len(log))
-    return pipeline.make_dataset(log, args.window, args.hop, source=args.data)
+    return ds, seed
 
 
 class ReadProgress:
@@ -241,10 +184,19 @@ def do_train(args):
 
     if args.plot:
         require_matplotlib()  # before training, so a missing extra costs nothing
-    ds = _load_dataset(args, args.quiet)
+    data_options = _data_options(args)
+    ds = api.load_data(
+        args.data,
+        args.seed,
+        args.window,
+        args.hop,
+        args.datasets,
+        _reading(args, args.quiet),
+        **api.read_options(**data_options),
+    )
     progress = Progress(args.quiet)
     try:
-        mlp, meta, report, history = pipeline.train_model(
+        model = api.train(
             ds,
             hidden=args.hidden,
             activation=args.activation,
@@ -258,12 +210,12 @@ def do_train(args):
             l2=args.l2,
             patience=args.patience,
             class_weight=args.class_weight,
+            data_options=data_options,
         )
     finally:
         progress.done()
-    meta["data"]["csv_options"] = _data_args(args)
-    meta["data"]["seed"] = args.seed
-    mlp.save(args.out, meta)
+    model.save(args.out)
+    mlp, meta, report, history = model.mlp, model.meta, model.report, model.history
     test = meta["data"]["test_subjects"]
     train = set(ds.subjects.tolist()) - set(test)
     held = history["held_out"]
@@ -305,118 +257,20 @@ whole (recordings, with one training subject), never windows of the subjects it 
 """
 
 
-def _model_dataset(args, meta):
-    """The dataset for a trained model: --data if given, else the one it was trained on (its
-    saved data options fill the ones not given) -> (dataset, the model's test subjects when
-    the data is the model's own, else --subjects or None)."""
-    from microprop.host import pipeline
-
-    data = meta.get("data") or {}
-    subjects = getattr(args, "subjects", None)
-    if args.data is None:
-        if not data.get("source"):
-            raise UserError(
-                "%s does not say which data it was trained on (no float model beside it); "
-                "give --data" % args.model
-            )
-        args.data = data["source"]
-        if args.seed is None:
-            args.seed = data.get("seed", 0)
-        for key, value in _saved_data_args(data).items():
-            if getattr(args, key, None) is None:
-                setattr(args, key, value)
-        subjects = subjects or data.get("test_subjects")
-    elif args.channels is None:
-        args.channels = ",".join(meta["features"]["channels"])
-    if args.seed is None:
-        args.seed = 0
-    window = meta["features"]["window"]
-    if args.window is not None and args.window != window:
-        raise UserError(
-            "--window %d: the model's features are of windows of %d samples; leave --window "
-            "out" % (args.window, window)
-        )
-    args.window = window
-    if args.hop is None:
-        args.hop = meta["features"]["hop"]
-    rate = (meta.get("sensor") or {}).get("rate_hz")
-    ds = _load_dataset(args, default_rate=rate)
-    pipeline.check_compatible(meta, ds, args.data)
-    return ds, subjects
-
-
-def _load_any_model(path):
-    """(kind, model, meta) for a float model (.npz) or a board model file (.mpm).
-
-    A model file's data source and test subjects are those of its float model (the .npz of the
-    same name beside it, when it is the model it was exported from), else the ones export
-    writes into it for the built-in data sets."""
-    from microprop.device.modelfile import MAGIC
-    from microprop.host.mlp import MLP
-    from microprop.host.modelfile import read_model
-
-    with open(path, "rb") as f:
-        head = f.read(len(MAGIC))
-    if head == MAGIC:
-        qm = read_model(path)
-        meta = {
-            "classes": list(qm.classes),
-            "features": dict(qm.features),
-            "sensor": dict(qm.sensor),
-            "data": {
-                "source": qm.training.get("data_source"),
-                "test_subjects": [
-                    v for v in str(qm.training.get("test_subjects", "")).split(",") if v
-                ],
-            },
-        }
-        meta["features"].setdefault("channels", list(qm.sensor.get("channels", [])))
-        beside = _float_model_beside(path, qm)
-        if beside is not None:
-            meta["data"] = beside["data"]
-        return "int8", qm, meta
-    mlp, meta = MLP.load(path)
-    return "float", mlp, meta
-
-
-def _float_model_beside(path, qm):
-    """The meta of the float model `path` was exported from: the .npz of the same name, if it
-    has the same classes, channels, window and input stage; else None."""
-    import os
-
-    from microprop.host.mlp import MLP
-
-    npz = _replace_suffix(path, ".npz")
-    if npz == path or not os.path.exists(npz):
-        return None
-    try:
-        _, meta = MLP.load(npz)
-    except (UserError, OSError):
-        return None
-    f = meta.get("features") or {}
-    same = (
-        list(meta.get("classes") or []) == list(qm.classes)
-        and list(f.get("channels") or []) == list(qm.features.get("channels") or [])
-        and (f.get("window"), f.get("hop")) == (qm.features.get("window"), qm.features.get("hop"))
-        and meta.get("input_stage") == qm.input_stage.to_dict()
-    )
-    return meta if same and (meta.get("data") or {}).get("source") else None
-
-
 def do_eval(args):
     from microprop.host import pipeline
     from microprop.host.metrics import format_report, plot_confusion
 
-    kind, model, meta = _load_any_model(args.model)
-    ds, _ = _model_dataset(args, meta)
-    subjects, which = pipeline.eval_subjects(meta, ds, args.subjects)
-    if kind == "int8":
-        report = pipeline.evaluate_qmodel(model, ds, subjects)
-        what = "int8 model, the board's integer pipeline"
-    else:
-        report = pipeline.evaluate_model(model, meta, ds, subjects)
-        what = "float model"
-    title = "%s on %s, %s: %d windows (%s)" % (args.model, args.data, which, report["n"], what)
+    ds, _ = _model_data(args)
+    report = api.evaluate(args.model, ds, args.subjects)
+    what = {"int8": "int8 model, the board's integer pipeline", "float": "float model"}
+    title = "%s on %s, %s: %d windows (%s)" % (
+        args.model,
+        ds.source,
+        report["which"],
+        report["n"],
+        what[report["kind"]],
+    )
     print(pipeline.describe_data(ds))
     print(format_report(dict(report, classes=[shown(c) for c in report["classes"]]), title))
     if args.plot:
@@ -435,17 +289,13 @@ chooses) and says which, and how many windows.
 
 
 def do_export(args):
-    from microprop import api
     from microprop.host import rehearsal
-    from microprop.host.rehearsal import path_for
 
-    model = api.Model(*MLP.load(args.model))
-    ds, _ = _model_dataset(args, model.meta)
-    out = args.out or _replace_suffix(args.model, ".mpm")
-    had_rehearsal = os.path.exists(path_for(out))
+    MLP.load(args.model)  # a float model: a board model file is refused here
+    ds, _ = _model_data(args)
     qat = {"auto": "auto", "on": True, "off": False}[args.qat]
-    done = api.export(model, ds, out, qat=qat, rehearse=args.rehearse, tflite=args.tflite)
-    print("wrote %s (%d bytes): %s" % (out, done.nbytes, _sizes(done.qmodel)))
+    done = api.export(args.model, ds, args.out, qat, args.rehearse, args.tflite)
+    print("wrote %s (%d bytes): %s" % (done.path, done.nbytes, _sizes(done.qmodel)))
     info = done.quantization
     if info.get("chosen"):
         print(
@@ -472,8 +322,8 @@ def do_export(args):
         )
     elif done.note:
         print(done.note)
-    elif had_rehearsal:
-        print("removed %s: it belonged to the model file written before" % path_for(out))
+    elif done.removed:
+        print("removed %s: it belonged to the model file written before" % done.removed)
     if done.tflite:
         print("wrote %s (TFLite int8, input = the input stage's int8 output)" % done.tflite)
 
@@ -487,12 +337,6 @@ model.rh holds a few training windows per class that the board learns from again
 labelled window when its hidden layers learn (board.json "learn": "bias" or "all"), so that
 they keep what the model knew; microprop deploy copies it with the model.
 """
-
-
-def _replace_suffix(path, suffix):
-    import os
-
-    return os.path.splitext(path)[0] + suffix
 
 
 def _sizes(qm):
@@ -624,30 +468,24 @@ error naming the first mismatch.
 
 def do_adapt(args):
     from microprop.host import adapt
-    from microprop.host.mlp import MLP
 
-    mlp, meta = MLP.load(args.model)
-    ds, subjects = _model_dataset(args, meta)
-    test = args.test_subjects or subjects or meta.get("data", {}).get("test_subjects")
-    if not test:
-        raise UserError("no test subjects: give --test-subjects (the model has none)")
-    train = sorted(set(ds.subjects.tolist()) - set(map(str, test)), key=adapt.natural_key)
+    model = api.Model(*MLP.load(args.model))  # a float model: .mpm refused here
+    ds, seed = _model_data(args)
 
     def progress(text):
         if not args.quiet:
             print("--- " + text, file=sys.stderr)
 
-    result = adapt.run_adaptation(
+    result = api.adapt(
+        model,
         ds,
-        train,
-        test,
+        args.test_subjects,
         modes=args.modes,
         epochs=args.epochs,
-        seed=args.seed,
+        seed=seed,
         per_class=args.per_class,
         lr_shift=args.lr_shift,
         lr=args.lr,
-        model=(mlp, meta),
         progress=progress,
         hidden_shift=args.hidden_shift,
         float_hidden_shift=args.float_hidden_shift,

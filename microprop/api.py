@@ -70,34 +70,193 @@ class Exported:
     rehearsal: str = None
     tflite: str = None
     note: str = None
+    removed: str = None  # the rehearsal file of the model file written before, removed
 
 
-def load_log(source="synth", seed=0, datasets=None, **csv_options):
+# The data options as the command takes them (text, e.g. channels "ax,ay,az", full_scale
+# "ax:8g", ignore_labels "-1"): saved with a model, so that eval, export and adapt read its data
+# the same way (model_data). COLUMN_DEFAULTS: the CSV columns when not given.
+DATA_OPTIONS = (
+    "channels",
+    "label_col",
+    "subject_col",
+    "recording_col",
+    "time_col",
+    "full_scale",
+    "rate",
+    "ignore_labels",
+)
+COLUMN_DEFAULTS = {
+    "label_col": "label",
+    "subject_col": "subject",
+    "recording_col": "recording",
+    "time_col": "t_ms",
+}
+
+
+def read_options(**data_options):
+    """The data options as text (DATA_OPTIONS, None where not given) -> the keyword arguments
+    of host.sensorlog.read_sensor_log; a UserError for a bad channels, full_scale or
+    ignore_labels (named as the command's option)."""
+    from microprop.host.sensorlog import parse_full_scale
+
+    unknown = sorted(set(data_options) - set(DATA_OPTIONS))
+    if unknown:
+        raise UserError("unknown data option %r; expected one of %s" % (unknown[0], DATA_OPTIONS))
+    given = data_options.get("channels")
+    channels = given
+    if channels is not None:
+        channels = [c.strip() for c in channels.split(",")]
+        if not all(channels):
+            raise UserError(
+                "--channels: expected column names separated by commas, found %r" % given
+            )
+        twice = [c for c in channels if channels.count(c) > 1]
+        if twice:
+            raise UserError("--channels: %r is given twice" % twice[0])
+    full_scale = data_options.get("full_scale")
+    if full_scale is not None:
+        full_scale = parse_full_scale(full_scale, what="--full-scale")
+    ignore = data_options.get("ignore_labels") or ""
+    options = {key: data_options.get(key) or value for key, value in COLUMN_DEFAULTS.items()}
+    options.update(
+        channels=channels,
+        full_scale=full_scale,
+        rate_hz=data_options.get("rate"),
+        ignore_labels=[v.strip() for v in ignore.split(",") if v.strip()],
+    )
+    return options
+
+
+def saved_data_options(meta):
+    """The data options (DATA_OPTIONS, text) saved with a model by train; older models saved
+    read_sensor_log's arguments, which come back as text too."""
+    from microprop.host.sensorlog import format_full_scale
+
+    saved = dict((meta.get("data") or {}).get("csv_options") or {})
+    if "rate_hz" in saved:
+        saved.setdefault("rate", saved.pop("rate_hz"))
+    if isinstance(saved.get("channels"), list):
+        saved["channels"] = ",".join(saved["channels"])
+    if isinstance(saved.get("full_scale"), dict):
+        fs = {
+            ch: v if isinstance(v, (list, tuple)) else (v, "")
+            for ch, v in saved["full_scale"].items()
+        }
+        saved["full_scale"] = format_full_scale(fs)
+    return {key: saved.get(key) for key in DATA_OPTIONS}
+
+
+def load_log(source="synth", seed=0, datasets=None, progress=None, **csv_options):
     """A sensor log (host.sensorlog.SensorLog: int16 counts, labels, subjects, rate).
 
     source: 'synth' (built-in, deterministic from `seed`), 'shoulder' or 'basic_motions' (the
     shared datasets, in the folder `datasets`, else $MICROPROP_DATASETS), or a CSV path read
     with `csv_options` (host.sensorlog.read_sensor_log: channels, full_scale, rate_hz,
-    label_col, subject_col, recording_col, time_col, ignore_labels).
+    default_rate_hz, label_col, subject_col, recording_col, time_col, ignore_labels).
+    progress (CSV only): a function of the CSV path, called just before reading it, that
+    returns a callable(lines read, total lines); if that has a `done` method, done(rows) is
+    called once the log is read (the command's ReadProgress).
     """
-    return pipeline.load_log(source, seed=seed, datasets_dir=datasets, **csv_options)
+    if source in pipeline.BUILTIN_SOURCES or progress is None:
+        return pipeline.load_log(source, seed=seed, datasets_dir=datasets, **csv_options)
+    reading = progress(source)
+    log = pipeline.load_log(
+        source, seed=seed, datasets_dir=datasets, progress=reading, **csv_options
+    )
+    if hasattr(reading, "done"):
+        reading.done(len(log))
+    return log
 
 
-def load_data(source="synth", seed=0, window=None, hop=None, datasets=None, **csv_options):
+def load_data(
+    source="synth", seed=0, window=None, hop=None, datasets=None, progress=None, **csv_options
+):
     """Windows of a sensor log with the board's integer features (host.pipeline.Dataset: X,
-    labels, subjects, log). `source` is load_log's, or a SensorLog; window and hop in samples
-    (default 2 s and 1 s at the log's rate)."""
+    labels, subjects, log). `source` is load_log's (with its progress and csv_options), or a
+    SensorLog; window and hop in samples (default 2 s and 1 s at the log's rate)."""
     if isinstance(source, str):
-        log = load_log(source, seed, datasets, **csv_options)
+        log = load_log(source, seed, datasets, progress, **csv_options)
         name = source
     else:
         log, name = source, getattr(source, "path", None) or "log"
     return pipeline.make_dataset(log, window, hop, source=name)
 
 
-def train(data, hidden=(32, 16), activation="relu", test_subjects=None, seed=0, **options):
+def model_data(
+    model,
+    source=None,
+    seed=None,
+    window=None,
+    hop=None,
+    datasets=None,
+    progress=None,
+    **data_options,
+):
+    """The data a trained model reads -> (Dataset, seed, the model's test subjects when the
+    data is its own, else None).
+
+    model: a Model, a QModel, a model file path or a model's meta (model_meta). source: load_log's;
+    default the data the model was trained on, read with its saved data options (text,
+    DATA_OPTIONS) where these are not given; a CSV of other data is read with the model's
+    channels unless given. window must be the model's (default); hop defaults to the model's.
+    The data must have the model's channels and rate.
+    """
+    meta = model if isinstance(model, dict) else model_meta(model)
+    data = meta.get("data") or {}
+    options = {key: data_options.get(key) for key in DATA_OPTIONS}
+    subjects = None
+    if source is None:
+        if not data.get("source"):
+            raise UserError(
+                "%s does not say which data it was trained on (no float model beside it); "
+                "give --data" % (model if isinstance(model, (str, os.PathLike)) else "the model")
+            )
+        source = data["source"]
+        if seed is None:
+            seed = data.get("seed", 0)
+        for key, value in saved_data_options(meta).items():
+            if options[key] is None:
+                options[key] = value
+        subjects = data.get("test_subjects")
+    elif options["channels"] is None:
+        options["channels"] = ",".join(meta["features"]["channels"])
+    if seed is None:
+        seed = 0
+    features = meta["features"]
+    if window is not None and window != features["window"]:
+        raise UserError(
+            "--window %d: the model's features are of windows of %d samples; leave --window "
+            "out" % (window, features["window"])
+        )
+    csv_options = read_options(**options)
+    csv_options["default_rate_hz"] = (meta.get("sensor") or {}).get("rate_hz")
+    ds = load_data(
+        source,
+        seed,
+        features["window"],
+        features["hop"] if hop is None else hop,
+        datasets,
+        progress,
+        **csv_options,
+    )
+    pipeline.check_compatible(meta, ds, source)
+    return ds, seed, subjects
+
+
+def train(
+    data,
+    hidden=(32, 16),
+    activation="relu",
+    test_subjects=None,
+    seed=0,
+    data_options=None,
+    **options,
+):
     """Train a float MLP on `data` (load_data's) -> Model.
 
+    data_options: the data options as text (DATA_OPTIONS) it was read with, saved with the
+    model so that model_data reads its data the same way.
     The test subjects (given, else the last ~30 % of the ids) are never trained on; early
     stopping holds out training subjects whole. options: optimizer ('adam', 'sgd'), lr,
     batch_size, epochs, l2, patience, class_weight ('balanced'), progress (a callable
@@ -111,6 +270,8 @@ def train(data, hidden=(32, 16), activation="relu", test_subjects=None, seed=0, 
         seed=seed,
         **options,
     )
+    if data_options is not None:
+        meta["data"]["csv_options"] = {key: data_options.get(key) for key in DATA_OPTIONS}
     meta["data"]["seed"] = seed
     return Model(mlp, meta, report, history)
 
@@ -131,29 +292,85 @@ def _as_model(model):
     return load_model(model) if isinstance(model, (str, os.PathLike)) else model
 
 
-def evaluate(model, data, subjects=None):
-    """Classification report of a Model (float) or a QModel (int8: the board's integers) on
-    `data`: the given subjects, else the model's test subjects the data holds, else all.
+def model_meta(model):
+    """A model's meta (classes, features, sensor, data: source and test subjects): a Model's
+    own; a QModel's from its file. model: either, or a model file path.
 
-    Returns host.metrics.classification_report's dict plus "subjects" and "which"."""
+    A board model file's data source and test subjects are those of its float model (the .npz
+    of the same name beside it, when it is the model it was exported from), else the ones
+    export writes into it for the built-in data sets."""
+    loaded = _as_model(model)
+    if isinstance(loaded, Model):
+        return loaded.meta
+    qm = loaded
+    meta = {
+        "classes": list(qm.classes),
+        "features": dict(qm.features),
+        "sensor": dict(qm.sensor),
+        "data": {
+            "source": qm.training.get("data_source"),
+            "test_subjects": [
+                v for v in str(qm.training.get("test_subjects", "")).split(",") if v
+            ],
+        },
+    }
+    meta["features"].setdefault("channels", list(qm.sensor.get("channels", [])))
+    if isinstance(model, (str, os.PathLike)):
+        beside = _float_model_beside(str(model), qm)
+        if beside is not None:
+            meta["data"] = beside["data"]
+    return meta
+
+
+def _names(text):
+    return [v for v in str(text).split(",") if v]
+
+
+def _float_model_beside(path, qm):
+    """The meta of the float model `path` was exported from: the .npz of the same name, if it
+    has the same classes, channels, window and input stage; else None."""
+    npz = os.path.splitext(path)[0] + ".npz"
+    if npz == path or not os.path.exists(npz):
+        return None
+    try:
+        _, meta = MLP.load(npz)
+    except (UserError, OSError):
+        return None
+    f = meta.get("features") or {}
+    same = (
+        list(meta.get("classes") or []) == list(qm.classes)
+        and list(f.get("channels") or []) == list(qm.features.get("channels") or [])
+        and (f.get("window"), f.get("hop")) == (qm.features.get("window"), qm.features.get("hop"))
+        and meta.get("input_stage") == qm.input_stage.to_dict()
+    )
+    return meta if same and (meta.get("data") or {}).get("source") else None
+
+
+def evaluate(model, data, subjects=None):
+    """Classification report of a Model (float) or a QModel (int8: the board's integers), or
+    of a model file, on `data`: the given subjects, else the model's test subjects (model_meta)
+    the data holds, else all.
+
+    Returns host.metrics.classification_report's dict plus "subjects", "which" (how they were
+    chosen) and "kind" ('float' or 'int8')."""
+    meta = model_meta(model)
     model = _as_model(model)
     if isinstance(model, Model):
-        meta = model.meta
         pipeline.check_compatible(meta, data, data.source)
-    else:
-        test = str(model.training.get("test_subjects", ""))
-        meta = {"data": {"test_subjects": [s for s in test.split(",") if s]}}
     chosen, which = pipeline.eval_subjects(meta, data, subjects)
     if isinstance(model, Model):
         report = pipeline.evaluate_model(model.mlp, model.meta, data, chosen)
+        kind = "float"
     else:
         report = pipeline.evaluate_qmodel(model, data, chosen)
-    return dict(report, subjects=chosen, which=which)
+        kind = "int8"
+    return dict(report, subjects=chosen, which=which, kind=kind)
 
 
-def export(model, data, path, qat="auto", rehearse=5, tflite=None):
+def export(model, data, path=None, qat="auto", rehearse=5, tflite=None):
     """Quantize a float Model to int8 and write the board's model file `path` -> Exported.
 
+    model: a Model or a float model file; path: default that file's path with .mpm.
     data: the data it was trained on (calibration on its training subjects, the test report on
     its test subjects). qat: 'auto' (quantization-aware fine-tuning when post-training accuracy
     drops by more than a point), True or False. rehearse: rehearsal windows per class written
@@ -164,6 +381,10 @@ def export(model, data, path, qat="auto", rehearse=5, tflite=None):
     from microprop.host import rehearsal
     from microprop.host.modelfile import write_model
 
+    if path is None:
+        if not isinstance(model, (str, os.PathLike)):
+            raise UserError("export: give the path of the model file to write")
+        path = os.path.splitext(str(model))[0] + ".mpm"
     model = _as_model(model)
     if qat not in ("auto", True, False):
         raise UserError("export: qat %r, expected 'auto', True or False" % (qat,))
@@ -200,6 +421,7 @@ def export(model, data, path, qat="auto", rehearse=5, tflite=None):
             result.rehearsal = rh
     elif os.path.exists(rh):
         os.unlink(rh)  # it belonged to the model file written before
+        result.removed = rh
     if tflite:
         from microprop.host import outputs
         from microprop.host.tflite_export import to_tflite
@@ -249,14 +471,15 @@ def adapt(model, data, test_subjects=None, **options):
     """What on-board learning buys on new subjects, int8 (the board's step) against float ->
     host.adapt.run_adaptation's result (host.adapt.format_adaptation prints it).
 
-    test_subjects: default the model's. options: modes, epochs, per_class, lr_shift, lr,
-    hidden_shift, float_hidden_shift, rehearse, seed, progress (a callable(text))."""
+    model: a Model or a float model file. test_subjects: default the model's. options: modes,
+    epochs, per_class, lr_shift, lr, hidden_shift, float_hidden_shift, rehearse, seed,
+    progress (a callable(text))."""
     from microprop.host import adapt as adaptation
 
     model = _as_model(model)
     test = test_subjects or model.meta["data"].get("test_subjects")
     if not test:
-        raise UserError("adapt: no test subjects: give test_subjects (the model has none)")
+        raise UserError("no test subjects: give --test-subjects (the model has none)")
     test = [str(s) for s in test]
     train = sorted(set(data.subjects.tolist()) - set(test), key=adaptation.natural_key)
     return adaptation.run_adaptation(data, train, test, model=(model.mlp, model.meta), **options)
