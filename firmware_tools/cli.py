@@ -96,7 +96,7 @@ def _data_options(args):
     return {key: getattr(args, key, None) for key in api.DATA_OPTIONS}
 
 
-def _reading(args, quiet=False):
+def _reading(quiet=False):
     """The progress of reading a CSV log (api.load_log's progress)."""
     return lambda path: ReadProgress(path, quiet)
 
@@ -111,7 +111,7 @@ def _model_data(args):
         args.window,
         args.hop,
         args.datasets,
-        _reading(args),
+        _reading(),
         **_data_options(args),
     )
     return ds, seed
@@ -191,7 +191,7 @@ def do_train(args):
         args.window,
         args.hop,
         args.datasets,
-        _reading(args, args.quiet),
+        _reading(args.quiet),
         **api.read_options(**data_options),
     )
     progress = Progress(args.quiet)
