@@ -158,7 +158,6 @@ for name, path in P["models"]:
 
 APP = """
 from device import board
-from device.features import window_features
 
 raw, _ = board.load_config("/board.json")
 raw["learn"] = "off"
@@ -174,6 +173,7 @@ print("R app_loop", time.ticks_diff(time.ticks_us(), t0), P["hops"])
 print("R app_us", us, P["hops"])
 print("R app", app.model.kernel, app.n_channels, app.window, app.hop)
 ring, c, w, out, predict = app.ring, app.n_channels, app.window, app.raw, app.model.predict
+window_features = app.window_features
 
 def features():
     window_features(ring, c, w, app.head, w, out)

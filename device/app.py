@@ -126,6 +126,11 @@ class App:
         self.n_channels = c
         self.window = model.features["window"]
         self.hop = model.features["hop"]
+        self.window_features = window_features  # portable; native code with the viper kernel
+        if model.kernel == "viper":
+            from . import features_viper
+
+            self.window_features = features_viper.window_features
         self.set_rate(_start_rate(config, model, problems))
         self.realtime = config["realtime"]
         self.mode = MODES[MODES.index(config["mode"])]  # MODES' own object: `is` compares
@@ -232,7 +237,7 @@ class App:
         if self.mode is not PREDICT:
             return 0
         t0 = ticks_us()
-        window_features(self.ring, c, self.window, self.head, self.window, self.raw)
+        self.window_features(self.ring, c, self.window, self.head, self.window, self.raw)
         cls = self.model.predict(self.raw)[0]
         self.us = ticks_diff(ticks_us(), t0)
         self.cls = cls if self.smoother is None else self.smoother.add(cls)
@@ -243,7 +248,9 @@ class App:
         """One training step on the last window with class index k, and its `train` line.
 
         The caller checks k and that the ring holds a full window (commands.do_label)."""
-        window_features(self.ring, self.n_channels, self.window, self.head, self.window, self.raw)
+        self.window_features(
+            self.ring, self.n_channels, self.window, self.head, self.window, self.raw
+        )
         self.learner.learn(self.raw, k)
 
     # -- the loop ------------------------------------------------------------------------------

@@ -194,7 +194,7 @@ def test_feature_bounds_shape():
 PARITY_SCRIPT = r"""
 import struct, sys, micropython
 from array import array
-from device.features import window_features
+from device.FEATURES_MODULE import window_features
 f = open(WINDOWS, "rb")  # set by the caller
 count = struct.unpack("<I", f.read(4))[0]
 for _ in range(count):
@@ -238,8 +238,8 @@ def parity_cases(rng):
     return cases
 
 
-def _device_parity(micropython, tmp_path, cases, rng):
-    """Run device/features.py on every window (placed in a ring at a random start, so some
+def _device_parity(micropython, tmp_path, cases, rng, module="features"):
+    """Run device/<module>.py on every window (placed in a ring at a random start, so some
     wrap around its end) in one MicroPython process, inside heap_lock; compare with the host."""
     blob = [struct.pack("<I", len(cases))]
     expected = []
@@ -254,7 +254,9 @@ def _device_parity(micropython, tmp_path, cases, rng):
     path = tmp_path / "windows.bin"
     path.write_bytes(b"".join(blob))
     lines = run_micropython(
-        micropython, "import sys\nWINDOWS = sys.argv[1]\n" + PARITY_SCRIPT, args=[str(path)]
+        micropython,
+        "import sys\nWINDOWS = sys.argv[1]\n" + PARITY_SCRIPT.replace("FEATURES_MODULE", module),
+        args=[str(path)],
     ).splitlines()
     assert len(lines) == len(cases)
     for i, (line, want) in enumerate(zip(lines, expected, strict=True)):
@@ -264,6 +266,45 @@ def _device_parity(micropython, tmp_path, cases, rng):
 def test_device_features_equal_host_bit_for_bit(micropython, tmp_path):
     rng = np.random.default_rng(42)
     _device_parity(micropython, tmp_path, parity_cases(rng), rng)
+
+
+MAX_CHANNELS = 64  # the most channels a model file (device/modelfile.py), so the app, takes
+
+
+def viper_cases(rng):
+    """parity_cases plus windows of 1, 3, 6 and MAX_CHANNELS channels at the int16 limits."""
+    cases = parity_cases(rng)
+    for c in (1, 3, 6, MAX_CHANNELS):
+        for n in (1, 2, 100, MAX_WINDOW):
+            cases.append(rng.integers(-32768, 32768, size=(n, c)))
+            cases.append(rng.choice([-32768, -1, 0, 32767], size=(n, c)))
+            cases.append(np.full((n, c), (-32768, 32767)[n % 2]))
+            alt = np.where(np.arange(n) % 2 == 0, -32768, 32767)[:, None] * np.ones(c, int)
+            cases.append(alt)
+    return cases
+
+
+def test_viper_features_equal_host_bit_for_bit(micropython, tmp_path):
+    """device/features_viper.py (native code) gives host/features.py's integers for 1, 3, 6
+    and the most channels, on windows that wrap around the ring, allocating nothing."""
+    rng = np.random.default_rng(43)
+    cases = viper_cases(rng)
+    assert {x.shape[1] for x in cases} >= {1, 3, 6, MAX_CHANNELS}
+    _device_parity(micropython, tmp_path, cases, rng, module="features_viper")
+
+
+def test_viper_features_argument_errors(micropython):
+    """The native features check their arguments as the portable ones do."""
+    out = run_micropython(
+        micropython,
+        "from array import array\n"
+        "from device.features_viper import window_features\n"
+        "try:\n"
+        "    window_features(array('h', bytes(24)), 2, 6, 6, 4, array('i', bytes(56)))\n"
+        "except ValueError as e:\n"
+        "    print(e)\n",
+    )
+    assert out.strip() == "features: start must be in [0, 6), found 6"
 
 
 def test_device_features_equal_host_on_both_shared_datasets(micropython, tmp_path, datasets):
@@ -280,6 +321,7 @@ def test_device_features_equal_host_on_both_shared_datasets(micropython, tmp_pat
         cases += [log.counts[s : s + window] for s in w.starts.tolist()]
     assert len(cases) > 4000
     _device_parity(micropython, tmp_path, cases, rng)
+    _device_parity(micropython, tmp_path, cases, rng, module="features_viper")
 
 
 def test_device_features_under_cpython_and_output_offset():
@@ -425,7 +467,7 @@ def test_device_features_on_32_bit_vm(tmp_path):
         n = len(x)
         blob += [struct.pack("<HHHH", 1, n, 0, n), x.astype(np.int16).tobytes()]
     (tmp_path / "windows.bin").write_bytes(b"".join(blob))
-    (tmp_path / "parity.py").write_text(PARITY_SCRIPT)
+    (tmp_path / "parity.py").write_text(PARITY_SCRIPT.replace("FEATURES_MODULE", "features"))
     runner = tmp_path / "run.mjs"
     runner.write_text(
         WASM_RUNNER
