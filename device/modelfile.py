@@ -81,7 +81,7 @@ HEADER = 12  # magic, version, flags, length
 CRC = 4
 _MAX_UNITS = const(1024)
 _MAX_LAYERS = const(16)
-_MAX_CHANNELS = const(64)
+MAX_CHANNELS = const(64)  # channels a model file may name (the app reads all of them)
 _MAX_TRAINING = const(32)
 _SHIFT_MAX = const(24)
 _MULT_MAX = const(65535)
@@ -186,7 +186,7 @@ def _check_crc(tail, crc):
 def _read_sensor(r):
     kind = r.str("sensor kind")
     rate = _in_range(r.field("I", "sample rate"), 0, 10**9, "sample rate (mHz)")
-    n = _in_range(r.field("B", "channel count"), 0, _MAX_CHANNELS, "channel count")
+    n = _in_range(r.field("B", "channel count"), 0, MAX_CHANNELS, "channel count")
     names, units, scales = [], [], []
     for _ in range(n):
         names.append(r.str("channel name"))

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from microprop.device import features as dev
+from microprop.device import modelfile
 from microprop.host.datasets import load_shoulder
 from microprop.host.errors import UserError
 from microprop.host.features import (
@@ -268,7 +269,7 @@ def test_device_features_equal_host_bit_for_bit(micropython, tmp_path):
     _device_parity(micropython, tmp_path, parity_cases(rng), rng)
 
 
-MAX_CHANNELS = 64  # the most channels a model file (device/modelfile.py), so the app, takes
+MAX_CHANNELS = modelfile.MAX_CHANNELS  # the most channels a model file, so the app, takes
 
 
 def viper_cases(rng):
