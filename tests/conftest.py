@@ -19,6 +19,7 @@ import tempfile
 import pytest
 
 from .helpers import (  # noqa: F401  (run_micropython and mpremote: for the tests that import them from here)
+    FAST,
     IN_CI,
     ROOT,
     SHARED_DATASETS,
@@ -31,6 +32,7 @@ from .helpers import (  # noqa: F401  (run_micropython and mpremote: for the tes
     mpremote,
     require_emulated,
     run_micropython,
+    write_log,
 )
 
 os.environ["MICROPROP_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="microprop-tests-")
@@ -113,3 +115,23 @@ def fake_app_board(tmp_path):
     """A virtual board running helpers.FAKE_APP."""
     with app_board(tmp_path / "flash") as b:
         yield b
+
+
+@pytest.fixture(scope="session")
+def float_model(tmp_path_factory):
+    """A float model trained by `microprop train` on a small CSV log (helpers.write_log: 3
+    subjects, 20-sample windows) -> its .npz; log.csv and train.txt (what train printed) lie
+    beside it. Tests write their own outputs elsewhere."""
+    import contextlib
+    import io
+
+    from microprop.firmware_tools.cli import main
+
+    d = tmp_path_factory.mktemp("float_model")
+    log = str(write_log(d / "log.csv"))
+    argv = ["train", "--data", log, "--window", "20", "--hop", "10", "--out", str(d / "m.npz")]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(argv + FAST + ["--epochs", "60"]) == 0
+    (d / "train.txt").write_text(out.getvalue())
+    return d / "m.npz"

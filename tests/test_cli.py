@@ -3,7 +3,6 @@
 Runs on: host (pytest).
 """
 
-import contextlib
 import io
 import shutil
 import struct
@@ -300,18 +299,6 @@ BAD_INPUTS = [
         ["--window 30: the model's features are of windows of 20 samples"],
     ),
 ]
-
-
-@pytest.fixture(scope="module")
-def float_model(tmp_path_factory):
-    """A float model trained on a small CSV log (3 subjects, 20-sample windows) and its log."""
-    d = tmp_path_factory.mktemp("float_model")
-    argv = ["train", "--data", _log(d), "--window", "20", "--hop", "10", "--out", str(d / "m.npz")]
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        assert main(argv + FAST + ["--epochs", "60"]) == 0
-    (d / "train.txt").write_text(out.getvalue())
-    return d / "m.npz"
 
 
 @pytest.mark.parametrize("case, argv, needles", BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])

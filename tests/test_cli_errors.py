@@ -99,16 +99,6 @@ OPTION_ERRORS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def float_model(tmp_path_factory):
-    """A float model trained on a small CSV log (3 subjects, 20-sample windows)."""
-    d = tmp_path_factory.mktemp("float_model")
-    log = str(write_log(d / "log.csv"))
-    argv = ["train", "--data", log, "--window", "20", "--hop", "10", "--out", str(d / "m.npz")]
-    assert cli.main(argv + FAST + ["--epochs", "60"]) == 0
-    return d / "m.npz"
-
-
 def _files(*folders):
     return {p for d in folders for p in d.rglob("*")}
 
