@@ -577,14 +577,15 @@ def read_preds(port, seconds, send=b""):
     return preds, other
 
 
-def check_line_for_line(preds, host_lines, hop_ms=1000):
+def check_line_for_line(preds, host_lines, hop_ms=1000, other=()):
     """Every prediction equals the host's for its window; consecutive ones are consecutive
-    windows (none lost) unless t went back (a reset)."""
+    windows (none lost) unless t went back (a reset). `other` (the other lines read) goes into
+    the failure message."""
     assert preds
     for i, (t, cls, scores) in enumerate(preds):
-        assert host_lines.get(t) == (cls, scores), (i, t, cls, scores, host_lines.get(t))
+        assert host_lines.get(t) == (cls, scores), (i, t, cls, scores, host_lines.get(t), other)
         if i and t > preds[i - 1][0]:
-            assert t - preds[i - 1][0] == hop_ms, (i, preds[i - 1][0], t)
+            assert t - preds[i - 1][0] == hop_ms, (i, preds[i - 1][0], t, other)
 
 
 def read_until(ser, want, timeout=15):

@@ -112,9 +112,9 @@ def test_the_whole_app(cpu, exported, tmp_path, build_dir, capsys):
         out = deploy(port, folder, folder / "replay.csv", build_dir)
         assert re.search(r"/lib/device/kernel_viper\.mpy +\d+ bytes, native %s\n" % arch, out)
         assert "--- soft reset: the board runs main.py" in out, out
-        preds, _ = read_preds(port, 3.0)
-        assert len(preds) > 10, preds
-        check_line_for_line(preds[1:], HostLines(q, replay.counts))
+        preds, other = read_preds(port, 3.0)
+        assert len(preds) > 10, (preds, other)
+        check_line_for_line(preds[1:], HostLines(q, replay.counts), other=other)
 
         # a second deploy, of a constant replay, interrupts the app that prints predictions
         out = deploy(port, folder, const, build_dir)
