@@ -26,7 +26,8 @@ samples and the loop goes on. `mode` is one of protocol.MODES: "predict" (a `pre
 hop), "record" (a `sample` line per sample), "idle" (no sampling).
 
 Lines out, written by `self.writer` (a protocol.LineWriter): `pred t=<ms> class=<name>
-score=<0..255> us=<int> <name>:<0..255> ...` per hop (us: features + inference), `sample
+score=<0..255> us=<int> <name>:<0..255> ...` per hop (us: features + inference, 0 when the
+clock stepped back: the qemu microbit port's `ticks_us` does by about 1 ms now and then), `sample
 t=<ms> <channel>=<int> ...` per sample in record mode, `train ...` per label, `info <key>=<value>
 ...`, `err <code> <message>`. `t` is milliseconds since the app started (the read time in
 realtime; sample index times the nominal period otherwise), wrapping at 2**30 like `ticks_ms`.
@@ -239,7 +240,8 @@ class App:
         t0 = ticks_us()
         self.window_features(self.ring, c, self.window, self.head, self.window, self.raw)
         cls = self.model.predict(self.raw)[0]
-        self.us = ticks_diff(ticks_us(), t0)
+        us = ticks_diff(ticks_us(), t0)
+        self.us = us if us > 0 else 0  # a clock that steps back reads 0, never negative
         self.cls = cls if self.smoother is None else self.smoother.add(cls)
         self.hops = _wrap_add(self.hops, 1)
         return 1

@@ -88,6 +88,27 @@ def test_pred_lines_equal_boardeval(micropython, board):
     assert smoothed != [p.class_name for p in first if isinstance(p, Pred)]
 
 
+STEPPING_CLOCK = """
+from device import app, board
+now = [1 << 20]
+def ticks_us():  # a clock that steps back by 1 ms on every read
+    now[0] -= 1000
+    return now[0]
+app.ticks_us = ticks_us
+board.main("board.json", max_hops=3)
+"""
+
+
+def test_a_clock_that_steps_back_gives_us_0_not_a_lost_line(micropython, board):
+    """A negative duration would make the pred line unreadable (us is never negative), and the
+    monitor would lose that prediction; qemu's microbit port steps its ticks_us back now and
+    then. The board prints us=0 instead."""
+    d, q, counts, _ = board
+    preds = parsed(run_board(micropython, d, STEPPING_CLOCK), Pred)
+    assert_preds_equal(preds, expected_preds(q, counts, 3), q)
+    assert [p.us for p in preds] == [0, 0, 0]
+
+
 def test_boardeval_evaluate_counts_single_label_windows(board):
     _, q, _, log = board
     report = boardeval.evaluate(q, log)
