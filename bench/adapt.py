@@ -8,7 +8,13 @@ evaluated on its windows that share no sample with them. Prints the full table p
 seed drives the model's training, the shuffles and the stochastic rounding) and, for several
 seeds, the mean gains over them.
 
-    python bench/adapt.py [--data shoulder] [--seeds 0] [--epochs 10] [--modes last,all]
+    python bench/adapt.py [--data shoulder] [--seeds 0] [--epochs 10] [--modes last,bias,all]
+                          [--remount] [--remount-seed S]
+
+--remount turns each test subject's accelerometer and gyroscope 90 degrees about z, as a
+re-mounted board reads them (--remount-seed S: one random rotation per subject from S, the
+same for every seed of --seeds); the model is trained on subjects 1-7 as recorded, and the
+rates are chosen with each left-out one turned alike (host/remount.py).
 """
 
 import argparse
@@ -31,7 +37,9 @@ def main():
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--epochs", type=int, default=adapt.DEFAULT_EPOCHS)
     ap.add_argument("--per-class", type=int, default=adapt.PER_CLASS)
-    ap.add_argument("--modes", default="last,all")
+    ap.add_argument("--modes", default="last,bias,all")
+    ap.add_argument("--remount", action="store_true", help="turn the test subjects' sensor")
+    ap.add_argument("--remount-seed", type=int, help="one random turn per subject (--remount)")
     args = ap.parse_args()
     modes = tuple(args.modes.split(","))
     ds = pipeline.make_dataset(pipeline.load_log(args.data), source=args.data)
@@ -41,6 +49,7 @@ def main():
         r = adapt.run_adaptation(
             ds, args.train_subjects.split(","), args.test_subjects.split(","), modes=modes,
             epochs=args.epochs, seed=seed, per_class=args.per_class,
+            remount_sensor=args.remount, remount_seed=args.remount_seed,
         )  # fmt: skip
         print("== seed %d (%.1f s)" % (seed, time.perf_counter() - t0))
         print(adapt.format_adaptation(r))

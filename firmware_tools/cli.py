@@ -490,6 +490,8 @@ def do_adapt(args):
         hidden_shift=args.hidden_shift,
         float_hidden_shift=args.float_hidden_shift,
         rehearse=args.rehearse,
+        remount_sensor=args.remount,
+        remount_seed=args.remount_seed,
     )
     print(adapt.format_adaptation(result))
 
@@ -500,12 +502,16 @@ _ADAPT_EPILOG = """example:
   microprop adapt model.npz --lr-shift 6 --lr 0.02       (given rates: no selection)
   microprop adapt model.npz --modes all --lr-shift 6 --hidden-shift 2 --lr 0.02 \
       --float-hidden-shift 2                (hidden layers 4 times slower than the last)
+  microprop adapt model.npz --remount --modes last,bias,all    (the sensor re-mounted, turned
+                                            90 degrees about z for each test subject)
 
 Each test subject's first windows of each class train the int8 model as the board would (bit
 for bit); a float SGD baseline trains the same layers on the same windows. Accuracy before and
 after on that subject's windows that share no sample with them. The rates (with the hidden
 layers' extra shift when they learn) are chosen leave-one-subject-out on the training subjects
-unless given.
+unless given. --remount turns each test subject's accelerometer and gyroscope together, as a
+re-mounted board reads them (--remount-seed S: one random rotation per subject); the rates are
+then chosen with each left-out training subject turned alike.
 """
 
 
@@ -557,6 +563,17 @@ def _adapt_options(p):
         metavar="N",
         help="rehearsal windows per class when hidden layers learn, as export writes them "
         "(default %d; 0: none)" % adapt.REHEARSE["all"],
+    )
+    g.add_argument(
+        "--remount",
+        action="store_true",
+        help="the test subjects' sensor re-mounted: turned 90 degrees about z (board normal)",
+    )
+    g.add_argument(
+        "--remount-seed",
+        type=options.int_range(0),
+        metavar="S",
+        help="one uniformly random rotation per test subject, drawn from S (implies --remount)",
     )
     g.add_argument("--quiet", action="store_true", help="no progress on stderr")
 

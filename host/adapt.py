@@ -55,7 +55,7 @@ import numpy as np
 
 from microprop.device.train_plan import LEARN_MODES, learns
 
-from . import pipeline, reference, rehearsal, trainmany, trainref
+from . import pipeline, reference, rehearsal, remount, trainmany, trainref
 from .errors import UserError
 
 DEFAULT_LEARN_MODES = ("last", "all")  # what `microprop adapt` compares
@@ -282,12 +282,14 @@ def _float_grid(mode):
 
 def select_rates(
     ds, train_subjects, modes=DEFAULT_LEARN_MODES, epochs=DEFAULT_EPOCHS, seed=0,
-    per_class=PER_CLASS, train_options=None, progress=None, rehearse=None,
+    per_class=PER_CLASS, train_options=None, progress=None, rehearse=None, turns=None,
 ):  # fmt: skip
     """Leave-one-subject-out over `train_subjects` -> {"lr_shift": {mode: k}, "lr": {mode: lr},
     "hidden_shift": {mode: h} (integer), "float_hidden_shift": {mode: h},
     "int_scores": {mode: {(k, h): mean accuracy}}, "float_scores": {mode: {(lr, h): ...}},
-    "before": mean accuracy before, ...}. Only `train_subjects`' windows are used."""
+    "before": mean accuracy before, ...}. Only `train_subjects`' windows are used. turns:
+    {subject: rotation} (host/remount.py) for a re-mounted sensor: each left-out subject is
+    adapted to and scored with its sensor turned so, as the test subjects will be."""
     train_subjects = [str(s) for s in train_subjects]
     if len(train_subjects) < 2:
         raise UserError(
@@ -304,8 +306,9 @@ def select_rates(
             progress(
                 "rates: fold %d/%d, subject %s left out" % (n + 1, len(train_subjects), held_out)
             )
-        qm, _ = train_and_quantize(ds, others, [held_out], modes, options)
-        trial = Trial(qm, ds, held_out, per_class, epochs, seed, others, rehearse)
+        fold = remount.remount_dataset(ds, {held_out: turns[held_out]} if turns else None)
+        qm, _ = train_and_quantize(fold, others, [held_out], modes, options)
+        trial = Trial(qm, fold, held_out, per_class, epochs, seed, others, rehearse)
         before += trial.int_before
         float_before += trial.float_before
         for m in modes:
@@ -350,6 +353,7 @@ def run_adaptation(
     log_or_dataset, train_subjects, test_subjects, modes=DEFAULT_LEARN_MODES,
     epochs=DEFAULT_EPOCHS, seed=0, per_class=PER_CLASS, lr_shift=None, lr=None, model=None,
     train_options=None, progress=None, hidden_shift=None, float_hidden_shift=None, rehearse=None,
+    remount_sensor=False, remount_seed=None,
 ):  # fmt: skip
     """The adaptation experiment (module docstring) -> dict with "rows" (one per test
     subject and mode: accuracies before/after, integer and float), "mean" per mode (with the
@@ -362,7 +366,11 @@ def run_adaptation(
     {mode: value} dict, to skip choosing them on the training subjects; hidden_shift /
     float_hidden_shift likewise (an int or {mode: int}; chosen with the rates when those are
     chosen, else 0). rehearse: rehearsal windows per class, an int for the modes that train
-    hidden layers or a {mode: int} dict (default REHEARSE; 0: none).
+    hidden layers or a {mode: int} dict (default REHEARSE; 0: none). remount_sensor: turn each
+    test subject's sensor, 90 degrees about z, or with `remount_seed` one uniformly random
+    rotation per subject from that seed (host/remount.subject_turns, test subjects first). The
+    model is trained on the training subjects as recorded; the rates are chosen with each
+    left-out training subject turned the same way.
     """
     for m in modes:
         if m not in LEARN_MODES:
@@ -390,11 +398,17 @@ def run_adaptation(
     if any(not isinstance(k, (int, np.integer)) or k < 0 for k in rehearse.values()):
         raise ValueError("adapt: rehearse %r, expected windows per class >= 0" % (rehearse,))
 
+    turns = None
+    if remount_sensor or remount_seed is not None:
+        turns = remount.subject_turns(test_subjects + train_subjects, remount_seed)
     selection = None
     if lr_shift is None or lr is None:
         selection = select_rates(
-            ds, train_subjects, modes, epochs, seed, per_class, options, progress, rehearse
-        )
+            ds, train_subjects, modes, epochs, seed, per_class, options, progress, rehearse,
+            turns,
+        )  # fmt: skip
+    if turns:
+        ds = remount.remount_dataset(ds, {s: turns[s] for s in test_subjects})
     lr_shift = _per_mode(lr_shift, selection and selection["lr_shift"], modes)
     lr = _per_mode(lr, selection and selection["lr"], modes)
     zero = {m: 0 for m in modes}
@@ -457,6 +471,7 @@ def run_adaptation(
         "per_class": int(per_class),
         "seed": int(seed),
         "rehearse": {m: rehearse[m] for m in modes},
+        "remount": None if turns is None else remount.describe(remount_seed),
         "lr_shift": lr_shift,
         "lr": lr,
         "hidden_shift": hidden_shift,
@@ -508,6 +523,11 @@ def format_adaptation(result):
         "windows sharing no sample with them; %d epochs, seeded shuffle %d, batch 1"
         % (r["per_class"], r["epochs"], r["seed"]),
     ]
+    if r.get("remount"):
+        lines.append(
+            "re-mounted sensor: each test subject's accelerometer and gyroscope %s; the model "
+            "trained on the training subjects as recorded" % r["remount"]
+        )
     rehearsing = ["%s %d" % (m, k) for m, k in r["rehearse"].items() if k]
     if rehearsing:
         lines.append(
@@ -516,7 +536,11 @@ def format_adaptation(result):
         )
     sel = r["selection"]
     how = (
-        "chosen leave-one-subject-out on subjects %s" % _subjects_text(sel["subjects"])
+        "chosen leave-one-subject-out on subjects %s%s"
+        % (
+            _subjects_text(sel["subjects"]),
+            ", each left-out one's sensor turned alike" if r.get("remount") else "",
+        )
         if sel
         else "given"
     )

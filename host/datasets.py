@@ -15,13 +15,14 @@ from pathlib import Path
 import numpy as np
 
 from microprop import shared_folder
+from microprop.device.sensor_mpu6050 import CHANNELS
 
 from .errors import UserError
 from .sensorlog import SensorLog, read_sensor_log, read_sensor_table, to_counts
 
 DATASETS_ENV = "MICROPROP_DATASETS"
 FILES = {"shoulder": "shoulder_exercises.csv.gz", "basic_motions": "basic_motions.csv"}
-IMU_CHANNELS = ["ax", "ay", "az", "gx", "gy", "gz"]
+IMU_CHANNELS = list(CHANNELS)  # the IMU driver's names
 ACCEL_FULL_SCALE_G = 8.0  # +/-8 g: 4096 counts per g
 GYRO_FULL_SCALE_DPS = 2000.0  # +/-2000 deg/s: 16.384 counts per deg/s
 

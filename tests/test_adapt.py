@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from microprop.firmware_tools.cli import main
-from microprop.host import adapt, pipeline, synth, trainmany, trainref
+from microprop.host import adapt, pipeline, remount, synth, trainmany, trainref
 from microprop.host.errors import UserError
 from microprop.host.fixedpoint import BoundError
 
@@ -199,6 +199,46 @@ def test_rates_are_chosen_on_the_training_subjects_only(small):
     assert again["float_scores"] == chosen["float_scores"]
 
 
+def test_remount_turns_the_test_subjects_and_each_left_out_training_subject(small, monkeypatch):
+    """--remount: the test subject's windows are those of its turned sensor (its 'before' is the
+    model on them); the training subjects stay as recorded for the model, and each fold of the
+    selection adapts to its left-out subject turned alike."""
+    seen = []
+    real_trial = adapt.Trial
+
+    def trial(qm, ds, subject, *args):
+        seen.append((subject, ds.X[ds.subjects == subject].copy(), ds.X[ds.subjects != subject]))
+        return real_trial(qm, ds, subject, *args)
+
+    monkeypatch.setattr(adapt, "Trial", trial)
+    r = adapt.run_adaptation(
+        small, ["s1", "s2", "s3"], ["s4"], modes=("last",), epochs=1, seed=0,
+        train_options=FAST, remount_sensor=True,
+    )  # fmt: skip
+    turned = remount.remount_dataset(
+        small, remount.subject_turns(["s1", "s2", "s3", "s4"])
+    )  # every subject turned 90 degrees about z
+    plain = small.X[small.subjects != "s4"]
+    for subject, mine, _ in seen:
+        assert np.array_equal(mine, turned.X[turned.subjects == subject]), subject
+        assert not np.array_equal(mine, small.X[small.subjects == subject])
+    assert [s for s, _, _ in seen] == ["s1", "s2", "s3", "s4"]
+    assert np.array_equal(seen[-1][2], plain)  # the model's subjects as recorded
+    assert r["remount"] == remount.describe(None)
+    assert "re-mounted sensor: each test subject's accelerometer and gyroscope turned 90" in (
+        adapt.format_adaptation(r)
+    )
+    assert "each left-out one's sensor turned alike" in adapt.format_adaptation(r)
+    seeded = adapt.run_adaptation(
+        small, ["s1", "s2", "s3"], ["s4"], modes=("last",), epochs=1, seed=0, lr_shift=7,
+        lr=0.01, train_options=FAST, remount_seed=5,
+    )  # fmt: skip
+    assert seeded["remount"] == "turned by a uniformly random rotation per subject (seed 5)"
+    assert seen[-1][0] == "s4"
+    r4 = remount.remount_dataset(small, {"s4": remount.subject_turns(["s4", "s1"], 5)["s4"]})
+    assert np.array_equal(seen[-1][1], r4.X[r4.subjects == "s4"])
+
+
 def test_bad_arguments_say_what_was_expected(small):
     with pytest.raises(ValueError, match="mode 'first'"):
         adapt.run_adaptation(small, ["s1"], ["s2"], modes=("first",))
@@ -229,6 +269,13 @@ def test_cli_adapt_prints_the_table(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "rehearsal: each adaptation step" in out and "(windows per class: all 2)" in out
+    code = main(
+        ["adapt", str(model), "--modes", "last", "--epochs", "2", "--lr-shift", "7",
+         "--lr", "0.01", "--remount-seed", "3", "--quiet"]
+    )  # fmt: skip
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "random rotation per subject (seed 3)" in out
 
 
 # --- the protocol end to end, and the acceptance criterion where learning pays ---
