@@ -35,7 +35,7 @@ def main():
     ap.add_argument("--train-subjects", default="1,2,3,4,5,6,7")
     ap.add_argument("--test-subjects", default="8,9,10")
     ap.add_argument("--seeds", default="0")
-    ap.add_argument("--epochs", type=int, default=adapt.DEFAULT_EPOCHS)
+    ap.add_argument("--epochs", type=int, help="default: chosen with the rates")
     ap.add_argument("--per-class", type=int, default=adapt.PER_CLASS)
     ap.add_argument("--modes", default="last,bias,all")
     ap.add_argument("--remount", action="store_true", help="turn the test subjects' sensor")

@@ -530,8 +530,9 @@ def _adapt_options(p):
     g.add_argument(
         "--epochs",
         type=options.int_range(1),
-        default=adapt.DEFAULT_EPOCHS,
-        help="passes over the adaptation set (10)",
+        help="passes over the adaptation set (default: chosen with the rates among %s, or %d "
+        "when the rates are given)"
+        % (",".join(str(e) for e in adapt.EPOCH_CHOICES), adapt.DEFAULT_EPOCHS),
     )
     g.add_argument(
         "--per-class",

@@ -51,8 +51,11 @@ the arm it saw and loses on the other one: the hidden features move towards what
 of one arm show (bench/README.md has the figures).
 """
 
+import time
+
 import numpy as np
 
+from microprop.device.config import MAX_SHIFT
 from microprop.device.train_plan import LEARN_MODES, learns
 
 from . import pipeline, reference, rehearsal, remount, trainmany, trainref
@@ -60,11 +63,19 @@ from .errors import UserError
 
 DEFAULT_LEARN_MODES = ("last", "all")  # what `microprop adapt` compares
 PER_CLASS = 5
-# Passes over the adaptation set; on shoulder subjects 1-7 (leave-one-out) 10 and 20 epochs
-# adapt equally well (5 is worse), so 10: 350 board steps for 5 windows of 7 classes.
+# Passes over the adaptation set when the rates are given: on shoulder subjects 1-7
+# (leave-one-out, the sensor as recorded) 10 and 20 epochs adapt equally well (5 is worse), so
+# 10: 350 board steps for 5 windows of 7 classes. When the rates are chosen, the epochs are
+# chosen with them from EPOCH_CHOICES (one run to the longest, scored at each: a longer run
+# continues the shorter one, as the board's training would).
 DEFAULT_EPOCHS = 10
+EPOCH_CHOICES = (10, 20, 40)
+# The starting grids of the selection. A grid grows past an edge where the best rate lies
+# (the board's integer rates 2**-0 .. 2**-MAX_SHIFT, float ones FLOAT_LR_LIMITS, hidden shifts
+# 0 .. MAX_SHIFT in steps of 2), so the chosen rate is never a grid's edge unless a limit is.
 LR_SHIFTS = tuple(range(4, 10))  # the board's rates 2**-4 .. 2**-9
 FLOAT_LRS = tuple(2.0 ** (-k / 2) for k in range(4, 17))  # 2**-2 .. 2**-8, half-octave steps
+FLOAT_LR_LIMITS = (2.0**-12, 2.0**2)
 HIDDEN_SHIFTS = (0, 2, 4)  # hidden layers 1, 1/4, 1/16 of the last layer's rate
 
 
@@ -131,8 +142,9 @@ def accuracy(pred, y):
 
 
 class Trial:
-    """One subject's adaptation and evaluation sets on one quantized model: `samples(mode)`
-    the steps in order, integer and float predictions on the evaluation set after them."""
+    """One subject's adaptation and evaluation sets on one quantized model: `samples(mode,
+    epochs)` the steps in order, integer and float predictions on the evaluation set after
+    them. `epochs` at construction is the most any call asks for."""
 
     def __init__(self, qm, ds, subject, per_class, epochs, seed, fit_subjects=(), rehearse=None):
         classes = list(qm.classes)
@@ -165,59 +177,78 @@ class Trial:
         self.int_before = accuracy(self.int_before_pred, self.y_eval)
         self.float_before = accuracy(self.float_before_pred, self.y_eval)
 
-    def samples(self, mode):
-        """(raw features, class indices) of the steps `mode` takes, in order: the adaptation
-        sequence, each window followed by a rehearsal window when `mode` rehearses."""
+    def samples(self, mode, epochs=None):
+        """(raw features, class indices) of the steps `mode` takes in `epochs` passes (default
+        all), in order: the adaptation sequence, each window followed by a rehearsal window
+        when `mode` rehearses."""
+        n = len(self.x_adapt) if epochs is None else epochs * self.n_adapt
+        x, y = self.x_adapt[:n], self.y_adapt[:n]
         k = self.rehearse.get(mode, 0)
         if not k:
-            return self.x_adapt, self.y_adapt
-        return rehearsal.interleave(self.x_adapt, self.y_adapt, *self._rehearsal[k])
+            return x, y
+        return rehearsal.interleave(x, y, *self._rehearsal[k])
 
-    def integer_predictions(self, mode, lr_shift, hidden_shift=0):
+    def steps(self, mode, epochs):
+        """How many training steps `epochs` passes take in `mode` (rehearsal doubles them)."""
+        return epochs * self.n_adapt * (2 if self.rehearse.get(mode, 0) else 1)
+
+    def integer_predictions(self, mode, lr_shift, hidden_shift=0, epochs=None):
         """Evaluation-set classes after board-exact training (TrainRef, batch 1; its
         stochastic rounding draws from the board's xorshift16 seeded with seed + 1)."""
-        x, y = self.samples(mode)
+        x, y = self.samples(mode, epochs)
         ref = trainref.train_steps(
             self.qm, x, y, mode=mode, lr_shift=lr_shift, batch=1, seed=self.seed + 1,
             hidden_shift=hidden_shift,
         )  # fmt: skip
         return reference.predict(ref.qmodel, self.x_eval)[0]
 
-    def integer_many(self, mode, rates):
-        """integer() for each (lr_shift, hidden_shift) of `rates` at once (host/trainmany.py)
-        -> accuracies, None where the bound proof refuses the rate."""
-        x, y = self.samples(mode)
-        trained = trainmany.train_steps_many(self.qm, x, y, mode, rates, 1, self.seed + 1)
-        return [
-            None
-            if isinstance(q, ValueError)
-            else accuracy(reference.predict(q, self.x_eval)[0], self.y_eval)
-            for q in trained
-        ]
+    def integer_many(self, mode, rates, epochs):
+        """integer() for each (lr_shift, hidden_shift) of `rates` after each number of passes
+        in `epochs` (ascending), at once (host/trainmany.py) -> {(lr_shift, hidden_shift,
+        epochs): accuracy, or None where the bound proof refuses the rate}."""
+        x, y = self.samples(mode, max(epochs))
+        ends = [self.steps(mode, e) for e in epochs]
+        runs = trainmany.train_steps_many(self.qm, x, y, mode, rates, 1, self.seed + 1, ends)
+        out = {}
+        for e, trained in zip(epochs, runs, strict=True):
+            for (k, h), q in zip(rates, trained, strict=True):
+                out[k, h, e] = (
+                    None
+                    if isinstance(q, ValueError)
+                    else accuracy(reference.predict(q, self.x_eval)[0], self.y_eval)
+                )
+        return out
 
-    def floating_many(self, mode, rates):
-        """floating() for each (lr, hidden_shift) of `rates` at once
-        (trainref.float_finetune_many)."""
-        x, y = self.samples(mode)
-        nets, _ = trainref.float_finetune_many(self.qm, x, y, mode, rates)
-        return [accuracy(trainref.float_predict(net, self.x_eval), self.y_eval) for net in nets]
+    def floating_many(self, mode, rates, epochs):
+        """floating() for each (lr, hidden_shift) of `rates` after each number of passes in
+        `epochs` (ascending), at once (trainref.float_finetune_many) -> {(lr, hidden_shift,
+        epochs): accuracy}."""
+        x, y = self.samples(mode, max(epochs))
+        ends = [self.steps(mode, e) for e in epochs]
+        runs, _ = trainref.float_finetune_many(self.qm, x, y, mode, rates, snapshots=ends)
+        out = {}
+        for e, nets in zip(epochs, runs, strict=True):
+            for (lr, h), net in zip(rates, nets, strict=True):
+                out[lr, h, e] = accuracy(trainref.float_predict(net, self.x_eval), self.y_eval)
+        return out
 
-    def float_predictions(self, mode, lr, hidden_shift=0):
+    def float_predictions(self, mode, lr, hidden_shift=0, epochs=None):
         """Evaluation-set classes after float64 SGD on the same layers, samples and order
         (hidden layers at lr * 2**-hidden_shift)."""
-        x, y = self.samples(mode)
+        x, y = self.samples(mode, epochs)
         net, _ = trainref.float_finetune(
             self.qm, x, y, mode=mode, lr=lr, hidden_shift=hidden_shift
         )
         return trainref.float_predict(net, self.x_eval)
 
-    def integer(self, mode, lr_shift, hidden_shift=0):
+    def integer(self, mode, lr_shift, hidden_shift=0, epochs=None):
         """Accuracy after board-exact training (see integer_predictions)."""
-        return accuracy(self.integer_predictions(mode, lr_shift, hidden_shift), self.y_eval)
+        pred = self.integer_predictions(mode, lr_shift, hidden_shift, epochs)
+        return accuracy(pred, self.y_eval)
 
-    def floating(self, mode, lr, hidden_shift=0):
+    def floating(self, mode, lr, hidden_shift=0, epochs=None):
         """Accuracy after float64 SGD on the same layers (see float_predictions)."""
-        return accuracy(self.float_predictions(mode, lr, hidden_shift), self.y_eval)
+        return accuracy(self.float_predictions(mode, lr, hidden_shift, epochs), self.y_eval)
 
     def split(self, pred):
         """(accuracy on the adapted recordings' windows, on the other recordings' windows)."""
@@ -251,45 +282,103 @@ def train_and_quantize(ds, train_subjects, test_subjects, modes, train_options):
     return _quantize(mlp, meta, sub, modes), report["accuracy"]
 
 
-def _pick(scores, grid):
-    """The grid value with the best mean score; ties to the first in `grid` (the smaller
-    rate, then the larger hidden shift)."""
+def _pick(scores, order):
+    """The candidate with the best mean score; ties to the first in `order`."""
     best = None
-    for v in grid:
-        s = scores.get(v)
+    for v in sorted(scores, key=order):
+        s = scores[v]
         if s is not None and (best is None or s > scores[best] + 1e-12):
             best = v
     return best
 
 
 def hidden_shifts(mode):
-    """The hidden shifts worth trying in `mode`: only 0 when no hidden layer learns."""
+    """The hidden shifts worth trying first in `mode`: only 0 when no hidden layer learns."""
     return HIDDEN_SHIFTS if trains_hidden(mode) else (0,)
 
 
-def _int_grid(mode):
-    """(lr_shift, hidden_shift) candidates, the smaller rate first, then the larger shift."""
-    return [
-        (k, h)
-        for k in sorted(LR_SHIFTS, reverse=True)
-        for h in sorted(hidden_shifts(mode), reverse=True)
-    ]
+def _int_order(c):
+    """Ties: the smaller rate (larger lr_shift), then the larger hidden shift, fewer epochs."""
+    k, h, e = c
+    return (-k, -h, e)
 
 
-def _float_grid(mode):
-    return [(lr, h) for lr in sorted(FLOAT_LRS) for h in sorted(hidden_shifts(mode), reverse=True)]
+def _float_order(c):
+    lr, h, e = c
+    return (lr, -h, e)
+
+
+def _int_steps(mode):
+    """Where the integer grid grows: (lr_shift step, limits), (hidden_shift step, limits)."""
+    hidden = (2, (0, MAX_SHIFT)) if trains_hidden(mode) else None
+    return (1, (0, MAX_SHIFT)), hidden
+
+
+def _float_steps(mode):
+    hidden = (2, (0, MAX_SHIFT)) if trains_hidden(mode) else None
+    return (2.0**0.5, FLOAT_LR_LIMITS), hidden
+
+
+def _grow(rates, hs, best, steps):
+    """The candidates one step past the edge of the grid (rates x hs) where `best` lies, within
+    the limits; none when `best` is inside it."""
+    (r_step, (r_lo, r_hi)), hidden = steps
+    multiply = isinstance(r_step, float)
+    new_rates, new_hs = [], []
+    r, h = best[0], best[1]
+    if r == min(rates):
+        lower = r / r_step if multiply else r - r_step
+        if lower >= r_lo * (1 - 1e-9):
+            new_rates.append(lower)
+    if r == max(rates):
+        higher = r * r_step if multiply else r + r_step
+        if higher <= r_hi * (1 + 1e-9):
+            new_rates.append(higher)
+    if hidden is not None:
+        h_step, (h_lo, h_hi) = hidden
+        if h == max(hs) and h + h_step <= h_hi:
+            new_hs.append(h + h_step)
+        if h == min(hs) and h - h_step >= h_lo:
+            new_hs.append(h - h_step)
+    return new_rates, new_hs
+
+
+def _search(evaluate, rates, hs, steps, order):
+    """Mean score of every candidate (rate, hidden shift, epochs) tried: the grid rates x hs,
+    each scored after each of `epochs`, grown past an edge while the best lies on it.
+    evaluate(candidates (rate, hs) list) -> {(rate, h, e): mean score or None}."""
+    rates, hs = list(rates), list(hs)
+    scores = evaluate([(r, h) for r in rates for h in hs])
+    while True:
+        best = _pick(scores, order)
+        if best is None:
+            return scores
+        new_rates, new_hs = _grow(rates, hs, best, steps)
+        if not new_rates and not new_hs:
+            return scores
+        todo = [(r, h) for r in new_rates for h in hs + new_hs]
+        todo += [(r, h) for r in rates for h in new_hs]
+        rates += new_rates
+        hs += new_hs
+        scores.update(evaluate(todo))
 
 
 def select_rates(
-    ds, train_subjects, modes=DEFAULT_LEARN_MODES, epochs=DEFAULT_EPOCHS, seed=0,
+    ds, train_subjects, modes=DEFAULT_LEARN_MODES, epochs=None, seed=0,
     per_class=PER_CLASS, train_options=None, progress=None, rehearse=None, turns=None,
 ):  # fmt: skip
     """Leave-one-subject-out over `train_subjects` -> {"lr_shift": {mode: k}, "lr": {mode: lr},
-    "hidden_shift": {mode: h} (integer), "float_hidden_shift": {mode: h},
-    "int_scores": {mode: {(k, h): mean accuracy}}, "float_scores": {mode: {(lr, h): ...}},
-    "before": mean accuracy before, ...}. Only `train_subjects`' windows are used. turns:
-    {subject: rotation} (host/remount.py) for a re-mounted sensor: each left-out subject is
-    adapted to and scored with its sensor turned so, as the test subjects will be."""
+    "hidden_shift": {mode: h} (integer), "float_hidden_shift": {mode: h}, "epochs": {mode: e}
+    (integer), "float_epochs": {mode: e}, "int_scores": {mode: {(k, h, e): mean accuracy}},
+    "float_scores": {mode: {(lr, h, e): ...}}, "before": mean accuracy before, ...}. Only
+    `train_subjects`' windows are used.
+
+    Each fold's model and adaptation sets are made once; every candidate is then scored on
+    all folds (its mean accuracy after adaptation). epochs: an int, or None to choose among
+    EPOCH_CHOICES with the rates. The grids start at LR_SHIFTS / FLOAT_LRS x HIDDEN_SHIFTS and
+    grow past an edge while the best candidate lies on it (see _search). turns: {subject:
+    rotation} (host/remount.py) for a re-mounted sensor: each left-out subject is adapted to
+    and scored with its sensor turned so, as the test subjects will be."""
     train_subjects = [str(s) for s in train_subjects]
     if len(train_subjects) < 2:
         raise UserError(
@@ -297,46 +386,79 @@ def select_rates(
             "give the learning rates instead" % len(train_subjects)
         )
     options = dict(train_options or {})
-    int_sum = {m: {c: 0.0 for c in _int_grid(m)} for m in modes}
-    float_sum = {m: {c: 0.0 for c in _float_grid(m)} for m in modes}
-    before = float_before = 0.0
+    epoch_list = list(EPOCH_CHOICES) if epochs is None else [int(epochs)]
+    trials = []
+    clock = _Clock(len(train_subjects) + 2 * len(modes), progress)
     for n, held_out in enumerate(train_subjects):
+        clock.say(
+            "rates: fold %d/%d, subject %s left out" % (n + 1, len(train_subjects), held_out)
+        )
         others = [s for s in train_subjects if s != held_out]
-        if progress:
-            progress(
-                "rates: fold %d/%d, subject %s left out" % (n + 1, len(train_subjects), held_out)
-            )
         fold = remount.remount_dataset(ds, {held_out: turns[held_out]} if turns else None)
         qm, _ = train_and_quantize(fold, others, [held_out], modes, options)
-        trial = Trial(qm, fold, held_out, per_class, epochs, seed, others, rehearse)
-        before += trial.int_before
-        float_before += trial.float_before
-        for m in modes:
-            grid = [c for c in _int_grid(m) if int_sum[m][c] is not None]
-            for c, acc in zip(grid, trial.integer_many(m, grid), strict=True):
-                if acc is None:  # the bound proof refuses this rate: not a candidate
-                    int_sum[m][c] = None
-                else:
-                    int_sum[m][c] += acc
-            grid = _float_grid(m)
-            for c, acc in zip(grid, trial.floating_many(m, grid), strict=True):
-                float_sum[m][c] += acc
-    n = len(train_subjects)
-    int_scores = {m: {k: v / n for k, v in d.items() if v is not None} for m, d in int_sum.items()}
-    float_scores = {m: {lr: v / n for lr, v in d.items()} for m, d in float_sum.items()}
-    int_pick = {m: _pick(int_scores[m], _int_grid(m)) for m in modes}
-    float_pick = {m: _pick(float_scores[m], _float_grid(m)) for m in modes}
+        trials.append(
+            Trial(qm, fold, held_out, per_class, max(epoch_list), seed, others, rehearse)
+        )
+        clock.done()
+
+    def mean_of(scores_per_fold):
+        out = {}
+        for c in scores_per_fold[0]:
+            vals = [f[c] for f in scores_per_fold]
+            out[c] = None if any(v is None for v in vals) else float(np.mean(vals))
+        return out
+
+    int_scores, float_scores = {}, {}
+    for m in modes:
+        clock.say("rates: int8 candidates for %s" % m)
+        int_scores[m] = _search(
+            lambda cands, m=m: mean_of([t.integer_many(m, cands, epoch_list) for t in trials]),
+            LR_SHIFTS, hidden_shifts(m), _int_steps(m), _int_order,
+        )  # fmt: skip
+        clock.done()
+        clock.say("rates: float candidates for %s" % m)
+        float_scores[m] = _search(
+            lambda cands, m=m: mean_of([t.floating_many(m, cands, epoch_list) for t in trials]),
+            FLOAT_LRS, hidden_shifts(m), _float_steps(m), _float_order,
+        )  # fmt: skip
+        clock.done()
+    int_pick = {m: _pick(int_scores[m], _int_order) for m in modes}
+    float_pick = {m: _pick(float_scores[m], _float_order) for m in modes}
     return {
         "lr_shift": {m: int_pick[m][0] for m in modes},
         "hidden_shift": {m: int_pick[m][1] for m in modes},
+        "epochs": {m: int_pick[m][2] for m in modes},
         "lr": {m: float_pick[m][0] for m in modes},
         "float_hidden_shift": {m: float_pick[m][1] for m in modes},
+        "float_epochs": {m: float_pick[m][2] for m in modes},
         "int_scores": int_scores,
         "float_scores": float_scores,
-        "before": before / n,
-        "float_before": float_before / n,
+        "before": float(np.mean([t.int_before for t in trials])),
+        "float_before": float(np.mean([t.float_before for t in trials])),
         "subjects": train_subjects,
     }
+
+
+class _Clock:
+    """Progress lines with the time spent and an estimate of the time left, from the share of
+    `parts` done so far."""
+
+    def __init__(self, parts, progress):
+        self.parts, self.progress = parts, progress
+        self.finished = 0
+        self.start = time.monotonic()
+
+    def say(self, text):
+        if not self.progress:
+            return
+        spent = time.monotonic() - self.start
+        if self.finished:
+            left = spent / self.finished * (self.parts - self.finished)
+            text += " (%.0f s so far, about %.0f s left)" % (spent, left)
+        self.progress(text)
+
+    def done(self):
+        self.finished += 1
 
 
 def _options_from_meta(meta):
@@ -351,7 +473,7 @@ def _options_from_meta(meta):
 
 def run_adaptation(
     log_or_dataset, train_subjects, test_subjects, modes=DEFAULT_LEARN_MODES,
-    epochs=DEFAULT_EPOCHS, seed=0, per_class=PER_CLASS, lr_shift=None, lr=None, model=None,
+    epochs=None, seed=0, per_class=PER_CLASS, lr_shift=None, lr=None, model=None,
     train_options=None, progress=None, hidden_shift=None, float_hidden_shift=None, rehearse=None,
     remount_sensor=False, remount_seed=None,
 ):  # fmt: skip
@@ -375,8 +497,8 @@ def run_adaptation(
     for m in modes:
         if m not in LEARN_MODES:
             raise ValueError("adapt: mode %r, expected one of %s" % (m, ", ".join(LEARN_MODES)))
-    if not isinstance(epochs, (int, np.integer)) or epochs < 1:
-        raise ValueError("adapt: epochs %r, expected an int >= 1" % (epochs,))
+    if epochs is not None and (not isinstance(epochs, (int, np.integer)) or epochs < 1):
+        raise ValueError("adapt: epochs %r, expected an int >= 1 (or None)" % (epochs,))
     if not isinstance(per_class, (int, np.integer)) or per_class < 1:
         raise ValueError("adapt: per_class %r, expected an int >= 1" % (per_class,))
     ds = log_or_dataset
@@ -411,6 +533,13 @@ def run_adaptation(
         ds = remount.remount_dataset(ds, {s: turns[s] for s in test_subjects})
     lr_shift = _per_mode(lr_shift, selection and selection["lr_shift"], modes)
     lr = _per_mode(lr, selection and selection["lr"], modes)
+    fixed = DEFAULT_EPOCHS if epochs is None else int(epochs)
+    int_epochs = dict(selection["epochs"]) if selection else {m: fixed for m in modes}
+    float_epochs = dict(selection["float_epochs"]) if selection else {m: fixed for m in modes}
+    if selection and lr_shift != selection["lr_shift"]:  # given integer rates: given epochs
+        int_epochs = {m: fixed for m in modes}
+    if selection and lr != selection["lr"]:
+        float_epochs = {m: fixed for m in modes}
     zero = {m: 0 for m in modes}
     hidden_shift = _per_mode(hidden_shift, selection["hidden_shift"] if selection else zero, modes)
     float_hidden_shift = _per_mode(
@@ -427,10 +556,11 @@ def run_adaptation(
         float_test = None
     rows = []
     for s in test_subjects:
-        trial = Trial(qm, ds, s, per_class, epochs, seed, train_subjects, rehearse)
+        most = max(list(int_epochs.values()) + list(float_epochs.values()))
+        trial = Trial(qm, ds, s, per_class, most, seed, train_subjects, rehearse)
         for m in modes:
-            int_after = trial.integer_predictions(m, lr_shift[m], hidden_shift[m])
-            float_after = trial.float_predictions(m, lr[m], float_hidden_shift[m])
+            int_after = trial.integer_predictions(m, lr_shift[m], hidden_shift[m], int_epochs[m])
+            float_after = trial.float_predictions(m, lr[m], float_hidden_shift[m], float_epochs[m])
             row = {
                 "subject": s,
                 "mode": m,
@@ -467,7 +597,8 @@ def run_adaptation(
         "train_subjects": train_subjects,
         "test_subjects": test_subjects,
         "modes": list(modes),
-        "epochs": int(epochs),
+        "epochs": int_epochs,
+        "float_epochs": float_epochs,
         "per_class": int(per_class),
         "seed": int(seed),
         "rehearse": {m: rehearse[m] for m in modes},
@@ -520,8 +651,8 @@ def format_adaptation(result):
             _subjects_text(r["test_subjects"]),
         ),  # fmt: skip
         "adaptation set: first %d windows per class in time order; evaluation: that subject's "
-        "windows sharing no sample with them; %d epochs, seeded shuffle %d, batch 1"
-        % (r["per_class"], r["epochs"], r["seed"]),
+        "windows sharing no sample with them; seeded shuffle %d per epoch, batch 1"
+        % (r["per_class"], r["seed"]),
     ]
     if r.get("remount"):
         lines.append(
@@ -548,15 +679,22 @@ def format_adaptation(result):
     for m in r["modes"]:
         k, lr = r["lr_shift"][m], r["lr"][m]
         h, fh = r["hidden_shift"][m], r["float_hidden_shift"][m]
-        text = "  %-4s integer lr_shift %d (2**-%d), float lr %.4g" % (m, k, k, lr)
+        e, fe = r["epochs"][m], r["float_epochs"][m]
+        text = "  %-4s integer lr_shift %d (2**-%d), %d epochs; float lr %.4g, %d epochs" % (
+            m, k, k, e, lr, fe,
+        )  # fmt: skip
         if trains_hidden(m):
             text += "; hidden_shift int8 %d, float %d" % (h, fh)
         if sel:
-            text += "; leave-one-out mean there: int8 %.1f -> %.1f, float %.1f -> %.1f" % (
-                100 * sel["before"], 100 * sel["int_scores"][m][(k, h)],
-                100 * sel["float_before"], 100 * sel["float_scores"][m][(lr, fh)],
-            )  # fmt: skip
+            i_score = sel["int_scores"][m].get((k, h, e))
+            f_score = sel["float_scores"][m].get((lr, fh, fe))
+            if i_score is not None and f_score is not None:
+                text += "; leave-one-out mean there: int8 %.1f -> %.1f, float %.1f -> %.1f" % (
+                    100 * sel["before"], 100 * i_score, 100 * sel["float_before"], 100 * f_score,
+                )  # fmt: skip
         lines.append(text)
+    if sel:
+        lines.append("  (%s)" % _grid_text(sel))
     head = "%-5s %-8s %5s %5s | %-21s | %-21s" % (
         "mode", "subject", "adapt", "eval", "  int8 board (TrainRef)", "   float SGD baseline"
     )  # fmt: skip
@@ -588,6 +726,21 @@ def format_adaptation(result):
             )
         )
     return "\n".join(lines)
+
+
+def _grid_text(sel):
+    """The candidates the selection scored, per mode, in words."""
+    parts = []
+    for m, scores in sel["int_scores"].items():
+        ks = sorted({c[0] for c in scores})
+        hs = sorted({c[1] for c in scores})
+        es = sorted({c[2] for c in scores})
+        fl = sorted({c[0] for c in sel["float_scores"][m]})
+        text = "%s: lr_shift %d..%d, float lr %.3g..%.3g" % (m, ks[0], ks[-1], fl[0], fl[-1])
+        if len(hs) > 1:
+            text += ", hidden_shift %s" % ",".join(str(h) for h in hs)
+        parts.append(text + ", epochs %s" % ",".join(str(e) for e in es))
+    return "candidates scored: " + "; ".join(parts)
 
 
 def _where_lines(r):

@@ -21,34 +21,57 @@ from . import reference, trainref
 from .fixedpoint import BoundError, check_small, clamp_int8, rounding_rshift
 
 
-def train_steps_many(qmodel, raw, labels, mode, rates, batch=1, seed=None):
+def train_steps_many(qmodel, raw, labels, mode, rates, batch=1, seed=None, snapshots=None):
     """trainref.train_steps for each (lr_shift, hidden_shift) of `rates` over the same samples
-    -> a list, per rate, of its trained QModel or the ValueError TrainRef raised for it."""
-    results = [None] * len(rates)
+    -> a list, per rate, of its trained QModel or the ValueError TrainRef raised for it.
+
+    snapshots: ascending step counts (at most len(raw)); then a list per snapshot of such
+    lists, the models after that many steps (a longer run continues the shorter one, as the
+    board's training does)."""
+    ends = [len(raw)] if snapshots is None else [int(n) for n in snapshots]
+    if ends != sorted(ends) or ends[-1] > len(raw) or ends[0] < 0:
+        raise ValueError(
+            "trainmany: snapshots %r, expected ascending counts <= %d" % (ends, len(raw))
+        )
+    results = [[None] * len(rates) for _ in ends]
     ok = []
     for i, (lr_shift, hidden_shift) in enumerate(rates):
         try:
             trainref.TrainRef(qmodel, mode, lr_shift, batch, seed, hidden_shift)
         except ValueError as e:  # refused by the bound proof: no candidate
-            results[i] = e
+            for r in results:
+                r[i] = e
         else:
             ok.append(i)
-    if not ok:
-        return results
+    if ok:
+        try:
+            many = Many(qmodel, mode, [rates[i] for i in ok], batch, seed)
+            done = 0
+            for r, end in zip(results, ends, strict=True):
+                many.run(raw[done:end], labels[done:end])
+                done = end
+                for j, i in enumerate(ok):
+                    r[i] = many.qmodel(j)
+        except BoundError:  # some copy left 31 bits: TrainRef says which, and where
+            for i in ok:
+                _one_by_one(qmodel, raw, labels, mode, rates[i], batch, seed, ends, results, i)
+    return results[0] if snapshots is None else results
+
+
+def _one_by_one(qmodel, raw, labels, mode, rate, batch, seed, ends, results, i):
+    """TrainRef alone for rate i, its models at `ends` (or its ValueError from there on)."""
+    ref = trainref.TrainRef(qmodel, mode, rate[0], batch, seed, rate[1])
+    done = 0
     try:
-        many = Many(qmodel, mode, [rates[i] for i in ok], batch, seed)
-        many.run(raw, labels)
-        for j, i in enumerate(ok):
-            results[i] = many.qmodel(j)
-    except BoundError:  # some copy left 31 bits: TrainRef says which, and where
-        for i in ok:
-            try:
-                results[i] = trainref.train_steps(
-                    qmodel, raw, labels, mode, rates[i][0], batch, seed, rates[i][1]
-                ).qmodel
-            except ValueError as e:
-                results[i] = e
-    return results
+        for r, end in zip(results, ends, strict=True):
+            for x, label in zip(raw[done:end], labels[done:end], strict=True):
+                ref.step(x, int(label))
+            done = end
+            r[i] = copy.deepcopy(ref.qmodel)
+    except ValueError as e:
+        for r in results:
+            if r[i] is None:
+                r[i] = e
 
 
 class Many:

@@ -386,11 +386,12 @@ def float_finetune(
     return nets[0], correct[0]
 
 
-def float_finetune_many(qmodel, raw, labels, mode, rates, batch=1):
+def float_finetune_many(qmodel, raw, labels, mode, rates, batch=1, snapshots=None):
     """float_finetune for each (lr, hidden_shift) of `rates` over the same samples, at once:
     one copy of the network per rate, stacked on a leading axis that mlp.forward_pass and
     backward_pass carry along (each copy computes what it would alone, to the last bit).
-    Returns (a float network per rate, correct (rates, n))."""
+    Returns (a float network per rate, correct (rates, n)); with `snapshots` (ascending step
+    counts) the first item is a list per snapshot of those networks, after that many steps."""
     _check_mode(mode)
     for _, h in rates:
         check_hidden_shift(h)
@@ -410,7 +411,13 @@ def float_finetune_many(qmodel, raw, labels, mode, rates, batch=1):
     correct = np.zeros((c, len(x)), dtype=np.int64)
     gw, gb = [None] * n, [None] * n  # gradients summed over the batch so far
     count = 0
-    for i in range(len(x)):
+    ends = [len(x)] if snapshots is None else [int(s) for s in snapshots]
+    if ends != sorted(ends) or ends[-1] > len(x) or ends[0] < 0:
+        raise ValueError(
+            "trainref: snapshots %r, expected ascending counts <= %d" % (ends, len(x))
+        )
+    taken = [_copies(net, W, b) for _ in range(ends.count(0))]
+    for i in range(ends[-1]):
         a = forward_pass(W, b, acts, np.repeat(x[None, i : i + 1], c, axis=0))
         correct[:, i] = np.argmax(a[-1][:, 0], axis=1) == labels[i]
         delta = output_error(a[-1], Y[i], "cross_entropy")
@@ -426,13 +433,19 @@ def float_finetune_many(qmodel, raw, labels, mode, rates, batch=1):
                 if trains_b[k]:
                     b[k] = b[k] - lrs[k] * gb[k]
             count = 0
+        taken += [_copies(net, W, b) for _ in range(ends.count(i + 1))]
+    return (taken[0] if snapshots is None else taken), correct
+
+
+def _copies(net, W, b):
+    """The networks of the stacked copies: one dict like `net` per copy."""
     nets = []
-    for j in range(c):
+    for j in range(W[0].shape[0]):
         one = dict(net)
         one["W"] = [w[j].copy() for w in W]
         one["b"] = [v[j, 0].copy() for v in b]
         nets.append(one)
-    return nets, correct
+    return nets
 
 
 def float_predict(net, raw):

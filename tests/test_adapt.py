@@ -119,7 +119,7 @@ def test_rehearsal_interleaves_windows_of_the_training_subjects(small):
     assert np.bincount(ry, minlength=4).tolist() == [2, 2, 2, 2]
     train_rows = {tuple(r) for r in small.X[small.subjects != "s4"]}
     assert all(tuple(r) in train_rows for r in rx)
-    assert trial.samples("last")[0] is trial.x_adapt
+    assert np.array_equal(trial.samples("last")[0], trial.x_adapt)
 
     kwargs = dict(modes=("last", "all"), epochs=2, seed=1, lr_shift=5, lr=2**-5)
     on = adapt.run_adaptation(small, ["s1", "s2", "s3"], ["s4"], train_options=FAST, **kwargs)
@@ -170,6 +170,24 @@ def test_the_grid_trained_at_once_equals_trainref_rate_by_rate(small, monkeypatc
     moved = trainmany.train_steps_many(qm, x, y, "all", [(5, 0)], 1, 2)[0]
     assert not np.array_equal(moved.layers[0].w, qm.layers[0].w)  # the check can fail
 
+    # snapshots: the models after the first 1 and 2 epochs of one run are those of runs that
+    # long (trial.steps counts the rehearsal steps), integer and float
+    ends = [trial.steps("all", 1), trial.steps("all", 2)]
+    assert ends[1] == len(x) == 2 * ends[0]
+    snaps = trainmany.train_steps_many(qm, x, y, "all", [(5, 0), (3, 2)], 1, 2, ends)
+    fsnaps, _ = trainref.float_finetune_many(qm, x, y, "all", [(2**-4, 2)], snapshots=ends)
+    for end, models, nets in zip(ends, snaps, fsnaps, strict=True):
+        for got, (k, h) in zip(models, [(5, 0), (3, 2)], strict=True):
+            want = trainref.train_steps(qm, x[:end], y[:end], "all", k, 1, 2, h).qmodel
+            assert all(
+                np.array_equal(a.w, b.w) for a, b in zip(got.layers, want.layers, strict=True)
+            )
+        want, _ = trainref.float_finetune(
+            qm, x[:end], y[:end], mode="all", lr=2**-4, hidden_shift=2
+        )
+        assert all(np.array_equal(a, b) for a, b in zip(nets[0]["W"], want["W"], strict=True))
+    assert not np.array_equal(snaps[0][0].layers[0].w, snaps[1][0].layers[0].w)
+
     # a value out of 31 bits in any copy: every rate is trained again by TrainRef alone
     def out_of_bounds(self):
         raise BoundError("bound: a copy left 31 bits")
@@ -179,6 +197,12 @@ def test_the_grid_trained_at_once_equals_trainref_rate_by_rate(small, monkeypatc
     for got, (k, h) in zip(again, [(5, 0), (3, 2)], strict=True):
         want = trainref.train_steps(qm, x, y, "all", k, 1, 2, h).qmodel
         assert all(np.array_equal(a.w, b.w) for a, b in zip(got.layers, want.layers, strict=True))
+    again = trainmany.train_steps_many(qm, x, y, "all", [(5, 0)], 1, 2, ends)
+    for end, models in zip(ends, again, strict=True):
+        want = trainref.train_steps(qm, x[:end], y[:end], "all", 5, 1, 2, 0).qmodel
+        assert all(
+            np.array_equal(a.w, b.w) for a, b in zip(models[0].layers, want.layers, strict=True)
+        )
 
 
 def test_rates_are_chosen_on_the_training_subjects_only(small):
@@ -316,15 +340,56 @@ def protocol_result():
     return result
 
 
-def test_rates_were_chosen_on_the_training_subjects_over_the_default_grids(protocol_result):
-    sel = protocol_result["selection"]
+def test_rates_were_chosen_on_the_training_subjects_inside_their_grids(protocol_result):
+    """Every starting candidate was scored after each of EPOCH_CHOICES; the chosen rates lie
+    inside the grid scored (one was added past an edge where the best lay), or at a limit."""
+    r = protocol_result
+    sel = r["selection"]
     assert sel["subjects"] == TRAIN_SUBJECTS
-    assert protocol_result["epochs"] == adapt.DEFAULT_EPOCHS
     assert sel["hidden_shift"]["last"] == sel["float_hidden_shift"]["last"] == 0
-    assert {(k, h) for k, h in sel["int_scores"]["all"]} == {
-        (k, h) for k in adapt.LR_SHIFTS for h in adapt.HIDDEN_SHIFTS
+    start = {
+        (k, h, e)
+        for k in adapt.LR_SHIFTS
+        for h in adapt.HIDDEN_SHIFTS
+        for e in adapt.EPOCH_CHOICES
     }
-    assert protocol_result["hidden_shift"]["all"] in adapt.HIDDEN_SHIFTS
+    assert start <= set(sel["int_scores"]["all"])
+    for m in ("last", "all"):
+        assert (
+            r["epochs"][m] in adapt.EPOCH_CHOICES and r["float_epochs"][m] in adapt.EPOCH_CHOICES
+        )
+        ks = [c[0] for c in sel["int_scores"][m]]
+        assert min(ks) < r["lr_shift"][m] < max(ks) or r["lr_shift"][m] in (0, adapt.MAX_SHIFT)
+        lrs = [c[0] for c in sel["float_scores"][m]]
+        lo, hi = adapt.FLOAT_LR_LIMITS
+        assert min(lrs) < r["lr"][m] < max(lrs) or not lo * 1.5 < r["lr"][m] < hi / 1.5
+        best = max(v for v in sel["int_scores"][m].values() if v is not None)
+        assert sel["int_scores"][m][r["lr_shift"][m], r["hidden_shift"][m], r["epochs"][m]] == best
+
+
+def test_a_grid_grows_past_the_edge_where_the_best_lies():
+    """_search adds the next rate beyond an edge while the best is there, and stops at a limit
+    or inside: here the score peaks at lr_shift 2, below the starting grid 4..9."""
+    calls = []
+
+    def evaluate(cands):
+        calls.append(sorted(cands))
+        return {(k, h, 10): -abs(k - 2) - h for k, h in cands}
+
+    scores = adapt._search(
+        evaluate, range(4, 10), (0, 2), adapt._int_steps("all"), adapt._int_order
+    )
+    assert adapt._pick(scores, adapt._int_order) == (2, 0, 10)
+    assert sorted({c[0] for c in scores}) == list(range(1, 10))  # 1: one past the best
+    assert calls[1] == [(3, 0), (3, 2)]  # one row at a time, every hidden shift tried
+
+    def at_limit(cands):
+        return {(k, h, 10): -k for k, h in cands}
+
+    scores = adapt._search(
+        at_limit, range(4, 10), (0,), adapt._int_steps("last"), adapt._int_order
+    )
+    assert adapt._pick(scores, adapt._int_order)[0] == 0 == min(c[0] for c in scores)
 
 
 def test_gain_splits_into_adapted_and_other_recordings(protocol_result):
