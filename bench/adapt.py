@@ -50,6 +50,7 @@ def main():
             ds, args.train_subjects.split(","), args.test_subjects.split(","), modes=modes,
             epochs=args.epochs, seed=seed, per_class=args.per_class,
             remount_sensor=args.remount, remount_seed=args.remount_seed,
+            ceiling=args.remount or args.remount_seed is not None,
         )  # fmt: skip
         print("== seed %d (%.1f s)" % (seed, time.perf_counter() - t0))
         print(adapt.format_adaptation(r))
@@ -61,10 +62,31 @@ def main():
             ig = [100 * r["mean"][m]["int_gain"] for r in results]
             fg = [100 * r["mean"][m]["float_gain"] for r in results]
             ok = sum(r["accepted"][m] for r in results)
+            n = len(results)
             print(
-                "%-4s integer gain %+.2f (sd %.2f), float gain %+.2f (sd %.2f); accepted in "
-                "%d of %d seeds" % (m, np.mean(ig), np.std(ig), np.mean(fg), np.std(fg), ok,
-                                    len(results))
+                "%-4s integer gain %+.2f (sd %.2f, se %.2f), float gain %+.2f (sd %.2f, se %.2f); "
+                "ratio of the mean gains %.2f; accepted in %d of %d seeds"
+                % (m, np.mean(ig), np.std(ig), np.std(ig) / n**0.5, np.mean(fg), np.std(fg),
+                   np.std(fg) / n**0.5, np.mean(ig) / np.mean(fg) if np.mean(fg) > 0 else np.nan,
+                   ok, n)
+            )  # fmt: skip
+        print("mean accuracy over seeds (%): before (the generic model) -> after")
+        for m in modes:
+            mean = {
+                k: 100 * np.mean([r["mean"][m][k] for r in results])
+                for k in ("int_before", "int_after", "float_before", "float_after")
+            }
+            print(
+                "%-4s int8 %.1f -> %.1f, float %.1f -> %.1f"
+                % (m, mean["int_before"], mean["int_after"], mean["float_before"],
+                   mean["float_after"])
+            )  # fmt: skip
+        ceilings = [r["ceiling"] for r in results if r.get("ceiling")]
+        if ceilings:
+            print(
+                "ceiling (a model trained on the turned training subjects): int8 %.1f, float %.1f"
+                % (100 * np.mean([c["int8"] for c in ceilings]),
+                   100 * np.mean([c["float"] for c in ceilings]))
             )  # fmt: skip
         print("where the gain lands, mean over seeds (points): recordings adapted on / other ones")
         for m in modes:

@@ -461,6 +461,22 @@ class _Clock:
         self.finished += 1
 
 
+def wearer_ceiling(ds, train_subjects, test_subjects, turns, modes, options, per_class):
+    """A model trained (and quantized) on the training subjects with their sensors turned by
+    `turns`, scored on each test subject's evaluation windows of `ds` (test subjects already
+    turned) -> {"int8": mean accuracy, "float": mean accuracy of its dequantized network}."""
+    turned = remount.remount_dataset(ds, {s: turns[s] for s in train_subjects})
+    qm, _ = train_and_quantize(turned, train_subjects, test_subjects, modes, options)
+    net = trainref.dequantize(qm)
+    ints, floats = [], []
+    for s in test_subjects:
+        _, keep = adaptation_split(turned, s, list(qm.classes), per_class)
+        y = pipeline.class_indices(turned.labels[keep], list(qm.classes))
+        ints.append(accuracy(reference.predict(qm, turned.X[keep])[0], y))
+        floats.append(accuracy(trainref.float_predict(net, turned.X[keep]), y))
+    return {"int8": float(np.mean(ints)), "float": float(np.mean(floats))}
+
+
 def _options_from_meta(meta):
     """train_model keyword arguments that reproduce a saved model's training."""
     t = dict(meta.get("training") or {})
@@ -475,7 +491,7 @@ def run_adaptation(
     log_or_dataset, train_subjects, test_subjects, modes=DEFAULT_LEARN_MODES,
     epochs=None, seed=0, per_class=PER_CLASS, lr_shift=None, lr=None, model=None,
     train_options=None, progress=None, hidden_shift=None, float_hidden_shift=None, rehearse=None,
-    remount_sensor=False, remount_seed=None,
+    remount_sensor=False, remount_seed=None, ceiling=False,
 ):  # fmt: skip
     """The adaptation experiment (module docstring) -> dict with "rows" (one per test
     subject and mode: accuracies before/after, integer and float), "mean" per mode (with the
@@ -492,7 +508,9 @@ def run_adaptation(
     test subject's sensor, 90 degrees about z, or with `remount_seed` one uniformly random
     rotation per subject from that seed (host/remount.subject_turns, test subjects first). The
     model is trained on the training subjects as recorded; the rates are chosen with each
-    left-out training subject turned the same way.
+    left-out training subject turned the same way. ceiling (with a re-mount): also train a
+    model on the training subjects with their sensors turned (their own turns) and score it on
+    the test subjects' evaluation windows: what a model made for the re-mounted sensor gets.
     """
     for m in modes:
         if m not in LEARN_MODES:
@@ -554,6 +572,13 @@ def run_adaptation(
         mlp, meta = model
         qm = _quantize(mlp, meta, ds, modes)
         float_test = None
+    wearer = None
+    if ceiling and turns:
+        if progress:
+            progress("ceiling: training on subjects %s turned" % ",".join(train_subjects))
+        wearer = wearer_ceiling(
+            ds, train_subjects, test_subjects, turns, modes, options, per_class
+        )
     rows = []
     for s in test_subjects:
         most = max(list(int_epochs.values()) + list(float_epochs.values()))
@@ -613,6 +638,7 @@ def run_adaptation(
         "rows": rows,
         "mean": mean,
         "accepted": {m: accepted(mean[m]) for m in modes},
+        "ceiling": wearer,
     }
 
 
@@ -709,6 +735,13 @@ def format_adaptation(result):
         mean = r["mean"][m]
         lines.append(_row(m, "mean", mean, "", ""))
         lines.append("-" * len(sub))
+    if r.get("ceiling"):
+        lines.append(
+            "ceiling: a model trained on subjects %s with their sensors turned as well, on the "
+            "same evaluation windows: int8 %.1f, float %.1f"
+            % (_subjects_text(r["train_subjects"]), 100 * r["ceiling"]["int8"],
+               100 * r["ceiling"]["float"])
+        )  # fmt: skip
     lines += [""] + _where_lines(r) + [""]
     for m in r["modes"]:
         mean = r["mean"][m]
