@@ -255,8 +255,13 @@ def test_remount_turns_the_test_subjects_and_each_left_out_training_subject(smal
     assert "each left-out one's sensor turned alike" in adapt.format_adaptation(r)
     seeded = adapt.run_adaptation(
         small, ["s1", "s2", "s3"], ["s4"], modes=("last",), epochs=1, seed=0, lr_shift=7,
-        lr=0.01, train_options=FAST, remount_seed=5,
+        lr=0.01, train_options=FAST, remount_seed=5, ceiling=True,
     )  # fmt: skip
+    # a model made for the turned sensor beats the generic one on the turned wearer
+    assert seeded["ceiling"]["int8"] > seeded["mean"]["last"]["int_before"] + 0.2
+    assert "ceiling: a model trained on subjects s1-s3" in adapt.format_adaptation(seeded) or (
+        "ceiling: a model trained on subjects s1,s2,s3" in adapt.format_adaptation(seeded)
+    )
     assert seeded["remount"] == "turned by a uniformly random rotation per subject (seed 5)"
     assert seen[-1][0] == "s4"
     r4 = remount.remount_dataset(small, {"s4": remount.subject_turns(["s4", "s1"], 5)["s4"]})
