@@ -259,9 +259,7 @@ def test_remount_turns_the_test_subjects_and_each_left_out_training_subject(smal
     )  # fmt: skip
     # a model made for the turned sensor beats the generic one on the turned wearer
     assert seeded["ceiling"]["int8"] > seeded["mean"]["last"]["int_before"] + 0.2
-    assert "ceiling: a model trained on subjects s1-s3" in adapt.format_adaptation(seeded) or (
-        "ceiling: a model trained on subjects s1,s2,s3" in adapt.format_adaptation(seeded)
-    )
+    assert "ceiling: a model trained on subjects s1,s2,s3" in adapt.format_adaptation(seeded)
     assert seeded["remount"] == "turned by a uniformly random rotation per subject (seed 5)"
     assert seen[-1][0] == "s4"
     r4 = remount.remount_dataset(small, {"s4": remount.subject_turns(["s4", "s1"], 5)["s4"]})
