@@ -388,7 +388,7 @@ def select_rates(
     options = dict(train_options or {})
     epoch_list = list(EPOCH_CHOICES) if epochs is None else [int(epochs)]
     trials = []
-    clock = _Clock(len(train_subjects) + 2 * len(modes), progress)
+    clock = _Clock({"fold": len(train_subjects), "search": 2 * len(modes)}, progress)
     for n, held_out in enumerate(train_subjects):
         clock.say(
             "rates: fold %d/%d, subject %s left out" % (n + 1, len(train_subjects), held_out)
@@ -399,7 +399,7 @@ def select_rates(
         trials.append(
             Trial(qm, fold, held_out, per_class, max(epoch_list), seed, others, rehearse)
         )
-        clock.done()
+        clock.done("fold")
 
     def mean_of(scores_per_fold):
         out = {}
@@ -415,13 +415,13 @@ def select_rates(
             lambda cands, m=m: mean_of([t.integer_many(m, cands, epoch_list) for t in trials]),
             LR_SHIFTS, hidden_shifts(m), _int_steps(m), _int_order,
         )  # fmt: skip
-        clock.done()
+        clock.done("search")
         clock.say("rates: float candidates for %s" % m)
         float_scores[m] = _search(
             lambda cands, m=m: mean_of([t.floating_many(m, cands, epoch_list) for t in trials]),
             FLOAT_LRS, hidden_shifts(m), _float_steps(m), _float_order,
         )  # fmt: skip
-        clock.done()
+        clock.done("search")
     int_pick = {m: _pick(int_scores[m], _int_order) for m in modes}
     float_pick = {m: _pick(float_scores[m], _float_order) for m in modes}
     return {
@@ -440,25 +440,31 @@ def select_rates(
 
 
 class _Clock:
-    """Progress lines with the time spent and an estimate of the time left, from the share of
-    `parts` done so far."""
+    """Progress lines with the time spent and an estimate of the time left: each kind of part
+    (`parts`: {kind: how many}) is expected to last as long as its finished ones did on
+    average (before any has finished, as long as the average part so far)."""
 
     def __init__(self, parts, progress):
-        self.parts, self.progress = parts, progress
-        self.finished = 0
-        self.start = time.monotonic()
+        self.parts, self.progress = dict(parts), progress
+        self.spent = {k: [] for k in parts}
+        self.start = self.mark = time.monotonic()
 
     def say(self, text):
         if not self.progress:
             return
-        spent = time.monotonic() - self.start
-        if self.finished:
-            left = spent / self.finished * (self.parts - self.finished)
-            text += " (%.0f s so far, about %.0f s left)" % (spent, left)
+        done = [t for ts in self.spent.values() for t in ts]
+        if done:
+            left = 0.0
+            for kind, n in self.parts.items():
+                ts = self.spent[kind] or done
+                left += (n - len(self.spent[kind])) * sum(ts) / len(ts)
+            text += " (%.0f s so far, about %.0f s left)" % (time.monotonic() - self.start, left)
         self.progress(text)
 
-    def done(self):
-        self.finished += 1
+    def done(self, kind):
+        now = time.monotonic()
+        self.spent[kind].append(now - self.mark)
+        self.mark = now
 
 
 def wearer_ceiling(ds, train_subjects, test_subjects, turns, modes, options, per_class):

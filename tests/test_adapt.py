@@ -418,3 +418,24 @@ def test_integer_learning_keeps_up_with_float_where_learning_pays(protocol_resul
     mean = protocol_result["mean"][mode]
     assert mean["float_gain"] > 0.05, mean  # learning pays here: more than 5 points
     assert mean["int_gain"] >= adapt.RATIO * mean["float_gain"], mean
+
+
+def test_progress_says_the_time_left_from_each_kind_of_part(monkeypatch):
+    now = [0.0]
+    monkeypatch.setattr(adapt.time, "monotonic", lambda: now[0])
+    lines = []
+    clock = adapt._Clock({"fold": 2, "search": 2}, lines.append)
+    clock.say("fold 1")
+    now[0] = 10.0
+    clock.done("fold")
+    clock.say("fold 2")  # one fold left at 10 s, two searches at the average part so far
+    now[0] = 20.0
+    clock.done("fold")
+    now[0] = 22.0
+    clock.done("search")
+    clock.say("search 2")
+    assert lines == [
+        "fold 1",
+        "fold 2 (10 s so far, about 30 s left)",
+        "search 2 (22 s so far, about 2 s left)",
+    ]
