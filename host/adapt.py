@@ -292,6 +292,23 @@ def _pick(scores, order):
     return best
 
 
+def _choose(scores, folds, order):
+    """The fewest epochs whose best candidate is within one standard error (of its fold-by-fold
+    difference to the best) of the best overall, and that candidate: more passes only where
+    they pay beyond the folds' noise. folds: {candidate: per-fold scores}."""
+    best = _pick(scores, order)
+    n = len(folds[best])
+    for e in sorted({c[2] for c in scores}):
+        c = _pick({c: v for c, v in scores.items() if c[2] == e}, order)
+        if c is None:
+            continue
+        diff = folds[c] - folds[best]
+        se = float(np.std(diff, ddof=1) / np.sqrt(n)) if n > 1 else 0.0
+        if scores[c] >= scores[best] - se - 1e-12:
+            return c
+    return best
+
+
 def hidden_shifts(mode):
     """The hidden shifts worth trying first in `mode`: only 0 when no hidden layer learns."""
     return HIDDEN_SHIFTS if trains_hidden(mode) else (0,)
@@ -345,17 +362,22 @@ def _grow(rates, hs, best, steps):
 
 def _search(evaluate, rates, hs, steps, order):
     """Mean score of every candidate (rate, hidden shift, epochs) tried: the grid rates x hs,
-    each scored after each of `epochs`, grown past an edge while the best lies on it.
-    evaluate(candidates (rate, hs) list) -> {(rate, h, e): mean score or None}."""
+    each scored after each number of epochs, grown past an edge while the best candidate of
+    some number of epochs lies on it. evaluate(candidates (rate, hs) list) -> {(rate, h, e):
+    mean score or None}."""
     rates, hs = list(rates), list(hs)
     scores = evaluate([(r, h) for r in rates for h in hs])
     while True:
-        best = _pick(scores, order)
-        if best is None:
-            return scores
-        new_rates, new_hs = _grow(rates, hs, best, steps)
+        new_rates, new_hs = set(), set()
+        for e in {c[2] for c in scores}:
+            best = _pick({c: v for c, v in scores.items() if c[2] == e}, order)
+            if best is not None:
+                more_rates, more_hs = _grow(rates, hs, best, steps)
+                new_rates.update(more_rates)
+                new_hs.update(more_hs)
         if not new_rates and not new_hs:
             return scores
+        new_rates, new_hs = sorted(new_rates), sorted(new_hs)
         todo = [(r, h) for r in new_rates for h in hs + new_hs]
         todo += [(r, h) for r in rates for h in new_hs]
         rates += new_rates
@@ -374,7 +396,8 @@ def select_rates(
     `train_subjects`' windows are used.
 
     Each fold's model and adaptation sets are made once; every candidate is then scored on
-    all folds (its mean accuracy after adaptation). epochs: an int, or None to choose among
+    all folds (its mean accuracy after adaptation); the choice takes the fewest epochs that
+    come within one standard error of the best (_choose). epochs: an int, or None to choose among
     EPOCH_CHOICES with the rates. The grids start at LR_SHIFTS / FLOAT_LRS x HIDDEN_SHIFTS and
     grow past an edge while the best candidate lies on it (see _search). turns: {subject:
     rotation} (host/remount.py) for a re-mounted sensor: each left-out subject is adapted to
@@ -401,29 +424,39 @@ def select_rates(
         )
         clock.done("fold")
 
-    def mean_of(scores_per_fold):
+    def mean_of(scores_per_fold, store):
         out = {}
         for c in scores_per_fold[0]:
             vals = [f[c] for f in scores_per_fold]
-            out[c] = None if any(v is None for v in vals) else float(np.mean(vals))
+            if any(v is None for v in vals):
+                out[c] = None
+            else:
+                store[c] = np.array(vals)
+                out[c] = float(np.mean(vals))
         return out
 
-    int_scores, float_scores = {}, {}
+    int_scores, float_scores, int_pick, float_pick = {}, {}, {}, {}
     for m in modes:
         clock.say("rates: int8 candidates for %s" % m)
+        folds = {}
         int_scores[m] = _search(
-            lambda cands, m=m: mean_of([t.integer_many(m, cands, epoch_list) for t in trials]),
+            lambda cands, m=m, f=folds: mean_of(
+                [t.integer_many(m, cands, epoch_list) for t in trials], f
+            ),
             LR_SHIFTS, hidden_shifts(m), _int_steps(m), _int_order,
         )  # fmt: skip
+        int_pick[m] = _choose(int_scores[m], folds, _int_order)
         clock.done("search")
         clock.say("rates: float candidates for %s" % m)
+        folds = {}
         float_scores[m] = _search(
-            lambda cands, m=m: mean_of([t.floating_many(m, cands, epoch_list) for t in trials]),
+            lambda cands, m=m, f=folds: mean_of(
+                [t.floating_many(m, cands, epoch_list) for t in trials], f
+            ),
             FLOAT_LRS, hidden_shifts(m), _float_steps(m), _float_order,
         )  # fmt: skip
+        float_pick[m] = _choose(float_scores[m], folds, _float_order)
         clock.done("search")
-    int_pick = {m: _pick(int_scores[m], _int_order) for m in modes}
-    float_pick = {m: _pick(float_scores[m], _float_order) for m in modes}
     return {
         "lr_shift": {m: int_pick[m][0] for m in modes},
         "hidden_shift": {m: int_pick[m][1] for m in modes},

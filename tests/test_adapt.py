@@ -366,8 +366,23 @@ def test_rates_were_chosen_on_the_training_subjects_inside_their_grids(protocol_
         lrs = [c[0] for c in sel["float_scores"][m]]
         lo, hi = adapt.FLOAT_LR_LIMITS
         assert min(lrs) < r["lr"][m] < max(lrs) or not lo * 1.5 < r["lr"][m] < hi / 1.5
-        best = max(v for v in sel["int_scores"][m].values() if v is not None)
-        assert sel["int_scores"][m][r["lr_shift"][m], r["hidden_shift"][m], r["epochs"][m]] == best
+        e = r["epochs"][m]
+        at_e = [v for c, v in sel["int_scores"][m].items() if c[2] == e and v is not None]
+        assert sel["int_scores"][m][r["lr_shift"][m], r["hidden_shift"][m], e] == max(at_e)
+
+
+def test_more_epochs_only_where_they_pay_beyond_one_standard_error():
+    folds = {
+        (5, 0, 10): np.array([0.80, 0.70, 0.90]),
+        (4, 0, 10): np.array([0.70, 0.60, 0.80]),
+        (5, 0, 20): np.array([0.85, 0.66, 0.92]),  # +0.01 on average, noisy: within one SE
+        (5, 0, 40): np.array([0.60, 0.50, 0.70]),
+    }
+    scores = {c: float(np.mean(v)) for c, v in folds.items()}
+    assert adapt._choose(scores, folds, adapt._int_order) == (5, 0, 10)
+    folds[5, 0, 20] = np.array([0.90, 0.80, 1.00])  # +0.1 on every fold: it pays
+    scores = {c: float(np.mean(v)) for c, v in folds.items()}
+    assert adapt._choose(scores, folds, adapt._int_order) == (5, 0, 20)
 
 
 def test_a_grid_grows_past_the_edge_where_the_best_lies():
