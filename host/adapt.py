@@ -282,7 +282,7 @@ def train_and_quantize(ds, train_subjects, test_subjects, modes, train_options):
     return _quantize(mlp, meta, sub, modes), report["accuracy"]
 
 
-def _pick(scores, order):
+def pick_best(scores, order):
     """The candidate with the best mean score; ties to the first in `order`."""
     best = None
     for v in sorted(scores, key=order):
@@ -292,14 +292,14 @@ def _pick(scores, order):
     return best
 
 
-def _choose(scores, folds, order):
+def choose(scores, folds, order):
     """The fewest epochs whose best candidate is within one standard error (of its fold-by-fold
     difference to the best) of the best overall, and that candidate: more passes only where
     they pay beyond the folds' noise. folds: {candidate: per-fold scores}."""
-    best = _pick(scores, order)
+    best = pick_best(scores, order)
     n = len(folds[best])
     for e in sorted({c[2] for c in scores}):
-        c = _pick({c: v for c, v in scores.items() if c[2] == e}, order)
+        c = pick_best({c: v for c, v in scores.items() if c[2] == e}, order)
         if c is None:
             continue
         diff = folds[c] - folds[best]
@@ -314,24 +314,24 @@ def hidden_shifts(mode):
     return HIDDEN_SHIFTS if trains_hidden(mode) else (0,)
 
 
-def _int_order(c):
+def int_order(c):
     """Ties: the smaller rate (larger lr_shift), then the larger hidden shift, fewer epochs."""
     k, h, e = c
     return (-k, -h, e)
 
 
-def _float_order(c):
+def float_order(c):
     lr, h, e = c
     return (lr, -h, e)
 
 
-def _int_steps(mode):
+def int_steps(mode):
     """Where the integer grid grows: (lr_shift step, limits), (hidden_shift step, limits)."""
     hidden = (2, (0, MAX_SHIFT)) if trains_hidden(mode) else None
     return (1, (0, MAX_SHIFT)), hidden
 
 
-def _float_steps(mode):
+def float_steps(mode):
     hidden = (2, (0, MAX_SHIFT)) if trains_hidden(mode) else None
     return (2.0**0.5, FLOAT_LR_LIMITS), hidden
 
@@ -360,7 +360,7 @@ def _grow(rates, hs, best, steps):
     return new_rates, new_hs
 
 
-def _search(evaluate, rates, hs, steps, order):
+def search_grid(evaluate, rates, hs, steps, order):
     """Mean score of every candidate (rate, hidden shift, epochs) tried: the grid rates x hs,
     each scored after each number of epochs, grown past an edge while the best candidate of
     some number of epochs lies on it. evaluate(candidates (rate, hs) list) -> {(rate, h, e):
@@ -370,7 +370,7 @@ def _search(evaluate, rates, hs, steps, order):
     while True:
         new_rates, new_hs = set(), set()
         for e in {c[2] for c in scores}:
-            best = _pick({c: v for c, v in scores.items() if c[2] == e}, order)
+            best = pick_best({c: v for c, v in scores.items() if c[2] == e}, order)
             if best is not None:
                 more_rates, more_hs = _grow(rates, hs, best, steps)
                 new_rates.update(more_rates)
@@ -397,9 +397,9 @@ def select_rates(
 
     Each fold's model and adaptation sets are made once; every candidate is then scored on
     all folds (its mean accuracy after adaptation); the choice takes the fewest epochs that
-    come within one standard error of the best (_choose). epochs: an int, or None to choose among
+    come within one standard error of the best (choose). epochs: an int, or None to choose among
     EPOCH_CHOICES with the rates. The grids start at LR_SHIFTS / FLOAT_LRS x HIDDEN_SHIFTS and
-    grow past an edge while the best candidate lies on it (see _search). turns: {subject:
+    grow past an edge while the best candidate lies on it (see search_grid). turns: {subject:
     rotation} (host/remount.py) for a re-mounted sensor: each left-out subject is adapted to
     and scored with its sensor turned so, as the test subjects will be."""
     train_subjects = [str(s) for s in train_subjects]
@@ -411,7 +411,7 @@ def select_rates(
     options = dict(train_options or {})
     epoch_list = list(EPOCH_CHOICES) if epochs is None else [int(epochs)]
     trials = []
-    clock = _Clock({"fold": len(train_subjects), "search": 2 * len(modes)}, progress)
+    clock = Progress({"fold": len(train_subjects), "search": 2 * len(modes)}, progress)
     for n, held_out in enumerate(train_subjects):
         clock.say(
             "rates: fold %d/%d, subject %s left out" % (n + 1, len(train_subjects), held_out)
@@ -439,23 +439,23 @@ def select_rates(
     for m in modes:
         clock.say("rates: int8 candidates for %s" % m)
         folds = {}
-        int_scores[m] = _search(
+        int_scores[m] = search_grid(
             lambda cands, m=m, f=folds: mean_of(
                 [t.integer_many(m, cands, epoch_list) for t in trials], f
             ),
-            LR_SHIFTS, hidden_shifts(m), _int_steps(m), _int_order,
+            LR_SHIFTS, hidden_shifts(m), int_steps(m), int_order,
         )  # fmt: skip
-        int_pick[m] = _choose(int_scores[m], folds, _int_order)
+        int_pick[m] = choose(int_scores[m], folds, int_order)
         clock.done("search")
         clock.say("rates: float candidates for %s" % m)
         folds = {}
-        float_scores[m] = _search(
+        float_scores[m] = search_grid(
             lambda cands, m=m, f=folds: mean_of(
                 [t.floating_many(m, cands, epoch_list) for t in trials], f
             ),
-            FLOAT_LRS, hidden_shifts(m), _float_steps(m), _float_order,
+            FLOAT_LRS, hidden_shifts(m), float_steps(m), float_order,
         )  # fmt: skip
-        float_pick[m] = _choose(float_scores[m], folds, _float_order)
+        float_pick[m] = choose(float_scores[m], folds, float_order)
         clock.done("search")
     return {
         "lr_shift": {m: int_pick[m][0] for m in modes},
@@ -472,7 +472,7 @@ def select_rates(
     }
 
 
-class _Clock:
+class Progress:
     """Progress lines with the time spent and an estimate of the time left: each kind of part
     (`parts`: {kind: how many}) is expected to last as long as its finished ones did on
     average (before any has finished, as long as the average part so far)."""

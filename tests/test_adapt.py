@@ -379,14 +379,14 @@ def test_more_epochs_only_where_they_pay_beyond_one_standard_error():
         (5, 0, 40): np.array([0.60, 0.50, 0.70]),
     }
     scores = {c: float(np.mean(v)) for c, v in folds.items()}
-    assert adapt._choose(scores, folds, adapt._int_order) == (5, 0, 10)
+    assert adapt.choose(scores, folds, adapt.int_order) == (5, 0, 10)
     folds[5, 0, 20] = np.array([0.90, 0.80, 1.00])  # +0.1 on every fold: it pays
     scores = {c: float(np.mean(v)) for c, v in folds.items()}
-    assert adapt._choose(scores, folds, adapt._int_order) == (5, 0, 20)
+    assert adapt.choose(scores, folds, adapt.int_order) == (5, 0, 20)
 
 
 def test_a_grid_grows_past_the_edge_where_the_best_lies():
-    """_search adds the next rate beyond an edge while the best is there, and stops at a limit
+    """search_grid adds the next rate beyond an edge while the best is there, and stops at a limit
     or inside: here the score peaks at lr_shift 2, below the starting grid 4..9."""
     calls = []
 
@@ -394,20 +394,20 @@ def test_a_grid_grows_past_the_edge_where_the_best_lies():
         calls.append(sorted(cands))
         return {(k, h, 10): -abs(k - 2) - h for k, h in cands}
 
-    scores = adapt._search(
-        evaluate, range(4, 10), (0, 2), adapt._int_steps("all"), adapt._int_order
+    scores = adapt.search_grid(
+        evaluate, range(4, 10), (0, 2), adapt.int_steps("all"), adapt.int_order
     )
-    assert adapt._pick(scores, adapt._int_order) == (2, 0, 10)
+    assert adapt.pick_best(scores, adapt.int_order) == (2, 0, 10)
     assert sorted({c[0] for c in scores}) == list(range(1, 10))  # 1: one past the best
     assert calls[1] == [(3, 0), (3, 2)]  # one row at a time, every hidden shift tried
 
     def at_limit(cands):
         return {(k, h, 10): -k for k, h in cands}
 
-    scores = adapt._search(
-        at_limit, range(4, 10), (0,), adapt._int_steps("last"), adapt._int_order
+    scores = adapt.search_grid(
+        at_limit, range(4, 10), (0,), adapt.int_steps("last"), adapt.int_order
     )
-    assert adapt._pick(scores, adapt._int_order)[0] == 0 == min(c[0] for c in scores)
+    assert adapt.pick_best(scores, adapt.int_order)[0] == 0 == min(c[0] for c in scores)
 
 
 def test_gain_splits_into_adapted_and_other_recordings(protocol_result):
@@ -439,7 +439,7 @@ def test_progress_says_the_time_left_from_each_kind_of_part(monkeypatch):
     now = [0.0]
     monkeypatch.setattr(adapt.time, "monotonic", lambda: now[0])
     lines = []
-    clock = adapt._Clock({"fold": 2, "search": 2}, lines.append)
+    clock = adapt.Progress({"fold": 2, "search": 2}, lines.append)
     clock.say("fold 1")
     now[0] = 10.0
     clock.done("fold")
