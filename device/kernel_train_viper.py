@@ -11,8 +11,11 @@ on the 64-bit Unix port, and arithmetic wraps at the machine word. So:
 
 - int8 and int16 values are read through ptr8 / ptr16 and sign-extended as
   `(v ^ 0x80) - 0x80` and `(v ^ 0x8000) - 0x8000`;
-- an int32 item (gradient sums, biases, the inference kernel's row constants) is read as two
-  ptr16 halves, sign-extended from the high one, and written back as two halves;
+- an int32 item (gradient sums, biases, the inference kernel's row constants) is read through
+  ptr32 and brought to its signed value as `((v & low) ^ top) - top`, with low the word's low
+  32 bits (all of it on a 32-bit port) and top = 2**31 (both computed from a variable: as
+  literals mpy-cross would make them long ints), and written through ptr32, which stores its
+  low 32 bits on either word width;
 - the gradient sums of a mini-batch are added in place through ptr32: a wrapped add stores the
   same 32 bits on either word width, and the bound proof keeps the true sum inside 31 bits;
 - shifts by 31 or more are clamped to 31 by the caller (a native shift by the word size is
@@ -254,13 +257,13 @@ def update_kernel(st: int, k: int, a: ptr32) -> int:
     of which are read d: delta, n_out; x: the layer's int8 inputs, n_in; gw: the int32
     gradient sums of the weights (read only when has_gw); mw: int16 master weights; w: int8
     weights; c: array('i') of row constants (written only when has_c); gb: the int32 gradient
-    sums of the biases (read only when has_gb); b: the int32 biases, read and written as ptr16
-    halves; j: the row jump table of the PRNG (see below); p: array('h') of the layer's
-    parameters (built by ViperLayer): at 0 the weights' (n_in, n_out, cz = 128 + zp_x, draw,
-    ls, fs, t, rt, has_gw, has_c), at _B the biases' in the same layout (has_gw there means
-    has_gb), then has_w, has_b and lim as two 15-bit halves (low first). For the update shift
-    s: draw = s > 0, ls = max(-s, 0), t = min(max(s, 0), 16), fs = min(s - t, 31) when s > 0
-    else 0, rt = 16 - t. Buffers of a part whose flag is 0 are not read.
+    sums of the biases (read only when has_gb); b: the int32 biases; j: the row jump table of
+    the PRNG (see below); p: array('h') of the layer's parameters (built by ViperLayer): at 0
+    the weights' (n_in, n_out, cz = 128 + zp_x, draw, ls, fs, t, rt, has_gw, has_c), at _B
+    the biases' in the same layout (has_gw there means has_gb), then has_w, has_b and lim as
+    two 15-bit halves (low first). For the update shift s: draw = s > 0, ls = max(-s, 0),
+    t = min(max(s, 0), 16), fs = min(s - t, 31) when s > 0 else 0, rt = 16 - t. Buffers of a
+    part whose flag is 0 are not read.
 
     SR(g, s) = (g >> s) + carry, carry = ((g >> (s - t)) & (2**t - 1)) > ((r - 1) >> rt)
     with r the next state (s > 0), or g << ls (s <= 0, no draw). With h = g >> fs
@@ -271,7 +274,8 @@ def update_kernel(st: int, k: int, a: ptr32) -> int:
 
     since h >> t = g >> s and the added term is in 0..2**t - 1; |h| + 65535 < 2**31. For
     s <= 0 (t = fs = 0, rt = 16) the added term is 0 for every state r in 1..65535: the loops
-    then draw all the same, and the part ends with the state it started with.
+    then draw all the same, and the part ends with the state it started with. A weight row
+    takes ls into delta_j once: (delta_j << ls) * x = (delta_j * x) << ls.
 
     The work skipped is provably zero:
 
@@ -285,22 +289,31 @@ def update_kernel(st: int, k: int, a: ptr32) -> int:
       they change (dw).
 
     The master weight is worked on biased, v = master + 32768 in 0..65535 (one xor from the
-    stored halfword, no sign extension), and so the int8 weight, u = w + 128 = (v + 128) >> 8,
-    which needs the clamps (v to 0..65535, u to 1..255) only when it is not in 1..255, that is
-    when (u - 1) * 258 >> 16 is not 0 (254 * 258 < 65536 <= 255 * 258; |u| < 2**22).
+    stored halfword, no sign extension), and so the int8 weight, u = w + 128 = (v + 128) >> 8
+    (one xor from the stored byte). Where u is the stored one, it is in 1..255 and v inside
+    0..65535: no clamp, nothing else to write. Else the clamps (v to 0..65535, u to 1..255),
+    and the int8 weight and the row's change are written. A row runs in the loop without
+    gradient sums and shift fs (the common case: batch 1, update shifts up to 16), 7 of its
+    about 100 instructions a weight on the Cortex-M0 fewer, or in the general one.
+
+    A bias is worked on as v = b - SR + lim, in 0..2 lim unless it needs its clamp: one
+    unsigned comparison (|b - SR| < 2**30 and lim < 2**30 by the bound proof).
     """
     d = ptr16(int(a[_D]) + (int(a[_D + 1]) << 16 << 16))
     x = ptr8(int(a[_X]) + (int(a[_X + 1]) << 16 << 16))
-    gw = ptr16(int(a[_GW]) + (int(a[_GW + 1]) << 16 << 16))
+    gw = ptr32(int(a[_GW]) + (int(a[_GW + 1]) << 16 << 16))
     mw = ptr16(int(a[_MW]) + (int(a[_MW + 1]) << 16 << 16))
     w = ptr8(int(a[_W]) + (int(a[_W + 1]) << 16 << 16))
-    c = ptr16(int(a[_C]) + (int(a[_C + 1]) << 16 << 16))
-    gb = ptr16(int(a[_GB]) + (int(a[_GB + 1]) << 16 << 16))
-    b = ptr16(int(a[_BI]) + (int(a[_BI + 1]) << 16 << 16))
+    c = ptr32(int(a[_C]) + (int(a[_C + 1]) << 16 << 16))
+    gb = ptr32(int(a[_GB]) + (int(a[_GB + 1]) << 16 << 16))
+    b = ptr32(int(a[_BI]) + (int(a[_BI + 1]) << 16 << 16))
     j = ptr16(int(a[_J]) + (int(a[_J + 1]) << 16 << 16))
     p = ptr16(int(a[_P]) + (int(a[_P + 1]) << 16 << 16))
     n_in = int(p[0])
     n_out = int(p[1])
+    e = 16  # int32 items: see the module docstring
+    low = (1 << e << e) - 1
+    top = 1 << (e + 15)
     if int(p[_HAS_W]):
         st0 = st
         cz = int(p[2])
@@ -311,10 +324,11 @@ def update_kernel(st: int, k: int, a: ptr32) -> int:
         rt = int(p[7])
         has_gw = int(p[8])
         has_c = int(p[9])
+        fast = 1 if has_gw == 0 and fs == 0 else 0
         x = ptr8(int(x) + n_in)  # the loops index back from the end: k = -n_in .. -1
         mw = ptr16(int(mw) + 2 * n_in)
         w = ptr8(int(w) + n_in)
-        gw = ptr16(int(gw) + 4 * n_in)
+        gw = ptr32(int(gw) + 4 * n_in)
         for row in range(n_out):
             dj = (int(d[row]) ^ 0x8000) - 0x8000
             if dj == 0 and has_gw == 0:
@@ -329,22 +343,43 @@ def update_kernel(st: int, k: int, a: ptr32) -> int:
                 dj = dj << ls
                 dw = 0  # the row's int8 weights, old less new
                 k = 0 - n_in
+                if fast:  # the loop below with has_gw = fs = 0: k ends at 0, skipping it
+                    while k:
+                        st = ((st << 7) ^ st) & 0xFFFF
+                        st = (st >> 9) ^ st
+                        st = ((st & 0xFF) << 8) ^ st
+                        g = ((int(x[k]) ^ 0x80) - cz) * dj
+                        if g:
+                            g = (((0x10000 - st) >> rt) + g) >> t
+                            v = (int(mw[k]) ^ 0x8000) - g
+                            if (((v + 128) >> 8) ^ 0x80) ^ int(w[k]):
+                                if v < 0:
+                                    v = 0
+                                if v > 0xFFFF:
+                                    v = 0xFFFF
+                                u = (v + 128) >> 8
+                                if u == 0:
+                                    u = 1
+                                if u == 256:
+                                    u = 255
+                                dw = ((int(w[k]) ^ 0x80) - u) + dw
+                                w[k] = u ^ 0x80
+                            mw[k] = v ^ 0x8000
+                        k += 1
                 while k:
                     st = ((st << 7) ^ st) & 0xFFFF
                     st = (st >> 9) ^ st
                     st = ((st & 0xFF) << 8) ^ st
                     if has_gw:
-                        g = (((int(gw[2 * k + 1]) ^ 0x8000) - 0x8000) << 16) + int(gw[2 * k])
-                        gw[2 * k] = 0
-                        gw[2 * k + 1] = 0
+                        g = ((int(gw[k]) & low) ^ top) - top
+                        gw[k] = 0
                         g = ((((int(x[k]) ^ 0x80) - cz) * dj) + (g << ls)) >> fs
                     else:
                         g = (((int(x[k]) ^ 0x80) - cz) * dj) >> fs
                     if g:
                         g = (((0x10000 - st) >> rt) + g) >> t
                         v = (int(mw[k]) ^ 0x8000) - g
-                        u = (v + 128) >> 8
-                        if (int(w[k]) ^ 0x80) ^ u:  # w changes, or v or u needs its clamp
+                        if (((v + 128) >> 8) ^ 0x80) ^ int(w[k]):  # w changes, or a clamp
                             if v < 0:
                                 v = 0
                             if v > 0xFFFF:
@@ -359,13 +394,10 @@ def update_kernel(st: int, k: int, a: ptr32) -> int:
                         mw[k] = v ^ 0x8000
                     k += 1
                 if has_c and dw:
-                    v = (((int(c[2 * row + 1]) ^ 0x8000) - 0x8000) << 16) + int(c[2 * row])
-                    v += cz * dw
-                    c[2 * row] = v & 0xFFFF
-                    c[2 * row + 1] = (v >> 16) & 0xFFFF
+                    c[row] = (((int(c[row]) & low) ^ top) - top) + cz * dw
             mw = ptr16(int(mw) + 2 * n_in)
             w = ptr8(int(w) + n_in)
-            gw = ptr16(int(gw) + 4 * n_in)
+            gw = ptr32(int(gw) + 4 * n_in)
         if draw == 0:
             st = st0
     if int(p[_HAS_B]):
@@ -377,25 +409,23 @@ def update_kernel(st: int, k: int, a: ptr32) -> int:
         rt = int(p[_B + 7])
         has_gb = int(p[_B + 8])
         lim = (int(p[_LIM + 1]) << 15) + int(p[_LIM])
-        low = 0 - lim
         for row in range(n_out):
             st = ((st << 7) ^ st) & 0xFFFF
             st = (st >> 9) ^ st
             st = ((st & 0xFF) << 8) ^ st
             g = (int(d[row]) ^ 0x8000) - 0x8000
             if has_gb:
-                g += (((int(gb[2 * row + 1]) ^ 0x8000) - 0x8000) << 16) + int(gb[2 * row])
-                gb[2 * row] = 0
-                gb[2 * row + 1] = 0
+                g = (((int(gb[row]) & low) ^ top) - top) + g
+                gb[row] = 0
             if g:
-                v = (((int(b[2 * row + 1]) ^ 0x8000) - 0x8000) << 16) + int(b[2 * row])
-                v -= (((g << ls) >> fs) + ((0x10000 - st) >> rt)) >> t
-                if v < low:
-                    v = low
-                if v > lim:
-                    v = lim
-                b[2 * row] = v & 0xFFFF
-                b[2 * row + 1] = (v >> 16) & 0xFFFF
+                g = ((((g << ls) >> fs) + ((0x10000 - st) >> rt)) >> t) - lim
+                v = (((int(b[row]) & low) ^ top) - top) - g  # b - SR + lim, in 0..2 lim
+                if uint(v) > uint(lim + lim):
+                    if v < 0:
+                        v = 0
+                    else:
+                        v = lim + lim
+                b[row] = v - lim
         if draw == 0:
             st = st0
     return st
