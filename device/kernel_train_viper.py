@@ -141,6 +141,10 @@ def backward_kernel(acc: int, k: int, a: ptr32):
     sum of the deltas off once. The deltas are stored and read as ptr32 (negative ones read
     zero-extended on a 64-bit port): every product and sum is then right modulo 2**32, and the
     sum is brought back to the signed 32-bit value (exact: it is inside 31 bits) once.
+
+    R is fixedpoint.rounding_rshift: h = (acc >> 1) + (acc & 1), then h / 2**e (e = s - 1)
+    rounded to nearest, ties away from zero, which for e >= 1 is (h + 2**(e - 1) + (h >> 31))
+    >> e (h >> 31 is -1 for h < 0, else 0: |h| < 2**30), and h itself for e = 0.
     """
     w = int(a[_W]) + (int(a[_W + 1]) << 16 << 16)
     d = ptr16(int(a[_D]) + (int(a[_D + 1]) << 16 << 16))
@@ -168,9 +172,18 @@ def backward_kernel(acc: int, k: int, a: ptr32):
     e = 16  # a variable, not a literal: mpy-cross would fold 1 << 31 into a long int
     low = (1 << e << e) - 1  # the low 32 bits of a word: all its bits on a 32-bit port
     top = 1 << (e + 15)
+    dead = -1  # y_i + 128 <= dead: below a relu whose derivative is 0 there
+    if act == 1:  # relu (modelfile.RELU, literal as in kernel_viper)
+        dead = zp + 128
+    e = s - 1  # R(acc, s): h = (acc >> 1) + (acc & 1), then h rounded by 2**e (see below)
+    half = 0
+    neg = 0
+    if e > 0:
+        half = 1 << (e - 1)
+        neg = -1
     for i in range(n_in):
-        v = (int(y[i]) ^ 0x80) - 0x80
-        if act == 1 and v <= zp:  # relu (modelfile.RELU, literal as in kernel_viper)
+        u = int(y[i]) ^ 0x80  # y_i + 128
+        if u <= dead:
             out[i] = 0
             continue
         col = w + i
@@ -180,37 +193,23 @@ def backward_kernel(acc: int, k: int, a: ptr32):
             acc = ((int(ptr8(int(offs[k]) + col)[0]) ^ 0x80) * int(deltas[k])) + acc
             k += 1
         acc = ((acc & low) ^ top) - top
-        if s != 0:  # acc = R(acc, s)
-            h = (acc >> 1) + (acc & 1)
-            e = s - 1
-            mask = (1 << e) - 1
-            threshold = mask >> 1
-            if h < 0:
-                threshold += 1
-            acc = h >> e
-            if (h & mask) > threshold:
-                acc += 1
-        if acc < -32768:
-            acc = -32768
-        if acc > 32767:
-            acc = 32767
-        e = 0  # the derivative's shift
-        if act == 2:  # sigmoid: p (1 - p) at 2**-16
-            acc *= (v + 128) * (128 - v)
-            e = 16
-        elif act == 3:  # tanh: 1 - a * a at 2**-14
-            acc *= 16384 - v * v
-            e = 14
-        if e != 0:  # acc = R(acc, e)
-            h = (acc >> 1) + (acc & 1)
-            e -= 1
-            mask = (1 << e) - 1
-            threshold = mask >> 1
-            if h < 0:
-                threshold += 1
-            acc = h >> e
-            if (h & mask) > threshold:
-                acc += 1
+        if s:
+            acc = (acc >> 1) + (acc & 1)
+            acc = (acc + half + ((acc >> 31) & neg)) >> e
+        if (acc + 32768) >> 16:  # outside int16
+            if acc < 0:
+                acc = -32768
+            else:
+                acc = 32767
+        if act >= 2:  # sigmoid: p (1 - p) at 2**-16; tanh: 1 - a * a at 2**-14; R back
+            if act == 2:
+                acc = acc * (u * (256 - u))  # u = y + 128: (y + 128) (128 - y)
+                acc = (acc >> 1) + (acc & 1)
+                acc = (acc + 16384 + (acc >> 31)) >> 15
+            else:
+                acc = acc * (16384 - (u - 128) * (u - 128))
+                acc = (acc >> 1) + (acc & 1)
+                acc = (acc + 4096 + (acc >> 31)) >> 13
         out[i] = acc
 
 
