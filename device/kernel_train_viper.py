@@ -330,15 +330,7 @@ def update_kernel(st: int, k: int, a: ptr32) -> int:
         gw = ptr32(int(gw) + 4 * n_in)
         for row in range(n_out):
             dj = (int(d[row]) ^ 0x8000) - 0x8000
-            if dj == 0 and has_gw == 0:
-                if draw:
-                    st = (
-                        int(j[st & 15])
-                        ^ int(j[16 + ((st >> 4) & 15)])
-                        ^ int(j[32 + ((st >> 8) & 15)])
-                        ^ int(j[48 + (st >> 12)])
-                    )
-            else:
+            if dj or has_gw:
                 dj = dj << ls
                 dw = 0  # the row's int8 weights, old less new
                 k = 0 - n_in
@@ -392,11 +384,19 @@ def update_kernel(st: int, k: int, a: ptr32) -> int:
                             w[k] = u ^ 0x80
                         mw[k] = v ^ 0x8000
                     k += 1
-                if has_c and dw:
+                if dw and has_c:
                     c[row] = (((int(c[row]) & low) ^ top) - top) + cz * dw
+                if has_gw:
+                    gw = ptr32(int(gw) + 4 * n_in)
+            elif draw:
+                st = (
+                    int(j[st & 15])
+                    ^ int(j[16 + ((st >> 4) & 15)])
+                    ^ int(j[32 + ((st >> 8) & 15)])
+                    ^ int(j[48 + (st >> 12)])
+                )
             mw = ptr16(int(mw) + 2 * n_in)
             w = ptr8(int(w) + n_in)
-            gw = ptr32(int(gw) + 4 * n_in)
         if draw == 0:
             st = st0
     if int(p[_HAS_B]):
