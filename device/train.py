@@ -118,6 +118,7 @@ class Trainer:
             self.layers.append(layer)
             self.master_w[k] = layer.master_w
             below = layer
+        self._down = self.layers[:0:-1]  # the layers that pass an error signal down, top first
         self.seed = DEFAULTS["seed"] if seed is None else seed
         self.state = seed_state(self.seed)  # the xorshift16 state of the stochastic rounding
         self.model_path = model_path  # the model file: its CRC names the checkpoints
@@ -140,12 +141,12 @@ class Trainer:
         m.forward()
         cls = m.classify()
         layers = self.layers
-        n = len(layers)
-        layers[n - 1].output_error(m.scores, label)
-        for i in range(n - 1, 0, -1):  # top down: each layer's error signal to the one below
-            layers[i].backward()
-        self.in_batch += 1
-        if self.in_batch < self.batch:
+        layers[-1].output_error(m.scores, label)
+        for layer in self._down:  # top down: each layer's error signal to the one below
+            layer.backward()
+        n = self.in_batch + 1
+        if n < self.batch:
+            self.in_batch = n
             for layer in layers:
                 layer.accumulate()
         else:  # bottom up: the PRNG's draw order
@@ -158,9 +159,10 @@ class Trainer:
         if count and self.steps < LIMIT:  # counting stops at 2**30 - 1: small ints
             self.steps += 1
             self.n_correct += correct
-        self.result[0] = cls
-        self.result[1] = correct
-        return self.result
+        r = self.result
+        r[0] = cls
+        r[1] = correct
+        return r
 
     def accuracy(self):
         """Percent of correct predictions so far, 0..100 (integer, rounded down)."""

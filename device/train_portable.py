@@ -65,7 +65,9 @@ class Layer:
                       its own master: it has f_x more fractional bits than the weight)
         x, zp_x       its int8 inputs (model.x, or the outputs of the layer below) and zero point
         delta         int16 error signals, one per output, at 2**-f_delta
-        master_w      int16 master weights (w with 8 more fractional bits), when w learns
+        master_w      int16 master weights (w with 8 more fractional bits), when w learns;
+                      w is always clamp((master_w + 128) >> 8): restart, round_master and
+                      update keep it so (the viper update relies on it)
         gw, gb        int32 gradient sums of the weights / biases of a mini-batch (batch > 1)
         c             the viper forward kernel's row constants (model.consts), kept in step
                       with w
