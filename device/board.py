@@ -11,11 +11,12 @@ defaults (keys and defaults: device/config.py). Without a usable model or sensor
 stays halted, answering every command line with the `err model ...` / `err sensor ...` that
 says why, never a traceback loop; Ctrl-C (KeyboardInterrupt) still ends it for the REPL.
 
-Memory. The start goes in stages, model, sensor, app, each importing its modules when the one
-before is done, and drops what only the start needs (the sensor factory; the model-file loader
-when nothing learns): the peak heap stays near what the running app holds. A heap too small
-for a stage gives `err <stage> ...: out of memory (...)` and the halted board
-(bench/app_heap.py has the figures).
+Memory. The start imports all the code first, while the heap is in one piece, then makes the
+big buffers (model, trainer, rehearsal windows, sensor, app), and only then drops what only
+the start needs (the sensor factory, the model-file loader, the checkpoint code): what comes
+after is small and fits the holes, so that every heap from the smallest that starts the app
+up starts it (bench/board.py checks 8 kB above it in 512-byte steps). A heap too small for a
+stage gives `err <stage> ...: out of memory (...)` and the halted board.
 
 Learning (`learn` not "off"): a device.train.Trainer on the app's model, then the newest valid
 checkpoint of this model is loaded. After the start line the app prints
@@ -36,14 +37,6 @@ from . import protocol
 from .config import check_config, shorten, token
 
 try:
-    from micropython import const
-except ImportError:  # CPython
-
-    def const(x):
-        return x
-
-
-try:
     from time import sleep_ms
 except ImportError:  # CPython
 
@@ -53,11 +46,11 @@ except ImportError:  # CPython
         sleep(ms / 1000)
 
 
-_APP_RESERVE = const(6144)  # bytes kept in one piece for the app stage (see build)
-# 10 kB more when the app learns: its ~700 names outgrow MicroPython's qstr pool (620 entries)
-# during the app stage, after some of the app's ~10 kB of code went in, and the next pool
-# takes ~4.5 kB in one piece ("allocating 640" in an err line is that pool's entry count)
-_LEARN_RESERVE = const(10240)
+# modules only the start needs, dropped once the app runs (an import brings one back):
+# the sensor factory, the model-file loader (the trainer's reset imports it again) and the
+# checkpoint code (its save and load import it again, device/train.py)
+_GC_THRESHOLD = 4096  # bytes allocated between collections (collect_often)
+_START_ONLY = ("sensors", "modelfile", "train_state", "checkpoint")
 
 
 def load_config(path="board.json"):
@@ -78,22 +71,18 @@ def load_config(path="board.json"):
 def build(config, out=None, inp=None):
     """Model, sensor and App from a checked config; raises RuntimeError(code, message).
     A MemoryError at any stage (a heap too small for the app) is one of these too."""
-    stage = "model"
+    stage = "app"
     try:
-        # A block kept free for the app stage: the stages before it leave the heap in holes
-        # (the loader's and the sensor factory's code and buffers, freed), and the app's code
-        # and buffers need some of it in one piece. Taken while the heap is whole.
-        reserve = bytearray(_APP_RESERVE + (0 if config["learn"] == "off" else _LEARN_RESERVE))
-        from .infer import Model
-
-        # stage by stage, each stage's modules loaded when the one before is done, with what
-        # only the start needs dropped after it: the smallest heap the app can start in
+        collect_often()
+        # First the code, every module the app and the start import, while the heap is in
+        # one piece: the interned names' pools grow with it (one of ~4.5 kB in one piece when
+        # the learning app's names pass 600), and native code comes in blocks of 2-6 kB. Then
+        # the big buffers (model, trainer, rehearsal windows, sensor, app), and only then is
+        # anything dropped: what is allocated after that is small, and the holes take it.
+        Model, App = import_code(config)
         free_heap()
+        stage = "model"
         model = Model(config["model"], kernel=config["kernel"])
-        if config["learn"] == "off":
-            unload("modelfile")  # the trainer's checkpoints need it, nothing else does
-        # the trainer's buffers and the rehearsal windows' block while the heap is in one
-        # piece: allocated last, they could fail in a heap with room left but in small holes
         learning = make_trainer(config, model), load_rehearsal(config, model)
         free_heap()
         stage = "sensor"
@@ -104,15 +93,13 @@ def build(config, out=None, inp=None):
             config["channels"] = list(model.sensor["channels"])
         sensor = make_sensor(config)
         check_model(sensor, model.sensor)
-        unload("sensors")  # only the start needs these; the app's modules come next
         free_heap()
         stage = "app"
-        del reserve
-        free_heap()
-        from .app import App  # last: its modules come after the model's and sensor's start
-
         app = App(model, sensor, config, out, inp)
         start_learning(app, *learning)
+        for name in _START_ONLY:
+            unload(name)
+        free_heap()
     except Exception as e:
         where = config["model"] if stage == "model" else config["sensor"]
         what = str(e) or type(e).__name__
@@ -120,6 +107,23 @@ def build(config, out=None, inp=None):
             what = "out of memory (%s); free heap %d bytes" % (what, free_heap())
         raise RuntimeError(stage, "%s: %s" % (where, what)) from None
     return app
+
+
+def import_code(config):
+    """Import every module the app of `config` runs and starts with -> (Model, App)."""
+    from . import infer
+    from .app import App
+    from .sensors import import_driver
+
+    import_driver(config["sensor"])
+    if infer.kernel_viper is not None and config["kernel"] != "portable":
+        from . import features_viper  # noqa: F401 (App takes it with the viper kernel)
+    if config["learn"] != "off":
+        from . import learner, train, train_state  # noqa: F401 (Trainer, its load)
+
+        if config["learn"] != "last" and config["rehearsal"]:
+            from . import rehearsal  # noqa: F401
+    return infer.Model, App
 
 
 def make_trainer(config, model):
@@ -159,7 +163,7 @@ def start_learning(app, made, rehearsal=None):
     windows, note = rehearsal or (None, None)
     learner = app.attach_trainer(trainer, windows)
     if seq is not None:
-        from .train import slot_of
+        from .train_state import slot_of
 
         learner.checkpoint, learner.seq = slot_of(trainer.prefix, seq), seq
         app.notes.append(
@@ -198,6 +202,23 @@ def unload(name):
     package = sys.modules.get("device")
     if package is not None and name in package.__dict__:
         delattr(package, name)
+
+
+def collect_often():
+    """Collect after every _GC_THRESHOLD bytes allocated, for good (where the port can).
+
+    MicroPython collects only when an allocation fails: the start's garbage (each import's
+    file buffers and reader, the loader's temporaries) would fill the whole heap first, and
+    the code and buffers kept would lie spread over all of it, in holes of a few hundred bytes
+    to 3 kB, where the next 4.5 kB block does not fit. Collected every 4 kB, what is kept packs
+    at the bottom of the heap and the rest stays in one piece. The running app allocates
+    nothing per sample, so this costs nothing then; commands and saves stay packed too."""
+    try:
+        import gc
+
+        gc.threshold(_GC_THRESHOLD)
+    except Exception:  # CPython, or a port without gc.threshold
+        pass
 
 
 def free_heap():

@@ -53,12 +53,30 @@ class Learner:
 
     def save(self):
         """Checkpoint now -> (slot path, seq); raises what the trainer's save raises."""
-        self.checkpoint, self.seq = self.trainer.save()
+        try:
+            self.checkpoint, self.seq = self.trainer.save()
+        finally:
+            drop_checkpoint_code()
         self.saved_at = self.trainer.steps
         return self.checkpoint, self.seq
 
     def reset(self):
         """Back to the exported weights, no checkpoint (the trainer clears its slots)."""
-        self.trainer.reset()
+        try:
+            self.trainer.reset()
+        finally:
+            drop_checkpoint_code()
         self.saved_at = 0
         self.checkpoint, self.seq = "none", 0
+
+
+def drop_checkpoint_code():
+    """Forget the modules a save or reset imported (device/train_state.py, checkpoint.py,
+    modelfile.py): the running app does not keep their ~10 kB of code between saves."""
+    from .board import unload
+
+    for name in CHECKPOINT_CODE:
+        unload(name)
+
+
+CHECKPOINT_CODE = ("train_state", "checkpoint", "modelfile")
