@@ -72,8 +72,8 @@ def build(config, out=None, inp=None):
     """Model, sensor and App from a checked config; raises RuntimeError(code, message).
     A MemoryError at any stage (a heap too small for the app) is one of these too."""
     stage = "app"
+    threshold = collect_often()
     try:
-        collect_often()
         # First the code, every module the app and the start import, while the heap is in
         # one piece: the interned names' pools grow with it (one of ~4.5 kB in one piece when
         # the learning app's names pass 600), and native code comes in blocks of 2-6 kB. Then
@@ -84,6 +84,10 @@ def build(config, out=None, inp=None):
         stage = "model"
         model = Model(config["model"], kernel=config["kernel"])
         learning = make_trainer(config, model), load_rehearsal(config, model)
+        # what only the start needs goes before the sensor and the app are made: they take
+        # its holes, and the start's peak stays near what the running app holds
+        for name in _START_ONLY:
+            unload(name)
         free_heap()
         stage = "sensor"
         from .sensors import check_model, make_sensor
@@ -93,12 +97,11 @@ def build(config, out=None, inp=None):
             config["channels"] = list(model.sensor["channels"])
         sensor = make_sensor(config)
         check_model(sensor, model.sensor)
+        unload("sensors")
         free_heap()
         stage = "app"
         app = App(model, sensor, config, out, inp)
         start_learning(app, *learning)
-        for name in _START_ONLY:
-            unload(name)
         free_heap()
     except Exception as e:
         where = config["model"] if stage == "model" else config["sensor"]
@@ -106,6 +109,9 @@ def build(config, out=None, inp=None):
         if isinstance(e, MemoryError):
             what = "out of memory (%s); free heap %d bytes" % (what, free_heap())
         raise RuntimeError(stage, "%s: %s" % (where, what)) from None
+    finally:
+        if threshold is not None:
+            collect_often(threshold)
     return app
 
 
@@ -127,9 +133,10 @@ def import_code(config):
 
 
 def make_trainer(config, model):
-    """-> (a device.train.Trainer as board.json says, or None, [info notes])."""
+    """-> (a device.train.Trainer as board.json says with the newest valid checkpoint of its
+    model loaded, or None; (slot, seq) of that checkpoint, or None; [info notes])."""
     if config["learn"] == "off":
-        return None, []
+        return None, None, []
     try:
         from .train import Trainer
 
@@ -144,34 +151,34 @@ def make_trainer(config, model):
             hidden_shift=config["hidden_shift"],
         )
     except Exception as e:  # e.g. no softmax output layer: the app predicts, never learns
-        return None, ["learn=off reason=%s" % token(str(e) or type(e).__name__)]
-    return trainer, []
-
-
-def start_learning(app, made, rehearsal=None):
-    """Load the newest checkpoint of make_trainer's trainer and attach it to the app, with
-    load_rehearsal's windows; the outcome goes to `app.notes` (info lines after the start
-    line)."""
-    trainer, notes = made
-    app.notes.extend(notes)
-    if trainer is None:
-        return
+        return None, None, ["learn=off reason=%s" % token(str(e) or type(e).__name__)]
+    notes = []
+    loaded = None
     try:
         seq, ignored = trainer.load()
     except Exception as e:  # a slot that changed while it was read: exported weights
         seq, ignored = None, [(trainer.prefix, "unreadable: %s" % e)]
-    windows, note = rehearsal or (None, None)
-    learner = app.attach_trainer(trainer, windows)
     if seq is not None:
         from .train_state import slot_of
 
-        learner.checkpoint, learner.seq = slot_of(trainer.prefix, seq), seq
-        app.notes.append(
-            "checkpoint=%s seq=%d steps=%d" % (token(learner.checkpoint), seq, trainer.steps)
-        )
-
+        loaded = slot_of(trainer.prefix, seq), seq
+        notes.append("checkpoint=%s seq=%d steps=%d" % (token(loaded[0]), seq, trainer.steps))
     for path, reason in ignored:
-        app.notes.append("checkpoint_ignored=%s reason=%s" % (token(path), token(reason)))
+        notes.append("checkpoint_ignored=%s reason=%s" % (token(path), token(reason)))
+    return trainer, loaded, notes
+
+
+def start_learning(app, made, rehearsal=None):
+    """Attach make_trainer's trainer to the app, with load_rehearsal's windows; the notes of
+    both go to `app.notes` (info lines after the start line)."""
+    trainer, loaded, notes = made
+    app.notes.extend(notes)
+    if trainer is None:
+        return
+    windows, note = rehearsal or (None, None)
+    learner = app.attach_trainer(trainer, windows)
+    if loaded is not None:
+        learner.checkpoint, learner.seq = loaded
     if note is not None:
         app.notes.append(note)
 
@@ -204,21 +211,25 @@ def unload(name):
         delattr(package, name)
 
 
-def collect_often():
-    """Collect after every _GC_THRESHOLD bytes allocated, for good (where the port can).
+def collect_often(threshold=_GC_THRESHOLD):
+    """Collect after every `threshold` bytes allocated (-1: only when the heap is full, as
+    MicroPython does by default) -> the setting before, or None where the port has none.
 
-    MicroPython collects only when an allocation fails: the start's garbage (each import's
-    file buffers and reader, the loader's temporaries) would fill the whole heap first, and
-    the code and buffers kept would lie spread over all of it, in holes of a few hundred bytes
-    to 3 kB, where the next 4.5 kB block does not fit. Collected every 4 kB, what is kept packs
-    at the bottom of the heap and the rest stays in one piece. The running app allocates
-    nothing per sample, so this costs nothing then; commands and saves stay packed too."""
+    Left to itself, MicroPython collects only when an allocation fails: the start's garbage
+    (each import's file buffer and reader, the loader's temporaries) would fill the whole heap
+    first, and the code and buffers kept would lie spread over all of it, in holes of a few
+    hundred bytes to 3 kB, where the next 4.5 kB block does not fit. Collected every 4 kB,
+    what is kept packs at the bottom of the heap and the rest stays in one piece. Only for the
+    start: every Python call takes its frame from the heap and gives it back, and a threshold
+    counts those bytes too (a training step took 50 % more instructions with it)."""
     try:
         import gc
 
-        gc.threshold(_GC_THRESHOLD)
+        before = gc.threshold()
+        gc.threshold(threshold)
+        return before
     except Exception:  # CPython, or a port without gc.threshold
-        pass
+        return None
 
 
 def free_heap():
