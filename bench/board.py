@@ -160,9 +160,8 @@ for name, path in P["models"]:
 APP = """
 from device import board
 
-raw, _ = board.load_config("/board.json")
-raw["learn"] = "off"
-config, _ = board.check_config(raw)
+config, _ = board.read_config("/board.json")
+config["learn"] = "off"
 app = board.build(config)
 app.run(1)
 us = 0
@@ -250,9 +249,8 @@ free = gc.mem_free()
 def start(learn):
     from device import board
 
-    raw, _ = board.load_config("/board.json")
-    raw["learn"] = learn
-    config, _ = board.check_config(raw)
+    config, _ = board.read_config("/board.json")
+    config["learn"] = learn
     app = board.build(config)
     app.run(1)
     if learn != "off":

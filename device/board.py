@@ -34,7 +34,7 @@ then learns without).
 import sys
 
 from . import protocol
-from .config import check_config, shorten, token
+from .commands import shorten, token
 
 try:
     from time import sleep_ms
@@ -46,11 +46,13 @@ except ImportError:  # CPython
         sleep(ms / 1000)
 
 
-# modules only the start needs, dropped once the app runs (an import brings one back):
-# the sensor factory, the model-file loader (the trainer's reset imports it again) and the
-# checkpoint code (its save and load import it again, device/train.py)
 _GC_THRESHOLD = 4096  # bytes allocated between collections (collect_often)
-_START_ONLY = ("sensors", "modelfile", "train_state", "checkpoint")
+# modules only the start needs, dropped once the model and trainer are made (an import
+# brings one back): the model-file loader (the trainer's reset imports it again), the
+# checkpoint code (its save imports it again, device/train.py) and the trainer's plan and
+# bound proof (device/train_plan.py; a checkpoint's check imports it again); the sensor
+# factory goes once the sensor is made, board.json's rules (config) once the app is
+_START_ONLY = ("modelfile", "train_state", "checkpoint", "train_plan")
 
 
 def load_config(path="board.json"):
@@ -66,6 +68,15 @@ def load_config(path="board.json"):
         return json.loads(text), []
     except Exception as e:
         return {}, ["%s is not valid JSON (%s); using defaults" % (path, shorten(str(e)))]
+
+
+def read_config(path="board.json"):
+    """board.json read and checked -> (config with the defaults filled in, [problems])."""
+    from .config import check_config  # the start drops its module once the app is made
+
+    raw, problems = load_config(path)
+    config, more = check_config(raw)
+    return config, problems + more
 
 
 def build(config, out=None, inp=None):
@@ -102,6 +113,7 @@ def build(config, out=None, inp=None):
         stage = "app"
         app = App(model, sensor, config, out, inp)
         start_learning(app, *learning)
+        unload("config")
         free_heap()
     except Exception as e:
         where = config["model"] if stage == "model" else config["sensor"]
@@ -263,9 +275,8 @@ def halt(code, message, out=None, inp=None, max_samples=None):
 def main(path="board.json", out=None, inp=None, max_hops=None, max_samples=None):
     """Read board.json, build the app and run it; report instead of raising (main.py)."""
     writer = protocol.LineWriter(sys.stdout if out is None else out, 80)
-    raw, problems = load_config(path)
-    config, more = check_config(raw)
-    for p in problems + more:
+    config, problems = read_config(path)
+    for p in problems:
         writer.err("config", p)
     try:
         app = build(config, out, inp)

@@ -72,11 +72,11 @@ class Learner:
 
 def drop_checkpoint_code():
     """Forget the modules a save or reset imported (device/train_state.py, checkpoint.py,
-    modelfile.py): the running app does not keep their ~10 kB of code between saves."""
+    train_plan.py, modelfile.py): the running app keeps none of their code between saves."""
     from .board import unload
 
     for name in CHECKPOINT_CODE:
         unload(name)
 
 
-CHECKPOINT_CODE = ("train_state", "checkpoint", "modelfile")
+CHECKPOINT_CODE = ("train_state", "checkpoint", "modelfile", "train_plan")

@@ -48,17 +48,9 @@ Where the rest is written out:
   allocate; `step` never does).
 """
 
-from . import train_plan
 from .config import DEFAULTS, MAX_SHIFT
 from .prng import seed_state
-from .train_plan import (  # noqa: F401 (re-exported: the public names of device.train)
-    DELTA_MAX,
-    F_DELTA,
-    F_DELTA_OUT,
-    LEARN_MODES,
-    LIMIT,
-    input_range,
-)
+from .train_plan import LEARN_MODES, LIMIT
 from .train_portable import Layer
 
 try:
@@ -97,6 +89,8 @@ class Trainer:
         self.lr_shift = lr_shift
         self.hidden_shift = hidden_shift
         self.batch = batch
+        from . import train_plan  # the running app does not keep it (device/board.py)
+
         plan = train_plan.plan(specs, mode, lr_shift, hidden_shift)
         self.trains_w, self.trains_b, lowest = train_plan.learns(mode, len(specs))
         train_plan.check_inputs(specs, model.stage[1], self.trains_w)
