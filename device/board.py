@@ -11,12 +11,17 @@ defaults (keys and defaults: device/config.py). Without a usable model or sensor
 stays halted, answering every command line with the `err model ...` / `err sensor ...` that
 says why, never a traceback loop; Ctrl-C (KeyboardInterrupt) still ends it for the REPL.
 
-Memory. The start imports all the code first, while the heap is in one piece, then makes the
-big buffers (model, trainer, rehearsal windows, sensor, app), and only then drops what only
-the start needs (the sensor factory, the model-file loader, the checkpoint code): what comes
-after is small and fits the holes, so that every heap from the smallest that starts the app
-up starts it (bench/board.py checks 8 kB above it in 512-byte steps). A heap too small for a
-stage gives `err <stage> ...: out of memory (...)` and the halted board.
+Memory. While the app starts, the heap is collected every 4 kB allocated (`collect_often`):
+MicroPython otherwise collects only when the heap is full, and the start's garbage would
+spread what it keeps over the whole heap, in holes too small for the next 4.5 kB block. The
+start imports all the code first, then makes the big buffers (model, the trainer with its
+checkpoint loaded, rehearsal windows), drops what only the start needs (the model-file loader,
+the checkpoint code, the trainer's plan), makes the sensor (and drops the sensor factory) and
+the app (and drops board.json's rules): what comes after the first drop is small and fits the
+holes, so that every heap from the smallest that starts the app to 8 kB above it starts it
+(bench/board.py, tests/test_app_heap.py; bench/README.md, "The app's heap", has the figures
+and what the running app holds, kB by kB). A heap too small for a stage gives `err <stage>
+...: out of memory (...)` and the halted board.
 
 Learning (`learn` not "off"): a device.train.Trainer on the app's model, then the newest valid
 checkpoint of this model is loaded. After the start line the app prints

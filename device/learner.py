@@ -20,7 +20,10 @@ Autosave (board.json "autosave" N > 0): `save_due()` once the trainer's `steps` 
 the last save or the checkpoint loaded at the start.
 
 `learn` allocates nothing (tests run it under heap_lock): the step, the `train` line written
-into the app's LineWriter, and the rehearsal step, whose window overwrites `raw`.
+into the app's LineWriter, and the rehearsal step, whose window overwrites `raw`. A save or a
+reset imports the checkpoint code (device/train_state.py, checkpoint.py, train_plan.py, and
+modelfile.py for a reset) and drops it again (`drop_checkpoint_code`): the running app does
+not keep its ~10 kB, and a save costs that import from flash.
 """
 
 

@@ -45,7 +45,8 @@ Where the rest is written out:
 - device/train_plan.py: what each mode trains, the per-layer scales and shifts, the bias
   limits and the bound proof behind `max_batch` (a larger batch raises ValueError).
 - device/train_state.py: the checkpoint contents and `save` / `load` / `reset` (these
-  allocate; `step` never does).
+  allocate, and import it, device/checkpoint.py and train_plan.py when called: the board's
+  running app keeps none of them; `step` never allocates).
 """
 
 from .config import DEFAULTS, MAX_SHIFT
