@@ -42,8 +42,7 @@ import gc
 gc.collect()
 base = gc.mem_alloc()
 from device import board
-raw, problems = board.load_config("board.json")
-config, more = board.check_config(raw)
+config, problems = board.read_config("board.json")
 a = board.build(config)
 gc.collect()
 print("held", gc.mem_alloc() - base)

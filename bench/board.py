@@ -22,10 +22,10 @@ architecture (armv6m, armv7em, rv32imc) in the viper kernels. Measured, per CPU:
   bias and all, both kernels, for the models of bench/train.py (42-32-16-7, 21-32-16-4);
 - the app's heap per learning mode (off, last, bias, all; bias and all with the model's
   rehearsal windows, as `microprop export` writes them): what the running app holds
-  (`gc.mem_alloc()` after `gc.collect()`, less the same before its first import), and the
-  smallest heap from which every heap up to 140 kB starts it, predicts and takes a label (a
-  bytearray blocker leaves H free bytes; H scanned down in 2 KiB steps, then bisected to 64
-  bytes above the highest failure: success is not monotonic in H), and the lowest that ran.
+  (`gc.mem_alloc()` after `gc.collect()`, less the same before its first import); the smallest
+  heap that starts it, predicts and takes a label (a bytearray blocker leaves H free bytes; H
+  bisected to 64 bytes between what the app holds and the whole heap), and every heap from
+  there to 8 kB above it in 512-byte steps tried: the ones that failed are listed.
 
 Every count is (ticks after N calls - ticks before) x instructions per tick / N, minus the same
 loop around an empty function called with the same arguments; N doubles until the loop lasts
@@ -75,8 +75,9 @@ LEARN_MODES = _TRAIN.LEARN_MODES  # training modes: last, bias, all
 LEARN = _TRAIN.LEARN  # the app's learning modes: off, then LEARN_MODES
 LR_SHIFT = _TRAIN.LR_SHIFT
 TARGET_TICKS = 4000
-HEAP_SCAN = 2048  # heap scan step, bytes
 HEAP_STEP = 64  # resolution of the heap bisection, bytes
+HEAP_RANGE = 8192  # bytes above the smallest heap, every HEAP_RANGE_STEP of which must run
+HEAP_RANGE_STEP = 512
 REPLAY_ROWS = 400  # of the demo's replay log: 8 s, for 7 hops; the M0's flash is 256 kB
 BOARD_DIR = "/bench"  # the benchmark's model files on the board's flash
 _CALL_TIMEOUT = 900.0  # seconds for one mpremote call (icount runs slower than real time)
@@ -159,9 +160,8 @@ for name, path in P["models"]:
 APP = """
 from device import board
 
-raw, _ = board.load_config("/board.json")
-raw["learn"] = "off"
-config, _ = board.check_config(raw)
+config, _ = board.read_config("/board.json")
+config["learn"] = "off"
 app = board.build(config)
 app.run(1)
 us = 0
@@ -249,9 +249,8 @@ free = gc.mem_free()
 def start(learn):
     from device import board
 
-    raw, _ = board.load_config("/board.json")
-    raw["learn"] = learn
-    config, _ = board.check_config(raw)
+    config, _ = board.read_config("/board.json")
+    config["learn"] = learn
     app = board.build(config)
     app.run(1)
     if learn != "off":
@@ -450,13 +449,13 @@ def measure_speed(board, cpu, quick):
 
 
 def measure_heap(board):
-    """Per learning mode: the bytes the running app holds, and the smallest heap from which up
-    every heap runs it (free bytes H left by the blocker, and the heap that is: FIRMWARE_HEAP
-    less the blocker, as `EmulatedBoard(heap=)` counts it).
+    """Per learning mode: the bytes the running app holds, the smallest heap that runs it
+    (free bytes H left by the blocker, and the heap that is: FIRMWARE_HEAP less the blocker,
+    as `EmulatedBoard(heap=)` counts it), and the heaps from there to HEAP_RANGE above it, in
+    HEAP_RANGE_STEP steps, that failed (none, when the start is as robust as it should be).
 
-    Success is not monotonic in H (the heap fragments differently), so: a scan down from the
-    whole heap in HEAP_SCAN steps to what the app holds, then a bisection to HEAP_STEP above
-    the highest H that failed. A few mpremote calls, each a chain of trials."""
+    The smallest: a bisection to HEAP_STEP between what the app holds (it cannot run in
+    less) and the whole heap. A few mpremote calls, each a chain of trials."""
     from microprop.firmware_tools.emulated import FIRMWARE_HEAP
 
     def trials(points):
@@ -473,39 +472,23 @@ def measure_heap(board):
         return out
 
     full = trials([(learn, 0) for learn in LEARN])
-    r = {"app_held": {}, "app_heap": {}, "app_heap_free": {}, "app_heap_lowest": {}}
+    r = {"app_held": {}, "app_heap": {}, "app_heap_free": {}, "app_heap_range_fails": {}}
     r["app_fails"] = {}  # learn -> why the app did not start in the whole heap
     for learn in LEARN:
-        ok, _, _, a0, rest = full[learn, 0]
+        ok, left, _, a0, rest = full[learn, 0]
         r["heap_base"] = a0
         if not ok:
             r["app_fails"][learn] = " ".join(rest)
             status("the app (learn %s) fails in the whole heap: %s" % (learn, " ".join(rest)))
-            for key in ("app_held", "app_heap", "app_heap_free", "app_heap_lowest"):
+            for key in ("app_held", "app_heap", "app_heap_free", "app_heap_range_fails"):
                 r[key][learn] = None
     runs = [learn for learn in LEARN if learn not in r["app_fails"]]
-    scan = []
-    for learn in runs:
-        ok, left, _, a0, rest = full[learn, 0]
-        r["app_held"][learn] = int(rest[0])
-        r["heap_base"] = a0
-        scan += [(learn, h) for h in range(left - HEAP_SCAN, int(rest[0]) - 1, -HEAP_SCAN)]
-    scanned = trials(scan)
     lo, hi, best = {}, {}, {}
     for learn in runs:
-        top = full[learn, 0][1]
-        hi[learn], best[learn] = top, full[learn, 0][1:3]
-        lo[learn] = r["app_held"][learn] - 1  # it cannot run with less free than it holds
-        lowest = FIRMWARE_HEAP - full[learn, 0][2]
-        for h in range(top - HEAP_SCAN, lo[learn], -HEAP_SCAN):  # down from the whole heap
-            ok, left, blocked, _, _ = scanned[learn, h]
-            if ok:
-                lowest = min(lowest, FIRMWARE_HEAP - blocked)
-                if lo[learn] == r["app_held"][learn] - 1:  # no failure above it yet
-                    hi[learn], best[learn] = h, (left, blocked)
-            elif lo[learn] == r["app_held"][learn] - 1:
-                lo[learn] = h  # the highest failure
-        r["app_heap_lowest"][learn] = lowest
+        ok, left, blocked, _, rest = full[learn, 0]
+        r["app_held"][learn] = int(rest[0])
+        lo[learn] = int(rest[0]) - 1  # it cannot run with less free than it holds
+        hi[learn], best[learn] = left, (left, blocked)
     while True:
         points = [
             (learn, (lo[learn] + hi[learn]) // 2)
@@ -520,11 +503,25 @@ def measure_heap(board):
                 best[learn] = (left, blocked)
             else:
                 lo[learn] = h
+    above = [
+        (learn, best[learn][0] + d)
+        for learn in runs
+        for d in range(HEAP_RANGE_STEP, HEAP_RANGE + 1, HEAP_RANGE_STEP)
+    ]
+    checked = trials(above)
     for learn in runs:
         left, blocked = best[learn]
         r["app_heap_free"][learn] = left
         r["app_heap"][learn] = FIRMWARE_HEAP - blocked
-        r["app_heap_lowest"][learn] = min(r["app_heap_lowest"][learn], r["app_heap"][learn])
+        fails = []
+        for (mode, h), (ok, _, blocked, _, rest) in checked.items():
+            if mode == learn and not ok:
+                fails.append([FIRMWARE_HEAP - blocked, " ".join(rest)])
+                status(
+                    "learn %s: the app fails in a heap of %d bytes (%d above the smallest): %s"
+                    % (learn, FIRMWARE_HEAP - blocked, h - left, " ".join(rest))
+                )
+        r["app_heap_range_fails"][learn] = fails
     return r
 
 
@@ -629,20 +626,22 @@ def print_cpu(r):
         if r["app_heap"][learn] is None:
             rows.append([learn, "-", "-", "fails in the whole heap", "-"])
             continue
+        fails = r["app_heap_range_fails"][learn]
         rows.append(
             [
                 learn,
                 r["app_held"][learn],
                 r["app_heap_free"][learn],
                 "%d (%.1f KiB)" % (r["app_heap"][learn], r["app_heap"][learn] / 1024),
-                r["app_heap_lowest"][learn],
+                "all run" if not fails else "failed: " + ", ".join(str(h) for h, _ in fails),
             ]
         )
     print(
         "\napp heap per learning mode, bytes (in use before the app: %d, the interpreter and "
-        "the measuring script)" % r["heap_base"]
+        "the measuring script); every heap from the smallest to %d bytes above it, in %d-byte "
+        "steps, tried" % (r["heap_base"], HEAP_RANGE, HEAP_RANGE_STEP)
     )
-    headers = ["learn", "held", "min free", "min heap (every heap above runs)", "lowest ran"]
+    headers = ["learn", "held", "min free", "min heap", "min .. min + %d" % HEAP_RANGE]
     print(table(headers, rows))
 
 
@@ -670,7 +669,13 @@ def print_summary(results):
         for mode in LEARN_MODES:
             add("train %s %s viper" % (name, mode), ("train_insn", mode, name, "viper"))
     for learn in LEARN:
+        add("app held, learn %s" % learn, ("app_held", learn), str)
         add("app min heap, learn %s" % learn, ("app_heap", learn), str)  # -: fails in all
+        add(
+            "  heaps up to min + %d that failed" % HEAP_RANGE,
+            ("app_heap_range_fails", learn),
+            lambda v: str(len(v)),
+        )
     print("\nsummary: instructions (k = 1000) and bytes")
     print(table(["figure"] + names, rows))
 

@@ -49,7 +49,7 @@ import sys
 from array import array
 
 from . import commands, protocol
-from .config import check_config, hz, token
+from .commands import hz, token
 from .features import FEATURES, MAX_WINDOW, N_FEATURES, window_features
 from .jitter import Jitter
 from .protocol import IDLE, MODES, PREDICT, RECORD
@@ -413,6 +413,14 @@ class App:
         for p in self._problems:
             self.writer.err("config", p)
         self._problems = []
+
+
+def check_config(config):
+    """board.json dict -> (a copy with defaults filled in, problems): device/config.py's
+    check, imported for it only (the board's start drops that module once the app is made)."""
+    from .config import check_config as check
+
+    return check(config)
 
 
 def _check_model(model):

@@ -11,11 +11,17 @@ defaults (keys and defaults: device/config.py). Without a usable model or sensor
 stays halted, answering every command line with the `err model ...` / `err sensor ...` that
 says why, never a traceback loop; Ctrl-C (KeyboardInterrupt) still ends it for the REPL.
 
-Memory. The start goes in stages, model, sensor, app, each importing its modules when the one
-before is done, and drops what only the start needs (the sensor factory; the model-file loader
-when nothing learns): the peak heap stays near what the running app holds. A heap too small
-for a stage gives `err <stage> ...: out of memory (...)` and the halted board
-(bench/app_heap.py has the figures).
+Memory. While the app starts, the heap is collected every 4 kB allocated (`collect_often`):
+MicroPython otherwise collects only when the heap is full, and the start's garbage would
+spread what it keeps over the whole heap, in holes too small for the next 4.5 kB block. The
+start imports all the code first, then makes the big buffers (model, the trainer with its
+checkpoint loaded, rehearsal windows), drops what only the start needs (the model-file loader,
+the checkpoint code, the trainer's plan), makes the sensor (and drops the sensor factory) and
+the app (and drops board.json's rules): what comes after the first drop is small and fits the
+holes, so that every heap from the smallest that starts the app to 8 kB above it starts it
+(bench/board.py, tests/test_app_heap.py; bench/README.md, "The app's heap", has the figures
+and what the running app holds, kB by kB). A heap too small for a stage gives `err <stage>
+...: out of memory (...)` and the halted board.
 
 Learning (`learn` not "off"): a device.train.Trainer on the app's model, then the newest valid
 checkpoint of this model is loaded. After the start line the app prints
@@ -33,15 +39,7 @@ then learns without).
 import sys
 
 from . import protocol
-from .config import check_config, shorten, token
-
-try:
-    from micropython import const
-except ImportError:  # CPython
-
-    def const(x):
-        return x
-
+from .commands import shorten, token
 
 try:
     from time import sleep_ms
@@ -53,11 +51,13 @@ except ImportError:  # CPython
         sleep(ms / 1000)
 
 
-_APP_RESERVE = const(6144)  # bytes kept in one piece for the app stage (see build)
-# 10 kB more when the app learns: its ~700 names outgrow MicroPython's qstr pool (620 entries)
-# during the app stage, after some of the app's ~10 kB of code went in, and the next pool
-# takes ~4.5 kB in one piece ("allocating 640" in an err line is that pool's entry count)
-_LEARN_RESERVE = const(10240)
+_GC_THRESHOLD = 4096  # bytes allocated between collections (collect_often)
+# modules only the start needs, dropped once the model and trainer are made (an import
+# brings one back): the model-file loader (the trainer's reset imports it again), the
+# checkpoint code (its save imports it again, device/train.py) and the trainer's plan and
+# bound proof (device/train_plan.py; a checkpoint's check imports it again); the sensor
+# factory goes once the sensor is made, board.json's rules (config) once the app is
+_START_ONLY = ("modelfile", "train_state", "checkpoint", "train_plan")
 
 
 def load_config(path="board.json"):
@@ -75,26 +75,35 @@ def load_config(path="board.json"):
         return {}, ["%s is not valid JSON (%s); using defaults" % (path, shorten(str(e)))]
 
 
+def read_config(path="board.json"):
+    """board.json read and checked -> (config with the defaults filled in, [problems])."""
+    from .config import check_config  # the start drops its module once the app is made
+
+    raw, problems = load_config(path)
+    config, more = check_config(raw)
+    return config, problems + more
+
+
 def build(config, out=None, inp=None):
     """Model, sensor and App from a checked config; raises RuntimeError(code, message).
     A MemoryError at any stage (a heap too small for the app) is one of these too."""
-    stage = "model"
+    stage = "app"
+    threshold = collect_often()
     try:
-        # A block kept free for the app stage: the stages before it leave the heap in holes
-        # (the loader's and the sensor factory's code and buffers, freed), and the app's code
-        # and buffers need some of it in one piece. Taken while the heap is whole.
-        reserve = bytearray(_APP_RESERVE + (0 if config["learn"] == "off" else _LEARN_RESERVE))
-        from .infer import Model
-
-        # stage by stage, each stage's modules loaded when the one before is done, with what
-        # only the start needs dropped after it: the smallest heap the app can start in
+        # First the code, every module the app and the start import, while the heap is in
+        # one piece: the interned names' pools grow with it (one of ~4.5 kB in one piece when
+        # the learning app's names pass 600), and native code comes in blocks of 2-6 kB. Then
+        # the big buffers (model, trainer, rehearsal windows, sensor, app), and only then is
+        # anything dropped: what is allocated after that is small, and the holes take it.
+        Model, App = import_code(config)
         free_heap()
+        stage = "model"
         model = Model(config["model"], kernel=config["kernel"])
-        if config["learn"] == "off":
-            unload("modelfile")  # the trainer's checkpoints need it, nothing else does
-        # the trainer's buffers and the rehearsal windows' block while the heap is in one
-        # piece: allocated last, they could fail in a heap with room left but in small holes
         learning = make_trainer(config, model), load_rehearsal(config, model)
+        # what only the start needs goes before the sensor and the app are made: they take
+        # its holes, and the start's peak stays near what the running app holds
+        for name in _START_ONLY:
+            unload(name)
         free_heap()
         stage = "sensor"
         from .sensors import check_model, make_sensor
@@ -104,28 +113,47 @@ def build(config, out=None, inp=None):
             config["channels"] = list(model.sensor["channels"])
         sensor = make_sensor(config)
         check_model(sensor, model.sensor)
-        unload("sensors")  # only the start needs these; the app's modules come next
+        unload("sensors")
         free_heap()
         stage = "app"
-        del reserve
-        free_heap()
-        from .app import App  # last: its modules come after the model's and sensor's start
-
         app = App(model, sensor, config, out, inp)
         start_learning(app, *learning)
+        unload("config")
+        free_heap()
     except Exception as e:
         where = config["model"] if stage == "model" else config["sensor"]
         what = str(e) or type(e).__name__
         if isinstance(e, MemoryError):
             what = "out of memory (%s); free heap %d bytes" % (what, free_heap())
         raise RuntimeError(stage, "%s: %s" % (where, what)) from None
+    finally:
+        if threshold is not None:
+            collect_often(threshold)
     return app
 
 
+def import_code(config):
+    """Import every module the app of `config` runs and starts with -> (Model, App)."""
+    from . import infer
+    from .app import App
+    from .sensors import import_driver
+
+    import_driver(config["sensor"])
+    if infer.kernel_viper is not None and config["kernel"] != "portable":
+        from . import features_viper  # noqa: F401 (App takes it with the viper kernel)
+    if config["learn"] != "off":
+        from . import learner, train, train_state  # noqa: F401 (Trainer, its load)
+
+        if config["learn"] != "last" and config["rehearsal"]:
+            from . import rehearsal  # noqa: F401
+    return infer.Model, App
+
+
 def make_trainer(config, model):
-    """-> (a device.train.Trainer as board.json says, or None, [info notes])."""
+    """-> (a device.train.Trainer as board.json says with the newest valid checkpoint of its
+    model loaded, or None; (slot, seq) of that checkpoint, or None; [info notes])."""
     if config["learn"] == "off":
-        return None, []
+        return None, None, []
     try:
         from .train import Trainer
 
@@ -140,34 +168,34 @@ def make_trainer(config, model):
             hidden_shift=config["hidden_shift"],
         )
     except Exception as e:  # e.g. no softmax output layer: the app predicts, never learns
-        return None, ["learn=off reason=%s" % token(str(e) or type(e).__name__)]
-    return trainer, []
-
-
-def start_learning(app, made, rehearsal=None):
-    """Load the newest checkpoint of make_trainer's trainer and attach it to the app, with
-    load_rehearsal's windows; the outcome goes to `app.notes` (info lines after the start
-    line)."""
-    trainer, notes = made
-    app.notes.extend(notes)
-    if trainer is None:
-        return
+        return None, None, ["learn=off reason=%s" % token(str(e) or type(e).__name__)]
+    notes = []
+    loaded = None
     try:
         seq, ignored = trainer.load()
     except Exception as e:  # a slot that changed while it was read: exported weights
         seq, ignored = None, [(trainer.prefix, "unreadable: %s" % e)]
+    if seq is not None:
+        from .train_state import slot_of
+
+        loaded = slot_of(trainer.prefix, seq), seq
+        notes.append("checkpoint=%s seq=%d steps=%d" % (token(loaded[0]), seq, trainer.steps))
+    for path, reason in ignored:
+        notes.append("checkpoint_ignored=%s reason=%s" % (token(path), token(reason)))
+    return trainer, loaded, notes
+
+
+def start_learning(app, made, rehearsal=None):
+    """Attach make_trainer's trainer to the app, with load_rehearsal's windows; the notes of
+    both go to `app.notes` (info lines after the start line)."""
+    trainer, loaded, notes = made
+    app.notes.extend(notes)
+    if trainer is None:
+        return
     windows, note = rehearsal or (None, None)
     learner = app.attach_trainer(trainer, windows)
-    if seq is not None:
-        from .train import slot_of
-
-        learner.checkpoint, learner.seq = slot_of(trainer.prefix, seq), seq
-        app.notes.append(
-            "checkpoint=%s seq=%d steps=%d" % (token(learner.checkpoint), seq, trainer.steps)
-        )
-
-    for path, reason in ignored:
-        app.notes.append("checkpoint_ignored=%s reason=%s" % (token(path), token(reason)))
+    if loaded is not None:
+        learner.checkpoint, learner.seq = loaded
     if note is not None:
         app.notes.append(note)
 
@@ -198,6 +226,27 @@ def unload(name):
     package = sys.modules.get("device")
     if package is not None and name in package.__dict__:
         delattr(package, name)
+
+
+def collect_often(threshold=_GC_THRESHOLD):
+    """Collect after every `threshold` bytes allocated (-1: only when the heap is full, as
+    MicroPython does by default) -> the setting before, or None where the port has none.
+
+    Left to itself, MicroPython collects only when an allocation fails: the start's garbage
+    (each import's file buffer and reader, the loader's temporaries) would fill the whole heap
+    first, and the code and buffers kept would lie spread over all of it, in holes of a few
+    hundred bytes to 3 kB, where the next 4.5 kB block does not fit. Collected every 4 kB,
+    what is kept packs at the bottom of the heap and the rest stays in one piece. Only for the
+    start: every Python call takes its frame from the heap and gives it back, and a threshold
+    counts those bytes too (a training step took 50 % more instructions with it)."""
+    try:
+        import gc
+
+        before = gc.threshold()
+        gc.threshold(threshold)
+        return before
+    except Exception:  # CPython, or a port without gc.threshold
+        return None
 
 
 def free_heap():
@@ -231,9 +280,8 @@ def halt(code, message, out=None, inp=None, max_samples=None):
 def main(path="board.json", out=None, inp=None, max_hops=None, max_samples=None):
     """Read board.json, build the app and run it; report instead of raising (main.py)."""
     writer = protocol.LineWriter(sys.stdout if out is None else out, 80)
-    raw, problems = load_config(path)
-    config, more = check_config(raw)
-    for p in problems + more:
+    config, problems = read_config(path)
+    for p in problems:
         writer.err("config", p)
     try:
         app = build(config, out, inp)

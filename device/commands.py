@@ -17,9 +17,11 @@ An unknown command gets `err command ...`; an exception in a handler `err intern
 app never dies on a command). `label`, `save` and `reset-model` need a trainer (`app.learner`,
 device/learner.py) and answer `err <command> not available ...` without one. Handlers allocate
 (they split and format strings); the training step itself (`App.learn`) does not.
+
+The text helpers of the answer lines live here too (`hz`, `token`, `shorten`; device/config.py
+passes them on to the host's tools): the running app keeps this module, not config's rules.
 """
 
-from .config import hz, shorten, token
 from .protocol import (
     CMD_INFO,
     CMD_LABEL,
@@ -30,6 +32,8 @@ from .protocol import (
     COMMANDS,
     MODES,
 )
+
+_ECHO = 24  # longest piece of a refused line echoed in its err line
 
 
 def handle_line(app, line):
@@ -181,3 +185,20 @@ HANDLERS = {
     CMD_INFO: do_info,
     CMD_RATE: do_rate,
 }
+
+
+def hz(mhz):
+    """Millihertz -> '50' or '12.5' (no float formatting)."""
+    if mhz % 1000 == 0:
+        return str(mhz // 1000)
+    return ("%d.%03d" % (mhz // 1000, mhz % 1000)).rstrip("0")
+
+
+def token(name):
+    """A name as one protocol token: spaces and non-printable characters become '_'."""
+    return "".join(ch if "!" <= ch <= "~" else "_" for ch in name) or "_"
+
+
+def shorten(text):
+    """`text` cut to a length fit to echo in an err line."""
+    return text if len(text) <= _ECHO else text[:_ECHO] + "..."

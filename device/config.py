@@ -1,5 +1,4 @@
-"""board.json settings of the board app: keys, defaults, checks, and the text helpers of the
-serial line.
+"""board.json settings of the board app: keys, defaults and checks.
 
 Runs on: board and host (MicroPython >= 1.22; CPython).
 
@@ -31,6 +30,7 @@ keys are checked too where they are present (`sensor_checks`: I2C bus, pins and 
 The host checks the settings it writes with these same rules (`check_value`).
 """
 
+from .commands import hz, shorten, token  # noqa: F401 (the host's tools import them here too)
 from .protocol import MODES, PREDICT  # the app modes: words of the line protocol
 
 # "learn": off, then the trainer's modes (device/train_plan.LEARN_MODES, what each trains)
@@ -54,7 +54,6 @@ DEFAULTS = {
     "checkpoint": "ckpt",
     "rehearsal": "model.rh",
 }
-_ECHO = 24  # longest piece of a refused line echoed in its err line
 
 
 def _is_int(v):
@@ -169,20 +168,3 @@ def check_config(config):
             )
             del clean[key]
     return clean, problems
-
-
-def hz(mhz):
-    """Millihertz -> '50' or '12.5' (no float formatting)."""
-    if mhz % 1000 == 0:
-        return str(mhz // 1000)
-    return ("%d.%03d" % (mhz // 1000, mhz % 1000)).rstrip("0")
-
-
-def token(name):
-    """A name as one protocol token: spaces and non-printable characters become '_'."""
-    return "".join(ch if "!" <= ch <= "~" else "_" for ch in name) or "_"
-
-
-def shorten(text):
-    """`text` cut to a length fit to echo in an err line."""
-    return text if len(text) <= _ECHO else text[:_ECHO] + "..."

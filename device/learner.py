@@ -20,7 +20,10 @@ Autosave (board.json "autosave" N > 0): `save_due()` once the trainer's `steps` 
 the last save or the checkpoint loaded at the start.
 
 `learn` allocates nothing (tests run it under heap_lock): the step, the `train` line written
-into the app's LineWriter, and the rehearsal step, whose window overwrites `raw`.
+into the app's LineWriter, and the rehearsal step, whose window overwrites `raw`. A save or a
+reset imports the checkpoint code (device/train_state.py, checkpoint.py, train_plan.py, and
+modelfile.py for a reset) and drops it again (`drop_checkpoint_code`): the running app does
+not keep its ~10 kB, and a save costs that import from flash.
 """
 
 
@@ -53,12 +56,30 @@ class Learner:
 
     def save(self):
         """Checkpoint now -> (slot path, seq); raises what the trainer's save raises."""
-        self.checkpoint, self.seq = self.trainer.save()
+        try:
+            self.checkpoint, self.seq = self.trainer.save()
+        finally:
+            drop_checkpoint_code()
         self.saved_at = self.trainer.steps
         return self.checkpoint, self.seq
 
     def reset(self):
         """Back to the exported weights, no checkpoint (the trainer clears its slots)."""
-        self.trainer.reset()
+        try:
+            self.trainer.reset()
+        finally:
+            drop_checkpoint_code()
         self.saved_at = 0
         self.checkpoint, self.seq = "none", 0
+
+
+def drop_checkpoint_code():
+    """Forget the modules a save or reset imported (device/train_state.py, checkpoint.py,
+    train_plan.py, modelfile.py): the running app keeps none of their code between saves."""
+    from .board import unload
+
+    for name in CHECKPOINT_CODE:
+        unload(name)
+
+
+CHECKPOINT_CODE = ("train_state", "checkpoint", "modelfile", "train_plan")

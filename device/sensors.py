@@ -61,6 +61,17 @@ REPLAY_FILE = "data.csv"  # the replay sensor's "file" when board.json names non
 _ATTN = ((0, "ATTN_0DB"), (2.5, "ATTN_2_5DB"), (6, "ATTN_6DB"), (11, "ATTN_11DB"))
 
 
+def import_driver(kind):
+    """Import the module of sensor `kind` now (device/board.py imports the app's code before
+    it makes any buffer); make_sensor imports it anyway."""
+    if kind == "replay":
+        from . import sensor_replay  # noqa: F401
+    elif kind in ("rp2_temp", "adc", "esp32_adc"):
+        from . import sensor_adc  # noqa: F401
+    elif kind == "mpu6050":
+        from . import sensor_mpu6050  # noqa: F401
+
+
 def make_sensor(config):
     """board.json dict -> a sensor object (see the module docstring for the keys)."""
     kind = config.get("sensor")

@@ -45,22 +45,14 @@ Where the rest is written out:
 - device/train_plan.py: what each mode trains, the per-layer scales and shifts, the bias
   limits and the bound proof behind `max_batch` (a larger batch raises ValueError).
 - device/train_state.py: the checkpoint contents and `save` / `load` / `reset` (these
-  allocate; `step` never does).
+  allocate, and import it, device/checkpoint.py and train_plan.py when called: the board's
+  running app keeps none of them; `step` never allocates).
 """
 
-from . import checkpoint, train_plan, train_state
 from .config import DEFAULTS, MAX_SHIFT
 from .prng import seed_state
-from .train_plan import (  # noqa: F401 (re-exported: the public names of device.train)
-    DELTA_MAX,
-    F_DELTA,
-    F_DELTA_OUT,
-    LEARN_MODES,
-    LIMIT,
-    input_range,
-)
+from .train_plan import LEARN_MODES, LIMIT
 from .train_portable import Layer
-from .train_state import slot_of  # noqa: F401 (re-exported)
 
 try:
     from . import kernel_train_viper
@@ -98,6 +90,8 @@ class Trainer:
         self.lr_shift = lr_shift
         self.hidden_shift = hidden_shift
         self.batch = batch
+        from . import train_plan  # the running app does not keep it (device/board.py)
+
         plan = train_plan.plan(specs, mode, lr_shift, hidden_shift)
         self.trains_w, self.trains_b, lowest = train_plan.learns(mode, len(specs))
         train_plan.check_inputs(specs, model.stage[1], self.trains_w)
@@ -122,7 +116,11 @@ class Trainer:
         self.seed = DEFAULTS["seed"] if seed is None else seed
         self.state = seed_state(self.seed)  # the xorshift16 state of the stochastic rounding
         self.model_path = model_path  # the model file: its CRC names the checkpoints
-        self.model_crc = None if model_path is None else checkpoint.model_crc_of(model_path)
+        self.model_crc = None
+        if model_path is not None:
+            from .checkpoint import model_crc_of
+
+            self.model_crc = model_crc_of(model_path)
         self.prefix = prefix
         self.steps = 0
         self.n_correct = 0
@@ -168,21 +166,28 @@ class Trainer:
         """Percent of correct predictions so far, 0..100 (integer, rounded down)."""
         return 100 * self.n_correct // self.steps if self.steps else 0
 
-    # -- persistence (device/train_state.py; allocates, never called by step) -------------------
+    # -- persistence (device/train_state.py, imported here: a running app keeps no checkpoint
+    # code, device/board.py; allocates, never called by step) ---------------------------------
 
     def save(self, prefix=None):
         """Write the training state as the newest checkpoint -> (slot path, sequence number)."""
+        from . import train_state
+
         return train_state.save(self, self.prefix if prefix is None else prefix)
 
     def load(self, prefix=None):
         """Load the newest valid checkpoint of this model, mode and batch kind -> (seq or None,
         [(slot path, reason), ...] ignored). Nothing changes when seq is None; a slot that fails
         while it is read leaves the exported weights (reset without clearing) and raises."""
+        from . import train_state
+
         return train_state.load(self, self.prefix if prefix is None else prefix)
 
     def reset(self, prefix=None):
         """Back to the exported weights: re-read the model file's weights and biases, master
         weights from them, gradient sums, counters and PRNG from the seed; clear the slots."""
+        from . import train_state
+
         train_state.reset(self, self.prefix if prefix is None else prefix)
 
 

@@ -41,7 +41,7 @@ calls them.
 
 import struct
 
-from . import checkpoint, modelfile
+from . import checkpoint
 from .prng import seed_state
 from .train_plan import DELTA_MAX, LEARN_MODES, LIMIT, input_dmax, learns
 
@@ -154,8 +154,10 @@ def restore(trainer):
             "train: model file %s changed since start (crc 0x%08x, expected 0x%08x)"
             % (path, crc or 0, _crc(trainer))
         )
+    from .modelfile import load  # only here: a save or load needs no model-file loader
+
     live = trainer.model.layers
-    exported = modelfile.load(path)["layers"]
+    exported = load(path)["layers"]
     for k in range(len(live)):
         w, b = exported[k]["w"], exported[k]["b"]
         if len(w) != len(live[k]["w"]) or len(b) != len(live[k]["b"]):

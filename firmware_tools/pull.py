@@ -202,7 +202,7 @@ def run(args):
 
 
 def _pull(args):
-    from microprop.device.train import slot_of
+    from microprop.device.train_state import slot_of
     from microprop.host.modelfile import read_model, write_model
 
     out = Path(args.out)
