@@ -14,7 +14,7 @@ the viper kernel's row constants `model.consts` in step; it reads the input stag
 multipliers in `model.stage` (offset, mult, shift).
 
 Two kernels give identical integers: the plain Python code here (`dense_portable`, and the
-loops of `input_stage` and `classify`) and `device/kernel_viper.py` (native code: `dense`,
+loops of `input_stage` and `classify`) and `device/kernel_viper.py` (native code: `forward`,
 `input_stage`, `classify`), picked when the port compiles viper.
 """
 
@@ -116,6 +116,24 @@ class Model:
                 self.consts.append(_row_constants(layer))
             widest = max(widest, layer["n_in"])
         self._scratch = bytearray(widest)
+        if self._viper:
+            x = self.x
+            buffers = []
+            for k in range(len(self.layers)):
+                layer, y = self.layers[k], self.layer_outputs[k]
+                buffers.append(
+                    (
+                        x,
+                        layer["w"],
+                        layer["b"],
+                        self.consts[k],
+                        y,
+                        self._params[k],
+                        self._tables[k],
+                    )
+                )
+                x = y
+            self._forward_table = kernel_viper.forward_table(buffers)
         self.scores = _zeros("B", self.n_outputs, 1)
         self.result = [0, self.scores]
 
@@ -150,22 +168,12 @@ class Model:
             for i in range(self.n_inputs):
                 x[i] = x_q[i]
         outs = self.layer_outputs
+        if self._viper:
+            kernel_viper.forward(0, 0, self._forward_table, len(outs), self._scratch)
+            return outs[-1]
         for k in range(len(outs)):
-            w = self.layers[k]["w"]
-            b = self.layers[k]["b"]
-            if self._viper:
-                kernel_viper.dense(
-                    x,
-                    w,
-                    b,
-                    self.consts[k],
-                    outs[k],
-                    self._params[k],
-                    self._scratch,
-                    self._tables[k],
-                )
-            else:
-                dense_portable(x, w, b, outs[k], self._params[k], self._tables[k])
+            layer = self.layers[k]
+            dense_portable(x, layer["w"], layer["b"], outs[k], self._params[k], self._tables[k])
             x = outs[k]
         return x
 

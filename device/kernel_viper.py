@@ -3,8 +3,11 @@
 Runs on: board (and the Unix port); needs a port with the native emitter (`@micropython.viper`).
 `device/infer.py` imports it when it can and falls back to the portable code otherwise.
 
-`dense` is the int8 dense layer; `input_stage` and `classify` are the input stage and the
+`forward` runs every int8 dense layer in one call, finding the buffers through a table of
+their addresses (`forward_table`); `input_stage` and `classify` are the input stage and the
 argmax and softmax around it, so that `predict` runs no bytecode loop. None allocates.
+`forward` takes the inner loop's accumulator and weight address as its first arguments: the
+native emitter keeps a function's first locals in machine registers, every other in memory.
 TFLite rounding (`fixedpoint.rounding_rshift`) is written out inline in `dense` and
 `input_stage`: a call from viper would box its arguments. So are the activation ids, the
 indices of `modelfile.ACTIVATIONS` (1 relu, 2 sigmoid, 3 tanh; `infer.py` imports them as
@@ -19,66 +22,136 @@ loop. With u_i = x_i + 128 and v_ji = w_ji + 128 (both 0..255, one xor from the 
     sum_i w_ji * (x_i - zp_x) = sum_i v_ji * u_i - 128 * sum_i u_i - (128 + zp_x) * sum_i w_ji
 
 The last term is the per-row constant `c_j` computed once at load; `sum_i u_i` once per call.
-The inner loop is a load, an xor, a load, a multiply and an add, with no branch. Every
-intermediate is below 2**31 in magnitude, and the result is exact modulo the machine word
-whenever the true accumulator fits, which the model file guarantees.
+The inner loop is a load, an xor, a load, a multiply and an add, with no branch, unrolled by
+8. Every intermediate is below 2**31 in magnitude, and the result is exact modulo the machine
+word whenever the true accumulator fits, which the model file guarantees.
 """
 
 # ruff: noqa: F821 (ptr8, ptr16, ptr32 are viper types, known to the MicroPython compiler)
 
+from array import array
+
 import micropython
+from micropython import const
+
+# A layer's slots in the forward table (forward_table): the address of each buffer as two
+# uint32 words, low first, at twice these slots.
+_X = const(0)  # int8 inputs
+_W = const(1)  # int8 weights, n_out rows of n_in
+_B = const(2)  # int32 biases
+_C = const(3)  # int32 row constants
+_Y = const(4)  # int8 outputs
+_P = const(5)  # array('h') (n_in, n_out, zp_x, s, zp_z, act)
+_T = const(6)  # the 256-byte activation table
+_SLOTS = const(7)
 
 
 @micropython.viper
-def dense(x: ptr8, w: ptr8, b: ptr16, c: ptr16, y: ptr8, p: ptr16, u: ptr8, t: ptr8):
-    """int8 x (n_in) -> int8 y (n_out): acc = w.(x - zp_x) + b, z = clamp(zp_z + R(acc, s)),
-    then the activation. TFLite rounding (see fixedpoint.rounding_rshift), saturated.
+def _address(b: ptr8) -> uint:
+    return uint(b)
 
-    b: biases array('i') and c: per-row constants array('i'), each item read as two ptr16
-    halves and sign-extended from the high one; p: array('h') of
-    (n_in, n_out, zp_x, s, zp_z, act); u: scratch of n_in bytes; t: the 256-byte table.
+
+def forward_table(layers):
+    """array('I') of the buffer addresses of each layer (x, w, b, c, y, p, t, in _SLOTS order)
+    for `forward`: one native call with three arguments instead of one per layer with eight.
+    Built once (it allocates); every buffer must stay alive and in place while the table is
+    used (MicroPython's heap never moves an object)."""
+    t = array("I", bytes(8 * _SLOTS * len(layers)))
+    i = 0
+    for buffers in layers:
+        for buf in buffers:
+            a = _address(buf)
+            t[i] = a & 0xFFFFFFFF
+            t[i + 1] = (a >> 16) >> 16
+            i += 2
+    return t
+
+
+@micropython.viper
+def forward(acc: int, wp: int, a: ptr32, n_layers: int, u: ptr8):
+    """Every layer in turn, int8 x (n_in) -> int8 y (n_out): acc = w.(x - zp_x) + b,
+    z = clamp(zp_z + R(acc, s)), then the activation. TFLite rounding (see
+    fixedpoint.rounding_rshift), saturated.
+
+    acc, wp: register arguments, pass 0. a: forward_table of the n_layers layers, whose
+    b: biases and c: row constants array('i') are read as two ptr16 halves each, sign-extended
+    from the high one; u: scratch of the widest n_in bytes.
     """
-    n_in = int(p[0])
-    n_out = int(p[1])
-    s = int(p[3])
-    zp_z = (int(p[4]) ^ 0x8000) - 0x8000
-    act = int(p[5])
-    su = 0
-    for i in range(n_in):
-        v = int(x[i]) ^ 0x80
-        u[i] = v
-        su += v
-    su = su << 7
-    row = int(w)
-    for j in range(n_out):
-        wj = ptr8(row)
+    for k in range(n_layers):
+        q = 2 * _SLOTS * k
+        x = ptr8(int(a[q + 2 * _X]) + (int(a[q + 2 * _X + 1]) << 16 << 16))
+        w = int(a[q + 2 * _W]) + (int(a[q + 2 * _W + 1]) << 16 << 16)
+        bp = int(a[q + 2 * _B]) + (int(a[q + 2 * _B + 1]) << 16 << 16)
+        cp = int(a[q + 2 * _C]) + (int(a[q + 2 * _C + 1]) << 16 << 16)
+        y = ptr8(int(a[q + 2 * _Y]) + (int(a[q + 2 * _Y + 1]) << 16 << 16))
+        p = ptr16(int(a[q + 2 * _P]) + (int(a[q + 2 * _P + 1]) << 16 << 16))
+        t = ptr8(int(a[q + 2 * _T]) + (int(a[q + 2 * _T + 1]) << 16 << 16))
+        n_in = int(p[0])
+        n_out = int(p[1])
+        s = int(p[3])
+        zp_z = (int(p[4]) ^ 0x8000) - 0x8000
+        act = int(p[5])
+        # R(acc, s) for s > 0 with h = (acc >> 1) + (acc & 1): (h >> e) + ((h & mask) >
+        # half - (h >> 31)), the comparison as a sign bit (h, and both sides, below 2**31)
+        e = s - 1
+        mask = (1 << e) - 1
+        half = mask >> 1
+        # the int8 clamp; ReLU after it is a higher floor (ids of modelfile.ACTIVATIONS, literal
+        # here: see the docstring)
+        lo = -128
+        if act == 1 and zp_z > lo:
+            lo = zp_z
+        table = act == 2 or act == 3
+        # u_i = x_i + 128, su = 128 * sum_i u_i (acc and wp hold the sum and x's address)
         acc = 0
-        for i in range(n_in):
-            acc += (int(wj[i]) ^ 0x80) * int(u[i])
-        row += n_in
-        acc += (((int(b[2 * j + 1]) ^ 0x8000) - 0x8000) << 16) + int(b[2 * j])
-        acc += (((int(c[2 * j + 1]) ^ 0x8000) - 0x8000) << 16) + int(c[2 * j]) - su
-        if s != 0:
-            h = (acc >> 1) + (acc & 1)
-            e = s - 1
-            mask = (1 << e) - 1
-            threshold = mask >> 1
-            if h < 0:
-                threshold += 1
-            acc = h >> e
-            if (h & mask) > threshold:
-                acc += 1
-        z = zp_z + acc
-        if z < -128:
-            z = -128
-        if z > 127:
-            z = 127
-        if act == 1:  # the ids of modelfile.ACTIVATIONS, literal here: see the docstring
-            if z < zp_z:
-                z = zp_z
-        elif act == 2 or act == 3:
-            z = int(t[z + 128])
-        y[j] = z
+        wp = int(x)
+        up = int(u)
+        uend = up + n_in
+        while up < uend:
+            ptr8(up)[0] = int(ptr8(wp)[0]) ^ 0x80
+            acc = int(ptr8(up)[0]) + acc
+            wp += 1
+            up += 1
+        su = acc << 7
+        u8end = int(u) + (n_in & ~7)
+        wp = w
+        for j in range(n_out):
+            acc = (
+                (((int(ptr16(bp)[1]) ^ 0x8000) + (int(ptr16(cp)[1]) ^ 0x8000) - 0x10000) << 16)
+                + int(ptr16(bp)[0])
+                + int(ptr16(cp)[0])
+                - su
+            )
+            bp += 4
+            cp += 4
+            # the row: wp walks it (and on into the next row), up walks u, 8 bytes a turn
+            up = int(u)
+            while up < u8end:
+                acc = (int(ptr8(wp)[0]) ^ 0x80) * int(ptr8(up)[0]) + acc
+                acc = (int(ptr8(wp)[1]) ^ 0x80) * int(ptr8(up)[1]) + acc
+                acc = (int(ptr8(wp)[2]) ^ 0x80) * int(ptr8(up)[2]) + acc
+                acc = (int(ptr8(wp)[3]) ^ 0x80) * int(ptr8(up)[3]) + acc
+                acc = (int(ptr8(wp)[4]) ^ 0x80) * int(ptr8(up)[4]) + acc
+                acc = (int(ptr8(wp)[5]) ^ 0x80) * int(ptr8(up)[5]) + acc
+                acc = (int(ptr8(wp)[6]) ^ 0x80) * int(ptr8(up)[6]) + acc
+                acc = (int(ptr8(wp)[7]) ^ 0x80) * int(ptr8(up)[7]) + acc
+                wp += 8
+                up += 8
+            while up < uend:
+                acc = (int(ptr8(wp)[0]) ^ 0x80) * int(ptr8(up)[0]) + acc
+                wp += 1
+                up += 1
+            if s != 0:
+                h = (acc >> 1) + (acc & 1)
+                acc = (h >> e) - ((half - (h >> 31) - (h & mask)) >> 31)
+            z = zp_z + acc
+            if z < lo:
+                z = lo
+            if z > 127:
+                z = 127
+            if table:
+                z = int(t[z + 128])
+            y[j] = z
 
 
 @micropython.viper
