@@ -165,7 +165,7 @@ def run(acc: int, wp: int, a: ptr32, raw, steps: int) -> int:
             wp = int(x)
             up = u
             uend = u + n_in
-            while up < uend:
+            while uend - up:  # up reaches uend exactly: fewer instructions than `<`
                 ptr8(up)[0] = int(ptr8(wp)[0]) ^ 0x80
                 acc = int(ptr8(up)[0]) + acc
                 wp += 1
@@ -184,7 +184,7 @@ def run(acc: int, wp: int, a: ptr32, raw, steps: int) -> int:
                 cp += 4
                 # the row: wp walks it (and on into the next row), up walks u, 8 bytes a turn
                 up = u
-                while up < u8end:
+                while u8end - up:
                     acc = (int(ptr8(wp)[0]) ^ 0x80) * int(ptr8(up)[0]) + acc
                     acc = (int(ptr8(wp)[1]) ^ 0x80) * int(ptr8(up)[1]) + acc
                     acc = (int(ptr8(wp)[2]) ^ 0x80) * int(ptr8(up)[2]) + acc
@@ -195,7 +195,7 @@ def run(acc: int, wp: int, a: ptr32, raw, steps: int) -> int:
                     acc = (int(ptr8(wp)[7]) ^ 0x80) * int(ptr8(up)[7]) + acc
                     wp += 8
                     up += 8
-                while up < uend:
+                while uend - up:
                     acc = (int(ptr8(wp)[0]) ^ 0x80) * int(ptr8(up)[0]) + acc
                     wp += 1
                     up += 1
