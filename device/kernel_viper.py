@@ -35,7 +35,7 @@ registers (armv6m and x64, MicroPython 1.29; the third register holds the consta
 every other local in memory. So `run` takes the dense loop's accumulator and the address of the
 weights it reads as "register" arguments, which the caller passes as 0. The loop walks the
 weights and u by address, unrolled by 8 (a constant index compiles to a load with an immediate
-offset): on the Cortex-M0 a turn is 10 instructions per MAC and 23 for the loop, counted in the
+offset): on the Cortex-M0 a turn is 10 instructions per MAC and 19 for the loop, counted in the
 disassembly and by bench/board.py (figures in bench/README.md).
 """
 
