@@ -18,7 +18,9 @@ process running 2N. Their difference is N forward passes without the harness's f
 
 Per MAC = difference / (N x MACs of the model): the dense loop with its per-row work (bias,
 rounding, clamp, activation) and per-call work, which is what a forward pass costs. Counts
-repeat exactly from run to run. See bench/README.md.
+repeat exactly from run to run (PYTHONHASHSEED=0: the `micropython` of PyPI runs the port
+inside a CPython process, whose randomized string hashes otherwise move the counts by about
+100k instructions). See bench/README.md.
 """
 
 import argparse
@@ -71,7 +73,9 @@ def measure(tools, n, folder):
     exe = str(Path(folder) / "mac_loop")
     _INFER.run([tools["cc"], *_INFER.C_FLAGS, "-o", exe, str(ROOT / "bench" / "mac_loop.c")])
     paths = _INFER.write_models(folder)
-    env = {"MICROPYPATH": str(ROOT), "PATH": ""}
+    # PyPI's `micropython` is a CPython script around the port: a fixed hash seed keeps its
+    # dictionaries, and so the counts, the same from run to run
+    env = {"MICROPYPATH": str(ROOT), "PATH": "", "PYTHONHASHSEED": "0"}
     rows = []
     for name, sizes in _INFER.MODELS.items():
         macs = _INFER.macs_of(sizes)
