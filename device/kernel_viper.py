@@ -113,15 +113,17 @@ def run(acc: int, wp: int, a: ptr32, raw, steps: int) -> int:
     m = ptr16(int(a[2 * _M]) + (int(a[2 * _M + 1]) << 16 << 16))
     n_layers = int(m[0])
     if steps & INPUT_STAGE:
-        q = 2 * (_MODEL + _X)
-        x = ptr8(int(a[q]) + (int(a[q + 1]) << 16 << 16))
-        o = ptr16(int(a[2 * _OFFSET]) + (int(a[2 * _OFFSET + 1]) << 16 << 16))
-        mult = ptr16(int(a[2 * _MULT]) + (int(a[2 * _MULT + 1]) << 16 << 16))
+        x = ptr8(int(a[2 * (_MODEL + _X)]) + (int(a[2 * (_MODEL + _X) + 1]) << 16 << 16))
+        # wp walks the offsets, mp the multipliers: 4 bytes a feature
+        wp = int(a[2 * _OFFSET]) + (int(a[2 * _OFFSET + 1]) << 16 << 16)
+        mp = int(a[2 * _MULT]) + (int(a[2 * _MULT + 1]) << 16 << 16)
         sh = ptr8(int(a[2 * _SHIFT]) + (int(a[2 * _SHIFT + 1]) << 16 << 16))
         zp = (int(m[2]) ^ 0x8000) - 0x8000
         for i in range(int(m[1])):
-            off = (((int(o[2 * i + 1]) ^ 0x8000) - 0x8000) << 16) + int(o[2 * i])
-            acc = (int(raw[i]) - off) * int(mult[2 * i])
+            acc = ((int(ptr16(wp)[1]) ^ 0x8000) - 0x8000) << 16
+            acc = (int(raw[i]) - acc - int(ptr16(wp)[0])) * int(ptr16(mp)[0])
+            wp += 4
+            mp += 4
             s = int(sh[i])
             if s != 0:
                 h = (acc >> 1) + (acc & 1)
@@ -216,25 +218,24 @@ def run(acc: int, wp: int, a: ptr32, raw, steps: int) -> int:
     z = ptr8(int(a[q]) + (int(a[q + 1]) << 16 << 16))
     scores = ptr8(int(a[2 * _SCORES]) + (int(a[2 * _SCORES + 1]) << 16 << 16))
     n = int(m[3])
-    # with u_j = z_j + 128 (one xor from the stored byte), m - z_j = max u - u_j
+    # scores_j = u_j = z_j + 128 (one xor from the stored byte), so m - z_j = max u - u_j
     best = 0
-    top = int(z[0]) ^ 0x80
-    for j in range(1, n):
+    top = 0
+    for j in range(n):
         v = int(z[j]) ^ 0x80
+        scores[j] = v
         if v > top:
             top = v
             best = j
     if int(m[4]) == 0:
-        for j in range(n):
-            scores[j] = int(z[j]) ^ 0x80
         return best
     ex = ptr32(int(a[2 * _EXP]) + (int(a[2 * _EXP + 1]) << 16 << 16))
     total = 0
     for j in range(n):
-        total += int(ex[top - (int(z[j]) ^ 0x80)])
+        total += int(ex[top - int(scores[j])])
     half = total >> 1
     for j in range(n):
-        v = ((int(ex[top - (int(z[j]) ^ 0x80)]) << 8) + half) // total
+        v = ((int(ex[top - int(scores[j])]) << 8) + half) // total
         if v > 255:
             v = 255
         scores[j] = v
