@@ -6,6 +6,9 @@
  *
  * Usage: mac_loop SIZES TARGET_MS     e.g.  mac_loop 42,32,16,7 300
  * Prints: "<macs per forward> <best ns per forward> <ns per MAC>".
+ *        mac_loop SIZES -n N            exactly N forwards, untimed (for bench/mac_callgrind.py,
+ *                                       which counts instructions: N and 2N forwards, the difference)
+ * Prints: "<macs per forward>".
  *
  * Each layer computes what device/infer.py computes: acc = sum_i w[j][i] * (x_i - zp_x) + b_j,
  * then zp_z + R(acc, s) with TFLite rounding, clamped to int8, ReLU (last layer: linear).
@@ -48,6 +51,15 @@ __attribute__((noinline)) static void dense(const int8_t *x, const int8_t *w, co
     }
 }
 
+/* One forward pass of input r (a new input each forward: nothing to hoist) -> its first output. */
+__attribute__((noinline)) static uint8_t forward(const int *sizes, int n, long r) {
+    acts[0][0] = (int8_t)r;
+    for (int k = 0; k + 1 < n; k++)
+        dense(acts[k], weights[k], biases[k], acts[k + 1], sizes[k], sizes[k + 1], -3, 7, 5,
+              k + 2 < n);
+    return (uint8_t)acts[n - 1][0];
+}
+
 static double now_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -55,8 +67,9 @@ static double now_ns(void) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 3) {
-        fprintf(stderr, "usage: mac_loop SIZES TARGET_MS\n");
+    int counted = argc == 4 && strcmp(argv[2], "-n") == 0;
+    if (argc != 3 && !counted) {
+        fprintf(stderr, "usage: mac_loop SIZES TARGET_MS | mac_loop SIZES -n N\n");
         return 2;
     }
     int sizes[MAX_LAYERS + 1], n = 0;
@@ -84,20 +97,21 @@ int main(int argc, char **argv) {
     }
     for (int i = 0; i < sizes[0]; i++) acts[0][i] = (int8_t)(rand() % 256 - 128);
 
+    unsigned checksum = 0;
+    if (counted) {
+        long reps = atol(argv[3]);
+        for (long r = 0; r < reps; r++) checksum += forward(sizes, n, r);
+        printf("%ld\n", macs);
+        fprintf(stderr, "checksum %u\n", checksum);
+        return 0;
+    }
     double best = 1e300;
     long reps = 1;
-    unsigned checksum = 0;
     for (int round = 0; round < 5; round++) {
         double t0, dt;
         for (;;) {
             t0 = now_ns();
-            for (long r = 0; r < reps; r++) {
-                acts[0][0] = (int8_t)r; /* a new input each forward: nothing to hoist */
-                for (int k = 0; k + 1 < n; k++)
-                    dense(acts[k], weights[k], biases[k], acts[k + 1], sizes[k], sizes[k + 1],
-                          -3, 7, 5, k + 2 < n);
-                checksum += (uint8_t)acts[n - 1][0];
-            }
+            for (long r = 0; r < reps; r++) checksum += forward(sizes, n, r);
             dt = now_ns() - t0;
             if (dt >= target / 5 || reps > (1L << 40)) break;
             reps *= 2;

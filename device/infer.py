@@ -14,8 +14,12 @@ the viper kernel's row constants `model.consts` in step; it reads the input stag
 multipliers in `model.stage` (offset, mult, shift).
 
 Two kernels give identical integers: the plain Python code here (`dense_portable`, and the
-loops of `input_stage` and `classify`) and `device/kernel_viper.py` (native code: `dense`,
-`input_stage`, `classify`), picked when the port compiles viper.
+loops of `input_stage` and `classify`) and `device/kernel_viper.py` (native code, `run`: the
+input stage, the layers and the classifier in one call), picked when the port compiles viper.
+With it, `predict`, `input_stage`, `forward` and `classify` are each one native call, and
+their bytecode frames stay within the 11 words that MicroPython keeps on the C stack (a larger
+frame is allocated and freed on the heap at every call); the portable code is in functions of
+its own for that reason.
 """
 
 from array import array
@@ -103,7 +107,7 @@ class Model:
         self._params = []
         self._tables = []
         self.consts = []  # viper: per layer, array('i') of row constants (_row_constants)
-        widest = 1
+        widest = 1  # the viper kernel's scratch: the widest n_in
         for layer in self.layers:
             self.layer_outputs.append(_zeros("b", layer["n_out"], 1))
             s = layer["f_x"] + layer["f_w"] - layer["f_z"]
@@ -115,69 +119,100 @@ class Model:
             if self._viper:
                 self.consts.append(_row_constants(layer))
             widest = max(widest, layer["n_in"])
-        self._scratch = bytearray(widest)
         self.scores = _zeros("B", self.n_outputs, 1)
         self.result = [0, self.scores]
+        if self._viper:
+            self._table = self._viper_table(widest)
+
+    def _viper_table(self, widest):
+        """The addresses of the buffers kernel_viper.run reads (kernel_viper.table)."""
+        soft = self._exp is not None
+        sizes = (len(self.layers), self.n_inputs, self.zp_in, self.n_outputs, 1 if soft else 0)
+        self._sizes = array("h", sizes)
+        buffers = [self._sizes] + list(self.stage)
+        buffers += (self._exp if soft else _NO_TABLE, self.scores, bytearray(widest))
+        x = self.x
+        for k in range(len(self.layers)):
+            layer, y = self.layers[k], self.layer_outputs[k]
+            buffers += (x, layer["w"], layer["b"], self.consts[k], y)
+            buffers += (self._params[k], self._tables[k])
+            x = y
+        return kernel_viper.table(buffers)
 
     def input_stage(self, raw):
         """int raw features -> int8 inputs in self.x: clamp(zp_in + R((r - offset) * mult,
         shift)), TFLite rounding, saturated."""
-        n = self.n_inputs
-        if len(raw) != n:
-            raise ValueError("infer: %d raw features, expected %d" % (len(raw), n))
+        if len(raw) != self.n_inputs:
+            raise ValueError("infer: %d raw features, expected %d" % (len(raw), self.n_inputs))
+        if self._viper:
+            kernel_viper.run(0, 0, self._table, raw, kernel_viper.INPUT_STAGE)
+        else:
+            self._input_stage_portable(raw)
+        return self.x
+
+    def forward(self, x_q=None):
+        """int8 layer-0 inputs (default: self.x, as set by input_stage) -> the last layer's
+        output array (the logits for softmax); every layer's output is in layer_outputs."""
+        if x_q is not None and x_q is not self.x:
+            self._copy_inputs(x_q)
+        if self._viper:
+            kernel_viper.run(0, 0, self._table, None, kernel_viper.LAYERS)
+        else:
+            self._forward_portable()
+        return self.layer_outputs[-1]
+
+    def classify(self):
+        """Last layer's output -> class index (argmax, ties to the lower index); fills scores:
+        softmax probabilities + 128 (or the int8 outputs + 128 without softmax)."""
+        if self._viper:
+            return kernel_viper.run(0, 0, self._table, None, kernel_viper.CLASSIFY)
+        return self._classify_portable()
+
+    def predict(self, raw):
+        """int raw features -> [class_index, scores]: the same list every call."""
+        if not self._viper:
+            self.input_stage(raw)
+            self._forward_portable()
+            self.result[0] = self._classify_portable()
+            return self.result
+        if len(raw) != self.n_inputs:
+            raise ValueError("infer: %d raw features, expected %d" % (len(raw), self.n_inputs))
+        self.result[0] = kernel_viper.run(0, 0, self._table, raw, kernel_viper.PREDICT)
+        return self.result
+
+    # the portable kernel's steps
+
+    def _copy_inputs(self, x_q):
+        x, n = self.x, self.n_inputs
+        if len(x_q) != n:
+            raise ValueError("infer: %d inputs, expected %d" % (len(x_q), n))
+        for i in range(n):
+            x[i] = x_q[i]
+
+    def _input_stage_portable(self, raw):
         x = self.x
         offset, mult, shift = self.stage
         zp = self.zp_in
-        if self._viper:
-            kernel_viper.input_stage(raw, x, offset, mult, shift, n, zp)
-            return x
-        for i in range(n):
+        for i in range(self.n_inputs):
             q = zp + rounding_rshift((raw[i] - offset[i]) * mult[i], shift[i])
             if q < -128:
                 q = -128
             elif q > 127:
                 q = 127
             x[i] = q
-        return x
 
-    def forward(self, x_q=None):
-        """int8 layer-0 inputs (default: self.x, as set by input_stage) -> the last layer's
-        output array (the logits for softmax); every layer's output is in layer_outputs."""
+    def _forward_portable(self):
         x = self.x
-        if x_q is not None and x_q is not x:
-            if len(x_q) != self.n_inputs:
-                raise ValueError("infer: %d inputs, expected %d" % (len(x_q), self.n_inputs))
-            for i in range(self.n_inputs):
-                x[i] = x_q[i]
         outs = self.layer_outputs
         for k in range(len(outs)):
-            w = self.layers[k]["w"]
-            b = self.layers[k]["b"]
-            if self._viper:
-                kernel_viper.dense(
-                    x,
-                    w,
-                    b,
-                    self.consts[k],
-                    outs[k],
-                    self._params[k],
-                    self._scratch,
-                    self._tables[k],
-                )
-            else:
-                dense_portable(x, w, b, outs[k], self._params[k], self._tables[k])
+            layer = self.layers[k]
+            dense_portable(x, layer["w"], layer["b"], outs[k], self._params[k], self._tables[k])
             x = outs[k]
-        return x
 
-    def classify(self):
-        """Last layer's output -> class index (argmax, ties to the lower index); fills scores:
-        softmax probabilities + 128 (or the int8 outputs + 128 without softmax)."""
+    def _classify_portable(self):
         z = self.layer_outputs[-1]
         k = self.n_outputs
         scores, e = self.scores, self._exp
-        if self._viper:
-            soft = e is not None
-            return kernel_viper.classify(z, k, e if soft else _NO_TABLE, soft, scores)
         best = 0
         m = z[0]
         for j in range(1, k):
@@ -197,13 +232,6 @@ class Model:
             p = (e[m - z[j]] * 256 + half) // total
             scores[j] = 255 if p > 255 else p
         return best
-
-    def predict(self, raw):
-        """int raw features -> [class_index, scores]: the same list every call."""
-        self.input_stage(raw)
-        self.forward()
-        self.result[0] = self.classify()
-        return self.result
 
 
 def _row_constants(layer):
