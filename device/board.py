@@ -18,7 +18,10 @@ start imports all the code first, then makes the big buffers (model, the trainer
 checkpoint loaded, rehearsal windows), drops what only the start needs (the model-file loader,
 the checkpoint code, the trainer's plan), makes the sensor (and drops the sensor factory) and
 the app (and drops board.json's rules): what comes after the first drop is small and fits the
-holes, so that every heap from the smallest that starts the app to 8 kB above it starts it
+holes, and a 2 kB block held from the start's first allocation until then (`_APP_RESERVE`)
+leaves one hole in one piece for the sensor's and the app's buffers (without it, one heap of
+the Cortex-M3 scan failed with 8 kB free in smaller holes), so that every heap from the
+smallest that starts the app to 8 kB above it starts it
 (bench/board.py, tests/test_app_heap.py; bench/README.md, "The app's heap", has the figures
 and what the running app holds, kB by kB). A heap too small for a stage gives `err <stage>
 ...: out of memory (...)` and the halted board.
@@ -52,6 +55,7 @@ except ImportError:  # CPython
 
 
 _GC_THRESHOLD = 4096  # bytes allocated between collections (collect_often)
+_APP_RESERVE = 2048  # held from the start's first allocation until the sensor and app are made
 # modules only the start needs, dropped once the model and trainer are made (an import
 # brings one back): the model-file loader (the trainer's reset imports it again), the
 # checkpoint code (its save imports it again, device/train.py) and the trainer's plan and
@@ -95,6 +99,7 @@ def build(config, out=None, inp=None):
         # the learning app's names pass 600), and native code comes in blocks of 2-6 kB. Then
         # the big buffers (model, trainer, rehearsal windows, sensor, app), and only then is
         # anything dropped: what is allocated after that is small, and the holes take it.
+        reserve = bytearray(_APP_RESERVE)
         Model, App = import_code(config)
         free_heap()
         stage = "model"
@@ -104,6 +109,7 @@ def build(config, out=None, inp=None):
         # its holes, and the start's peak stays near what the running app holds
         for name in _START_ONLY:
             unload(name)
+        reserve = None  # noqa: F841 (its block is the sensor's and the app's buffers' room)
         free_heap()
         stage = "sensor"
         from .sensors import check_model, make_sensor
