@@ -44,7 +44,10 @@ COUNTS = {
 
 
 def figures(results):
-    """{name: instructions} of a bench/board.py JSON result (one object per CPU)."""
+    """{name: instructions} of a bench/board.py JSON result (one object per CPU); ValueError
+    for anything else."""
+    if not isinstance(results, dict) or not all(isinstance(v, dict) for v in results.values()):
+        raise ValueError("expected one object per CPU")
     out = {}
 
     def walk(prefix, value):
@@ -123,7 +126,14 @@ def main(argv=None):
         path = Path(args.json) if args.json else Path(tmp) / "quick.json"
         if not args.json:
             run_quick(path)
-        measured = figures(json.loads(path.read_text()))
+        try:
+            measured = figures(json.loads(path.read_text()))
+        except (OSError, ValueError) as e:
+            print(
+                "baseline: cannot read %s as bench/board.py's JSON: %s" % (path, e),
+                file=sys.stderr,
+            )
+            return 1
     if args.update:
         tmp_file = Path(args.baseline).with_suffix(".tmp")
         tmp_file.write_text(json.dumps(measured, indent=1, sort_keys=True) + "\n")

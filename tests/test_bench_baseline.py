@@ -37,6 +37,12 @@ def test_figures_are_the_instruction_counts():
     }
 
 
+def test_anything_but_a_board_result_is_refused():
+    for bad in ([1], {"cortex-m0": 3}, "x"):
+        with pytest.raises(ValueError, match="one object per CPU"):
+            baseline.figures(bad)
+
+
 def test_compare_flags_a_regression_of_more_than_ten_percent():
     base = baseline.figures(RESULT)
     now = dict(base)
