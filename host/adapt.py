@@ -435,28 +435,26 @@ def select_rates(
                 out[c] = float(np.mean(vals))
         return out
 
-    int_scores, float_scores, int_pick, float_pick = {}, {}, {}, {}
+    # per kind: how a trial scores candidates, the starting rates, where the grid grows, ties
+    kinds = {
+        "int8": (lambda t, *a: t.integer_many(*a), LR_SHIFTS, int_steps, int_order),
+        "float": (lambda t, *a: t.floating_many(*a), FLOAT_LRS, float_steps, float_order),
+    }
+    scores = {kind: {} for kind in kinds}
+    picks = {kind: {} for kind in kinds}
     for m in modes:
-        clock.say("rates: int8 candidates for %s" % m)
-        folds = {}
-        int_scores[m] = search_grid(
-            lambda cands, m=m, f=folds: mean_of(
-                [t.integer_many(m, cands, epoch_list) for t in trials], f
-            ),
-            LR_SHIFTS, hidden_shifts(m), int_steps(m), int_order,
-        )  # fmt: skip
-        int_pick[m] = choose(int_scores[m], folds, int_order)
-        clock.done("search")
-        clock.say("rates: float candidates for %s" % m)
-        folds = {}
-        float_scores[m] = search_grid(
-            lambda cands, m=m, f=folds: mean_of(
-                [t.floating_many(m, cands, epoch_list) for t in trials], f
-            ),
-            FLOAT_LRS, hidden_shifts(m), float_steps(m), float_order,
-        )  # fmt: skip
-        float_pick[m] = choose(float_scores[m], folds, float_order)
-        clock.done("search")
+        for kind, (many, start, steps, order) in kinds.items():
+            clock.say("rates: %s candidates for %s" % (kind, m))
+            folds = {}
+
+            def evaluate(cands, m=m, many=many, folds=folds):
+                return mean_of([many(t, m, cands, epoch_list) for t in trials], folds)
+
+            scores[kind][m] = search_grid(evaluate, start, hidden_shifts(m), steps(m), order)
+            picks[kind][m] = choose(scores[kind][m], folds, order)
+            clock.done("search")
+    int_pick, float_pick = picks["int8"], picks["float"]
+    int_scores, float_scores = scores["int8"], scores["float"]
     return {
         "lr_shift": {m: int_pick[m][0] for m in modes},
         "hidden_shift": {m: int_pick[m][1] for m in modes},

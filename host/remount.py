@@ -28,6 +28,7 @@ import numpy as np
 
 from microprop.device.sensor_mpu6050 import CHANNELS
 
+from . import pipeline
 from .errors import UserError
 from .sensorlog import COUNTS_FULL, to_counts
 
@@ -118,7 +119,7 @@ def _scales(log, cols):
 def remount(log, turns):
     """A copy of `log` with the rows of each subject in `turns` ({subject: 3x3 rotation})
     read by a sensor turned by that rotation (module docstring); other rows unchanged."""
-    triples = axis_triples(log)
+    triples = [(cols, _scales(log, cols)) for cols in axis_triples(log)]
     counts = np.array(log.counts, dtype=np.int64, copy=True)
     subjects = np.asarray(log.subjects).astype(str)
     missing = sorted(set(turns) - set(subjects.tolist()))
@@ -126,8 +127,7 @@ def remount(log, turns):
         raise UserError("remount: no rows of subject(s) %s" % ",".join(missing), path=log.path)
     for subject, r in turns.items():
         rows = subjects == subject
-        for cols in triples:
-            scale = _scales(log, cols)
+        for cols, scale in triples:
             physical = counts[np.ix_(rows, cols)] * scale
             turned = physical @ np.asarray(r, dtype=np.float64)  # rows of (R^T v)^T = v^T R
             for k, c in enumerate(cols):
@@ -139,8 +139,6 @@ def remount(log, turns):
 def remount_dataset(ds, turns):
     """A pipeline.Dataset like `ds` (same window, hop and source) of its log with the rows of
     the subjects in `turns` turned (`remount`)."""
-    from . import pipeline
-
     if not turns:
         return ds
     return pipeline.make_dataset(remount(ds.log, turns), ds.window, ds.hop, ds.source)
