@@ -26,13 +26,11 @@ from dataclasses import replace
 
 import numpy as np
 
-from microprop.device.sensor_mpu6050 import CHANNELS
+from microprop.device.mount import AXES  # accelerometer, gyroscope: the IMU driver's names
 
 from . import pipeline
 from .errors import UserError
 from .sensorlog import COUNTS_FULL, to_counts
-
-AXES = (CHANNELS[:3], CHANNELS[3:])  # accelerometer, gyroscope: the IMU driver's names
 
 
 def turn_about_z(degrees=90.0):
