@@ -9,12 +9,14 @@ seed drives the model's training, the shuffles and the stochastic rounding) and,
 seeds, the mean gains over them.
 
     python bench/adapt.py [--data shoulder] [--seeds 0] [--epochs 10] [--modes last,bias,all]
-                          [--remount] [--remount-seed S]
+                          [--remount] [--remount-seed S] [--learn-mount]
 
 --remount turns each test subject's accelerometer and gyroscope 90 degrees about z, as a
 re-mounted board reads them (--remount-seed S: one random rotation per subject from S, the
 same for every seed of --seeds); the model is trained on subjects 1-7 as recorded, and the
-rates are chosen with each left-out one turned alike (host/remount.py).
+rates are chosen with each left-out one turned alike (host/remount.py). --learn-mount: the
+board's mount search (host/mount.py) on each wearer's adaptation windows comes first, in the
+rate selection's folds too, and the layers then learn in the orientation it found.
 """
 
 import argparse
@@ -40,6 +42,9 @@ def main():
     ap.add_argument("--modes", default="last,bias,all")
     ap.add_argument("--remount", action="store_true", help="turn the test subjects' sensor")
     ap.add_argument("--remount-seed", type=int, help="one random turn per subject (--remount)")
+    ap.add_argument(
+        "--learn-mount", action="store_true", help="the board's mount search before learning"
+    )
     args = ap.parse_args()
     modes = tuple(args.modes.split(","))
     ds = pipeline.make_dataset(pipeline.load_log(args.data), source=args.data)
@@ -50,7 +55,7 @@ def main():
             ds, args.train_subjects.split(","), args.test_subjects.split(","), modes=modes,
             epochs=args.epochs, seed=seed, per_class=args.per_class,
             remount_sensor=args.remount, remount_seed=args.remount_seed,
-            ceiling=args.remount or args.remount_seed is not None,
+            ceiling=args.remount or args.remount_seed is not None, learn_mount=args.learn_mount,
         )  # fmt: skip
         print("== seed %d (%.1f s)" % (seed, time.perf_counter() - t0))
         print(adapt.format_adaptation(r))
@@ -80,6 +85,13 @@ def main():
                 "%-4s int8 %.1f -> %.1f, float %.1f -> %.1f"
                 % (m, mean["int_before"], mean["int_after"], mean["float_before"],
                    mean["float_after"])
+            )  # fmt: skip
+        if results[0].get("mounts"):
+            first = modes[0]
+            print(
+                "with the mount alone (mount search, no layer learning): int8 %.1f, float %.1f"
+                % (100 * np.mean([r["mean"][first]["int_mounted"] for r in results]),
+                   100 * np.mean([r["mean"][first]["float_mounted"] for r in results]))
             )  # fmt: skip
         ceilings = [r["ceiling"] for r in results if r.get("ceiling")]
         if ceilings:

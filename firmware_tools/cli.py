@@ -492,6 +492,7 @@ def do_adapt(args):
         rehearse=args.rehearse,
         remount_sensor=args.remount,
         remount_seed=args.remount_seed,
+        learn_mount=args.learn_mount,
     )
     print(adapt.format_adaptation(result))
 
@@ -504,6 +505,8 @@ _ADAPT_EPILOG = """example:
       --float-hidden-shift 2                (hidden layers 4 times slower than the last)
   microprop adapt model.npz --remount --modes last,bias,all    (the sensor re-mounted, turned
                                             90 degrees about z for each test subject)
+  microprop adapt model.npz --remount --learn-mount --modes all    (the board finds the mount
+                                            first, then its layers learn)
 
 Each test subject's first windows of each class train the int8 model as the board would (bit
 for bit); a float SGD baseline trains the same layers on the same windows. Accuracy before and
@@ -511,7 +514,10 @@ after on that subject's windows that share no sample with them. The rates (with 
 layers' extra shift when they learn) are chosen leave-one-subject-out on the training subjects
 unless given. --remount turns each test subject's accelerometer and gyroscope together, as a
 re-mounted board reads them (--remount-seed S: one random rotation per subject); the rates are
-then chosen with each left-out training subject turned alike.
+then chosen with each left-out training subject turned alike. --learn-mount: before the layers
+learn, the board's mount search (`mount search`, `mount pick`; microprop teach --find-mount)
+picks which of the 24 axis-aligned orientations the adaptation windows are best classified in,
+and the subject's samples are turned by it from then on.
 """
 
 
@@ -575,6 +581,12 @@ def _adapt_options(p):
         type=options.int_range(0),
         metavar="S",
         help="one uniformly random rotation per test subject, drawn from S (implies --remount)",
+    )
+    g.add_argument(
+        "--learn-mount",
+        action="store_true",
+        help="the board's mount search first: the best of 24 axis-aligned orientations on the "
+        "adaptation windows, then the layers learn",
     )
     g.add_argument("--quiet", action="store_true", help="no progress on stderr")
 

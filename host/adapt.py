@@ -55,10 +55,11 @@ import time
 
 import numpy as np
 
+from microprop.device import mount as device_mount
 from microprop.device.config import MAX_SHIFT
 from microprop.device.train_plan import LEARN_MODES, learns
 
-from . import pipeline, reference, rehearsal, remount, trainmany, trainref
+from . import mount, pipeline, reference, rehearsal, remount, trainmany, trainref
 from .errors import UserError
 
 DEFAULT_LEARN_MODES = ("last", "all")  # what `microprop adapt` compares
@@ -146,7 +147,10 @@ class Trial:
     epochs)` the steps in order, integer and float predictions on the evaluation set after
     them. `epochs` at construction is the most any call asks for."""
 
-    def __init__(self, qm, ds, subject, per_class, epochs, seed, fit_subjects=(), rehearse=None):
+    def __init__(
+        self, qm, ds, subject, per_class, epochs, seed, fit_subjects=(), rehearse=None,
+        unmounted=None,
+    ):  # fmt: skip
         classes = list(qm.classes)
         adapt, keep = adaptation_split(ds, subject, classes, per_class)
         if len(adapt) == 0 or len(keep) == 0:
@@ -171,11 +175,16 @@ class Trial:
         # subject's other recordings (in the shoulder data: the other arm)
         rec = window_recordings(ds)
         self.same = np.isin(rec[keep], rec[adapt])
-        self.int_before_pred = reference.predict(qm, self.x_eval)[0]
         net = trainref.dequantize(qm)
-        self.float_before_pred = trainref.float_predict(net, self.x_eval)
+        # before adapting: on `unmounted` (the wearer's data before the board's mount search
+        # turned `ds`) when given, and then "mounted" is the accuracy with the mount alone
+        x_before = self.x_eval if unmounted is None else unmounted.X[keep]
+        self.int_before_pred = reference.predict(qm, x_before)[0]
+        self.float_before_pred = trainref.float_predict(net, x_before)
         self.int_before = accuracy(self.int_before_pred, self.y_eval)
         self.float_before = accuracy(self.float_before_pred, self.y_eval)
+        self.int_mounted = accuracy(reference.predict(qm, self.x_eval)[0], self.y_eval)
+        self.float_mounted = accuracy(trainref.float_predict(net, self.x_eval), self.y_eval)
 
     def samples(self, mode, epochs=None):
         """(raw features, class indices) of the steps `mode` takes in `epochs` passes (default
@@ -254,6 +263,27 @@ class Trial:
         """(accuracy on the adapted recordings' windows, on the other recordings' windows)."""
         y = self.y_eval
         return accuracy(pred[self.same], y[self.same]), accuracy(pred[~self.same], y[~self.same])
+
+
+def find_mounts(qm, ds, subjects, per_class=PER_CLASS):
+    """The board's mount search (host/mount.py, device/mount.py) on each subject's adaptation
+    windows -> ({subject: orientation}, {subject: the 24 orientations' scores})."""
+    classes = list(qm.classes)
+    found, scores = {}, {}
+    for s in subjects:
+        idx, _ = adaptation_split(ds, s, classes, per_class)
+        y = pipeline.class_indices(ds.labels[idx], classes)
+        scores[s] = mount.search(qm, mount.windows(ds, idx), y, ds.log.channels)
+        found[s] = mount.best(scores[s])
+    return found, scores
+
+
+def mounted(ds, found):
+    """A pipeline.Dataset like `ds` with each subject of `found` ({subject: orientation})
+    turned by its orientation, as the board turns its samples after `mount pick`."""
+    if all(k == mount.IDENTITY for k in found.values()):
+        return ds
+    return pipeline.make_dataset(mount.turn_log(ds.log, found), ds.window, ds.hop, ds.source)
 
 
 def _subset(ds, subjects):
@@ -388,6 +418,7 @@ def search_grid(evaluate, rates, hs, steps, order):
 def select_rates(
     ds, train_subjects, modes=DEFAULT_LEARN_MODES, epochs=None, seed=0,
     per_class=PER_CLASS, train_options=None, progress=None, rehearse=None, turns=None,
+    learn_mount=False,
 ):  # fmt: skip
     """Leave-one-subject-out over `train_subjects` -> {"lr_shift": {mode: k}, "lr": {mode: lr},
     "hidden_shift": {mode: h} (integer), "float_hidden_shift": {mode: h}, "epochs": {mode: e}
@@ -401,7 +432,9 @@ def select_rates(
     EPOCH_CHOICES with the rates. The grids start at LR_SHIFTS / FLOAT_LRS x HIDDEN_SHIFTS and
     grow past an edge while the best candidate lies on it (see search_grid). turns: {subject:
     rotation} (host/remount.py) for a re-mounted sensor: each left-out subject is adapted to
-    and scored with its sensor turned so, as the test subjects will be."""
+    and scored with its sensor turned so, as the test subjects will be. learn_mount: each
+    left-out subject's mount is searched first (find_mounts), as it will be for the test
+    subjects, and the layers learn with it."""
     train_subjects = [str(s) for s in train_subjects]
     if len(train_subjects) < 2:
         raise UserError(
@@ -419,8 +452,13 @@ def select_rates(
         others = [s for s in train_subjects if s != held_out]
         fold = remount.remount_dataset(ds, {held_out: turns[held_out]} if turns else None)
         qm, _ = train_and_quantize(fold, others, [held_out], modes, options)
+        data, unmounted = fold, None
+        if learn_mount:
+            data, unmounted = mounted(fold, find_mounts(qm, fold, [held_out], per_class)[0]), fold
         trials.append(
-            Trial(qm, fold, held_out, per_class, max(epoch_list), seed, others, rehearse)
+            Trial(
+                qm, data, held_out, per_class, max(epoch_list), seed, others, rehearse, unmounted
+            )
         )
         clock.done("fold")
 
@@ -528,7 +566,7 @@ def run_adaptation(
     log_or_dataset, train_subjects, test_subjects, modes=DEFAULT_LEARN_MODES,
     epochs=None, seed=0, per_class=PER_CLASS, lr_shift=None, lr=None, model=None,
     train_options=None, progress=None, hidden_shift=None, float_hidden_shift=None, rehearse=None,
-    remount_sensor=False, remount_seed=None, ceiling=False,
+    remount_sensor=False, remount_seed=None, ceiling=False, learn_mount=False,
 ):  # fmt: skip
     """The adaptation experiment (module docstring) -> dict with "rows" (one per test
     subject and mode: accuracies before/after, integer and float), "mean" per mode (with the
@@ -548,6 +586,11 @@ def run_adaptation(
     left-out training subject turned the same way. ceiling (with a re-mount): also train a
     model on the training subjects with their sensors turned (their own turns) and score it on
     the test subjects' evaluation windows: what a model made for the re-mounted sensor gets.
+    learn_mount: before the layers learn, the board's mount search on each test subject's
+    adaptation windows (find_mounts) picks the orientation its samples are then turned by,
+    for the integer and the float training alike; "before" stays the accuracy without it,
+    "int_mounted" / "float_mounted" are those with the mount alone (in the rows and means),
+    "mounts" the orientation found per subject.
     """
     for m in modes:
         if m not in LEARN_MODES:
@@ -582,7 +625,7 @@ def run_adaptation(
     if lr_shift is None or lr is None:
         selection = select_rates(
             ds, train_subjects, modes, epochs, seed, per_class, options, progress, rehearse,
-            turns,
+            turns, learn_mount,
         )  # fmt: skip
     if turns:
         ds = remount.remount_dataset(ds, {s: turns[s] for s in test_subjects})
@@ -616,10 +659,18 @@ def run_adaptation(
         wearer = wearer_ceiling(
             ds, train_subjects, test_subjects, turns, modes, options, per_class
         )
+    data, found, mount_scores = ds, None, None
+    if learn_mount:
+        if progress:
+            progress("mount: searching each test subject's orientation")
+        found, mount_scores = find_mounts(qm, ds, test_subjects, per_class)
+        data = mounted(ds, found)
     rows = []
     for s in test_subjects:
         most = max(list(int_epochs.values()) + list(float_epochs.values()))
-        trial = Trial(qm, ds, s, per_class, most, seed, train_subjects, rehearse)
+        trial = Trial(
+            qm, data, s, per_class, most, seed, train_subjects, rehearse, ds if found else None
+        )
         for m in modes:
             int_after = trial.integer_predictions(m, lr_shift[m], hidden_shift[m], int_epochs[m])
             float_after = trial.float_predictions(m, lr[m], float_hidden_shift[m], float_epochs[m])
@@ -634,6 +685,8 @@ def run_adaptation(
                 "int_after": accuracy(int_after, trial.y_eval),
                 "float_before": trial.float_before,
                 "float_after": accuracy(float_after, trial.y_eval),
+                "int_mounted": trial.int_mounted,
+                "float_mounted": trial.float_mounted,
             }
             for name, pred in (
                 ("int_before", trial.int_before_pred), ("int_after", int_after),
@@ -644,7 +697,7 @@ def run_adaptation(
     mean = {}
     for m in modes:
         r = [row for row in rows if row["mode"] == m]
-        avg = {k: float(np.mean([row[k] for row in r])) for k in _ACC_KEYS}
+        avg = {k: float(np.mean([row[k] for row in r])) for k in _ACC_KEYS + _MOUNTED_KEYS}
         for k in _ACC_KEYS:
             for part in ("_same", "_other"):
                 vals = [row[k + part] for row in r if not np.isnan(row[k + part])]
@@ -676,10 +729,18 @@ def run_adaptation(
         "mean": mean,
         "accepted": {m: accepted(mean[m]) for m in modes},
         "ceiling": wearer,
+        "mounts": found and {s: mount_text(found[s], mount_scores[s]) for s in test_subjects},
     }
 
 
+def mount_text(k, scores):
+    """Orientation k as the board names it, with its score and the identity's."""
+    identity = scores[device_mount.IDENTITY]
+    return "%s (score %d, identity %d)" % (device_mount.name(k), scores[k], identity)
+
+
 _ACC_KEYS = ("int_before", "int_after", "float_before", "float_after")
+_MOUNTED_KEYS = ("int_mounted", "float_mounted")  # with the mount alone (= before without)
 RATIO = 0.8
 
 
@@ -722,6 +783,16 @@ def format_adaptation(result):
             "re-mounted sensor: each test subject's accelerometer and gyroscope %s; the model "
             "trained on the training subjects as recorded" % r["remount"]
         )
+    if r.get("mounts"):
+        first = r["mean"][r["modes"][0]]
+        lines.append(
+            "mount learnt first, as the board's `mount search` / `mount pick` does on the "
+            "adaptation windows: %s; with the mount alone, mean int8 %.1f, float %.1f"
+            % (
+                "; ".join("subject %s %s" % (s, t) for s, t in r["mounts"].items()),
+                100 * first["int_mounted"], 100 * first["float_mounted"],
+            )
+        )  # fmt: skip
     rehearsing = ["%s %d" % (m, k) for m, k in r["rehearse"].items() if k]
     if rehearsing:
         lines.append(

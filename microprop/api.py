@@ -473,7 +473,7 @@ def adapt(model, data, test_subjects=None, **options):
 
     model: a Model or a float model file. test_subjects: default the model's. options: modes,
     epochs, per_class, lr_shift, lr, hidden_shift, float_hidden_shift, rehearse, seed,
-    remount_sensor, remount_seed, progress (a callable(text))."""
+    remount_sensor, remount_seed, learn_mount, progress (a callable(text))."""
     from microprop.host import adapt as adaptation
 
     model = _as_model(model)
