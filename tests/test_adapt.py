@@ -366,9 +366,12 @@ def test_rates_were_chosen_on_the_training_subjects_inside_their_grids(protocol_
         lrs = [c[0] for c in sel["float_scores"][m]]
         lo, hi = adapt.FLOAT_LR_LIMITS
         assert min(lrs) < r["lr"][m] < max(lrs) or not lo * 1.5 < r["lr"][m] < hi / 1.5
-        e = r["epochs"][m]
-        at_e = [v for c, v in sel["int_scores"][m].items() if c[2] == e and v is not None]
-        assert sel["int_scores"][m][r["lr_shift"][m], r["hidden_shift"][m], e] == max(at_e)
+        # the one-standard-error rule: near the best, learning no more than it does
+        scores = sel["int_scores"][m]
+        chosen = (r["lr_shift"][m], r["hidden_shift"][m], r["epochs"][m])
+        best = adapt.pick_best(scores, adapt.int_order)
+        assert scores[chosen] > scores[best] - 0.1
+        assert adapt.int_amount(chosen) <= adapt.int_amount(best)
 
 
 def test_more_epochs_only_where_they_pay_beyond_one_standard_error():
@@ -379,10 +382,27 @@ def test_more_epochs_only_where_they_pay_beyond_one_standard_error():
         (5, 0, 40): np.array([0.60, 0.50, 0.70]),
     }
     scores = {c: float(np.mean(v)) for c, v in folds.items()}
-    assert adapt.choose(scores, folds, adapt.int_order) == (5, 0, 10)
+    assert adapt.choose(scores, folds, adapt.int_order, adapt.int_amount) == (5, 0, 10)
     folds[5, 0, 20] = np.array([0.90, 0.80, 1.00])  # +0.1 on every fold: it pays
     scores = {c: float(np.mean(v)) for c, v in folds.items()}
-    assert adapt.choose(scores, folds, adapt.int_order) == (5, 0, 20)
+    assert adapt.choose(scores, folds, adapt.int_order, adapt.int_amount) == (5, 0, 20)
+
+
+def test_a_faster_rate_only_where_it_pays_beyond_one_standard_error():
+    folds = {
+        (7, 0, 10): np.array([0.84, 0.80, 0.86]),
+        (5, 0, 10): np.array([0.85, 0.83, 0.86]),
+        (3, 0, 10): np.array([0.80, 0.88, 0.90]),  # best mean, but noisy against the others
+    }
+    scores = {c: float(np.mean(v)) for c, v in folds.items()}
+    assert adapt.pick_best(scores, adapt.int_order) == (3, 0, 10)
+    assert adapt.choose(scores, folds, adapt.int_order, adapt.int_amount) == (7, 0, 10)
+    folds[3, 0, 10] = np.array([0.95, 0.92, 0.97])  # ahead on every fold: it pays
+    scores = {c: float(np.mean(v)) for c, v in folds.items()}
+    assert adapt.choose(scores, folds, adapt.int_order, adapt.int_amount) == (3, 0, 10)
+    fl = {(lr, 0, 10): v for (k, _, _), v in folds.items() for lr in [2.0**-k]}
+    fs = {c: float(np.mean(v)) for c, v in fl.items()}
+    assert adapt.choose(fs, fl, adapt.float_order, adapt.float_amount) == (2.0**-3, 0, 10)
 
 
 def test_a_grid_grows_past_the_edge_where_the_best_lies():
