@@ -303,6 +303,13 @@ def test_cli_adapt_prints_the_table(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "random rotation per subject (seed 3)" in out
+    code = main(
+        ["adapt", str(model), "--modes", "last", "--epochs", "2", "--lr-shift", "7",
+         "--lr", "0.01", "--remount", "--learn-mount", "--quiet"]
+    )  # fmt: skip
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "mount learnt first" in out and "subject s7 +" in out and ", identity " in out
 
 
 # --- the protocol end to end, and the acceptance criterion where learning pays ---
