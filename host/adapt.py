@@ -406,21 +406,23 @@ def _grow(rates, hs, best, steps):
 def search_grid(evaluate, rates, hs, steps, order, pick=None):
     """Mean score of every candidate (rate, hidden shift, epochs) tried: the grid rates x hs,
     each scored after each number of epochs, grown past an edge while the best candidate of
-    some number of epochs, or the one `pick` (scores -> candidate) chooses, lies on it.
+    some number of epochs lies on it, or while the rate `pick` (scores -> candidate) chooses
+    does (its hidden shift may stay at an edge: hidden layers that learn no faster than the
+    folds' noise rewards are the rule's answer, not a grid too small).
     evaluate(candidates (rate, hs) list) -> {(rate, h, e): mean score or None}."""
     rates, hs = list(rates), list(hs)
     scores = evaluate([(r, h) for r in rates for h in hs])
     while True:
         new_rates, new_hs = set(), set()
         epochs = {c[2] for c in scores}
-        picked = [pick_best({c: v for c, v in scores.items() if c[2] == e}, order) for e in epochs]
-        if pick is not None:
-            picked.append(pick(scores))
-        for best in picked:
+        for e in epochs:
+            best = pick_best({c: v for c, v in scores.items() if c[2] == e}, order)
             if best is not None:
                 more_rates, more_hs = _grow(rates, hs, best, steps)
                 new_rates.update(more_rates)
                 new_hs.update(more_hs)
+        if pick is not None:
+            new_rates.update(_grow(rates, hs, pick(scores), steps)[0])
         if not new_rates and not new_hs:
             return scores
         new_rates, new_hs = sorted(new_rates), sorted(new_hs)
