@@ -344,7 +344,7 @@ class Teacher:
             "--- mount search: the board scores its 24 orientations on each window and learns "
             "nothing; its mount now: %s" % was
         )
-        scored, first = self.label_classes(0, "mount search %d of %d: %s, for %g s", False)
+        _, first = self.label_classes(0, "mount search %d of %d: %s, for %g s", False)
         s.send(protocol.CMD_MOUNT, protocol.MOUNT_PICK)
         f = s.wait_info("restart", protocol.CMD_MOUNT).fields
         print(
