@@ -151,8 +151,8 @@ class App:
         self.raw = array("i", bytes(4 * N_FEATURES * c))
         self.read_frame = array("i", bytes(4 * c))  # the sample as read, clipped to int16
         self.frame = self.read_frame  # the sample as the model sees it: turned, with a mount
-        self.mount = 0  # device/mount.py's orientation index: IDENTITY, no turn
-        self.mount_name = config["mount"]  # its name: answers `mount` without device/mount.py
+        self.mount = 0  # device/mount.py's orientation index: IDENTITY, no turn; its name is
+        # config["mount"] (board.json's at the start; mount_app.set_mount changes both)
         self.search = None  # a device.mount.MountSearch during `mount search`
         self.turn_map = None  # the mount's channel map (device/mount.py), None: the identity
         self.turn = None  # device.mount.turn, once a mount turns
@@ -421,7 +421,7 @@ class App:
             ("classes", ",".join(self.class_names)),
             ("sensor", token(config["sensor"])),
             ("channels", ",".join([token(s) for s in model.sensor["channels"]])),
-            ("mount", self.mount_name),
+            ("mount", config["mount"]),
             ("trainer", "none" if t is None else t.mode),
             ("steps", 0 if t is None else t.steps),
             ("acc", 0 if t is None else t.accuracy()),
@@ -457,11 +457,11 @@ def _board_mount(app, name, problems):
     if name != DEFAULTS["mount"]:
         from .mount_app import set_mount
 
-        app.mount_name = DEFAULTS["mount"]
+        app.config["mount"] = DEFAULTS["mount"]
         try:
             set_mount(app, name)
         except ValueError as e:
-            problems.append("mount %s refused: %s; using %s" % (name, e, app.mount_name))
+            problems.append("mount %s refused: %s; using %s" % (name, e, app.config["mount"]))
 
 
 def _check_model(model):

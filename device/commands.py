@@ -202,7 +202,7 @@ def do_rate(app, words, line):
 
 def do_mount(app, words, line):
     if len(words) == 1:
-        app.writer.info("%s=%s" % (CMD_MOUNT, app.mount_name))
+        app.writer.info("%s=%s" % (CMD_MOUNT, app.config["mount"]))
         return
     from .mount_app import do_mount as mount_command  # the identity's app never loads it
 

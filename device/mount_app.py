@@ -67,7 +67,7 @@ def set_mount(app, name):
         app.turn = None
     app.turn_map = m
     app.mount = k
-    app.mount_name = name
+    app.config["mount"] = name
     if app.learner is not None:
         app.learner.trainer.mount = k
     app.restart()
@@ -76,13 +76,13 @@ def set_mount(app, name):
 def take_checkpoint_mount(app, k):
     """The loaded checkpoint's mount k replaces board.json's (device/board.py's start): an
     info note says so, or an err line why not (the app then keeps board.json's)."""
-    was = app.mount_name
+    was = app.config["mount"]
     try:
         set_mount(app, mount.name(k))
     except ValueError as e:  # a model without the axes to turn: its checkpoint cannot have one
         app.problems.append("mount %s of the checkpoint refused: %s" % (mount.name(k), e))
         return
-    app.notes.append("mount=%s from=checkpoint board_json=%s" % (app.mount_name, was))
+    app.notes.append("mount=%s from=checkpoint board_json=%s" % (app.config["mount"], was))
 
 
 def do_mount(app, words, line):
@@ -98,7 +98,7 @@ def do_mount(app, words, line):
     elif what == MOUNT_CANCEL:
         if _search(app, MOUNT_CANCEL) is not None:
             app.search = None
-            app.writer.info("%s=%s %s=cancelled" % (CMD_MOUNT, app.mount_name, MOUNT_SEARCH))
+            app.writer.info("%s=%s %s=cancelled" % (CMD_MOUNT, app.config["mount"], MOUNT_SEARCH))
     elif app.search is not None:
         _searching(app, what)
     else:
@@ -107,7 +107,7 @@ def do_mount(app, words, line):
         except ValueError as e:
             app.writer.err(CMD_MOUNT, "%s refused: %s" % (shorten(what), e))
             return
-        app.writer.info("%s=%s" % (CMD_MOUNT, app.mount_name))
+        app.writer.info("%s=%s" % (CMD_MOUNT, app.config["mount"]))
 
 
 def score(app, k):
@@ -148,7 +148,7 @@ def _start_search(app):
     except ValueError as e:
         app.writer.err(CMD_MOUNT, "%s refused: %s" % (MOUNT_SEARCH, e))
         return
-    app.writer.info("%s=%s %s=started" % (CMD_MOUNT, app.mount_name, MOUNT_SEARCH))
+    app.writer.info("%s=%s %s=started" % (CMD_MOUNT, app.config["mount"], MOUNT_SEARCH))
 
 
 def _pick(app):
@@ -160,11 +160,11 @@ def _pick(app):
         app.writer.err(CMD_MOUNT, "%s: no window scored yet (send %s <class> first)" % (
             MOUNT_PICK, CMD_LABEL))  # fmt: skip
         return
-    was = app.mount_name
+    was = app.config["mount"]
     set_mount(app, mount.name(_picked(app)))
     app.search = None
     app.writer.info(
         "%s=%s windows=%d sum=%d was=%s was_sum=%d restart=%d"
-        % (CMD_MOUNT, app.mount_name, search.windows, search.scores[search.best()], was,
+        % (CMD_MOUNT, app.config["mount"], search.windows, search.scores[search.best()], was,
            search.scores[mount.IDENTITY], app.samples)
     )  # fmt: skip
