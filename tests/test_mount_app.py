@@ -372,3 +372,23 @@ def test_a_checkpoint_keeps_the_mount_its_weights_learned_in(micropython, folder
     recs, _ = records(run_app(micropython, folder, [], 1))
     assert recs[0].fields["checkpoint"] == "none" and recs[0].fields["mount"] == "-y+x+z"
     assert recs[1].fields == {"checkpoint_ignored": "ckpt.0", "reason": "mount_24,_expected_0..23"}
+
+
+IDENTITY_APP = """
+import sys
+from device import board
+board.main("board.json", max_hops=2)
+print("info loaded=" + ",".join(sorted(k for k in sys.modules if "mount" in k)) + ",")
+"""
+
+
+def test_the_identity_loads_no_mount_code(micropython, board):
+    """The default mount: the pred lines are those without a mount (test_app.py), the start
+    line says +x+y+z, and neither device/mount.py nor mount_app.py is imported."""
+    d, q, counts, _ = board
+    recs = [parse_line(x) for x in run_board(micropython, d, IDENTITY_APP)]
+    assert recs[0].fields["mount"] == "+x+y+z"
+    preds = [r for r in recs if isinstance(r, Pred)]
+    want = boardeval.predict_stream(q, stream(counts, WINDOW + HOP))
+    assert [[p.scores[c] for c in q.classes] for p in preds] == [s.tolist() for _, _, s in want]
+    assert recs[-1].fields == {"loaded": ","}
