@@ -32,16 +32,26 @@ t=<ms> <channel>=<int> ...` per sample in record mode, `train ...` per label, `i
 ...`, `err <code> <message>`. `t` is milliseconds since the app started (the read time in
 realtime; sample index times the nominal period otherwise), wrapping at 2**30 like `ticks_ms`.
 The first line is `info state=start ...` (App.status, with `checkpoint=<slot>|none`), then one
-line per note from the start (`app.notes`: the checkpoint loaded or ignored), then `err config`
-lines. Error codes: config, model, sensor, app, line (too long, bad bytes), command (unknown),
-mode, label, save, reset-model, info, rate, internal.
+line per note from the start (`app.notes`: the checkpoint loaded or ignored, its mount), then
+`err config` lines (`app.problems`). Error codes: config, model, sensor, app, line (too long, bad
+bytes), command (unknown), mode, label, save, reset-model, info, rate, mount, internal.
+
+The sensor's mount (board.json "mount", a checkpoint's, or the `mount` commands). Each sample,
+clipped to int16, is turned by the app's orientation (device/mount.py: a signed permutation of
+each whole axis triple, a negated -32768 saturating to 32767) before it enters the ring, so the
+model sees the sensor as it was mounted for the training data; record mode's `sample` lines
+print the turned frame too, what the model sees (`self.frame`). device/mount_app.py's
+`set_mount` changes it and restarts the window. The identity, the default, costs one test per
+sample: no map, no turned copy, and device/mount.py and mount_app.py are never imported.
+`mount search` (device/mount_app.py) scores the 24 orientations on labelled windows instead of
+training (`self.search`, a MountSearch).
 
 Memory: everything is allocated in __init__. `step()` (sensor read into the ring, features and
 predict on a hop), `learn()` (a training step and its `train` line) and the `pred` and
 `sample` lines allocate nothing; neither does `run()` between commands with the sensor not
 allocating (tests run these under heap_lock). Commands, info and err lines build strings and
-allocate. Counters wrap at 2**30 to stay small ints. The smoothing and training modules are
-imported only when the app smooths or trains.
+allocate. Counters wrap at 2**30 to stay small ints. The smoothing, training and mount modules
+are imported only when the app smooths, trains or turns.
 """
 
 import gc
@@ -108,7 +118,7 @@ class App:
         self.config = config
         self.learner = None  # device.learner.Learner once a trainer is attached
         self.notes = []  # info texts printed after the start line (board.py: checkpoints)
-        self._problems = problems
+        self.problems = problems  # err config texts printed after the notes
         _check_model(model)
         channels = model.sensor["channels"]
         c = len(channels)
@@ -139,13 +149,20 @@ class App:
         k = model.n_outputs
         self.ring = array("h", bytes(2 * c * self.window))
         self.raw = array("i", bytes(4 * N_FEATURES * c))
-        self._frame = array("i", bytes(4 * c))
+        self.read_frame = array("i", bytes(4 * c))  # the sample as read, clipped to int16
+        self.frame = self.read_frame  # the sample as the model sees it: turned, with a mount
+        self.mount = 0  # device/mount.py's orientation index: IDENTITY, no turn; its name is
+        # config["mount"] (board.json's at the start; mount_app.set_mount changes both)
+        self.search = None  # a device.mount.MountSearch during `mount search`
+        self.turn_map = None  # the mount's channel map (device/mount.py), None: the identity
+        self.turn = None  # device.mount.turn, once a mount turns
         self.smoother = None
         if config["smoothing"] > 1:
             from .smoothing import Smoother
 
             self.smoother = Smoother(config["smoothing"], k)
         self.restart()
+        _board_mount(self, config["mount"], problems)
 
         classes = model.classes or [str(j) for j in range(k)]
         self.class_names = [token(name) for name in classes]
@@ -192,12 +209,14 @@ class App:
 
     def attach_trainer(self, trainer, rehearsal=None):
         """Train on `label` lines from now on: -> the device.learner.Learner made for
-        `trainer` (a device.train.Trainer) and `rehearsal` (a device.rehearsal.Rehearsal)."""
+        `trainer` (a device.train.Trainer) and `rehearsal` (a device.rehearsal.Rehearsal).
+        The trainer's checkpoints keep the app's mount (its `mount`) from now on."""
         from .learner import Learner
 
         self.learner = Learner(
             trainer, rehearsal, self.writer, self.class_bytes, self.config["autosave"]
         )
+        trainer.mount = self.mount
         return self.learner
 
     # -- compute (allocates nothing) -----------------------------------------------------------
@@ -208,7 +227,7 @@ class App:
         Returns 1 after a prediction, 0 after a plain sample, -1 when the read failed (the
         exception is in `self.fault`, nothing entered the ring).
         """
-        frame = self._frame
+        frame = self.read_frame
         try:
             self.sensor.read(frame)
         except Exception as e:
@@ -225,6 +244,12 @@ class App:
                 v = -32768
             frame[i] = v
             ring[k + i] = v
+        m = self.turn_map
+        if m is not None:  # a mount: the ring holds the frame turned
+            turned = self.frame
+            self.turn(frame, m, turned, 0)
+            for i in range(c):
+                ring[k + i] = turned[i]
         self.head += 1
         if self.head == self.window:
             self.head = 0
@@ -267,7 +292,7 @@ class App:
         if r < 0:
             self._report_fault()
         elif self.mode is RECORD:
-            self.writer.sample(self.t_ms, self._channel_bytes, self._frame)
+            self.writer.sample(self.t_ms, self._channel_bytes, self.frame)
         elif r > 0:
             self.writer.pred(self.t_ms, self.class_bytes, self.cls, self.model.scores, self.us)
         return r
@@ -396,6 +421,7 @@ class App:
             ("classes", ",".join(self.class_names)),
             ("sensor", token(config["sensor"])),
             ("channels", ",".join([token(s) for s in model.sensor["channels"]])),
+            ("mount", config["mount"]),
             ("trainer", "none" if t is None else t.mode),
             ("steps", 0 if t is None else t.steps),
             ("acc", 0 if t is None else t.accuracy()),
@@ -410,9 +436,9 @@ class App:
         for text in self.notes:
             self.writer.info(text)
         self.notes = []
-        for p in self._problems:
+        for p in self.problems:
             self.writer.err("config", p)
-        self._problems = []
+        self.problems = []
 
 
 def check_config(config):
@@ -421,6 +447,21 @@ def check_config(config):
     from .config import check_config as check
 
     return check(config)
+
+
+def _board_mount(app, name, problems):
+    """board.json's mount: a turn imports device/mount_app.py (and mount.py); one the model
+    cannot take is a problem, and the app keeps the default, no turn."""
+    from .config import DEFAULTS  # loaded while the app is made (check_config)
+
+    if name != DEFAULTS["mount"]:
+        from .mount_app import set_mount
+
+        app.config["mount"] = DEFAULTS["mount"]
+        try:
+            set_mount(app, name)
+        except ValueError as e:
+            problems.append("mount %s refused: %s; using %s" % (name, e, app.config["mount"]))
 
 
 def _check_model(model):

@@ -30,13 +30,15 @@ Learning (`learn` not "off"): a device.train.Trainer on the app's model, then th
 checkpoint of this model is loaded. After the start line the app prints
 `info checkpoint=<slot> seq=<n> steps=<n>` for a loaded one and
 `info checkpoint_ignored=<slot> reason=<words_joined_by_underscores>` per slot not used (the
-start line itself says `checkpoint=none` when nothing was loaded). A trainer that cannot be
-made (a model without softmax, a batch over the proven bound) gets `info learn=off
-reason=...` and the app runs without one. When the hidden layers learn ("bias", "all") the
-model's rehearsal windows (board.json "rehearsal", default model.rh; device/rehearsal.py) are
-loaded too: `info rehearsal=<file> windows=<n>`, or `info rehearsal=none file=<file>` when
-there is none, or `info rehearsal=off file=<file> reason=...` for a bad or foreign file (the app
-then learns without).
+start line itself says `checkpoint=none` when nothing was loaded). The loaded checkpoint's
+sensor mount (device/mount.py; the weights learned on samples turned so) replaces board.json's
+"mount" when they differ: `info mount=<name> from=checkpoint board_json=<name>`. A trainer
+that cannot be made (a model without softmax, a batch over the proven bound) gets `info
+learn=off reason=...` and the app runs without one. When the hidden layers learn ("bias",
+"all") the model's rehearsal windows (board.json "rehearsal", default model.rh;
+device/rehearsal.py) are loaded too: `info rehearsal=<file> windows=<n>`, or `info
+rehearsal=none file=<file>` when there is none, or `info rehearsal=off file=<file> reason=...`
+for a bad or foreign file (the app then learns without).
 """
 
 import sys
@@ -199,9 +201,14 @@ def start_learning(app, made, rehearsal=None):
     if trainer is None:
         return
     windows, note = rehearsal or (None, None)
+    mount = trainer.mount  # the checkpoint's (0 without one)
     learner = app.attach_trainer(trainer, windows)
     if loaded is not None:
         learner.checkpoint, learner.seq = loaded
+        if mount != app.mount:  # the weights learned in the checkpoint's mount
+            from .mount_app import take_checkpoint_mount
+
+            take_checkpoint_mount(app, mount)
     if note is not None:
         app.notes.append(note)
 
@@ -286,15 +293,20 @@ def halt(code, message, out=None, inp=None, max_samples=None):
 def main(path="board.json", out=None, inp=None, max_hops=None, max_samples=None):
     """Read board.json, build the app and run it; report instead of raising (main.py)."""
     writer = protocol.LineWriter(sys.stdout if out is None else out, 80)
-    config, problems = read_config(path)
-    for p in problems:
-        writer.err("config", p)
+    failed = None
     try:
+        config, problems = read_config(path)
+        for p in problems:
+            writer.err("config", p)
         app = build(config, out, inp)
+    except MemoryError as e:  # board.json's rules (device/config.py) do not fit the heap
+        failed = ("app", "%s: out of memory (%s); free heap %d bytes" % (path, e, free_heap()))
     except RuntimeError as e:
-        writer.err(e.args[0], e.args[1])
+        failed = e.args
+    if failed is not None:
+        writer.err(failed[0], failed[1])
         writer.info("state=halted")
-        halt(e.args[0], e.args[1], out, inp, max_samples)
+        halt(failed[0], failed[1], out, inp, max_samples)
         return
     while True:
         try:

@@ -3,17 +3,19 @@
 Runs on: board and host (MicroPython >= 1.22 and CPython; imports only os, struct, binascii).
 
 The module knows nothing of the trainer: the caller's state is a list of arrays (typecodes
-'b', 'B', 'h', 'H', 'i', 'I'), a short list of ints (steps, counters, PRNG state, ...) and two
-numbers saying how it was made (the learning mode's id and the batch size), which the header
-holds so that a reader (`microprop pull`) knows them before it loads anything.
+'b', 'B', 'h', 'H', 'i', 'I'), a short list of ints (steps, counters, PRNG state, ...) and three
+numbers saying how it was made (the learning mode's id, the batch size and the sensor's mount,
+device/mount.py's orientation index, in which the weights learned), which the header holds so
+that a reader (`microprop pull`) knows them before it loads anything.
 
     crc = model_crc_of("model.mpm")
-    seq = save("ckpt", crc, [master_w, b, w], [steps, n_correct, prng_state], mode, batch)
+    seq = save("ckpt", crc, [master_w, b, w], [steps, n_correct, prng_state], mode, batch, mount)
     seq, ignored = load("ckpt", crc, [master_w, b, w], ints)   # seq None: nothing loaded
-    seq, ignored = load("ckpt", crc, arrays, ints, check)      # ... with the values checked
+    seq, ignored = load("ckpt", crc, arrays, ints, check, head)  # values checked; head: a dict
+                                                                 # of the loaded slot's header
     for path, reason in ignored:
         print("info checkpoint=%s ignored=%s" % (path, reason))
-    head, reason = inspect("ckpt.0")   # {"seq", "model_crc", "mode", "batch", ...} or None
+    head, reason = inspect("ckpt.0")   # {"seq", "model_crc", "mode", "batch", "mount", ...}
     clear("ckpt")                                                 # reset-model
 
 Two slots, `<prefix>.0` and `<prefix>.1`. `save` writes the slot that does NOT hold the newest
@@ -24,10 +26,10 @@ intact (magic, version, size, CRC) and belongs to this model (model CRC) and thi
 (the same arrays and the same number of ints) and, given a `check`, whose values pass it;
 every other slot that exists comes back in `ignored` with a reason.
 
-`check(ints, mode, batch)`, the caller's, sees a slot's ints and header before anything of it
-is used, and returns a reason (str) to refuse the slot, or one limit per array: None (any value
-of its typecode) or L in 0..2**30 - 1, every item of the array in [-L, L]. With a check, `load`
-also refuses a slot whose ints or limited items lie outside the 31-bit small-int range
+`check(ints, mode, batch, mount)`, the caller's, sees a slot's ints and header before anything
+of it is used, and returns a reason (str) to refuse the slot, or one limit per array: None (any
+value of its typecode) or L in 0..2**30 - 1, every item of the array in [-L, L]. With a check,
+`load` also refuses a slot whose ints or limited items lie outside the 31-bit small-int range
 [-2**30, 2**30 - 1] (without making those numbers, which would be big ints on a board): the
 check sees small ints only. The values are checked in the file, before `load` reads any of them
 into the caller's state: a refused slot leaves that state exactly as it was.
@@ -38,21 +40,24 @@ supported host):
 | offset    | field            | type                                          |
 |-----------|------------------|-----------------------------------------------|
 | 0         | magic            | 4 bytes b'MPCK'                               |
-| 4         | version          | u16, 2 (1 had no mode and batch)              |
+| 4         | version          | u16, 3 (2 had no mount, 1 no mode and batch)  |
 | 6         | n_arrays, n_ints | u8, u8                                        |
 | 8         | length           | u32, the file size, CRC included              |
 | 12        | seq              | u32, 1 for the first save, then +1 each save  |
 | 16        | model_crc        | u32, the CRC32 at the end of the model file   |
 | 20        | mode             | u8, the learning mode's id (the caller's)     |
 | 21        | batch            | u32, the batch size (the caller's), >= 1      |
-| 25        | per array        | u8 typecode (ASCII), u32 item count           |
+| 25        | mount            | u8, the sensor's mount (the caller's), 0..255 |
+| 26        | per array        | u8 typecode (ASCII), u32 item count           |
 |           | per int          | i32                                           |
 |           | array data       | each array's bytes, in order                  |
 | length-4  | crc32            | u32, binascii.crc32 of every byte before it   |
 
 `save` checks both slots first (it reads them, as `load` does) to pick the slot and the
 sequence number. Ints are stored as i32, sequence numbers and model CRCs as u32. A slot of
-another version is ignored with the reason `version 1, expected 2`.
+version 2 (the same but for the mount: its header ends at 25) loads as mount 0, the identity,
+which every board before the mount ran; a slot of another version is ignored with the reason
+`version 1, expected 2 or 3`. `save` writes version 3.
 
 Memory: save and load allocate a 256-byte buffer and a few small objects, never anything the
 size of the state. `load` first streams the whole slot through that buffer to check its CRC
@@ -66,11 +71,14 @@ import os
 import struct
 
 MAGIC = b"MPCK"
-VERSION = 2
+VERSION = 3
+OLDEST = 2  # the oldest version `load` reads: version 2, whose header has no mount
 ITEMSIZE = {"b": 1, "B": 1, "h": 2, "H": 2, "i": 4, "I": 4}
 MAX_ITEMS = 255  # arrays, and ints, per checkpoint (u8 counts)
-HEAD = "<4sHBBIIIBI"  # magic, version, n_arrays, n_ints, length, seq, model_crc, mode, batch
-HEAD_SIZE = 25
+HEAD = "<4sHBBIIIBIB"  # magic, version, n_arrays, n_ints, length, seq, model_crc, mode, batch,
+HEAD_SIZE = 26  # mount
+HEAD_2 = HEAD[:-1]  # version 2's header: no mount
+HEAD_2_SIZE = 25
 _SMALL = 0x3FFFFFFF  # the largest small int of a 32-bit port: 2**30 - 1
 DESC = "<BI"  # typecode, item count
 DESC_SIZE = 5
@@ -117,14 +125,18 @@ def _shape(arrays):
     return shape
 
 
-def sizes(shape, n_ints):
+def sizes(shape, n_ints, version=VERSION):
     """(header bytes, file bytes) of a checkpoint of this shape ([(typecode, item count), ...],
-    as the arrays' descriptors say) with n_ints ints."""
-    head = HEAD_SIZE + DESC_SIZE * len(shape) + 4 * n_ints
+    as the arrays' descriptors say) with n_ints ints, in format `version`."""
+    head = _head_size(version) + DESC_SIZE * len(shape) + 4 * n_ints
     total = head
     for tc, n in shape:
         total += n * ITEMSIZE[tc]
     return head, total + _CRC_SIZE
+
+
+def _head_size(version):
+    return HEAD_2_SIZE if version == 2 else HEAD_SIZE
 
 
 def _sync(f):
@@ -150,10 +162,10 @@ def _put(f, data, n):
         raise OSError("checkpoint: wrote %d of %d bytes" % (k, n))
 
 
-def _write(path, seq, model_crc, shape, arrays, ints, mode, batch):
+def _write(path, seq, model_crc, shape, arrays, ints, mode, batch, mount):
     n_head, length = sizes(shape, len(ints))
     head = struct.pack(
-        HEAD, MAGIC, VERSION, len(shape), len(ints), length, seq, model_crc, mode, batch
+        HEAD, MAGIC, VERSION, len(shape), len(ints), length, seq, model_crc, mode, batch, mount
     )
     with open(path, "wb") as f:
         crc = binascii.crc32(head)
@@ -222,7 +234,7 @@ def _item(buf, i, tc):
 
 def _intact(f, buf):
     """(header fields, crc, None) of the open slot `f` when it is intact (magic, version, size,
-    CRC); else (None, None, reason)."""
+    CRC); else (None, None, reason). The fields are HEAD's, a version 2 slot's with mount 0."""
     n = f.seek(0, 2)
     f.seek(0)
     if n < 6 or not _read_exact(f, buf, 6):
@@ -230,12 +242,16 @@ def _intact(f, buf):
     magic, version = struct.unpack_from("<4sH", buf, 0)
     if magic != MAGIC:
         return None, None, "bad magic %r, expected %r" % (magic, MAGIC)
-    if version != VERSION:
-        return None, None, "version %d, expected %d" % (version, VERSION)
+    if not OLDEST <= version <= VERSION:
+        return None, None, "version %d, expected %d or %d" % (version, OLDEST, VERSION)
+    size = _head_size(version)
     f.seek(0)
-    if n < HEAD_SIZE + _CRC_SIZE or not _read_exact(f, buf, HEAD_SIZE):
+    if n < size + _CRC_SIZE or not _read_exact(f, buf, size):
         return None, None, "truncated, %d bytes" % n
-    head = struct.unpack_from(HEAD, buf, 0)
+    if version == 2:
+        head = struct.unpack_from(HEAD_2, buf, 0) + (0,)
+    else:
+        head = struct.unpack_from(HEAD, buf, 0)
     length = head[4]
     if length != n:
         if n < length:
@@ -256,14 +272,15 @@ def _check_file(f, model_crc, shape, n_ints, buf, check):
     head, crc, reason = _intact(f, buf)
     if reason is not None:
         return None, None, reason
-    n_arrays, n_got, n, seq, crc_model, mode, batch = head[2:]
+    version = head[1]
+    n_arrays, n_got, n, seq, crc_model, mode, batch, mount = head[2:]
     if crc_model != model_crc:
         why = "belongs to another model (crc 0x%08x, expected 0x%08x)" % (crc_model, model_crc)
         return seq, None, why
     if n_arrays != len(shape) or n_got != n_ints:
         why = "different shape: %d arrays and %d ints, expected %d and %d"
         return seq, None, why % (n_arrays, n_got, len(shape), n_ints)
-    f.seek(HEAD_SIZE)
+    f.seek(_head_size(version))
     for k in range(n_arrays):
         if not _read_exact(f, buf, DESC_SIZE):
             return None, None, "truncated while reading"
@@ -271,19 +288,21 @@ def _check_file(f, model_crc, shape, n_ints, buf, check):
         if tc != ord(shape[k][0]) or count != shape[k][1]:
             why = "different shape: array %d is %s x %d, expected %s x %d"
             return seq, None, why % (k, chr(tc), count, shape[k][0], shape[k][1])
-    if sizes(shape, n_ints)[1] != n:
-        return None, None, "size %d bytes, its arrays need %d" % (n, sizes(shape, n_ints)[1])
+    need = sizes(shape, n_ints, version)[1]
+    if need != n:
+        return None, None, "size %d bytes, its arrays need %d" % (n, need)
     if check is not None:
-        reason = _check_values(f, shape, n_ints, mode, batch, check, buf)
+        reason = _check_values(f, shape, n_ints, head, check, buf)
         if reason is not None:
             return seq, None, reason
-    return seq, crc, None
+    return seq, (crc, head), None
 
 
-def _check_values(f, shape, n_ints, mode, batch, check, buf):
-    """The reason why `check` (see the module docstring) refuses the intact slot open in `f`,
-    or None. Reads the ints, then the items of each array that has a limit, through `buf`."""
-    n_head = sizes(shape, n_ints)[0]
+def _check_values(f, shape, n_ints, head, check, buf):
+    """The reason why `check` (see the module docstring) refuses the intact slot open in `f`
+    (its header fields `head`), or None. Reads the ints, then the items of each array that has
+    a limit, through `buf`."""
+    n_head = sizes(shape, n_ints, head[1])[0]
     f.seek(n_head - 4 * n_ints)
     ints = []
     for k in range(n_ints):
@@ -293,7 +312,7 @@ def _check_values(f, shape, n_ints, mode, batch, check, buf):
         if v is None:
             return "int %d outside the 31-bit range" % k
         ints.append(v)
-    limits = check(ints, mode, batch)
+    limits = check(ints, head[7], head[8], head[9])
     if isinstance(limits, str):
         return limits
     if len(limits) != len(shape):
@@ -339,7 +358,7 @@ def _check(path, model_crc, shape, n_ints, buf, check=None):
 
     -> (None, None, None) no such file; (None, None, reason) not an intact checkpoint;
     (seq, None, reason) an intact checkpoint of another model or shape, or one `check`
-    refuses; (seq, crc, None) a checkpoint `load` may use, with its CRC."""
+    refuses; (seq, (crc, header fields), None) a checkpoint `load` may use, with its CRC."""
     try:
         f = open(path, "rb")
     except OSError as e:
@@ -360,9 +379,9 @@ def inspect(path):
     """The header of the slot file at `path`, for a reader that must know how the state was
     made before it loads it (`microprop pull`).
 
-    -> (dict, None) for an intact slot (magic, version, size, CRC), the dict's keys n_arrays,
-    n_ints, length, seq, model_crc, mode, batch; (None, reason) otherwise, (None, None) when
-    there is no such file."""
+    -> (dict, None) for an intact slot (magic, version, size, CRC), the dict's keys version,
+    n_arrays, n_ints, length, seq, model_crc, mode, batch, mount (0 in a version 2 slot);
+    (None, reason) otherwise, (None, None) when there is no such file."""
     try:
         f = open(path, "rb")
     except OSError:
@@ -373,11 +392,16 @@ def inspect(path):
         f.close()
     if reason is not None:
         return None, reason
-    keys = ("n_arrays", "n_ints", "length", "seq", "model_crc", "mode", "batch")
-    out = {}
+    return _fields(head), None
+
+
+def _fields(head):
+    """HEAD's fields (a version 2 slot's with mount 0) -> inspect's dict."""
+    keys = ("version", "n_arrays", "n_ints", "length", "seq", "model_crc", "mode", "batch")
+    out = {"mount": head[-1]}
     for k in range(len(keys)):
-        out[keys[k]] = head[2 + k]
-    return out, None
+        out[keys[k]] = head[1 + k]
+    return out
 
 
 def _check_args(model_crc, ints):
@@ -387,10 +411,10 @@ def _check_args(model_crc, ints):
         raise ValueError("checkpoint: %d ints, expected <= %d" % (len(ints), MAX_ITEMS))
 
 
-def save(prefix, model_crc, arrays, ints, mode=0, batch=1):
+def save(prefix, model_crc, arrays, ints, mode=0, batch=1, mount=0):
     """Write `arrays` and `ints` (each in [-2**31, 2**31 - 1]), made in learning mode `mode`
-    (0..255) with batch size `batch` (1..2**32 - 1), as the newest checkpoint of the model
-    with CRC `model_crc`; return its sequence number.
+    (0..255) with batch size `batch` (1..2**32 - 1) and the sensor's mount `mount` (0..255), as
+    the newest checkpoint of the model with CRC `model_crc`; return its sequence number.
 
     The slot written is the one not holding the newest valid checkpoint of this model and
     shape (or, if there is none, of any model), so that checkpoint survives a cut write."""
@@ -402,6 +426,8 @@ def save(prefix, model_crc, arrays, ints, mode=0, batch=1):
         raise ValueError("checkpoint: mode %r, expected 0..255" % (mode,))
     if not 1 <= batch <= 0xFFFFFFFF:
         raise ValueError("checkpoint: batch %r, expected 1..2**32 - 1" % (batch,))
+    if not 0 <= mount <= 255:
+        raise ValueError("checkpoint: mount %r, expected 0..255" % (mount,))
     shape = _shape(arrays)
     buf = bytearray(_CHUNK)
     paths = slot_paths(prefix)
@@ -424,14 +450,15 @@ def save(prefix, model_crc, arrays, ints, mode=0, batch=1):
     if top >= 0xFFFFFFFF:
         raise ValueError("checkpoint: sequence number exhausted; clear() the slots")
     path = paths[1] if keep == 0 else paths[0]
-    _write(path, top + 1, model_crc, shape, arrays, ints, mode, batch)
+    _write(path, top + 1, model_crc, shape, arrays, ints, mode, batch, mount)
     return top + 1
 
 
-def _read_into(path, shape, arrays, ints_out, buf, checked):
-    """Read the checked slot `path` into the caller's arrays and ints_out; its CRC must still
-    be `checked`, the one `_check` saw (the file must not have changed since)."""
-    n_head, length = sizes(shape, len(ints_out))
+def _read_into(path, shape, arrays, ints_out, buf, checked, version):
+    """Read the checked slot `path` (format `version`) into the caller's arrays and ints_out;
+    its CRC must still be `checked`, the one `_check` saw (the file must not have changed
+    since)."""
+    n_head, length = sizes(shape, len(ints_out), version)
     with open(path, "rb") as f:
         crc = _crc_stream(f, buf, n_head)
         if crc is None:
@@ -455,10 +482,11 @@ def _read_into(path, shape, arrays, ints_out, buf, checked):
             raise OSError("checkpoint: %s changed while it was loaded" % path)
 
 
-def load(prefix, model_crc, arrays, ints_out, check=None):
+def load(prefix, model_crc, arrays, ints_out, check=None, head=None):
     """Load the newest valid checkpoint of the model with CRC `model_crc` into the caller's
     preallocated `arrays` and the list `ints_out` (its length is the number of ints); with
-    `check(ints, mode, batch)` (see the module docstring), only one whose values it accepts.
+    `check(ints, mode, batch, mount)` (see the module docstring), only one whose values it
+    accepts; the dict `head`, when given, gets the loaded slot's header fields (inspect's).
 
     -> (seq, ignored): seq is the sequence number loaded, or None when no slot is valid (the
     caller's arrays and ints are then untouched); ignored lists (path, reason) for each slot
@@ -479,7 +507,10 @@ def load(prefix, model_crc, arrays, ints_out, check=None):
             best, best_seq, best_crc = path, seq, crc
     if best is None:
         return None, ignored
-    _read_into(best, shape, arrays, ints_out, buf, best_crc)
+    crc, fields = best_crc
+    _read_into(best, shape, arrays, ints_out, buf, crc, fields[1])
+    if head is not None:
+        head.update(_fields(fields))
     return best_seq, ignored
 
 

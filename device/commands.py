@@ -12,11 +12,26 @@ answers with one line, and anything refused gets `err <command> ...` and changes
     reset-model                -> info reset=ok   (exported weights, checkpoints cleared)
     info                       -> info state=running ... (App.status)
     rate <hz>                  -> info rate_hz=...  (only the model's own rate)
+    mount                      -> info mount=<orientation>
+    mount <orientation>        -> info mount=<orientation>   (e.g. -y+x+z; the window restarts)
+    mount search               -> info mount=<orientation> search=started
+    label <class name>         -> info mount_window=<n> best=<orientation>
+                                  (while searching: the window scores the orientations and
+                                  trains nothing; no trainer needed)
+    mount pick                 -> info mount=<new> windows=<n> sum=<n> was=<old> was_sum=<n>
+                                  restart=<sample>
+    mount cancel               -> info mount=<orientation> search=cancelled
+
+The `mount` commands but the bare query, and a label's scoring while searching, live in
+device/mount_app.py (its docstring says what they do), imported when first used: an app that
+never turns keeps none of that code.
 
 An unknown command gets `err command ...`; an exception in a handler `err internal ...` (the
 app never dies on a command). `label`, `save` and `reset-model` need a trainer (`app.learner`,
 device/learner.py) and answer `err <command> not available ...` without one. Handlers allocate
-(they split and format strings); the training step itself (`App.learn`) does not.
+(they split and format strings); the training step itself (`App.learn`) and a search's
+scoring of a window (`MountSearch.add`) do not. A label while searching takes 24 feature
+sets and predictions: a realtime app overruns by that much once.
 
 The text helpers of the answer lines live here too (`hz`, `token`, `shorten`; device/config.py
 passes them on to the host's tools): the running app keeps this module, not config's rules.
@@ -26,6 +41,7 @@ from .protocol import (
     CMD_INFO,
     CMD_LABEL,
     CMD_MODE,
+    CMD_MOUNT,
     CMD_RATE,
     CMD_RESET_MODEL,
     CMD_SAVE,
@@ -87,9 +103,11 @@ def _learner(app, words, check_args=True):
 
 
 def do_label(app, words, line):
-    learner = _learner(app, words, False)
-    if learner is None:
-        return
+    learner = None
+    if app.search is None:
+        learner = _learner(app, words, False)
+        if learner is None:
+            return
     name = line.strip()[len(CMD_LABEL) :].strip()
     if not name:
         app.writer.err(CMD_LABEL, "expected %s <class name>" % CMD_LABEL)
@@ -105,6 +123,11 @@ def do_label(app, words, line):
         app.writer.err(
             CMD_LABEL, "no full window yet (%d of %d samples)" % (app.filled, app.window)
         )
+        return
+    if learner is None:
+        from .mount_app import score
+
+        score(app, k)
         return
     try:
         app.learn(k)
@@ -177,6 +200,15 @@ def do_rate(app, words, line):
     app.writer.info("rate_hz=" + hz(app.rate_mhz))
 
 
+def do_mount(app, words, line):
+    if len(words) == 1:
+        app.writer.info("%s=%s" % (CMD_MOUNT, app.config["mount"]))
+        return
+    from .mount_app import do_mount as mount_command  # the identity's app never loads it
+
+    mount_command(app, words, line)
+
+
 HANDLERS = {
     CMD_MODE: do_mode,
     CMD_LABEL: do_label,
@@ -184,6 +216,7 @@ HANDLERS = {
     CMD_RESET_MODEL: do_reset_model,
     CMD_INFO: do_info,
     CMD_RATE: do_rate,
+    CMD_MOUNT: do_mount,
 }
 
 

@@ -21,8 +21,11 @@ Every key is optional; other keys go to `sensors.make_sensor` untouched::
      "seed": 1,               seed of the stochastic rounding's random numbers
      "autosave": 0,           save a checkpoint every N training steps (0: only on `save`)
      "checkpoint": "ckpt",    checkpoint slots: <checkpoint>.0 and <checkpoint>.1
-     "rehearsal": "model.rh"} rehearsal windows (device/rehearsal.py), used when the hidden
+     "rehearsal": "model.rh", rehearsal windows (device/rehearsal.py), used when the hidden
                               layers learn ("bias", "all") and the file exists; null: none
+     "mount": "+x+y+z"}       the sensor's mount: each sample is turned so before the model
+                              sees it, an orientation as device/mount.py names it ("-y+x+z":
+                              a quarter turn about z); a checkpoint's mount overrides it
 
 A bad value gets an `err config ...` line and its default (`check_config`). The sensor's own
 keys are checked too where they are present (`sensor_checks`: I2C bus, pins and address 0x08..
@@ -53,6 +56,7 @@ DEFAULTS = {
     "autosave": 0,
     "checkpoint": "ckpt",
     "rehearsal": "model.rh",
+    "mount": "+x+y+z",  # device/mount.py's name(IDENTITY): no turn
 }
 
 
@@ -102,6 +106,17 @@ def _is_shift(v):
 _SHIFTS = "0..%d or null" % MAX_SHIFT
 
 
+def _is_mount(v):
+    """An orientation's name (device/mount.py, imported only for another than the default)."""
+    if v == DEFAULTS["mount"]:
+        return True
+    if not isinstance(v, str):
+        return False
+    from .mount import index
+
+    return index(v) >= 0
+
+
 _CHECKS = (
     ("model", _is_name, "a file name"),
     ("sensor", _is_name, "a sensor kind"),
@@ -118,6 +133,7 @@ _CHECKS = (
     ("autosave", lambda v: _is_int(v) and 0 <= v < 0x40000000, "an int >= 0 (0: off)"),
     ("checkpoint", _is_name, "a file name prefix"),
     ("rehearsal", lambda v: v is None or _is_name(v), "a file name or null"),
+    ("mount", _is_mount, 'an orientation, "+x+y+z" (none) or e.g. "-y+x+z"'),
 )
 
 

@@ -16,7 +16,8 @@ the board's writer below and command handlers (device/commands.py) and the host'
 The kinds and field tags are bytes, so that writing them allocates nothing. Host -> board, a
 command word then its arguments, in str as the board reads command lines (device/commands.py):
 `mode predict|record|idle` (MODES), `label <class name>`, `save`, `reset-model`, `info`,
-`rate <hz>`.
+`rate <hz>`, `mount [search|pick|cancel|<orientation>]` (MOUNT_WORDS; device/mount.py names
+the orientations).
 
 `LineWriter` builds one line in a preallocated bytearray (fixed byte strings copied in, ints
 written as decimal digits) and hands it to the stream in one `write(buf, n)` call, the
@@ -68,7 +69,13 @@ CMD_SAVE = "save"
 CMD_RESET_MODEL = "reset-model"
 CMD_INFO = "info"
 CMD_RATE = "rate"
-COMMANDS = (CMD_MODE, CMD_LABEL, CMD_SAVE, CMD_RESET_MODEL, CMD_INFO, CMD_RATE)
+CMD_MOUNT = "mount"
+COMMANDS = (CMD_MODE, CMD_LABEL, CMD_SAVE, CMD_RESET_MODEL, CMD_INFO, CMD_RATE, CMD_MOUNT)
+MOUNT_SEARCH = "search"  # `mount search`: labels score the orientations from now on
+MOUNT_PICK = "pick"  # `mount pick`: take the best and end the search
+MOUNT_CANCEL = "cancel"  # `mount cancel`: end the search, the mount unchanged
+MOUNT_WORDS = (MOUNT_SEARCH, MOUNT_PICK, MOUNT_CANCEL)
+MOUNT_WINDOW = "mount_window"  # info key of a label's answer while searching: windows scored
 PREDICT = "predict"
 RECORD = "record"
 IDLE = "idle"

@@ -36,7 +36,9 @@ lowest that learns up (in "last", the last layer alone), with master weights arr
 the weights learn and, for batch > 1, int32 gradient sums. The trainer's public state:
 `layers`, `master_w` (per model layer, None where the weights do not learn), `trains_w` and
 `trains_b` (per model layer), `max_batch`, the counters `steps`, `n_correct` and `in_batch`
-(samples summed since the last update), and `state` (the PRNG's).
+(samples summed since the last update), `state` (the PRNG's), and `mount`: the orientation
+(device/mount.py) of the samples the weights learn on, which the app sets and a checkpoint
+keeps.
 
 Where the rest is written out:
 
@@ -125,6 +127,7 @@ class Trainer:
         self.steps = 0
         self.n_correct = 0
         self.in_batch = 0  # samples summed since the last update
+        self.mount = 0  # the sensor's mount the weights learn in (device/train_state.py)
         self.result = [0, 0]
 
     def step(self, raw, label, count=1):

@@ -9,7 +9,10 @@ the state is, layer by layer (the trainer's `layers`, the lowest first), the mas
 (array('h')) of each layer whose weights learn, then its biases (array('i'), the model's own),
 and for batch > 1 the int32 gradient sums of the unfinished mini-batch (so training resumes
 exactly where it stopped), plus the ints [steps, n_correct, PRNG state, samples in the batch];
-the header holds the mode's id (train_plan.LEARN_MODES) and the batch size. The int8 weights
+the header holds the mode's id (train_plan.LEARN_MODES), the batch size and the trainer's
+`mount`: the sensor's mount (device/mount.py's orientation index) the app turned the samples
+by, which the weights learned in (the app sets it, device/app.py; `load` sets it from the
+slot, 0 from a slot of version 2, and `reset` leaves it). The int8 weights
 are not stored: `load` recomputes them from the master weights ((m + 128) >> 8, clamped), and
 the viper kernel's row constants with them (Layer.round_master). A checkpoint of another
 model (CRC), or of a mode or batch kind (1 or > 1) that keeps other arrays (shape), is ignored
@@ -23,6 +26,7 @@ was and the other slot, or the exported weights, is used; the app reports the re
 `info checkpoint_ignored=<slot> reason=<...>`):
 
     mode        an id of train_plan.LEARN_MODES that trains the trainer's parameters
+    mount       0..23 (device/mount.py's orientations)
     batch       1..max_batch, and > 1 exactly when the trainer's is
     steps       0..2**30 - 1 (Trainer.step stops counting there)
     n_correct   0..steps (accuracy 0..100)
@@ -66,7 +70,7 @@ def save(trainer, prefix):
     """Write the training state as the newest checkpoint -> (slot path, sequence number)."""
     arrays, ints = state(trainer)
     mode = LEARN_MODES.index(trainer.mode)
-    seq = checkpoint.save(prefix, _crc(trainer), arrays, ints, mode, trainer.batch)
+    seq = checkpoint.save(prefix, _crc(trainer), arrays, ints, mode, trainer.batch, trainer.mount)
     return slot_of(prefix, seq), seq
 
 
@@ -77,27 +81,34 @@ def load(trainer, prefix):
     slot that `check` accepts loads."""
     arrays, ints = state(trainer)
 
-    def check_slot(got, mode, batch):
-        return check(trainer, got, mode, batch)
+    def check_slot(got, mode, batch, mount):
+        return check(trainer, got, mode, batch, mount)
 
+    head = {}  # type: dict
     try:
-        seq, ignored = checkpoint.load(prefix, _crc(trainer), arrays, ints, check_slot)
+        seq, ignored = checkpoint.load(prefix, _crc(trainer), arrays, ints, check_slot, head)
     except OSError:
         restore(trainer)
         raise
     if seq is None:
         return None, ignored
     trainer.steps, trainer.n_correct, trainer.state, trainer.in_batch = ints
+    trainer.mount = head["mount"]
     for layer in trainer.layers:
         if layer.trains_w:
             layer.round_master()
     return seq, ignored
 
 
-def check(trainer, ints, mode, batch):
-    """A slot's ints [steps, n_correct, PRNG state, in batch] and header mode id and batch
-    against `trainer` -> the reason to refuse it, or the limit of each array of
+def check(trainer, ints, mode, batch, mount=0):
+    """A slot's ints [steps, n_correct, PRNG state, in batch] and header mode id, batch and
+    mount against `trainer` -> the reason to refuse it, or the limit of each array of
     `state(trainer)` (device/checkpoint.py's `check`; the module docstring lists the ranges)."""
+    if mount:
+        from .mount import N_ORIENTATIONS  # only for a turned mount: the identity needs none
+
+        if mount >= N_ORIENTATIONS:
+            return "mount %d, expected 0..%d" % (mount, N_ORIENTATIONS - 1)
     if not 0 <= mode < len(LEARN_MODES):
         return "mode id %d, expected 0..%d" % (mode, len(LEARN_MODES) - 1)
     trains_w, trains_b, _ = learns(LEARN_MODES[mode], len(trainer.trains_w))

@@ -19,7 +19,11 @@ Steps, each an `mpremote connect PORT ...` subprocess under a timeout (as deploy
    mode and batch in its header) is refused, naming its version.
 5. Write the model file with the learned int8 weights and biases (atomically: a temporary file,
    then rename), and print what changed: steps, sequence number, and per layer how many
-   weights and biases differ from the board's model file.
+   weights and biases differ from the board's model file. The checkpoint's header also holds
+   the sensor mount the weights learned in (device/mount.py; the board turns every sample by
+   it, device/app.py), which the model file has no place for: a turned one gets a line of its
+   own (`--- mount -y+x+z: ...`), and `trainer.mount` carries it to host/boardeval.py's
+   `mount` (microprop teach does so).
 6. Soft reset, so the board runs its app again (`--no-reset` skips it).
 
 Errors are one line (`UserError`), with a hint: no checkpoint on the board says how to make
@@ -252,6 +256,13 @@ def _pull(args):
     )
     for path, reason in ignored:
         print("--- ignored %s: %s" % (slots[int(path[-1])], reason))
+    if t.mount:
+        from microprop.device.mount import name
+
+        print(
+            "--- mount %s: the board turns every sample so before the model (board.json "
+            '"mount"); the weights learned in it' % name(t.mount)
+        )
     for k, (nw, tw, nb, tb, big) in enumerate(changes(before, learned)):
         if nw or nb:
             print(

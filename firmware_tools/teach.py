@@ -4,6 +4,7 @@ Runs on: host.
 
     microprop teach /dev/ttyACM0 --classes walking,idle,running --seconds 20
     microprop teach auto --classes walking,idle --seconds 5 --start now     (scripts, replays)
+    microprop teach auto --classes walking,idle --find-mount      (the sensor mounted turned)
 
 For each class in turn teach says what to do and waits for Enter (`--start now`: no wait),
 then, for `--seconds` of the board's samples, answers every window the board predicts with
@@ -12,6 +13,16 @@ line, which teach shows with the board's running accuracy. Only windows that lie
 the class's seconds are labelled, none across a change of activity. The seconds are counted in
 the board's samples (the model's rate), not on the host's clock.
 
+`--find-mount` first finds how the sensor is mounted (device/mount_app.py): teach sends `mount
+search`, then runs one pass over the classes, the same seconds per class and the same
+labelling rules, in which each `label` makes the board score its 24 axis-aligned orientations
+on the window (`info mount_window=<n> best=<orientation>`) and learn nothing; then `mount pick`:
+the board turns every sample by the best one from then on, and teach prints it with its sum of
+the labelled classes' scores against the mount's before. The board's window restarts there (at
+the sample the pick line names), so the next `pred` lines count from that sample. Then the
+normal teaching pass, in the new mount; its `save` keeps the mount with the weights (a
+checkpoint's mount overrides board.json's at the start).
+
 Then teach sends `save` and prints, per class and overall, the accuracy before and after:
 "before" is what the board predicted for each window it was told the class of (its `pred`
 line, before the `label`). "After" depends on the sensor:
@@ -19,7 +30,8 @@ line, before the `label`). "After" depends on the sensor:
 - a replay sensor (board.json "sensor": "replay"): teach pulls the saved weights back (as
   `microprop pull` does, with the board's own checkpoint code) and runs them on the host over
   the same windows of the same log, which it copied from the board at the start, with the
-  board's integer pipeline (host/boardeval.py): bit-exact with what the board would predict;
+  board's integer pipeline (host/boardeval.py), with the samples turned by the checkpoint's
+  mount as the board turns them: bit-exact with what the board would predict;
 - a live sensor: the host never sees the samples, so teach runs a check pass, `--check-seconds`
   per class (default 5, the classes again, in order), in which the board predicts with its new
   weights and learns nothing, and reports those predictions. `--check-seconds` given with a
@@ -107,6 +119,13 @@ def add_arguments(parser):
         % CHECK_SECONDS,
     )
     parser.add_argument(
+        "--find-mount",
+        action="store_true",
+        help="first find how the sensor is mounted: one pass over the classes (the same "
+        "--seconds) in which the board scores its 24 axis-aligned orientations on each window "
+        "and learns nothing, then turns every sample by the best (`mount search`, `mount pick`)",
+    )
+    parser.add_argument(
         "--timeout",
         type=float,
         default=_TIMEOUT,
@@ -187,15 +206,17 @@ class Teacher:
             if check is None and not replay:
                 check = CHECK_SECONDS
             check_n = self.samples_of(check, "--check-seconds") if check else 0
-            taught = self.teach_classes()
+            first = self.find_mount() if args.find_mount else 0
+            taught = self.teach_classes(first)
             self.verify_count()
             saved = self.save(taught)
+            self.dirty = False  # a picked mount is saved with the weights
             checked = self.check_pass(check, check_n) if check_n else None
             after = None
             if replay:
                 self.session.close()
                 self.dirty = True  # the pull stops the app
-                after = self.pull_after(config, tmp, saved, taught)
+                after = self.pull_after(config, tmp, saved, taught, self.session.restarted)
                 self.session = Session(self.port, args.timeout)
                 start = self.session.restart()
                 self.dirty = False
@@ -313,24 +334,54 @@ class Teacher:
 
     # -- the session ---------------------------------------------------------------------------
 
-    def teach_classes(self):
-        """Label every window of each class -> [Window], answered by their `train` lines."""
+    def find_mount(self):
+        """`mount search`, a pass over the classes whose labels only score, `mount pick` -> the
+        sample where the pass ended (see the module docstring)."""
         s = self.session
-        taught = []
-        first = 0
+        s.send(protocol.CMD_MOUNT, protocol.MOUNT_SEARCH)
+        was = s.wait_info(protocol.MOUNT_SEARCH, protocol.CMD_MOUNT).fields[protocol.CMD_MOUNT]
+        print(
+            "--- mount search: the board scores its 24 orientations on each window and learns "
+            "nothing; its mount now: %s" % was
+        )
+        _, first = self.label_classes(0, "mount search %d of %d: %s, for %g s", False)
+        s.send(protocol.CMD_MOUNT, protocol.MOUNT_PICK)
+        f = s.wait_info("restart", protocol.CMD_MOUNT).fields
+        print(
+            "--- mount: picked %s, sum %s of the labelled classes' scores (0..255 each) over %s "
+            "windows; %s (the mount before): %s; the window restarts at sample %s"
+            % (f[protocol.CMD_MOUNT], f["sum"], f["windows"], f["was"], f["was_sum"], f["restart"])
+        )
+        self.dirty = True  # the board runs a mount its checkpoint does not hold
+        return first
+
+    def teach_classes(self, first=0):
+        """Label every window of each class from sample `first` on -> [Window], answered by
+        their `train` lines."""
+        taught, first = self.label_classes(first, "class %d of %d: %s, for %g s", True)
+        self.after_teaching = first, len(self.session.preds)
+        self.session.settle()
+        return taught
+
+    def label_classes(self, first, what, trains):
+        """Label every window of each class from sample `first` on (`what`: the class's
+        heading, formatted with its number, their count, its name and the seconds) ->
+        ([Window], the sample after the last class), the labels answered by `train` lines
+        (`trains`) or, in a mount search, `info mount_window=...` lines."""
+        s = self.session
+        windows = []
+        show = self.show if trains else self.show_scored
         for k, name in enumerate(self.taught):
-            n = len(self.taught)
-            first = self.start_of(
-                "class %d of %d: %s, for %g s" % (k + 1, n, name, self.args.seconds), first
-            )
+            heading = what % (k + 1, len(self.taught), name, self.args.seconds)
+            first = self.start_of(heading, first)
             for e, said in self.inside(first, self.n, len(s.preds)):  # fresh: the board is at e
                 w = Window(e, k, said)
-                s.label(name, w, self.show)
-                taught.append(w)
+                s.label(name, w, show, trains)
+                windows.append(w)
             first += self.n
-        self.after_teaching = first, len(s.preds)
-        s.settle()
-        return taught
+        if not trains:
+            s.settle()
+        return windows, first
 
     def inside(self, first, n, cursor):
         """(last sample, the board's class) of each window wholly inside samples first ..
@@ -355,13 +406,24 @@ class Teacher:
 
     def show(self, w, train):
         """A labelled window and the `train` line that answered it."""
-        span = "%.2f-%.2f s" % ((w.end - self.window + 1) / self.rate, (w.end + 1) / self.rate)
         print(
             "  %-*s %15s  board said %-*s step %d, running accuracy %d%%"
-            % (self.width(), self.taught[w.taught], span, self.width(), w.said, train.step,
-               train.acc),
+            % (self.width(), self.taught[w.taught], self.span(w), self.width(), w.said,
+               train.step, train.acc),
             flush=True,
         )  # fmt: skip
+
+    def show_scored(self, w, info):
+        """A window of the mount search and the `info mount_window=...` line that answered it."""
+        print(
+            "  %-*s %15s  board said %-*s mount window %s, best so far %s"
+            % (self.width(), self.taught[w.taught], self.span(w), self.width(), w.said,
+               info.fields[protocol.MOUNT_WINDOW], info.fields.get("best", "?")),
+            flush=True,
+        )  # fmt: skip
+
+    def span(self, w):
+        return "%.2f-%.2f s" % ((w.end - self.window + 1) / self.rate, (w.end + 1) / self.rate)
 
     def width(self):
         return max(len(n) for n in self.classes)
@@ -405,9 +467,11 @@ class Teacher:
 
     # -- after, on a replay --------------------------------------------------------------------
 
-    def pull_after(self, config, tmp, saved, taught):
+    def pull_after(self, config, tmp, saved, taught, restarted=0):
         """The saved checkpoint pulled and run on the host over the taught windows of the
-        replay -> the class name per window, as the board's pred line would say."""
+        replay, its samples turned by the checkpoint's mount and its windows cut from sample
+        `restarted` on (where `mount pick` restarted the board's window) -> the class name per
+        window, as the board's pred line would say."""
         import numpy as np
 
         from microprop.host.boardeval import predict_stream
@@ -417,7 +481,7 @@ class Teacher:
         local = tmp / "ckpt"
         chain = ["fs", "cp", ":" + self.slots[k], "%s.%d" % (local, k)]
         mpremote(self.port, chain, "copying the checkpoint", self.args.timeout)
-        model, _, got, ignored = apply_checkpoint(
+        model, trainer, got, ignored = apply_checkpoint(
             self.local_model, local, config["lr_shift"], config["hidden_shift"]
         )
         if got != seq:
@@ -435,7 +499,8 @@ class Teacher:
             counts[i] = frame
         sensor.close()
         classes = [token(c) for c in q.classes]
-        by_end = {e: classes[c] for e, c, _ in predict_stream(q, counts, self.smoothing)}
+        preds = predict_stream(q, counts[restarted:], self.smoothing, trainer.mount)
+        by_end = {restarted + e: classes[c] for e, c, _ in preds}
         self.replay_text = (
             "the saved weights (%s seq %d) pulled and run on the host over the same\n"
             "        windows of %s, bit-exact with the board" % (slot, seq, self.data_path)
@@ -512,6 +577,8 @@ class Session:
         self.timeout = timeout
         self.reader = LineReader(lambda: open_port(port, timeout=0.05))
         self.count = 0  # pred lines since the app's start
+        self.restarted = 0  # the sample where the app's window restarted (`mount pick`) ...
+        self.count_then = 0  # ... and the pred lines before it
         self.preds = []  # (last sample, class name) of each, in order
         self.window = self.hop = 1
         self.index_end = -1  # last sample of the newest window
@@ -547,6 +614,7 @@ class Session:
             rec = protocol.parse_line(line) if line is not None else None
             if isinstance(rec, protocol.Info) and rec.fields.get("state") == "start":
                 self.count, self.index_end, self.preds = 0, -1, []
+                self.restarted = self.count_then = 0
                 self.seen_at = time.monotonic()
                 self.checkpoint, self.unsaved = checkpoint_of(rec.fields), 0
                 self.started = True
@@ -573,11 +641,17 @@ class Session:
                 continue
             if isinstance(rec, protocol.Pred):
                 self.count += 1
-                self.index_end = self.window - 1 + (self.count - 1) * self.hop
+                k = self.count - self.count_then - 1  # windows since the window's start
+                self.index_end = self.restarted + self.window - 1 + k * self.hop
                 self.seen_at = time.monotonic()
                 self.preds.append((self.index_end, rec.class_name))
             elif isinstance(rec, protocol.Train):
                 self.answered(rec)
+            elif isinstance(rec, protocol.Info) and protocol.MOUNT_WINDOW in rec.fields:
+                self.answered(rec)  # a label's answer in a mount search
+            elif isinstance(rec, protocol.Info) and "restart" in rec.fields:  # `mount pick`
+                self.restarted, self.count_then = int(rec.fields["restart"]), self.count
+                self.index_end, self.seen_at = self.restarted - 1, time.monotonic()
             elif isinstance(rec, protocol.Err) and rec.code in _ONLY_SAY:
                 print("--- the board said: %s %s" % (rec.code, rec.message))
             elif isinstance(rec, protocol.Err):
@@ -603,16 +677,18 @@ class Session:
             while len(self.preds) <= cursor:
                 self.next_record(deadline, "prediction")
 
-    def label(self, name, window, on_train):
+    def label(self, name, window, on_answer, trains=True):
+        """`label <name>`; on_answer(window, the `train` line, or the `info mount_window=...`
+        line of a mount search: `trains` False)."""
         self.send(protocol.CMD_LABEL, name)
-        self.pending.append((window, on_train))
-        self.unsaved += 1
+        self.pending.append((window, on_answer))
+        self.unsaved += 1 if trains else 0
 
-    def answered(self, train):
+    def answered(self, rec):
         if not self.pending:
-            raise UserError("teach: a train line that answers no label of teach's: %s" % (train,))
-        window, on_train = self.pending.pop(0)
-        on_train(window, train)
+            raise UserError("teach: a line that answers no label of teach's: %s" % (rec,))
+        window, on_answer = self.pending.pop(0)
+        on_answer(window, rec)
 
     def settle(self):
         """Wait for the train lines of every label sent."""

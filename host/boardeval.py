@@ -15,6 +15,10 @@ all carry one label (and one recording); windows across a label or recording cha
 predicted (they feed the smoothing) but not scored, nor are windows across the log's breaks
 (gaps in t_ms, left-out rows: the board would see samples the log does not hold). The accuracy
 a user reads here is the accuracy the board has on that replay.
+
+Both take the sensor's mount (`mount`, device/mount.py's orientation index, e.g. the one a
+checkpoint pulled from the board holds): the board turns every sample by it before the ring,
+and `turn_counts` turns the log's counts the same way, with the board's own channel map.
 """
 
 import numpy as np
@@ -25,6 +29,24 @@ from .metrics import classification_report
 from .reference import predict
 
 _CHUNK = 1 << 22  # int64 values per feature block
+
+
+def turn_counts(counts, channels, mount):
+    """int counts (n, C) of the channels named `channels` -> int64 counts as the board app
+    turns each sample by orientation `mount` (device/mount.py): clipped to int16, then
+    out[:, i] = sign * counts[:, src] by its channel map, a negated -32768 saturating to
+    32767. The identity returns the counts unchanged."""
+    from microprop.device.mount import IDENTITY, channel_map
+
+    counts = np.asarray(counts, dtype=np.int64)
+    if mount == IDENTITY:
+        return counts
+    clipped = np.clip(counts, -32768, 32767)
+    out = np.empty_like(clipped)
+    for i, s in enumerate(channel_map(list(channels), mount)):
+        col = clipped[:, abs(s) - 1]
+        out[:, i] = col if s > 0 else np.minimum(-col, 32767)
+    return out
 
 
 def board_starts(n_samples, window, hop):
@@ -80,8 +102,10 @@ def _model_window(qmodel):
     return window, hop
 
 
-def predict_stream(qmodel, counts, smoothing=1):
-    """int16 counts (n, C) -> [(sample_index, class, scores), ...]: one per `pred` line.
+def predict_stream(qmodel, counts, smoothing=1, mount=0):
+    """int16 counts (n, C) -> [(sample_index, class, scores), ...]: one per `pred` line of a
+    board whose sensor mount is `mount` (device/mount.py; the counts are the sensor's, before
+    the turn).
 
     sample_index is the window's last sample (the one read just before the line is printed;
     the board prints t = floor(sample_index * 1000 / rate_hz) with "realtime": false); class
@@ -94,6 +118,8 @@ def predict_stream(qmodel, counts, smoothing=1):
         raise ValueError(
             "boardeval: counts of shape %s, expected (n, %d)" % (counts.shape, n_ch or -1)
         )
+    if mount:
+        counts = turn_counts(counts, (qmodel.features or {}).get("channels") or [], mount)
     starts, X = stream_features(counts, window, hop)
     if len(starts) == 0:
         return []
@@ -103,9 +129,10 @@ def predict_stream(qmodel, counts, smoothing=1):
     return [(int(ends[i]), int(cls[i]), scores[i].astype(np.int64)) for i in range(len(starts))]
 
 
-def evaluate(qmodel, dataset, smoothing=1):
+def evaluate(qmodel, dataset, smoothing=1, mount=0):
     """Classification report of the board replaying `dataset` (a pipeline.Dataset or a
-    SensorLog) as one continuous stream; see the module docstring for which windows count.
+    SensorLog) as one continuous stream, its sensor mount `mount`; see the module docstring
+    for which windows count.
 
     The report (host.metrics.classification_report) has three more keys: "windows" (all
     predictions), "scored" and "skipped" (windows across a label / recording change, or
@@ -127,7 +154,7 @@ def evaluate(qmodel, dataset, smoothing=1):
             path=getattr(log, "path", None),
         )
     window, _ = _model_window(qmodel)
-    preds = predict_stream(qmodel, log.counts, smoothing)
+    preds = predict_stream(qmodel, log.counts, smoothing, mount)
     if not preds:
         raise UserError(
             "boardeval: %d samples, fewer than one window of %d" % (len(log.counts), window),

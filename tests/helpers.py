@@ -340,11 +340,12 @@ N_SAMPLES = 1500  # rows of data.csv; the replay loops past them
 START = 1000  # first row of the synthetic log in data.csv
 
 
-def make_trained_board(d):
+def make_trained_board(d, log=None):
     """A board folder as deploy writes it, in folder `d`: a small model trained on synthetic
-    data, quantized (model.mpm), a slice of the synthetic log (data.csv), board.json and
-    device/ -> (d, QModel, the replayed counts, the synthetic log)."""
-    log = synth.generate(seed=1, subjects=3, seconds_per_activity=8)
+    data (or on `log`), quantized (model.mpm), a slice of the log (data.csv), board.json and
+    device/ -> (d, QModel, the replayed counts, the log)."""
+    if log is None:
+        log = synth.generate(seed=1, subjects=3, seconds_per_activity=8)
     ds = pipeline.make_dataset(log)
     mlp, meta, _, _ = pipeline.train_model(ds, hidden=(16,), epochs=30, patience=100)
     stage = InputStage.from_dict(meta["input_stage"])

@@ -243,12 +243,12 @@ def refit(data):
 c.clear(P)
 assert c.save(P, X, *state(1)) == 1
 data = read(P + ".0")
-write(P + ".1", refit(data[:4] + struct.pack("<H", 3) + data[6:]))
+write(P + ".1", refit(data[:4] + struct.pack("<H", 4) + data[6:]))
 seq, ignored, _, _ = load(X)
-assert seq == 1 and ignored == [(P + ".1", "version 3, expected 2")], ignored
+assert seq == 1 and ignored == [(P + ".1", "version 4, expected 2 or 3")], ignored
 write(P + ".1", refit(data[:4] + struct.pack("<H", 1) + data[6:]))
 seq, ignored, _, _ = load(X)
-assert seq == 1 and ignored == [(P + ".1", "version 1, expected 2")], ignored
+assert seq == 1 and ignored == [(P + ".1", "version 1, expected 2 or 3")], ignored
 write(P + ".1", refit(b"MPRP" + data[4:]))
 seq, ignored, _, _ = load(X)
 assert seq == 1 and ignored[0][1].startswith("bad magic"), ignored
@@ -333,7 +333,7 @@ def test_cuts_cover_every_byte(micropython, tmp_path):
     out = run_micropython(micropython, script(CUTS, tmp_path)).split()
     i = out.index("older")
     count, n = int(out[i + 2]), int(out[i + 3])
-    assert n == 25 + 5 * 7 + 4 * 4 + 5 + 3 + 8 + 4 + 12 + 8 + 4  # the slot's every byte
+    assert n == 26 + 5 * 7 + 4 * 4 + 5 + 3 + 8 + 4 + 12 + 8 + 4  # the slot's every byte
     assert count == 3 * n
 
 
@@ -350,13 +350,14 @@ def test_file_layout(tmp_path):
     w = array("h", [1, -2])
     assert checkpoint.save(prefix, 0xCAFEF00D, [w, array("B", [9])], [-3], 2, 70000) == 1
     data = (tmp_path / "ck.0").read_bytes()
-    body = b"MPCK" + struct.pack("<HBBIIIBI", 2, 2, 1, len(data), 1, 0xCAFEF00D, 2, 70000)
+    body = b"MPCK" + struct.pack("<HBBIIIBIB", 3, 2, 1, len(data), 1, 0xCAFEF00D, 2, 70000, 0)
     body += b"h" + struct.pack("<I", 2) + b"B" + struct.pack("<I", 1) + struct.pack("<i", -3)
     body += struct.pack("<hhB", 1, -2, 9)
     assert data == body + struct.pack("<I", binascii.crc32(body))
     assert not (tmp_path / "ck.1").exists()
     head, reason = checkpoint.inspect(prefix + ".0")
     assert reason is None and head == {
+        "version": 3,
         "n_arrays": 2,
         "n_ints": 1,
         "length": len(data),
@@ -364,13 +365,14 @@ def test_file_layout(tmp_path):
         "model_crc": 0xCAFEF00D,
         "mode": 2,
         "batch": 70000,
+        "mount": 0,
     }
     assert checkpoint.inspect(prefix + ".1") == (None, None)
     (tmp_path / "ck.1").write_bytes(data[:-1])
-    assert checkpoint.inspect(prefix + ".1") == (None, "truncated, 47 of 48 bytes")
-    for mode, batch in ((256, 1), (-1, 1), (0, 0), (0, 2**32)):
+    assert checkpoint.inspect(prefix + ".1") == (None, "truncated, 48 of 49 bytes")
+    for mode, batch, mount in ((256, 1, 0), (-1, 1, 0), (0, 0, 0), (0, 2**32, 0), (0, 1, 256)):
         with pytest.raises(ValueError, match="^checkpoint: "):
-            checkpoint.save(prefix, 1, [w], [], mode, batch)
+            checkpoint.save(prefix, 1, [w], [], mode, batch, mount)
 
 
 def test_model_crc_of_reads_the_model_files_crc(tmp_path):
@@ -495,3 +497,43 @@ print("ok wasm", len(data))
 def test_wasm_port_roundtrip_and_corrupt_slot():
     require_wasm()
     assert run_wasm(WASM_SCRIPT).startswith("ok wasm")
+
+
+def as_version_2(data):
+    """Checkpoint bytes of version 3 as version 2 wrote them: the header without the mount."""
+    head = list(struct.unpack_from(checkpoint.HEAD, data, 0))
+    head[1], head[4] = 2, head[4] - 1  # version, length
+    body = struct.pack(checkpoint.HEAD_2, *head[:-1]) + data[checkpoint.HEAD_SIZE : -4]
+    return body + struct.pack("<I", binascii.crc32(body))
+
+
+def test_the_mount_round_trips_and_version_2_loads_as_the_identity(tmp_path):
+    """Version 3 keeps the mount in its header; a slot of version 2 (no mount) still loads, as
+    mount 0, and `check` sees the mount before anything is used."""
+    prefix = str(tmp_path / "ck")
+    w, ints = array("h", [1, -2, 300]), [7, -8]
+    assert checkpoint.save(prefix, 0xABC, [w], ints, 1, 3, 17) == 1
+    seen = []
+
+    def check(got, mode, batch, mount):
+        seen.append((got, mode, batch, mount))
+        return [None]
+
+    for data, mount in (((tmp_path / "ck.0").read_bytes(), 17), (None, 0)):
+        if data is None:  # the same slot as version 2 wrote it
+            data = as_version_2((tmp_path / "ck.0").read_bytes())
+            (tmp_path / "ck.0").write_bytes(data)
+        assert checkpoint.inspect(prefix + ".0")[0]["mount"] == mount
+        w2, ints2, head = array("h", [0] * 3), [0, 0], {}
+        assert checkpoint.load(prefix, 0xABC, [w2], ints2, check, head) == (1, [])
+        assert list(w2) == list(w) and ints2 == ints and seen.pop() == (ints, 1, 3, mount)
+        assert head == dict(checkpoint.inspect(prefix + ".0")[0], mount=mount)
+        assert head["version"] == (3 if mount else 2)
+    # a version 2 slot is kept by the next save, which writes version 3 beside it
+    assert checkpoint.save(prefix, 0xABC, [w], ints, 1, 3, 4) == 2
+    assert checkpoint.inspect(prefix + ".1")[0]["version"] == 3
+    head = {}
+    assert checkpoint.load(prefix, 0xABC, [w2], ints2, None, head) == (2, [])
+    assert head["mount"] == 4
+    refused = checkpoint.load(prefix, 0xABC, [w2], ints2, lambda *a: "mount %d" % a[3])
+    assert refused == (None, [(prefix + ".0", "mount 0"), (prefix + ".1", "mount 4")])

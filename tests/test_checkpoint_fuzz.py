@@ -26,6 +26,7 @@ import pytest
 from microprop.device import checkpoint, train_plan, train_state
 from microprop.device.config import token
 from microprop.device.infer import Model
+from microprop.device.mount import N_ORIENTATIONS
 from microprop.device.train import LEARN_MODES, LIMIT, Trainer
 from microprop.host import modelfile
 
@@ -49,7 +50,7 @@ SMALL_MIN, SMALL_MAX = -(2**30), 2**30 - 1
 
 # Field names of checkpoint.HEAD, in order (offsets come from the format itself).
 HEAD_FIELDS = ("magic", "version", "n_arrays", "n_ints", "length", "seq", "model_crc")
-HEAD_FIELDS += ("mode", "batch")
+HEAD_FIELDS += ("mode", "batch", "mount")
 INT_NAMES = ("steps", "n_correct", "state", "count")
 
 SCRIPT = """
@@ -216,8 +217,14 @@ def expected_reason(t, lay, base, data):
     if data[:4] != checkpoint.MAGIC:
         return "bad magic"
     head, ints, arrays = lay.parse(data)
-    if head["version"] != checkpoint.VERSION:
-        return "version %d, expected %d" % (head["version"], checkpoint.VERSION)
+    if not checkpoint.OLDEST <= head["version"] <= checkpoint.VERSION:
+        return "version %d, expected %d or %d" % (
+            head["version"],
+            checkpoint.OLDEST,
+            checkpoint.VERSION,
+        )
+    if head["version"] != checkpoint.VERSION:  # read as version 2: the mount as a descriptor
+        return "different shape: array 0"
     if head["length"] != len(data):
         return "truncated" if head["length"] > len(data) else "size"
     base_head = lay.parse(base)[0]
@@ -234,6 +241,8 @@ def expected_reason(t, lay, base, data):
         if not SMALL_MIN <= v <= SMALL_MAX:
             return "int %d outside the 31-bit range" % k
     mode, batch = head["mode"], head["batch"]
+    if head["mount"] >= N_ORIENTATIONS:
+        return "mount %d, expected 0..%d" % (head["mount"], N_ORIENTATIONS - 1)
     if mode >= len(LEARN_MODES):
         return "mode id"
     if _learns(LEARN_MODES[mode], len(t.model.layers)) != (t.trains_w, t.trains_b):
@@ -307,6 +316,7 @@ def mutations(t, lay, base, rng):
         bits = 8 * struct.calcsize(code)
         top = 2**bits - 1
         limit = {"mode": len(LEARN_MODES), "batch": t.max_batch, "version": checkpoint.VERSION}
+        limit["mount"] = N_ORIENTATIONS
         limit.update({"length": lay.length, "n_arrays": len(lay.shape), "n_ints": lay.n_ints})
         limit.update({"seq": 1, "model_crc": struct.unpack_from("<I", base, at)[0]})
         for v in values_around(limit[name], rng, 0, top):
@@ -491,7 +501,7 @@ def test_the_app_reports_a_refused_slot_and_loads_the_other(micropython, folder)
         (lay.ints_at, -1, "steps_-1,_expected_0..1073741823"),
         (lay.ints_at + 8, 0, "prng_state_0,_expected_1..65535"),
         (lay.ints_at + 12, -1, "samples_in_the_batch_-1,_expected_0..0"),
-        (head_offsets()["version"][0], 1, "version_1,_expected_2"),
+        (head_offsets()["version"][0], 1, "version_1,_expected_2_or_3"),
     ):
         data = bytearray(newer)
         code = "<H" if at == head_offsets()["version"][0] else "<i"

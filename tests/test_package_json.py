@@ -111,7 +111,8 @@ def board_imports(micropython, folder, config, samples):
 
 def test_the_board_imports_every_module_of_its_package(board, micropython, tmp_path):
     """What "the board imports": main.py's start with the replay sensor in every learning mode
-    (model, app, trainer, checkpoints, rehearsal; smoothing, whose module only then loads), and
+    (model, app, trainer, checkpoints, rehearsal; smoothing, whose module only then loads), with
+    a turned mount (device/mount.py, which only then loads), and
     with each hardware sensor kind (its driver is imported before the Unix port's missing
     `machine` stops the start)."""
     folder = tmp_path / "board"
@@ -122,6 +123,9 @@ def test_the_board_imports_every_module_of_its_package(board, micropython, tmp_p
         lines, imported["replay, learn " + learn] = board_imports(micropython, folder, config, 200)
         assert any(line.startswith("pred ") for line in lines), lines[-20:]
         assert not any("learn=off" in line for line in lines), lines[:20]
+    config = {"sensor": "replay", "realtime": False, "learn": "off", "mount": "-y+x+z"}
+    lines, imported["replay, mount"] = board_imports(micropython, folder, config, 200)
+    assert any(line.startswith("pred ") for line in lines), lines[-20:]
     hardware = [kind for kind in KINDS if kind != "replay"]
     assert hardware
     for kind in hardware:

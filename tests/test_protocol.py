@@ -22,6 +22,7 @@ from microprop.firmware_tools.protocol import (
     CMD_INFO,
     CMD_LABEL,
     CMD_MODE,
+    CMD_MOUNT,
     CMD_RATE,
     CMD_RESET_MODEL,
     CMD_SAVE,
@@ -316,6 +317,7 @@ def test_every_command_the_host_builds_is_understood_by_the_board():
         (command(CMD_MODE, RECORD), Info({"mode": RECORD}, "mode=record")),
         (command(CMD_MODE, IDLE), Info({"mode": IDLE}, "mode=idle")),
         (command(CMD_MODE, PREDICT), Info({"mode": PREDICT}, "mode=predict")),
+        (command(CMD_MOUNT), Info({"mount": "+x+y+z"}, "mount=+x+y+z")),
     ]
     assert {line.split()[0] for line, _ in sent} == set(COMMANDS)
     assert {line.split()[1] for line, _ in sent if line.startswith(CMD_MODE)} == set(MODES)

