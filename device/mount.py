@@ -146,33 +146,37 @@ class MountSearch:
         self.scores = array("i", bytes(4 * N_ORIENTATIONS))
         self.windows = 0
         self._ring = array("h", bytes(2 * c * window))
-        self._frame = array("h", bytes(2 * c))
         self._raw = array("i", bytes(4 * N_FEATURES * c))
 
     def add(self, ring, head, label):
         """Score every orientation on the window of the ring buffer `ring` (window frames,
         oldest at frame `head`, device/features.py's layout) labelled with class index
-        `label`."""
+        `label`. Each turned copy keeps the ring's layout (its oldest frame at `head` too), so
+        a channel is copied with one stride and no wrap: out channel i of every frame from
+        channel |m[i]| - 1 of the same frame."""
         c = self.n_channels
         n = self.window
         end = c * n
-        frame = self._frame
         turned = self._ring
         scores = self.scores
         got = self.model.scores
         for k in range(N_ORIENTATIONS):
             m = self.maps[k]
-            src = head * c
-            dst = 0
-            while dst < end:
-                for i in range(c):
-                    frame[i] = ring[src + i]
-                turn(frame, m, turned, dst)
-                src += c
-                if src == end:
-                    src = 0
-                dst += c
-            self.window_features(turned, c, n, 0, n, self._raw)
+            for i in range(c):
+                s = m[i]
+                d = i  # a while loop: `range` with a step that is not a constant allocates
+                if s > 0:
+                    off = s - 1 - i
+                    while d < end:
+                        turned[d] = ring[d + off]
+                        d += c
+                else:
+                    off = -s - 1 - i
+                    while d < end:
+                        v = -ring[d + off]
+                        turned[d] = 32767 if v > 32767 else v
+                        d += c
+            self.window_features(turned, c, n, head, n, self._raw)
             self.model.predict(self._raw)
             s = scores[k] + got[label]
             scores[k] = SCORE_LIMIT if s > SCORE_LIMIT else s
