@@ -38,6 +38,7 @@ COUNTS = {
     "train_insn": "train",
     "features_insn": "app features",
     "hop_insn": "app hop",
+    "mount_search_insn": "mount search label",
     "app_us_insn": "app us field",
     "app_loop_insn": "app loop per hop",
 }

@@ -103,6 +103,9 @@ def nop1(a):
 def nop2(a, b):
     pass
 
+def nop3(a, b, c):
+    pass
+
 def nop6(a, b, c, d, e, f):
     pass
 
@@ -191,6 +194,13 @@ def hop_empty():
 
 measure("features", features, features_empty)
 measure("hop", hop, hop_empty)
+
+# a label during `mount search`: the window turned, its features and a prediction, 24 times
+from device.mount import MountSearch
+
+search = MountSearch(app.model, window_features, app.model.sensor["channels"], w)
+add = search.add
+measure("mount_search", lambda: add(ring, app.head, 0), lambda: nop3(ring, app.head, 0))
 """
 
 TRAIN = """
@@ -426,7 +436,7 @@ def measure_speed(board, cpu, quick):
             r["micropython"] = row[1]
         elif kind in ("predict", "forward"):
             r[kind + "_insn"].setdefault(row[1], {})[row[2]] = per_call(row, ipt)
-        elif kind in ("features", "hop"):
+        elif kind in ("features", "hop", "mount_search"):
             r[kind + "_insn"] = per_call(row, ipt)
         elif kind in ("app_loop", "app_us"):
             r[kind + "_insn"] = round(int(row[1]) * ipt / int(row[2]))
@@ -610,6 +620,10 @@ def print_cpu(r):
             k(r["app_loop_insn"]),
         )
     )
+    print(
+        "a label during `mount search` (24 orientations: the window turned, features, predict): "
+        "%s, %.0f hops" % (k(r["mount_search_insn"]), r["mount_search_insn"] / r["hop_insn"])
+    )
     rows = []
     for name in r["train_insn"]["all"]:
         for kernel in ("viper", "portable"):
@@ -665,6 +679,7 @@ def print_summary(results):
             add("  insn/MAC", ("mac_insn", name, kernel), lambda v: "%.1f" % v)
     add("window_features (demo app)", ("features_insn",))
     add("hop: features + predict", ("hop_insn",))
+    add("mount search, one label (24 x turn + hop)", ("mount_search_insn",))
     for name in first["train_insn"]["all"]:
         for mode in LEARN_MODES:
             add("train %s %s viper" % (name, mode), ("train_insn", mode, name, "viper"))
