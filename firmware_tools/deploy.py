@@ -81,6 +81,7 @@ _FLAGS = {  # board.json key -> the flag that sets it
     "gyro_fs_dps": "--gyro-fs",
     "rate_hz": "--rate",
     "smoothing": "--smoothing",
+    "mount": "--mount",
 }
 
 _TIMEOUT = 30.0  # seconds for one mpremote call; for a copy, without progress
@@ -177,6 +178,8 @@ def board_config(args, desc=None):
     if args.rate is not None:
         cfg["rate_hz"] = int(args.rate) if float(args.rate).is_integer() else args.rate
     cfg["smoothing"] = args.smoothing
+    if args.mount is not None:
+        cfg["mount"] = args.mount
     cfg["realtime"] = not args.no_realtime
     if sensor == "mpu6050" and desc:
         _mpu6050_as_the_model(cfg, desc)
@@ -784,6 +787,13 @@ def add_arguments(parser):
     g.add_argument("--gyro-fs", type=int, metavar="DPS", help="gyroscope full scale in deg/s")
     g.add_argument("--rate", type=float, metavar="HZ", help="sample rate (default: the model's)")
     g.add_argument("--smoothing", type=int, default=1, help="majority of the last N windows (1)")
+    g.add_argument(
+        "--mount",
+        metavar="ORIENTATION",
+        help="the sensor's mount, each axis the model sees from the sensor's, e.g. "
+        "--mount=-y+x+z (a quarter turn about z; with '=', as it starts with '-'); default "
+        "+x+y+z. microprop teach --find-mount finds it",
+    )
     g.add_argument("--no-realtime", action="store_true", help="replay data as fast as possible")
     g = parser.add_argument_group("deploy")
     g.add_argument(

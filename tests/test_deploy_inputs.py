@@ -91,6 +91,7 @@ def csv_file(tmp_path, text, name="log.csv"):
         (["--sensor", "adc", "--pins", "26,-1"], "--pins 26,-1: expected a list of GPIO numbers"),
         (["--smoothing", "0"], "--smoothing 0: expected 1..32"),
         (["--smoothing", "33"], "--smoothing 33: expected 1..32"),
+        (["--mount", "+x+x+z"], '--mount +x+x+z: expected an orientation, "+x+y+z" (none)'),
     ],
 )
 def test_bad_board_settings_are_refused_naming_the_flag(
@@ -132,6 +133,8 @@ def test_good_board_settings_at_their_limits_pass():
     assert cfg["rate_hz"] == 1000000 and cfg["smoothing"] == 32
     assert deploy.board_config(parse("--sensor", "mpu6050", "--addr", "0x08"))["addr"] == 8
     assert deploy.board_config(parse("--rate", "12.5"))["rate_hz"] == 12.5
+    assert deploy.board_config(parse("--mount=-y+x+z"))["mount"] == "-y+x+z"
+    assert "mount" not in deploy.board_config(parse())  # the board's default
 
 
 def test_a_rate_other_than_the_models_is_refused(tmp_path, build_dir, capsys):
