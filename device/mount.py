@@ -44,7 +44,9 @@ ORIENTATIONS = (
 )  # fmt: skip
 N_ORIENTATIONS = len(ORIENTATIONS)
 IDENTITY = 0
-SCORE_LIMIT = (1 << 30) - 1  # a sum stops growing here (2**22 windows of score 255)
+# a sum stops growing here (after 2**22 windows of score 255): the sum plus one more score,
+# before it is clamped, stays below 2**30, a small int on 32-bit ports
+SCORE_LIMIT = (1 << 30) - 256
 
 
 def name(k):

@@ -135,6 +135,44 @@ def test_the_board_scores_every_orientation_as_the_host(micropython, synth_model
         assert int(best) == mount.best(want), kernel
 
 
+SATURATE_SCRIPT = r"""
+import sys
+from array import array
+from device.infer import Model
+from device.features import window_features
+from device.mount import MountSearch, SCORE_LIMIT, N_ORIENTATIONS
+f = open(sys.argv[1], "rb")
+window, c, label = [int(v) for v in f.readline().split()]
+channels = f.readline().decode().split()
+ring = array("h", bytes(2 * c * window))
+f.readinto(ring)
+search = MountSearch(Model(sys.argv[2], kernel="portable"), window_features, channels, window)
+for k in range(N_ORIENTATIONS):
+    search.scores[k] = SCORE_LIMIT - 1
+search.add(ring, 0, label)
+print(" ".join([str(v) for v in search.scores]))
+"""
+
+
+def test_a_score_saturates_within_the_small_ints_of_32_bit_ports(
+    micropython, synth_model, tmp_path
+):
+    """A sum one below SCORE_LIMIT plus a window's score (at most 255) stays below 2**30
+    before it is clamped, and the board clamps it to SCORE_LIMIT as the host does."""
+    assert dm.SCORE_LIMIT + 255 < 2**30
+    qm, d, wins, y, channels = synth_model
+    window, c = wins.shape[1:]
+    head = ("%d %d %d\n%s\n" % (window, c, int(y[0]), " ".join(channels))).encode()
+    (tmp_path / "w.bin").write_bytes(head + wins[0].astype("<i2").tobytes())
+    out = run_micropython(
+        micropython, SATURATE_SCRIPT, args=[str(tmp_path / "w.bin"), str(d / "model.mpm")]
+    )
+    one = mount.search(qm, wins[:1], y[:1], channels)
+    want = np.minimum(dm.SCORE_LIMIT - 1 + one, dm.SCORE_LIMIT)
+    assert [int(v) for v in out.split()] == want.tolist()
+    assert (one > 1).sum() > 0  # some orientation saturates
+
+
 def test_adaptation_with_the_mount_learnt_recovers_a_turned_wearer():
     log = synth.generate(seed=3, subjects=5, seconds_per_activity=20)
     ds = pipeline.make_dataset(log, source="synth")
