@@ -33,6 +33,11 @@ from array import array
 from .features import N_FEATURES
 from .sensor_mpu6050 import CHANNELS
 
+try:  # the search's copy in native code, used with the viper kernel (a few hundred bytes)
+    from .mount_viper import turn_window as native_turn_window
+except Exception:  # CPython (no `micropython`), or a port without the native emitter
+    native_turn_window = None
+
 AXES = (CHANNELS[:3], CHANNELS[3:])  # the axis triples that turn: accelerometer, gyroscope
 ORIENTATIONS = (
     (1, 2, 3), (-2, 1, 3), (-1, -2, 3), (2, -1, 3),  # z stays: quarter turns about z
@@ -131,6 +136,26 @@ def turn(frame, m, out, at):
             out[at + i] = 32767 if v > 32767 else v
 
 
+def turn_window(src, dst, m, c, end):
+    """dst[0:end] = the frames of src[0:end] (c channels each) turned by the map m, frame for
+    frame in the same layout: each channel with one stride and no wrap (device/mount_viper.py
+    is the same in native code)."""
+    for i in range(c):
+        s = m[i]
+        d = i  # a while loop: `range` with a step that is not a constant allocates
+        if s > 0:
+            off = s - 1 - i
+            while d < end:
+                dst[d] = src[d + off]
+                d += c
+        else:
+            off = -s - 1 - i
+            while d < end:
+                v = -src[d + off]
+                dst[d] = 32767 if v > 32767 else v
+                d += c
+
+
 class MountSearch:
     """Scores of the 24 orientations on labelled windows (see the module doc).
 
@@ -148,36 +173,24 @@ class MountSearch:
         self.scores = array("i", bytes(4 * N_ORIENTATIONS))
         self.windows = 0
         self._ring = array("h", bytes(2 * c * window))
+        self._turn_window = turn_window
+        if model.kernel == "viper" and native_turn_window is not None:
+            self._turn_window = native_turn_window
         self._raw = array("i", bytes(4 * N_FEATURES * c))
 
     def add(self, ring, head, label):
         """Score every orientation on the window of the ring buffer `ring` (window frames,
         oldest at frame `head`, device/features.py's layout) labelled with class index
-        `label`. Each turned copy keeps the ring's layout (its oldest frame at `head` too), so
-        a channel is copied with one stride and no wrap: out channel i of every frame from
-        channel |m[i]| - 1 of the same frame."""
+        `label`. Each turned copy keeps the ring's layout (its oldest frame at `head` too)."""
         c = self.n_channels
         n = self.window
         end = c * n
         turned = self._ring
         scores = self.scores
         got = self.model.scores
+        turn_copy = self._turn_window
         for k in range(N_ORIENTATIONS):
-            m = self.maps[k]
-            for i in range(c):
-                s = m[i]
-                d = i  # a while loop: `range` with a step that is not a constant allocates
-                if s > 0:
-                    off = s - 1 - i
-                    while d < end:
-                        turned[d] = ring[d + off]
-                        d += c
-                else:
-                    off = -s - 1 - i
-                    while d < end:
-                        v = -ring[d + off]
-                        turned[d] = 32767 if v > 32767 else v
-                        d += c
+            turn_copy(ring, turned, self.maps[k], c, end)
             self.window_features(turned, c, n, head, n, self._raw)
             self.model.predict(self._raw)
             s = scores[k] + got[label]

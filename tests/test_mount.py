@@ -115,6 +115,11 @@ for kernel in ("portable", "viper"):
 def test_the_board_scores_every_orientation_as_the_host(micropython, synth_model, tmp_path):
     qm, d, wins, y, channels = synth_model
     rng = np.random.default_rng(1)
+    edges = rng.integers(-32768, 32768, size=(2,) + wins.shape[1:])
+    edges[:, ::3] = -32768  # negated, it saturates to 32767: the native copy's special case
+    edges[1, 1::3] = 32767
+    wins = np.concatenate([wins, edges])
+    y = np.concatenate([y, [0, len(qm.classes) - 1]])
     n, window, c = wins.shape
     blob = [struct.pack("<HHH", n, window, c), "".join("%-3s" % ch for ch in channels).encode()]
     for x, label in zip(wins, y, strict=True):
@@ -133,6 +138,41 @@ def test_the_board_scores_every_orientation_as_the_host(micropython, synth_model
         assert int(count) == n, kernel
         assert [int(v) for v in scores] == want.tolist(), kernel
         assert int(best) == mount.best(want), kernel
+
+
+TURN_SCRIPT = r"""
+import sys
+from array import array
+from device import mount, mount_viper
+f = open(sys.argv[1], "rb")
+n, c = [int(v) for v in f.readline().split()]
+channels = f.readline().decode().split()
+src = array("h", bytes(2 * n * c))
+f.readinto(src)
+for name, turn_window in (("portable", mount.turn_window), ("viper", mount_viper.turn_window)):
+    for k in range(mount.N_ORIENTATIONS):
+        dst = array("h", bytes(2 * n * c))
+        turn_window(src, dst, mount.channel_map(channels, k), c, n * c)
+        print(name, k, " ".join([str(v) for v in dst]))
+"""
+
+
+def test_the_boards_window_copies_turn_as_the_host(micropython, tmp_path):
+    """device/mount.py's and device/mount_viper.py's turned copies of a window, every
+    orientation, with -32768 and 32767 in every channel, equal host/mount.py's turn_counts."""
+    rng = np.random.default_rng(2)
+    channels = ["gx", "ax", "t", "gy", "ay", "az", "gz"]
+    x = rng.integers(-32768, 32768, size=(40, len(channels)))
+    x[::4] = -32768
+    x[1::4] = 32767
+    head = ("%d %d\n%s\n" % (x.shape + (" ".join(channels),))).encode()
+    (tmp_path / "x.bin").write_bytes(head + x.astype("<i2").tobytes())
+    out = run_micropython(micropython, TURN_SCRIPT, args=[str(tmp_path / "x.bin")]).splitlines()
+    assert len(out) == 2 * dm.N_ORIENTATIONS
+    for line in out:
+        name, k, *values = line.split()
+        want = mount.turn_counts(x, channels, int(k)).ravel().tolist()
+        assert [int(v) for v in values] == want, (name, k)
 
 
 SATURATE_SCRIPT = r"""
