@@ -24,10 +24,10 @@ answers the bare `mount` itself). The commands:
 While searching, `mount <orientation>` and a second `mount search` are refused, and so is
 `mount pick` before a scored window; every refusal is one `err mount ...` line that changes
 nothing. A label while searching costs 24 turned windows, feature sets and predictions
-(`MountSearch.add`, allocation-free): 9.6M instructions on the emulated Cortex-M0 (the demo
-model, 3 channels x 100 samples: 98 hops of features and prediction; `python bench/board.py
---quick`), about 77 ms at 125 MHz, by which a realtime app is 4 samples late once. The
-search's buffers, made by `mount search` and dropped at its end, take 1.9 kB there
+(`MountSearch.add`, allocation-free): 2.8M instructions on the emulated Cortex-M0 with the
+viper kernel (the demo model, 3 channels x 100 samples: 29 hops' worth; `python bench/board.py
+--quick`), about 22 ms at 125 MHz, by which a realtime app is one sample late. The search's
+buffers, made by `mount search` and dropped at its end, take 1.9 kB there
 (a copy of the window, one map per orientation); this module and device/mount.py, 8 kB more.
 
 A trainer's checkpoint keeps the mount from its next `save` on (device/train_state.py), and
