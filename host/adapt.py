@@ -282,7 +282,7 @@ def find_mounts(qm, ds, subjects, per_class=PER_CLASS):
 def mounted(ds, found):
     """A pipeline.Dataset like `ds` with each subject of `found` ({subject: orientation})
     turned by its orientation, as the board turns its samples after `mount pick`."""
-    if all(k == mount.IDENTITY for k in found.values()):
+    if all(k == device_mount.IDENTITY for k in found.values()):
         return ds
     return pipeline.make_dataset(mount.turn_log(ds.log, found), ds.window, ds.hop, ds.source)
 

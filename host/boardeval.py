@@ -23,6 +23,9 @@ and `turn_counts` turns the log's counts the same way, with the board's own chan
 
 import numpy as np
 
+from microprop.device.mount import IDENTITY
+
+from . import mount as mount_ref
 from .errors import UserError
 from .features import MAX_WINDOW, features_batch, label_runs
 from .metrics import classification_report
@@ -33,20 +36,12 @@ _CHUNK = 1 << 22  # int64 values per feature block
 
 def turn_counts(counts, channels, mount):
     """int counts (n, C) of the channels named `channels` -> int64 counts as the board app
-    turns each sample by orientation `mount` (device/mount.py): clipped to int16, then
-    out[:, i] = sign * counts[:, src] by its channel map, a negated -32768 saturating to
-    32767. The identity returns the counts unchanged."""
-    from microprop.device.mount import IDENTITY, channel_map
-
+    turns each sample by orientation `mount` (device/mount.py): clipped to int16, then turned
+    (host/mount.turn_counts). The identity returns the counts unchanged."""
     counts = np.asarray(counts, dtype=np.int64)
     if mount == IDENTITY:
         return counts
-    clipped = np.clip(counts, -32768, 32767)
-    out = np.empty_like(clipped)
-    for i, s in enumerate(channel_map(list(channels), mount)):
-        col = clipped[:, abs(s) - 1]
-        out[:, i] = col if s > 0 else np.minimum(-col, 32767)
-    return out
+    return mount_ref.turn_counts(np.clip(counts, -32768, 32767), channels, mount)
 
 
 def board_starts(n_samples, window, hop):
