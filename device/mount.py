@@ -77,14 +77,6 @@ def compose(k, m):
     return ORIENTATIONS.index(tuple(both))
 
 
-def inverse(k):
-    """The orientation that undoes k."""
-    for m in range(N_ORIENTATIONS):
-        if compose(m, k) == IDENTITY:
-            return m
-    raise ValueError("mount: orientation %d has no inverse" % k)  # not reached: a group
-
-
 def triples(channels):
     """Channel indices of each triple of AXES that `channels` holds whole -> list of 3-lists;
     an error when a triple is there in part (a turn needs all three axes)."""

@@ -778,6 +778,37 @@ def assert_one_line_error(code, err, *needles):
         assert n in err, (n, err)
 
 
+# A board script's sensor and input for App (tests/test_app.py, test_mount_app.py): `Fake`
+# replays counts.bin (make_trained_board's counts) and loops, `Empty` gives no input line.
+FAKE_SENSOR = """
+class Fake:
+    '''The replayed counts from a binary file, looping; read() allocates nothing.'''
+    channels = ("ax", "ay", "az")
+    n = 3
+    def __init__(self):
+        with open("counts.bin", "rb") as f:
+            self.data = array("h", f.read())
+        self.i = 0
+    def read(self, out):
+        i = self.i
+        for k in range(3):
+            out[k] = self.data[i + k]
+        i += 3
+        self.i = 0 if i >= len(self.data) else i
+
+class Empty:
+    def readinto(self, buf):
+        return 0
+"""
+
+
+def inverse(k):
+    """The orientation of device/mount.py that undoes k."""
+    from microprop.device import mount
+
+    return next(m for m in range(mount.N_ORIENTATIONS) if mount.compose(m, k) == mount.IDENTITY)
+
+
 def run_board(micropython, board_dir, script, stdin=b""):
     """Run `script` in the board folder (device/ importable); the output lines."""
     out = run_micropython(micropython, script, cwd=board_dir, stdin=stdin, timeout=60)

@@ -23,7 +23,7 @@ from microprop.firmware_tools.protocol import Err, Info, Pred, Sample, Train, pa
 from microprop.host import boardeval, metrics, pipeline, reference
 
 from .fakes import FakeTrainer, fake_app
-from .helpers import run_board, stream
+from .helpers import FAKE_SENSOR, run_board, stream
 
 FAKES = (Path(__file__).parent / "fakes.py").read_text()  # run ahead of the scripts
 
@@ -331,30 +331,16 @@ def test_autosave_counts_labels_from_the_last_save_or_load():
     assert [r.step for r in recs if isinstance(r, Train)] == [11, 12, 13, 14, 15, 16, 17]
 
 
-HEAP = """
+HEAP = (
+    """
 import micropython, sys
 from array import array
 from device import app
 from device.infer import Model
 
-class Fake:
-    '''The replayed counts from a binary file, looping; read() allocates nothing.'''
-    channels = ("ax", "ay", "az")
-    n = 3
-    def __init__(self):
-        with open("counts.bin", "rb") as f:
-            self.data = array("h", f.read())
-        self.i = 0
-    def read(self, out):
-        i = self.i
-        for k in range(3):
-            out[k] = self.data[i + k]
-        i += 3
-        self.i = 0 if i >= len(self.data) else i
-
-class Empty:
-    def readinto(self, buf):
-        return 0
+"""
+    + FAKE_SENSOR
+    + """
 
 def locked(f, hops=None, samples=None):
     # (a call with *args allocates its argument array: spelled out instead)
@@ -382,6 +368,7 @@ for kernel in ("viper", "portable"):
     locked("run", None, 60)
     a.handle_line("info")
 """
+)
 
 
 def test_hops_allocate_nothing(micropython, board):

@@ -12,6 +12,7 @@ import pytest
 from microprop.device import mount as dm
 from microprop.host import adapt, modelfile, mount, pipeline, synth
 from tests.conftest import run_micropython
+from tests.helpers import inverse
 
 
 def matrix(k):
@@ -32,7 +33,7 @@ def test_the_24_orientations_are_the_rotations_that_take_axes_to_axes():
     assert (mats[dm.IDENTITY] == np.eye(3)).all()
     for k in range(24):
         assert dm.index(dm.name(k)) == k
-        assert dm.compose(dm.inverse(k), k) == dm.IDENTITY
+        assert dm.compose(inverse(k), k) == dm.IDENTITY
         for j in range(24):
             assert (matrix(dm.compose(k, j)) == mats[k] @ mats[j]).all()
     assert dm.name(1) == "-y+x+z" and dm.index("+x+y") == -1
@@ -80,8 +81,8 @@ def synth_model(tmp_path_factory):
 def test_the_search_finds_the_turn_back_of_a_quarter_turn(synth_model):
     qm, _, wins, y, channels = synth_model
     scores = mount.search(qm, wins, y, channels)
-    assert mount.best(scores) == dm.inverse(1)
-    assert scores[dm.inverse(1)] > scores[dm.IDENTITY]
+    assert mount.best(scores) == inverse(1)
+    assert scores[inverse(1)] > scores[dm.IDENTITY]
 
 
 SEARCH_SCRIPT = r"""
@@ -226,7 +227,7 @@ def test_adaptation_with_the_mount_learnt_recovers_a_turned_wearer():
     learnt = adapt.run_adaptation(ds, train, test, learn_mount=True, **kw)
     assert plain["mounts"] is None
     # --remount's quarter turn about z reads (y, -x, z): "+y-x+z"; the board finds its inverse
-    undo = dm.name(dm.inverse(dm.index("+y-x+z")))
+    undo = dm.name(inverse(dm.index("+y-x+z")))
     assert all(t.startswith(undo + " ") for t in learnt["mounts"].values())
     before = learnt["mean"]["last"]["int_before"]
     assert before == plain["mean"]["last"]["int_before"]  # before: without the mount

@@ -27,7 +27,9 @@ from microprop.host import boardeval, features, reference, synth
 
 from .fakes import fake_app
 from .helpers import (
+    FAKE_SENSOR,
     configure,
+    inverse,
     labels_of,
     make_trained_board,
     records,
@@ -181,22 +183,22 @@ def test_search_and_pick_find_the_turn_of_the_replay(micropython, upright, tmp_p
     for i, rec in enumerate(answers[6 : 6 + len(ends)]):
         part = search_sums(q, data, ends[: i + 1], labels)
         assert rec.fields == {"mount_window": str(i + 1), "best": mount.name(int(np.argmax(part)))}
-    inverse = mount.inverse(QUARTER)
-    assert int(np.argmax(sums)) == inverse
+    undo = inverse(QUARTER)
+    assert int(np.argmax(sums)) == undo
     picked = answers[6 + len(ends)]
     assert picked.fields == {
-        "mount": mount.name(inverse),
+        "mount": mount.name(undo),
         "windows": str(len(ends)),
-        "sum": str(sums[inverse]),
+        "sum": str(sums[undo]),
         "was": "+x+y+z",
         "was_sum": str(sums[0]),
         "restart": str(pick_at),
     }
     again, info, search, cancel = answers[7 + len(ends) :]
     assert again.code == "mount" and again.message.startswith("pick: no search running")
-    assert info.fields["mount"] == mount.name(inverse)
-    assert search.text == "mount=%s search=started" % mount.name(inverse)
-    assert cancel.text == "mount=%s search=cancelled" % mount.name(inverse)
+    assert info.fields["mount"] == mount.name(undo)
+    assert search.text == "mount=%s search=started" % mount.name(undo)
+    assert cancel.text == "mount=%s search=cancelled" % mount.name(undo)
     preds = [r for r in recs if isinstance(r, Pred)]
     after = preds[-n_after:]
     unturned = stream(counts, samples)[pick_at:]
@@ -207,30 +209,16 @@ def test_search_and_pick_find_the_turn_of_the_replay(micropython, upright, tmp_p
         assert [p.scores[c] for c in q.classes] == scores.tolist()
 
 
-HEAP = """
+HEAP = (
+    """
 import micropython
 from array import array
 from device import app
 from device.infer import Model
 
-class Fake:
-    # the replayed counts from a binary file, looping; read() allocates nothing
-    channels = ("ax", "ay", "az")
-    n = 3
-    def __init__(self):
-        with open("counts.bin", "rb") as f:
-            self.data = array("h", f.read())
-        self.i = 0
-    def read(self, out):
-        i = self.i
-        for k in range(3):
-            out[k] = self.data[i + k]
-        i += 3
-        self.i = 0 if i >= len(self.data) else i
-
-class Empty:
-    def readinto(self, buf):
-        return 0
+"""
+    + FAKE_SENSOR
+    + """
 
 def locked(a, what):
     micropython.heap_lock()
@@ -259,6 +247,7 @@ for kernel in ("viper", "portable"):
         locked(a, "add")
     print("info kernel=%s locked_hops=%d windows=%d" % (kernel, hops, a.search.windows))
 """
+)
 
 
 def test_a_mount_and_a_search_allocate_nothing(micropython, board):
